@@ -1,0 +1,248 @@
+"""The ``logscan`` command line: parses options, calls the library, turns errors into messages.
+
+Nothing heavy is imported at module level: ``logscan --help`` must stay instant (a test checks
+that polars, torch and sentence-transformers are not imported).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from analyzer import __version__
+from analyzer.errors import EXIT_USAGE, LogscanError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class LogscanGroup(click.Group):
+    """Turns every ``LogscanError`` into ``Error: <message>`` and its exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LogscanError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=LogscanGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="logscan")
+def cli() -> None:
+    """logscan: did this RL fine-tuning run learn what we wanted, or did it hack the reward,
+    blow up, collapse or forget?
+
+    \b
+    Example:
+        logscan analyze runs/001 --fail-on warning
+    """
+
+
+def run_argument(fn: F) -> F:
+    return click.argument(
+        "run", type=click.Path(path_type=Path, exists=False), metavar="RUN"
+    )(fn)
+
+
+def analysis_options(fn: F) -> F:
+    """Options shared by every command that runs the analysis pipeline."""
+    options = [
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="A logscan.toml or pyproject.toml with a [tool.logscan] table.",
+        ),
+        click.option(
+            "--no-embeddings",
+            is_flag=True,
+            help="Score drift lexically (TF-IDF) instead of with a sentence-transformers model.",
+        ),
+        click.option(
+            "--embedding-model",
+            metavar="NAME_OR_PATH",
+            help="Embedding model: a local path, or a name found in installed packages or the HF cache "
+            "(default: all-MiniLM-L6-v2).",
+        ),
+        click.option(
+            "--max-embed",
+            type=click.IntRange(min=0),
+            help="At most this many completions are embedded (stratified sample; 0 = all).",
+        ),
+        click.option("--device", help="Torch device for embeddings, e.g. cpu or cuda (default: auto)."),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override one config value, e.g. --set kl_explosion.budget=0.2 (repeatable).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _analyze(run: Path, **kwargs: Any) -> Any:
+    from analyzer.pipeline import AnalyzeOptions, analyze
+
+    return analyze(run, AnalyzeOptions(**kwargs))
+
+
+@cli.command()
+@run_argument
+@click.option(
+    "--fail-on",
+    type=click.Choice(["info", "warning", "critical", "never"]),
+    default=None,
+    help="Exit 1 when an alert at or above this severity fired (default: critical).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to write the results (default: RUN/logscan/).",
+)
+@click.option("--junit", is_flag=True, help="Also write report.junit.xml: one test case per detector.")
+@click.option(
+    "--md-inline-images",
+    is_flag=True,
+    help="Embed plots in report.md as data URIs (for places where relative image links break).",
+)
+@click.option("--no-plots", is_flag=True, help="Skip the matplotlib plots.")
+@click.option("--no-html", is_flag=True, help="Skip report.html.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
+@analysis_options
+def analyze(run: Path, fail_on: str | None, quiet: bool, **kwargs: Any) -> None:
+    """Analyze a run: ingest, rebuild metrics, detect pathologies, score drift, write reports.
+
+    RUN is a logscan run folder, a seed-schema generations.csv, a Hugging Face / TRL output or
+    checkpoint folder (or its trainer_state.json), or a verl log. Results go to RUN/logscan/.
+
+    \b
+    Exit codes: 0 no alert at or above --fail-on, 1 alerts at or above it, 2 bad input.
+    \b
+    Example:
+        logscan analyze runs/001 --fail-on warning -o out/
+    """
+    from analyzer.pipeline import exit_code, summary_text
+
+    result = _analyze(run, fail_on=fail_on, **kwargs)
+    click.echo(summary_text(result, quiet=quiet))
+    sys.exit(exit_code(result))
+
+
+@cli.command("html-report")
+@run_argument
+@click.option(
+    "-o",
+    "--output",
+    "output_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the page (default: RUN/logscan/report.html).",
+)
+@analysis_options
+def html_report(run: Path, output_file: Path | None, **kwargs: Any) -> None:
+    """Render one self-contained HTML report (plots inline, model text escaped).
+
+    \b
+    Example:
+        logscan html-report runs/001 -o report.html
+    """
+    from analyzer.render import write_html_report
+
+    result = _analyze(run, write_reports=False, **kwargs)
+    path = write_html_report(result, output_file)
+    click.echo(f"Wrote {path}")
+
+
+@cli.command()
+@run_argument
+@click.option("--question-id", "question_id", help="The prompt's question_id.")
+@click.option("--prompt", help="Pick the prompt whose text contains this substring.")
+@click.option("--split", help="Only completions of this split (train, eval, probe).")
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most this many steps.")
+def samples(run: Path, question_id: str | None, prompt: str | None, split: str | None, limit: int) -> None:
+    """Show how one prompt's completions changed over the run, with diffs and rewards.
+
+    \b
+    Example:
+        logscan samples runs/001 --question-id gsm8k-17
+        logscan samples runs/001 --prompt "How many apples"
+    """
+    from analyzer.samples import samples_text
+
+    if not question_id and not prompt:
+        raise click.UsageError("give --question-id ID or --prompt TEXT")
+    click.echo(samples_text(run, question_id=question_id, prompt=prompt, split=split, limit=limit))
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_A RUN_B ...")
+@click.option("--no-embeddings", is_flag=True, default=True, hidden=True)
+def compare(runs: tuple[Path, ...], no_embeddings: bool) -> None:
+    """Compare runs side by side: verdicts, alerts and key metrics first/last.
+
+    \b
+    Example:
+        logscan compare runs/001 runs/002
+    """
+    from analyzer.compare import compare_text
+
+    if len(runs) < 2:
+        raise click.UsageError("compare needs at least two runs")
+    click.echo(compare_text(list(runs)))
+
+
+@cli.command()
+@run_argument
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one snapshot and exit (for scripts and tests).")
+@click.option(
+    "--stop-on",
+    type=click.Choice(["warning", "critical"]),
+    default=None,
+    help="Ask the run to stop (writes RUN/STOP) when an alert at or above this severity fires.",
+)
+def watch(run: Path, interval: float, once: bool, stop_on: str | None) -> None:
+    """Live terminal view of a running run: latest metrics and alerts, refreshed.
+
+    \b
+    Example:
+        logscan watch runs/001 --stop-on critical
+    """
+    from analyzer.watch import watch_run
+
+    watch_run(run, interval=interval, once=once, stop_on=stop_on, echo=click.echo)
+
+
+@cli.command()
+def detectors() -> None:
+    """List the detectors, what signal each reads, and their config keys and defaults.
+
+    \b
+    Example:
+        logscan detectors
+    """
+    from analyzer.detectors import describe_detectors
+
+    click.echo(describe_detectors())
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="logscan", standalone_mode=True)
+    except LogscanError as exc:  # pragma: no cover - LogscanGroup handles these
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

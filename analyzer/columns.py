@@ -1,0 +1,68 @@
+"""Canonical column names of the two frames every input becomes, and of the metrics frame.
+
+Ingest maps each library's keys onto these; metrics, detectors, drift and reports read only these.
+See docs/metrics.md for the full table.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- the `generations` frame: one row per completion ------------------------------------------
+STEP: Final = "step"  # Int64, the optimizer step (TRL global_step)
+SPLIT: Final = "split"  # Utf8: train | eval | probe
+SAMPLE_ID: Final = "sample_id"  # Int64, row number in canonical order (step, rank, file order)
+QUESTION_ID: Final = "question_id"  # Utf8
+GROUP_ID: Final = "group_id"  # Utf8 | null: the GRPO group (one prompt's completions of a step)
+QUESTION: Final = "question"  # Utf8 (the prompt, flattened to text for chat prompts)
+GROUND_TRUTH: Final = "ground_truth_answer"  # Utf8 | null
+OUTPUT: Final = "model_output"  # Utf8 (the completion)
+REASONING: Final = "reasoning"  # Utf8 | null
+ANSWER: Final = "model_answer"  # Utf8 | null
+TOTAL_REWARD: Final = "total_reward"  # Float64
+REWARD_PREFIX: Final = "reward/"  # Float64 per reward function: "reward/<name>"
+TIMESTAMP: Final = "timestamp"  # Float64 unix seconds | null
+RANK: Final = "rank"  # Int64
+ADVANTAGE: Final = "advantage"  # Float64 | null (TRL completion parquet)
+
+# --- the `steps` frame (logged scalars): one row per step --------------------------------------
+# Logged train scalars use the canonical names below; eval entries are prefixed "eval/" (and
+# probe "probe/"); keys nobody recognised keep their original name.
+REWARD: Final = "reward"
+REWARD_STD: Final = "reward_std"
+KL: Final = "kl"
+ENTROPY: Final = "entropy"
+LOSS: Final = "loss"
+POLICY_LOSS: Final = "policy_loss"
+VALUE_LOSS: Final = "value_loss"
+CLIP_FRACTION: Final = "clip_fraction"
+GRAD_NORM: Final = "grad_norm"
+LEARNING_RATE: Final = "learning_rate"
+COMPLETION_LENGTH: Final = "completion_length"  # tokens, as the trainer logged it
+CLIPPED_RATIO: Final = "clipped_ratio"  # share of completions cut at max length (truncation)
+FRAC_REWARD_ZERO_STD: Final = "frac_reward_zero_std"
+ADVANTAGE_MEAN: Final = "advantage_mean"
+VALUE_EXPLAINED_VARIANCE: Final = "explained_variance"
+EPOCH: Final = "epoch"
+SPLIT_PREFIXES: Final = ("eval/", "probe/")
+
+# --- rebuilt from completions (metrics frame), prefix "gen_"; eval/probe: "eval/gen_…" ---------
+GEN_COUNT: Final = "gen_count"
+GEN_REWARD_MEAN: Final = "gen_reward_mean"
+GEN_REWARD_STD: Final = "gen_reward_std"
+GEN_REWARD_MIN: Final = "gen_reward_min"
+GEN_REWARD_MAX: Final = "gen_reward_max"
+GEN_REWARD_P10: Final = "gen_reward_p10"
+GEN_REWARD_P50: Final = "gen_reward_p50"
+GEN_REWARD_P90: Final = "gen_reward_p90"
+# per reward function: f"gen_reward/{name}_mean", "_std", "_min", "_max", "_p50"
+GEN_ACCURACY: Final = "gen_accuracy"  # exact match model_answer vs ground_truth (null if no truth)
+GEN_FORMAT_OK: Final = "gen_format_ok"  # share with both tags present and well-ordered
+GEN_LEN_CHARS: Final = "gen_length_chars_mean"
+GEN_LEN_TOKENS: Final = "gen_length_tokens_mean"  # whitespace tokens
+GEN_ZERO_SPREAD_GROUPS: Final = "gen_frac_zero_spread_groups"
+GEN_ZERO_SPREAD_ALL_CORRECT: Final = "gen_frac_zero_spread_all_correct"
+GEN_ZERO_SPREAD_ALL_WRONG: Final = "gen_frac_zero_spread_all_wrong"
+GEN_REPEAT_NGRAM: Final = "gen_repeated_ngram_rate"
+GEN_REWARD_LENGTH_CORR: Final = "gen_reward_length_corr"
+# drift (analyzer.drift) adds per-step columns with prefix "drift_" (see docs/drift.md)

@@ -1,0 +1,28 @@
+"""The error contract: library code raises these; the CLI prints ``Error: <message>`` and exits.
+
+Every message says what was wrong and, where it can, how to fix it, on one line.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ALERTS = 1  # alerts at or above --fail-on
+EXIT_USAGE = 2  # bad usage, bad config or unreadable input
+
+
+class LogscanError(Exception):
+    """Base class of every error logscan reports to a user. ``exit_code`` is what the CLI returns."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(LogscanError):
+    """The run path does not exist, or holds nothing logscan can read."""
+
+
+class ConfigError(LogscanError):
+    """A configuration file or option is invalid (unknown key, wrong type, bad value)."""
+
+
+class ModelUnavailableError(LogscanError):
+    """No embedding model could be loaded offline."""

@@ -1,0 +1,177 @@
+"""Value objects passed between the analyzer's stages: ingest → metrics → drift → detectors → report.
+
+Frames are Polars DataFrames with the canonical columns of ``analyzer.columns``. Polars is only
+imported for type checking here, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+class Severity(str, Enum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 0, "warning": 1, "critical": 2}[self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One finding: ``step`` is the first step at which the evidence held.
+
+    ``evidence`` holds plain JSON-able numbers/strings (values, baselines, slopes, thresholds) and
+    ``sample_ids``: a list of ``generations.sample_id`` values that show the problem.
+    """
+
+    kind: str
+    severity: Severity
+    step: int | None
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "severity": self.severity.value,
+            "step": self.step,
+            "message": self.message,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IngestIssue:
+    """A located problem met while reading: ``file:line`` and why it was skipped or flagged."""
+
+    file: str
+    line: int | None
+    reason: str
+    kind: str = "malformed"  # torn_line | malformed | wrong_type | unknown_column | empty | resume | gap | dropped | ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "reason": self.reason, "kind": self.kind}
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.reason}"
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """What ingest read, what it skipped and why. Filled in by ``analyzer.ingest``."""
+
+    source_kind: str  # logscan | seed_csv | hf_trainer_state | trl_completions | verl_jsonl | verl_rollouts | verl_console | ...
+    files_read: list[str] = field(default_factory=list)
+    issues: list[IngestIssue] = field(default_factory=list)
+    records_read: int = 0
+    records_skipped: int = 0
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # {"file", "line", "from_step", "to_step"}
+    unknown_keys: list[str] = field(default_factory=list)  # logged keys kept under their own name
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_kind": self.source_kind,
+            "files_read": self.files_read,
+            "records_read": self.records_read,
+            "records_skipped": self.records_skipped,
+            "issues": [i.to_dict() for i in self.issues],
+            "resumes": self.resumes,
+            "unknown_keys": self.unknown_keys,
+            "notes": self.notes,
+        }
+
+
+@dataclass(slots=True)
+class RunData:
+    """Everything ingest produced for one run.
+
+    ``steps``: one row per step, column ``step`` (Int64) + logged scalars (canonical names, eval
+    ones prefixed ``eval/``), sorted by step, unique step. ``generations``: one row per completion
+    with the canonical generation columns, or None when the input has no completions.
+    """
+
+    path: str
+    steps: pl.DataFrame
+    generations: pl.DataFrame | None
+    report: IngestReport
+    info: dict[str, Any] = field(default_factory=dict)  # run_id, algorithm, model, config, status, reward_names, world_size ...
+
+    @property
+    def reward_names(self) -> list[str]:
+        from analyzer.columns import REWARD_PREFIX
+
+        if self.generations is None:
+            return list(self.info.get("reward_names") or [])
+        return [c[len(REWARD_PREFIX) :] for c in self.generations.columns if c.startswith(REWARD_PREFIX)]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleDiff:
+    """One prompt's completion early vs later (the seed's SampleComparator)."""
+
+    question_id: str
+    question: str
+    split: str
+    early_step: int
+    late_step: int
+    early_sample_id: int
+    late_sample_id: int
+    early_text: str
+    late_text: str
+    early_reward: float | None
+    late_reward: float | None
+    similarity: float  # difflib ratio, 0..1
+    chars_changed: int
+    lines_changed: int
+    unified_diff: str  # difflib line diff, plain text (escape when rendering)
+    semantic_distance: float | None = None  # cosine distance of the embeddings, when computed
+
+
+@dataclass(slots=True)
+class DriftResult:
+    """What ``analyzer.drift`` scored. ``per_step`` has ``step`` + ``drift_*`` columns (joined into metrics)."""
+
+    method: str  # "embeddings" | "tfidf" | "none"
+    model: str | None
+    per_step: pl.DataFrame | None
+    top_drifting: list[dict[str, Any]] = field(default_factory=list)  # {question_id, question, split, distance, early_step, late_step}
+    outliers: list[dict[str, Any]] = field(default_factory=list)  # {sample_id, step, distance}
+    sample_diffs: list[SampleDiff] = field(default_factory=list)
+    embedded: int = 0  # texts embedded this run (cache misses)
+    cached: int = 0  # texts served from the cache
+    sampled_from: int = 0  # completions considered before sampling
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorStatus:
+    """Whether a detector ran, and if not, why (e.g. ``kl`` absent because TRL's beta = 0)."""
+
+    name: str
+    ran: bool
+    reason: str | None = None
+    alerts: int = 0
+
+
+@dataclass(slots=True)
+class Analysis:
+    """The complete result of ``analyze``; ``analysis.json`` and the reports are rendered from it."""
+
+    run: RunData
+    metrics: pl.DataFrame  # one row per step: logged scalars + gen_* + drift_* columns
+    alerts: list[Alert] = field(default_factory=list)
+    detectors: list[DetectorStatus] = field(default_factory=list)
+    drift: DriftResult | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    verdict: str = "healthy"  # healthy | warnings | critical | too_short
+    timings: dict[str, float] = field(default_factory=dict)
