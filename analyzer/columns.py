@@ -65,4 +65,5 @@ GEN_ZERO_SPREAD_ALL_CORRECT: Final = "gen_frac_zero_spread_all_correct"
 GEN_ZERO_SPREAD_ALL_WRONG: Final = "gen_frac_zero_spread_all_wrong"
 GEN_REPEAT_NGRAM: Final = "gen_repeated_ngram_rate"
 GEN_REWARD_LENGTH_CORR: Final = "gen_reward_length_corr"
+GEN_REWARD_NONFINITE: Final = "gen_reward_nonfinite"  # share of completions with NaN/inf total_reward
 # drift (analyzer.drift) adds per-step columns with prefix "drift_" (see docs/drift.md)

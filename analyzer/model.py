@@ -175,3 +175,7 @@ class Analysis:
     config: dict[str, Any] = field(default_factory=dict)
     verdict: str = "healthy"  # healthy | warnings | critical | too_short
     timings: dict[str, float] = field(default_factory=dict)
+    # Set by analyzer.pipeline: where the results went, which files, and stages skipped (and why).
+    output_dir: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)

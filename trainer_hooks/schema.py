@@ -28,8 +28,27 @@ def generations_file(rank: int = 0, fmt: str = "jsonl") -> str:
     return f"{GENERATIONS_STEM}.{fmt}" if rank == 0 else f"{GENERATIONS_STEM}.rank{rank}.{fmt}"
 
 
+def generations_part_file(rank: int = 0, part: int = 1, fmt: str = "csv") -> str:
+    """The CSV *part* files: part 1 is ``generations_file(rank, fmt)``; part N > 1 inserts ``.partN``.
+
+    A CSV header is fixed once written, so when a reward function first appears mid-run (or a run
+    resumes) the writer starts a new part with the widened header instead of rewriting the file:
+    ``generations.csv``, ``generations.part2.csv``, … and ``generations.rank1.part2.csv`` for rank 1.
+    Readers take every ``generations*.csv`` in the folder, each with its own header.
+    """
+    if part <= 1:
+        return generations_file(rank, fmt)
+    rank_part = "" if rank == 0 else f".rank{rank}"
+    return f"{GENERATIONS_STEM}{rank_part}.part{part}.{fmt}"
+
+
+def manifest_file(rank: int = 0) -> str:
+    """``run.json`` for rank 0, ``run.rank{N}.json`` for the others (each rank owns its manifest)."""
+    return MANIFEST_FILE if rank == 0 else f"run.rank{rank}.json"
+
+
 # --- run.json ----------------------------------------------------------------------------------
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
     CRASHED = "crashed"
@@ -49,7 +68,21 @@ M_WORLD_SIZE: Final = "world_size"
 M_RANK: Final = "rank"
 M_GENERATIONS_FORMAT: Final = "generations_format"
 M_COUNTERS: Final = "counters"
-M_RESUMES: Final = "resumes"
+M_RESUMES: Final = "resumes"  # [{"time": float, "previous_status": str, "pid": int}, …]
+
+# run.json["counters"] keys (cumulative over resumes)
+C_RECORDS_WRITTEN: Final = "records_written"  # lines confirmed written (events + generations)
+C_RECORDS_DROPPED: Final = "records_dropped"  # queue full with on_full="drop", or unwritten at close timeout
+C_RECORDS_FAILED: Final = "records_failed"  # lost to a write error (disk full, permission, …)
+C_BLOCKED_WAITS: Final = "blocked_waits"  # times a log_* call waited for queue space (on_full="block")
+C_WRITE_ERRORS: Final = "write_errors"  # failed write/fsync calls
+COUNTER_KEYS: Final = (
+    C_RECORDS_WRITTEN,
+    C_RECORDS_DROPPED,
+    C_RECORDS_FAILED,
+    C_BLOCKED_WAITS,
+    C_WRITE_ERRORS,
+)
 
 # --- events.jsonl: one lifecycle event or metrics record per line ------------------------------
 E_TIME: Final = "time"  # unix seconds, float
@@ -61,12 +94,14 @@ E_META: Final = "meta"  # free-form JSON
 E_RANK: Final = "rank"
 
 
-class TrainingPhase(str, enum.Enum):
+class TrainingPhase(enum.StrEnum):
     """The lifecycle of an RL fine-tuning run, as logged in ``events.jsonl``'s ``phase``."""
 
-    RUN_START = "run_start"
-    RUN_END = "run_end"
-    RUN_RESUME = "run_resume"
+    RUN_START = "run_start"  # written by RunLogger when it opens a fresh run folder (meta: manifest)
+    RUN_END = "run_end"  # written by RunLogger.close() (meta: status, counters)
+    RUN_RESUME = "run_resume"  # a second RunLogger opened the same folder + rank (a resumed run)
+    TRAIN_START = "train_start"  # the trainer's on_train_begin (meta: max_steps, epochs, …)
+    TRAIN_END = "train_end"  # the trainer's on_train_end (metrics: train_runtime, train_loss, …)
     EPOCH_START = "epoch_start"
     EPOCH_END = "epoch_end"
     ITERATION_START = "iteration_start"
@@ -95,7 +130,7 @@ G_REWARDS: Final = "rewards"  # JSONL: {name: value}; CSV: flattened to <name>_r
 G_SPLIT: Final = "split"
 G_GROUP_ID: Final = "group_id"
 G_RANK: Final = "rank"
-G_EXTRA: Final = "extra"  # JSONL: anything else the caller passed (**extra)
+G_EXTRA: Final = "extra"  # JSONL: anything else the caller passed (**extra); CSV: a JSON cell
 
 CSV_REWARD_SUFFIX: Final = "_reward"
 # The seed's CSV columns, in order; reward columns follow, then split and group_id.
@@ -111,6 +146,8 @@ CSV_BASE_COLUMNS: Final = (
     G_TOTAL_REWARD,
 )
 CSV_TAIL_COLUMNS: Final = (G_SPLIT, G_GROUP_ID)
+# After the tail, logscan's CSV adds one JSON-encoded column for **extra (empty cell when none).
+CSV_EXTRA_COLUMN: Final = G_EXTRA
 
 SPLITS: Final = ("train", "eval", "probe")
 
@@ -122,3 +159,22 @@ NAN: Final = "NaN"
 POS_INF: Final = "Infinity"
 NEG_INF: Final = "-Infinity"
 NONFINITE_STRINGS: Final = {NAN: float("nan"), POS_INF: float("inf"), NEG_INF: float("-inf")}
+
+
+def decode_float(value: object) -> float | None:
+    """Read back a number written by logscan: the NONFINITE strings become NaN/±inf; None stays None.
+
+    Used for metrics values, rewards and total_reward (JSONL) and for numeric CSV cells, where an
+    empty cell means "missing" (None).
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        if value in NONFINITE_STRINGS:
+            return NONFINITE_STRINGS[value]
+        return float(value)
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    raise TypeError(f"not a number: {value!r}")

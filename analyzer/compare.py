@@ -1,0 +1,103 @@
+"""``logscan compare``: several runs side by side — verdict, alert counts, key metrics first → last.
+
+Each run goes through the same pipeline as ``logscan analyze`` (embeddings off, nothing written
+into the runs), so a comparison never disagrees with the individual verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from analyzer import columns as C
+from analyzer.model import Analysis, Severity
+
+# The rows compare shows, in order, when at least one run has the column.
+KEY_METRICS: tuple[str, ...] = (
+    C.REWARD,
+    C.GEN_REWARD_MEAN,
+    C.GEN_ACCURACY,
+    "eval/" + C.GEN_ACCURACY,
+    C.GEN_FORMAT_OK,
+    C.GEN_LEN_CHARS,
+    C.COMPLETION_LENGTH,
+    C.GEN_REPEAT_NGRAM,
+    C.GEN_ZERO_SPREAD_GROUPS,
+    C.KL,
+    C.ENTROPY,
+    C.LOSS,
+    C.GRAD_NORM,
+    "eval/" + C.REWARD,
+)
+
+
+def compare_analyses(paths: Sequence[str | Path], *, no_embeddings: bool = True) -> list[Analysis]:
+    from analyzer.pipeline import AnalyzeOptions, analyze
+
+    options = AnalyzeOptions(no_embeddings=no_embeddings, write_outputs=False, write_reports=False)
+    return [analyze(Path(p), options) for p in paths]
+
+
+def compare_text(paths: Sequence[str | Path], *, no_embeddings: bool = True) -> str:
+    """A plain-text table: one column per run; rows for verdict, steps, alerts and key metrics."""
+    analyses = compare_analyses(paths, no_embeddings=no_embeddings)
+    return format_comparison(analyses, [Path(p) for p in paths])
+
+
+def format_comparison(analyses: Sequence[Analysis], paths: Sequence[Path]) -> str:
+    names = [p.name or str(p) for p in paths]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in paths]
+    rows: list[tuple[str, list[str]]] = [
+        ("verdict", [a.verdict for a in analyses]),
+        ("source", [a.run.report.source_kind for a in analyses]),
+        ("steps", [_steps(a) for a in analyses]),
+        ("completions", [str(a.run.generations.height if a.run.generations is not None else 0) for a in analyses]),
+        ("alerts crit/warn/info", [_alert_counts(a) for a in analyses]),
+        ("alert kinds", [", ".join(sorted({x.kind for x in a.alerts})) or "-" for a in analyses]),
+    ]
+    for key in KEY_METRICS:
+        if any(key in a.metrics.columns for a in analyses):
+            rows.append((f"{key} (first → last)", [_first_last(a, key) for a in analyses]))
+    label_w = max(len(label) for label, _ in rows)
+    widths = [max(len(n), *(len(vals[i]) for _, vals in rows)) for i, n in enumerate(names)]
+    lines = ["  ".join([" " * label_w, *(n.ljust(w) for n, w in zip(names, widths, strict=True))]).rstrip()]
+    for label, values in rows:
+        cells = (v.ljust(w) for v, w in zip(values, widths, strict=True))
+        lines.append("  ".join([label.ljust(label_w), *cells]).rstrip())
+    return "\n".join(lines)
+
+
+def _steps(a: Analysis) -> str:
+    if C.STEP not in a.metrics.columns or a.metrics.height == 0:
+        return "-"
+    s = a.metrics.get_column(C.STEP).drop_nulls()
+    first, last = str(s.min()), str(s.max())
+    return f"{first}..{last} ({s.n_unique()})"
+
+
+def _alert_counts(a: Analysis) -> str:
+    return "/".join(
+        str(sum(1 for x in a.alerts if x.severity is s)) for s in (Severity.CRITICAL, Severity.WARNING, Severity.INFO)
+    )
+
+
+def _first_last(a: Analysis, key: str) -> str:
+    if key not in a.metrics.columns:
+        return "-"
+    values = [v for v in a.metrics.get_column(key).to_list() if _finite(v)]
+    if not values:
+        return "-"
+    return f"{_fmt(values[0])} → {_fmt(values[-1])}"
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _fmt(v: float) -> str:
+    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
+        return f"{v:.2e}"
+    return f"{v:.3g}"

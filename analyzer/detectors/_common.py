@@ -1,0 +1,176 @@
+"""Helpers shared by the detector families: excursions of a smoothed curve, standard signals."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from analyzer import columns as C
+from analyzer.detectors import stats
+from analyzer.detectors.text import CORRECT, FORMAT_OK, N_TOKENS
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from analyzer.detectors.base import DetectorContext
+
+
+@dataclass(frozen=True, slots=True)
+class Excursion:
+    """A sustained move of a smoothed curve past a threshold, after the warm-up."""
+
+    detect_index: int  # first index of the sustained run of the smoothed curve
+    detect_step: int
+    onset_step: int  # change-point estimate of when it began (≤ detect_step)
+    baseline: float  # median over the warm-up
+    extreme: float  # most extreme smoothed value from the detection on
+    last: float  # smoothed value at the end of the run
+    warmup: int
+
+
+def find_excursion(
+    ctx: DetectorContext,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    above: bool,
+    threshold: float | None = None,
+    min_delta: float | None = None,
+    rel_delta: float | None = None,
+) -> Excursion | None:
+    """First sustained run (after the warm-up) where the rolling median is past ``threshold`` and
+    has moved at least ``min_delta`` (absolute) / ``rel_delta`` (× |baseline|) from the warm-up
+    median, in the direction ``above``. The onset is dated by a change point, not by the detection.
+    """
+    n = y.size
+    if n == 0:
+        return None
+    w = ctx.warmup_points(n)
+    base = float(np.median(y[: max(w, 1)]))
+    smooth = stats.rolling_median(y, stats.window_for(n))
+    sign = 1.0 if above else -1.0
+    cond = np.ones(n, dtype=bool)
+    if threshold is not None:
+        cond &= sign * (smooth - threshold) >= 0
+    if min_delta is not None:
+        cond &= sign * (smooth - base) >= min_delta
+    if rel_delta is not None:
+        cond &= sign * (smooth - base) >= rel_delta * max(abs(base), 1e-12)
+    idx = stats.first_sustained(cond, stats.window_for(n, 0.03, 3, 15), start=w)
+    if idx is None:
+        return None
+    block = idx
+    while block > 0 and cond[block - 1]:
+        block -= 1
+    # held since the warm-up: the evidence held from the start of that block, nothing to date
+    onset = int(x[block]) if block < w else stats.onset_step(x, y, upto=idx)
+    tail = smooth[idx:]
+    extreme = float(tail.max() if above else tail.min())
+    return Excursion(
+        detect_index=idx,
+        detect_step=int(x[idx]),
+        onset_step=onset,
+        baseline=base,
+        extreme=extreme,
+        last=float(smooth[-1]),
+        warmup=w,
+    )
+
+
+def per_step(frame: pl.DataFrame, column: str, *, agg: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """(steps, per-step mean/median of ``column``) of a sample-level frame, nulls ignored."""
+    import polars as pl
+
+    if frame.height == 0 or column not in frame.columns:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    e = pl.col(column).cast(pl.Float64)
+    e = e.mean() if agg == "mean" else e.median()
+    g = frame.group_by(C.STEP).agg(e.alias("v")).drop_nulls().sort(C.STEP)
+    y = g["v"].to_numpy().astype(float)
+    x = g[C.STEP].to_numpy().astype(np.int64)
+    keep = np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def reward_signal(ctx: DetectorContext) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """The training reward per step: logged ``reward``, else rebuilt ``gen_reward_mean``/completions."""
+    col = ctx.first_present([C.REWARD, C.GEN_REWARD_MEAN])
+    if col is not None:
+        x, y = ctx.series(col)
+        return col, x, y
+    if ctx.has_generations:
+        x, y = per_step(ctx.train_samples(), C.TOTAL_REWARD)
+        if x.size:
+            return "total_reward (completions)", x, y
+    return None
+
+
+def length_signal(ctx: DetectorContext) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """Completion length per step: logged tokens, else whitespace tokens of the completions."""
+    col = ctx.first_present([C.COMPLETION_LENGTH, C.GEN_LEN_TOKENS])
+    if col is not None:
+        x, y = ctx.series(col)
+        return col, x, y
+    if ctx.has_generations:
+        x, y = per_step(ctx.train_samples(), N_TOKENS)
+        if x.size:
+            return "completion tokens (completions)", x, y
+    return None
+
+
+def accuracy_signal(ctx: DetectorContext) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """Exact-match accuracy per step recomputed from the completions (train split)."""
+    if ctx.has_generations:
+        x, y = per_step(ctx.train_samples(), CORRECT)
+        if x.size:
+            return "exact-match accuracy", x, y
+    if ctx.has(C.GEN_ACCURACY):
+        x, y = ctx.series(C.GEN_ACCURACY)
+        return C.GEN_ACCURACY, x, y
+    return None
+
+
+def format_signal(ctx: DetectorContext) -> tuple[str, np.ndarray, np.ndarray] | None:
+    if ctx.has_generations:
+        x, y = per_step(ctx.train_samples(), FORMAT_OK)
+        if x.size:
+            return "format compliance", x, y
+    if ctx.has(C.GEN_FORMAT_OK):
+        x, y = ctx.series(C.GEN_FORMAT_OK)
+        return C.GEN_FORMAT_OK, x, y
+    return None
+
+
+_COMPONENT_RE = re.compile(r"^(?:gen_)?rewards?/(?P<name>.+?)(?:/mean|_mean)?$")
+
+
+def component_columns(ctx: DetectorContext) -> dict[str, str]:
+    """Per-reward-function mean columns in the metrics frame: {function name: column}.
+
+    Logged (``rewards/<fn>/mean`` kept by ingest, or ``reward/<fn>``) win over rebuilt
+    ``gen_reward/<fn>_mean``; std / min / max columns are ignored.
+    """
+    found: dict[str, str] = {}
+    for col in ctx.metrics.columns:
+        if col.startswith(C.SPLIT_PREFIXES) or col in (C.REWARD, C.REWARD_STD):
+            continue
+        if re.search(r"(/|_)(std|min|max|p\d+)$", col):
+            continue
+        m = _COMPONENT_RE.match(col)
+        if not m or not ctx.has(col):
+            continue
+        name = m.group("name")
+        if col.startswith("gen_") and name in found:
+            continue
+        found[name] = col
+    return found
+
+
+def level_change(y: np.ndarray, w: int) -> tuple[float, float]:
+    """(warm-up median, median of the last quarter): a curve's start and end levels."""
+    n = y.size
+    tail = max(3, n // 4)
+    return float(np.median(y[: max(w, 1)])), float(np.median(y[-tail:]))

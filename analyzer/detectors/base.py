@@ -1,0 +1,349 @@
+"""The detector registry and the context every detector reads from.
+
+A detector is a plain function ``fn(ctx, cfg) -> list[Alert]`` registered with ``@register``:
+built-ins register exactly the way a third-party plugin would. ``cfg`` is the detector's own
+config table (its defaults merged with the user's ``[tool.logscan.<name>]``). A detector whose
+inputs are absent raises ``Skip(reason)`` — it is then reported as skipped, never as healthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from analyzer import columns as C
+from analyzer.model import Alert, DetectorStatus, DriftResult, RunData, Severity
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+
+DetectorFn = Callable[["DetectorContext", dict[str, Any]], list[Alert]]
+
+# Settings every detector shares, under ``[tool.logscan.general]``.
+GENERAL_DEFAULTS: dict[str, Any] = {
+    # Nothing fires on the first max(warmup_min_points, warmup_fraction × points) logged points:
+    # they are the baseline the rest of the run is judged against.
+    "warmup_fraction": 0.1,
+    "warmup_min_points": 5,
+    # Trend detectors need at least this many logged steps; shorter runs are "too short to judge".
+    "min_steps": 10,
+    # At most this many sample ids are attached to an alert's evidence.
+    "max_sample_ids": 5,
+    # XML-ish tags that delimit the reasoning and the answer in a completion.
+    "tags": ["reasoning", "answer"],
+}
+
+
+class Skip(Exception):
+    """Raised by a detector whose inputs are absent; the message is the reason shown to users."""
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSpec:
+    """One registered detector: what it reads, its config defaults, and the function."""
+
+    name: str
+    kind: str
+    fn: DetectorFn
+    signals: str  # the signal it reads and why, one or two sentences (shown by `logscan detectors`)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()  # human-readable inputs, e.g. ("kl",) or ("completions",)
+    severity: str = ""  # the severity rules, one line
+
+    @property
+    def summary(self) -> str:
+        return (self.fn.__doc__ or "").strip().splitlines()[0] if self.fn.__doc__ else ""
+
+
+REGISTRY: dict[str, DetectorSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    kind: str | None = None,
+    signals: str,
+    defaults: Mapping[str, Any] | None = None,
+    requires: Iterable[str] = (),
+    severity: str = "",
+) -> Callable[[DetectorFn], DetectorFn]:
+    """Register ``fn`` as detector ``name`` (alerts of ``kind``, default: the name).
+
+    Every detector gets an ``enabled`` switch in addition to ``defaults``. Registering a name
+    twice replaces the earlier detector (a plugin may override a built-in).
+    """
+
+    def deco(fn: DetectorFn) -> DetectorFn:
+        merged = {"enabled": True, **dict(defaults or {})}
+        REGISTRY[name] = DetectorSpec(
+            name=name,
+            kind=kind or name,
+            fn=fn,
+            signals=signals,
+            defaults=merged,
+            requires=tuple(requires),
+            severity=severity,
+        )
+        return fn
+
+    return deco
+
+
+def default_config() -> dict[str, dict[str, Any]]:
+    """Built-in defaults: ``{"general": {...}, "<detector>": {...}, ...}`` (fresh copies)."""
+    out: dict[str, dict[str, Any]] = {"general": _copy(GENERAL_DEFAULTS)}
+    for name, spec in REGISTRY.items():
+        out[name] = _copy(spec.defaults)
+    return out
+
+
+def _copy(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, list) else v) for k, v in d.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# The context: typed, cached access to the inputs, shared by all detectors of one run.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DetectorContext:
+    """What detectors read: the run, the metrics frame (drift columns joined) and the drift result."""
+
+    run: RunData
+    metrics: pl.DataFrame
+    drift: DriftResult | None
+    general: dict[str, Any]
+
+    # ---- scalar series -------------------------------------------------------------------
+    @property
+    def n_steps(self) -> int:
+        return int(self.metrics.height)
+
+    def has(self, column: str) -> bool:
+        """True when ``column`` exists and holds at least one finite value."""
+        if column not in self.metrics.columns:
+            return False
+        x, _ = self.series(column)
+        return len(x) > 0
+
+    def first_present(self, columns: Iterable[str]) -> str | None:
+        for c in columns:
+            if self.has(c):
+                return c
+        return None
+
+    def series(self, column: str, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of one metrics column, nulls dropped, non-finite dropped unless asked."""
+        import numpy as np
+        import polars as pl
+
+        if column not in self.metrics.columns:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        df = self.metrics.select(pl.col(C.STEP), pl.col(column).cast(pl.Float64, strict=False)).drop_nulls()
+        x = df[C.STEP].to_numpy().astype(np.int64)
+        y = df[column].to_numpy().astype(float)
+        if finite:
+            keep = np.isfinite(y)
+            x, y = x[keep], y[keep]
+        return x, y
+
+    def numeric_columns(self) -> list[str]:
+        import polars as pl
+
+        return [
+            name
+            for name, dtype in self.metrics.schema.items()
+            if name != C.STEP and dtype.is_numeric() and dtype != pl.Boolean
+        ]
+
+    # ---- warm-up ---------------------------------------------------------------------------
+    def warmup_points(self, n: int) -> int:
+        """How many of ``n`` points form the warm-up (baseline); never all of them."""
+        w = max(int(self.general["warmup_min_points"]), round(n * float(self.general["warmup_fraction"])))
+        return min(w, max(n - 1, 0))
+
+    def too_short(self) -> str | None:
+        n = self.n_steps
+        need = int(self.general["min_steps"])
+        if n < need:
+            return f"run too short to judge trends ({n} logged steps < general.min_steps = {need})"
+        return None
+
+    def require_length(self, n_points: int, what: str) -> None:
+        need = max(int(self.general["min_steps"]), int(self.general["warmup_min_points"]) + 3)
+        if n_points < need:
+            raise Skip(f"too few points of {what} to judge ({n_points} < {need})")
+
+    # ---- completions -------------------------------------------------------------------------
+    @property
+    def has_generations(self) -> bool:
+        g = self.run.generations
+        return g is not None and g.height > 0 and C.OUTPUT in g.columns
+
+    def require_generations(self, what: str = "completions") -> None:
+        if not self.has_generations:
+            raise Skip(f"needs {what}; the run has none (scalar logs only)")
+
+    @cached_property
+    def samples(self) -> pl.DataFrame:
+        """One row per completion with per-sample features (see ``analyzer.detectors.text``)."""
+        from analyzer.detectors.text import sample_features
+
+        assert self.run.generations is not None
+        return sample_features(self.run.generations, tags=tuple(self.general["tags"]))
+
+    def train_samples(self) -> pl.DataFrame:
+        import polars as pl
+
+        s = self.samples
+        return s.filter(pl.col(C.SPLIT) == "train")
+
+    def pick_samples(self, frame: pl.DataFrame, *, order_by: str | None = None, descending: bool = True) -> list[int]:
+        """Up to ``general.max_sample_ids`` sample ids of ``frame`` (optionally the most extreme)."""
+        if frame.height == 0 or C.SAMPLE_ID not in frame.columns:
+            return []
+        if order_by is not None and order_by in frame.columns:
+            frame = frame.sort(order_by, descending=descending, nulls_last=True)
+        k = int(self.general["max_sample_ids"])
+        return [int(v) for v in frame[C.SAMPLE_ID].head(k).to_list() if v is not None]
+
+
+def alert(
+    kind: str,
+    severity: Severity,
+    step: int | None,
+    message: str,
+    **evidence: Any,
+) -> Alert:
+    """An Alert with JSON-safe evidence (numpy scalars → Python, floats rounded, NaN → None)."""
+    return Alert(kind=kind, severity=severity, step=None if step is None else int(step), message=message,
+                 evidence={k: _jsonable(v) for k, v in evidence.items()})
+
+
+def _jsonable(v: Any) -> Any:
+    import math
+
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, str | bytes):
+        v = v.item()
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return float(f"{v:.6g}")
+    return v
+
+
+# --------------------------------------------------------------------------------------------
+# Running them
+# --------------------------------------------------------------------------------------------
+
+
+def join_drift(metrics: pl.DataFrame, drift: DriftResult | None) -> pl.DataFrame:
+    """Metrics with the drift per-step columns joined on ``step`` (if the pipeline has not already)."""
+    import polars as pl
+
+    if drift is None or drift.per_step is None or drift.per_step.height == 0:
+        return metrics
+    new = [c for c in drift.per_step.columns if c != C.STEP and c not in metrics.columns]
+    if not new:
+        return metrics
+    right = drift.per_step.select(pl.col(C.STEP).cast(pl.Int64), *new)
+    if C.STEP not in metrics.columns:
+        return right
+    return metrics.with_columns(pl.col(C.STEP).cast(pl.Int64)).join(right, on=C.STEP, how="full", coalesce=True).sort(C.STEP)
+
+
+def run_detectors(
+    run: RunData,
+    metrics: pl.DataFrame | None,
+    drift: DriftResult | None,
+    config: Mapping[str, Any] | None = None,
+) -> tuple[list[Alert], list[DetectorStatus]]:
+    """Run every enabled detector; return the alerts (most severe first) and one status per detector.
+
+    A detector that raises ``Skip`` is reported with ``ran=False`` and the reason. A detector that
+    crashes on odd input is reported the same way (reason starts with ``internal error``) so one
+    bad detector never loses the others' findings.
+    """
+    import polars as pl
+
+    cfg = default_config()
+    for section, values in (config or {}).items():
+        if isinstance(values, Mapping) and section in cfg:
+            cfg[section].update(values)
+    if metrics is None:
+        metrics = run.steps
+    if metrics is None or C.STEP not in metrics.columns:
+        metrics = pl.DataFrame({C.STEP: pl.Series([], dtype=pl.Int64)})
+    metrics = join_drift(metrics.sort(C.STEP), drift)
+    ctx = DetectorContext(run=run, metrics=metrics, drift=drift, general=cfg["general"])
+
+    alerts: list[Alert] = []
+    statuses: list[DetectorStatus] = []
+    for name, spec in REGISTRY.items():
+        dcfg = cfg.get(name, dict(spec.defaults))
+        if not dcfg.get("enabled", True):
+            statuses.append(DetectorStatus(name=name, ran=False, reason=f"disabled in config ({name}.enabled = false)"))
+            continue
+        try:
+            found = spec.fn(ctx, dcfg)
+        except Skip as skip:
+            statuses.append(DetectorStatus(name=name, ran=False, reason=str(skip)))
+            continue
+        except Exception as exc:  # a detector bug must not hide the other detectors' findings
+            statuses.append(DetectorStatus(name=name, ran=False, reason=f"internal error: {type(exc).__name__}: {exc}"))
+            continue
+        alerts.extend(found)
+        statuses.append(DetectorStatus(name=name, ran=True, reason=None, alerts=len(found)))
+    alerts.sort(key=lambda a: (-a.severity.rank, a.step if a.step is not None else -1, a.kind))
+    return alerts, statuses
+
+
+def too_short_reason(metrics: pl.DataFrame | None, config: Mapping[str, Any] | None = None) -> str | None:
+    """Why the run is too short to judge (fewer logged steps than ``general.min_steps``), or None."""
+    general = dict(GENERAL_DEFAULTS)
+    if config and isinstance(config.get("general"), Mapping):
+        general.update(config["general"])
+    n = 0 if metrics is None else int(metrics.height)
+    need = int(general["min_steps"])
+    if n < need:
+        return f"run too short to judge trends ({n} logged steps < general.min_steps = {need})"
+    return None
+
+
+def describe_detectors() -> str:
+    """Plain-text documentation of every registered detector (``logscan detectors``)."""
+    lines = ["Detectors (config: [tool.logscan.<name>] in pyproject.toml or logscan.toml, or --set name.key=value)", ""]
+    lines.append("general")
+    for k, v in GENERAL_DEFAULTS.items():
+        lines.append(f"    general.{k} = {_fmt(v)}")
+    lines.append("")
+    for name, spec in REGISTRY.items():
+        head = name if spec.kind == name else f"{name} (kind: {spec.kind})"
+        lines.append(head)
+        lines.append(f"    reads:    {spec.signals}")
+        if spec.requires:
+            lines.append(f"    requires: {', '.join(spec.requires)}")
+        if spec.severity:
+            lines.append(f"    severity: {spec.severity}")
+        for k, v in spec.defaults.items():
+            lines.append(f"    {name}.{k} = {_fmt(v)}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return repr(v)

@@ -1,0 +1,265 @@
+"""Loss of exploration: entropy_collapse, reward_std_collapse and mode_collapse (text level)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from analyzer import columns as C
+from analyzer.detectors._common import find_excursion, per_step
+from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors.text import CORRECT, GROUP, NORM_TEXT, jaccard, shingles
+from analyzer.model import Alert, Severity
+
+
+@register(
+    "entropy_collapse",
+    signals="`entropy` (mean token entropy of the policy): its rolling median falling below "
+    "collapse_fraction × the warm-up median — the policy has stopped exploring, so GRPO groups stop "
+    "differing and learning stalls.",
+    defaults={"collapse_fraction": 0.25, "critical_fraction": 0.1},
+    requires=("entropy",),
+    severity="warning below collapse_fraction × baseline; critical below critical_fraction × baseline.",
+)
+def entropy_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+    """Policy entropy falling toward zero."""
+    if not ctx.has(C.ENTROPY):
+        raise Skip("entropy was not logged")
+    if (why := ctx.too_short()) is not None:
+        raise Skip(why)
+    x, y = ctx.series(C.ENTROPY)
+    ctx.require_length(y.size, "entropy")
+    w = ctx.warmup_points(y.size)
+    base = float(np.median(y[:w]))
+    if base <= 0:
+        raise Skip(f"entropy baseline is {base:g} (not positive): nothing to compare against")
+    exc = find_excursion(ctx, x, y, above=False, threshold=float(cfg["collapse_fraction"]) * base)
+    if exc is None:
+        return []
+    crit = exc.extreme <= float(cfg["critical_fraction"]) * base
+    ids: list[int] = []
+    if ctx.has_generations:
+        import polars as pl
+
+        ids = ctx.pick_samples(ctx.train_samples().filter(pl.col(C.STEP) >= exc.detect_step))
+    return [
+        alert(
+            "entropy_collapse",
+            Severity.CRITICAL if crit else Severity.WARNING,
+            exc.onset_step,
+            f"entropy fell from {base:.4g} to {exc.extreme:.4g} ({exc.extreme / base:.0%} of its warm-up level) "
+            f"from step {exc.onset_step}",
+            baseline=base,
+            lowest_rolling_median=exc.extreme,
+            last=exc.last,
+            threshold=float(cfg["collapse_fraction"]) * base,
+            detected_at=exc.detect_step,
+            sample_ids=ids,
+        )
+    ]
+
+
+def _zero_spread_groups(ctx: DetectorContext) -> Any:
+    """Per (step, group) of the train completions: size, reward spread, mean exact match."""
+    import polars as pl
+
+    s = ctx.train_samples()
+    r = pl.col(C.TOTAL_REWARD).cast(pl.Float64, strict=False)
+    return (
+        s.filter(r.is_finite())
+        .group_by(C.STEP, GROUP)
+        .agg(
+            pl.len().alias("n"),
+            (r.max() - r.min()).alias("spread"),
+            r.mean().alias("reward"),
+            pl.col(CORRECT).mean().alias("acc"),
+            pl.col(C.SAMPLE_ID).first().alias("sid"),
+        )
+        .filter(pl.col("n") >= 2)
+    )
+
+
+@register(
+    "reward_std_collapse",
+    signals="`frac_reward_zero_std` (TRL) or the share of GRPO groups whose completions all got the same "
+    "reward (rebuilt from completions): a group with zero spread has zero advantage, so it teaches "
+    "nothing. Says whether the groups are all-correct (task too easy / saturated) or all-wrong (too hard).",
+    defaults={"threshold": 0.5, "critical_threshold": 0.8, "spread_epsilon": 1e-9},
+    requires=("frac_reward_zero_std or completions with groups",),
+    severity="warning when the rolling median share of zero-spread groups stays ≥ threshold; critical ≥ critical_threshold.",
+)
+def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+    """GRPO groups with zero reward spread dominate (no learning signal)."""
+    import polars as pl
+
+    if (why := ctx.too_short()) is not None:
+        raise Skip(why)
+    groups = None
+    source = ctx.first_present([C.FRAC_REWARD_ZERO_STD, C.GEN_ZERO_SPREAD_GROUPS])
+    if source is not None:
+        x, y = ctx.series(source)
+    elif ctx.has_generations:
+        groups = _zero_spread_groups(ctx)
+        if groups.height == 0:
+            raise Skip("completions have no groups of ≥ 2 completions (group_id / question_id per step)")
+        zs = groups.with_columns((pl.col("spread") <= float(cfg["spread_epsilon"])).cast(pl.Float64).alias("z"))
+        x, y = per_step(zs, "z")
+        source = "zero-spread groups (completions)"
+    else:
+        raise Skip("needs frac_reward_zero_std or completions grouped per prompt")
+    ctx.require_length(y.size, source)
+    exc = find_excursion(ctx, x, y, above=True, threshold=float(cfg["threshold"]))
+    if exc is None:
+        return []
+    crit = exc.extreme >= float(cfg["critical_threshold"])
+    cause = "unknown (no completions to tell all-correct from all-wrong groups)"
+    ev: dict[str, Any] = {}
+    ids: list[int] = []
+    if ctx.has_generations:
+        if groups is None:
+            groups = _zero_spread_groups(ctx)
+        late = groups.filter((pl.col(C.STEP) >= exc.onset_step) & (pl.col("spread") <= float(cfg["spread_epsilon"])))
+        if late.height:
+            rmin = float(groups["reward"].min())  # type: ignore[arg-type]
+            rmax = float(groups["reward"].max())  # type: ignore[arg-type]
+            mid = (rmin + rmax) / 2
+            all_correct = late.filter(
+                pl.when(pl.col("acc").is_not_null()).then(pl.col("acc") >= 1.0).otherwise(pl.col("reward") > mid)
+            ).height
+            share_correct = all_correct / late.height
+            ev = {"zero_spread_groups": late.height, "all_correct_share": share_correct,
+                  "all_wrong_share": 1 - share_correct}
+            if share_correct >= 0.6:
+                cause = "mostly all-correct groups: the prompts are too easy / the reward saturated"
+            elif share_correct <= 0.4:
+                cause = "mostly all-wrong groups: the prompts are too hard or the reward is broken"
+            else:
+                cause = "a mix of all-correct and all-wrong groups"
+            ids = [int(v) for v in late.sort(C.STEP)["sid"].head(int(ctx.general["max_sample_ids"])).to_list()]
+    else:
+        for c in (C.GEN_ZERO_SPREAD_ALL_CORRECT, C.GEN_ZERO_SPREAD_ALL_WRONG):
+            if ctx.has(c):
+                ev[c] = float(np.median(ctx.series(c)[1][-max(3, y.size // 4):]))
+    return [
+        alert(
+            "reward_std_collapse",
+            Severity.CRITICAL if crit else Severity.WARNING,
+            exc.onset_step,
+            f"{exc.extreme:.0%} of GRPO groups have zero reward spread from step {exc.onset_step} "
+            f"(warm-up {exc.baseline:.0%}): no learning signal; {cause}",
+            signal=source,
+            baseline=exc.baseline,
+            peak_rolling_median=exc.extreme,
+            last=exc.last,
+            threshold=float(cfg["threshold"]),
+            cause=cause,
+            detected_at=exc.detect_step,
+            sample_ids=ids,
+            **ev,
+        )
+    ]
+
+
+def _near_dup_rates(ctx: DetectorContext, cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+    """Per step: share of completion pairs within a group (else within the step) that are near-identical.
+
+    Returns (steps, rates, {step: sample ids of the most duplicated group}).
+    """
+    import polars as pl
+
+    s = ctx.train_samples().select(C.STEP, GROUP, C.SAMPLE_ID, NORM_TEXT)
+    max_groups = int(cfg["max_groups_per_step"])
+    max_size = int(cfg["max_group_size"])
+    thr = float(cfg["near_duplicate_jaccard"])
+    sizes = s.group_by(C.STEP, GROUP).agg(pl.len().alias("n"))
+    use_groups = sizes.height > 0 and float(sizes["n"].median()) >= 2  # type: ignore[arg-type]
+    key = [C.STEP, GROUP] if use_groups else [C.STEP]
+    parts = (
+        s.with_columns(pl.int_range(pl.len()).over(key).alias("_i"))
+        .filter(pl.col("_i") < max_size)
+        .group_by(key, maintain_order=True)
+        .agg(pl.col(C.SAMPLE_ID), pl.col(NORM_TEXT))
+        .sort(C.STEP)
+    )
+    rates: dict[int, list[float]] = {}
+    worst: dict[int, tuple[float, list[int]]] = {}
+    for row in parts.iter_rows(named=True):
+        step = int(row[C.STEP])
+        if len(rates.get(step, [])) >= max_groups:
+            continue
+        texts: list[str] = row[NORM_TEXT]
+        ids: list[int] = row[C.SAMPLE_ID]
+        if len(texts) < 2:
+            continue
+        sh = [shingles(t) for t in texts]
+        pairs = dup = 0
+        dup_ids: set[int] = set()
+        for i in range(len(sh)):
+            for j in range(i + 1, len(sh)):
+                pairs += 1
+                if texts[i] == texts[j] or jaccard(sh[i], sh[j]) >= thr:
+                    dup += 1
+                    dup_ids.update((ids[i], ids[j]))
+        rate = dup / pairs
+        rates.setdefault(step, []).append(rate)
+        if rate > worst.get(step, (-1.0, []))[0]:
+            worst[step] = (rate, sorted(dup_ids))
+    steps = np.array(sorted(rates), dtype=np.int64)
+    vals = np.array([float(np.mean(rates[k])) for k in steps.tolist()])
+    return steps, vals, {k: v[1] for k, v in worst.items()}
+
+
+@register(
+    "mode_collapse",
+    signals="the completions' text: per step, the share of completion pairs of one GRPO group (or of the "
+    "step, without groups) that are identical or near-identical (word-3-gram Jaccard ≥ "
+    "near_duplicate_jaccard); the drift diversity columns are reported alongside when present.",
+    defaults={
+        "threshold": 0.5,
+        "critical_threshold": 0.8,
+        "min_increase": 0.3,
+        "near_duplicate_jaccard": 0.8,
+        "max_groups_per_step": 16,
+        "max_group_size": 16,
+    },
+    requires=("completions",),
+    severity="warning when the rolling median near-duplicate pair share stays ≥ threshold and ≥ min_increase "
+    "above the warm-up; critical ≥ critical_threshold.",
+)
+def mode_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+    """Completions of one prompt becoming (near-)identical."""
+    ctx.require_generations("completions (mode collapse is read from their text)")
+    if (why := ctx.too_short()) is not None:
+        raise Skip(why)
+    x, y, worst = _near_dup_rates(ctx, cfg)
+    ctx.require_length(y.size, "steps with ≥ 2 completions")
+    exc = find_excursion(
+        ctx, x, y, above=True, threshold=float(cfg["threshold"]), min_delta=float(cfg["min_increase"])
+    )
+    if exc is None:
+        return []
+    ev: dict[str, Any] = {}
+    for c in ("drift_diversity_group", "drift_diversity_step"):
+        if ctx.has(c):
+            _, dv = ctx.series(c)
+            w = ctx.warmup_points(dv.size)
+            ev[c] = {"baseline": float(np.median(dv[:w])), "last": float(np.median(dv[-max(3, dv.size // 10):]))}
+    ids = worst.get(exc.detect_step) or next((worst[int(s)] for s in x if int(s) >= exc.onset_step and worst.get(int(s))), [])
+    return [
+        alert(
+            "mode_collapse",
+            Severity.CRITICAL if exc.extreme >= float(cfg["critical_threshold"]) else Severity.WARNING,
+            exc.onset_step,
+            f"{exc.extreme:.0%} of completion pairs within a group are (near-)identical from step "
+            f"{exc.onset_step} (warm-up {exc.baseline:.0%})",
+            near_duplicate_pair_share=exc.extreme,
+            baseline=exc.baseline,
+            last=exc.last,
+            threshold=float(cfg["threshold"]),
+            jaccard_threshold=float(cfg["near_duplicate_jaccard"]),
+            detected_at=exc.detect_step,
+            sample_ids=ids[: int(ctx.general["max_sample_ids"])],
+            **ev,
+        )
+    ]

@@ -1,0 +1,186 @@
+"""Drift of what the model says: catastrophic_forgetting and semantic_drift.
+
+Both read the ``drift_*`` per-step columns of ``analyzer.drift`` (docs/drift.md) when present;
+forgetting falls back on eval/probe metrics when drift was not scored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from analyzer import columns as C
+from analyzer.detectors import stats
+from analyzer.detectors._common import find_excursion, reward_signal
+from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors.text import CORRECT
+from analyzer.model import Alert, Severity
+
+EVAL_DRIFT = ("drift_eval_mean", "drift_probe_mean")
+TRAIN_DRIFT = "drift_train_mean"
+# eval/probe metrics where lower is worse (accuracy, reward) / higher is worse (loss)
+_EVAL_DOWN = ("gen_accuracy", "gen_reward_mean", "reward")
+_EVAL_UP = ("loss",)
+
+
+def _train_holds(ctx: DetectorContext, onset: int) -> tuple[bool, dict[str, Any]]:
+    rs = reward_signal(ctx)
+    if rs is None:
+        return True, {}
+    _, x, y = rs
+    before, after = y[x < onset], y[x >= onset]
+    if before.size < 3 or after.size < 3:
+        return True, {}
+    b, a = float(np.median(before)), float(np.median(after))
+    holds = a >= b - 2 * stats.robust_scale(before)
+    return holds, {"train_reward_before": b, "train_reward_after": a}
+
+
+def _eval_ids(ctx: DetectorContext, onset: int) -> list[int]:
+    if ctx.drift is not None and ctx.drift.outliers:
+        return [int(o["sample_id"]) for o in ctx.drift.outliers if "sample_id" in o][: int(ctx.general["max_sample_ids"])]
+    if not ctx.has_generations:
+        return []
+    import polars as pl
+
+    s = ctx.samples.filter((pl.col(C.SPLIT) != "train") & (pl.col(C.STEP) >= onset))
+    wrong = s.filter(pl.col(CORRECT) == 0)
+    return ctx.pick_samples((wrong if wrong.height else s).sort(C.STEP, descending=True))
+
+
+@register(
+    "catastrophic_forgetting",
+    signals="answers to eval/probe prompts drifting from their baseline (drift_eval_mean / drift_probe_mean: "
+    "mean cosine distance from each prompt's first answers) — or, without drift, eval/probe accuracy or "
+    "reward falling (eval loss rising) — while the train reward holds.",
+    defaults={
+        "drift_threshold": 0.3,
+        "drift_increase": 0.15,
+        "drift_critical": 0.5,
+        "min_accuracy_drop": 0.15,
+        "critical_accuracy_drop": 0.3,
+        "loss_growth": 0.5,
+    },
+    requires=("drift_eval_mean / drift_probe_mean, or eval/probe metrics",),
+    severity="warning when eval drift stays ≥ drift_threshold (and ≥ drift_increase above the warm-up) or an eval "
+    "metric falls by ≥ min_accuracy_drop (accuracy) / 4 × its noise; critical at drift ≥ drift_critical or "
+    "accuracy drop ≥ critical_accuracy_drop. Not raised when the train reward fell too.",
+)
+def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+    """Eval/probe answers drifting away, or eval scores falling, while training reward holds."""
+    if (why := ctx.too_short()) is not None:
+        raise Skip(why)
+    out: list[Alert] = []
+    drift_cols = [c for c in EVAL_DRIFT if ctx.has(c)]
+    for col in drift_cols:
+        x, y = ctx.series(col)
+        if y.size < 6:
+            continue
+        exc = find_excursion(ctx, x, y, above=True, threshold=float(cfg["drift_threshold"]),
+                             min_delta=float(cfg["drift_increase"]))
+        if exc is None:
+            continue
+        holds, ev = _train_holds(ctx, exc.onset_step)
+        if not holds:
+            continue
+        out.append(
+            alert(
+                "catastrophic_forgetting",
+                Severity.CRITICAL if exc.extreme >= float(cfg["drift_critical"]) else Severity.WARNING,
+                exc.onset_step,
+                f"answers to {col.split('_')[1]} prompts drifted {exc.extreme:.2f} (cosine distance) from their "
+                f"baseline from step {exc.onset_step} while the train reward held",
+                signal=col,
+                baseline=exc.baseline,
+                peak_rolling_median=exc.extreme,
+                last=exc.last,
+                threshold=float(cfg["drift_threshold"]),
+                detected_at=exc.detect_step,
+                top_drifting=(ctx.drift.top_drifting[:3] if ctx.drift else []),
+                sample_ids=_eval_ids(ctx, exc.onset_step),
+                **ev,
+            )
+        )
+    if out:
+        return out
+    cands = [
+        (f"{p}{m}", False) for p in C.SPLIT_PREFIXES for m in _EVAL_DOWN
+    ] + [(f"{p}{m}", True) for p in C.SPLIT_PREFIXES for m in _EVAL_UP]
+    present = [(c, up) for c, up in cands if ctx.has(c)]
+    if not present and not drift_cols:
+        raise Skip("no eval/probe signal: neither drift_eval_mean nor eval/probe metrics")
+    for col, up in present:
+        x, y = ctx.series(col)
+        if y.size < 6:
+            continue
+        w = ctx.warmup_points(y.size)
+        is_acc = col.endswith("accuracy")
+        noise = stats.robust_scale(y[: max(w, 3)])
+        if up:
+            exc = find_excursion(ctx, x, y, above=True, rel_delta=float(cfg["loss_growth"]), min_delta=4 * noise)
+        else:
+            exc = find_excursion(ctx, x, y, above=False,
+                                 min_delta=float(cfg["min_accuracy_drop"]) if is_acc else max(4 * noise, 1e-9))
+        if exc is None:
+            continue
+        holds, ev = _train_holds(ctx, exc.onset_step)
+        if not holds:
+            continue
+        change = exc.extreme - exc.baseline
+        crit = is_acc and -change >= float(cfg["critical_accuracy_drop"])
+        out.append(
+            alert(
+                "catastrophic_forgetting",
+                Severity.CRITICAL if crit else Severity.WARNING,
+                exc.onset_step,
+                f"{col} {'rose' if up else 'fell'} from {exc.baseline:.4g} to {exc.extreme:.4g} from step "
+                f"{exc.onset_step} while the train reward held",
+                signal=col,
+                baseline=exc.baseline,
+                extreme_rolling_median=exc.extreme,
+                last=exc.last,
+                detected_at=exc.detect_step,
+                sample_ids=_eval_ids(ctx, exc.onset_step),
+                **ev,
+            )
+        )
+        break
+    return out
+
+
+@register(
+    "semantic_drift",
+    signals="drift_train_mean: mean cosine distance of train completions from each prompt's early answers "
+    "(informational — a policy is meant to change; read it next to the reward).",
+    defaults={"threshold": 0.3, "min_increase": 0.15},
+    requires=("drift_train_mean (drift scoring)",),
+    severity="info only.",
+)
+def semantic_drift(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+    """Completions drifting from their baseline (informational)."""
+    if not ctx.has(TRAIN_DRIFT):
+        raise Skip("no drift_train_mean (drift was not scored, e.g. no completions or --no-drift)")
+    if (why := ctx.too_short()) is not None:
+        raise Skip(why)
+    x, y = ctx.series(TRAIN_DRIFT)
+    ctx.require_length(y.size, TRAIN_DRIFT)
+    exc = find_excursion(ctx, x, y, above=True, threshold=float(cfg["threshold"]), min_delta=float(cfg["min_increase"]))
+    if exc is None:
+        return []
+    top = ctx.drift.top_drifting[:3] if ctx.drift else []
+    ids = [int(o["sample_id"]) for o in (ctx.drift.outliers if ctx.drift else []) if "sample_id" in o]
+    return [
+        alert(
+            "semantic_drift",
+            Severity.INFO,
+            exc.onset_step,
+            f"train completions drifted {exc.extreme:.2f} (cosine distance) from their early answers from step {exc.onset_step}",
+            signal=TRAIN_DRIFT,
+            baseline=exc.baseline,
+            peak_rolling_median=exc.extreme,
+            last=exc.last,
+            top_drifting=top,
+            sample_ids=ids[: int(ctx.general["max_sample_ids"])],
+        )
+    ]

@@ -1,0 +1,221 @@
+"""What the completions look like: repetition, format_regression and truncation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from analyzer import columns as C
+from analyzer.detectors import stats
+from analyzer.detectors._common import (
+    component_columns,
+    find_excursion,
+    format_signal,
+    per_step,
+    reward_signal,
+)
+from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors.text import FORMAT_OK, HAS_ANSWER, N_TOKENS, NGRAM_RATE, with_ngram_rates
+from analyzer.model import Alert, Severity
+
+
+@register(
+    "repetition",
+    signals="the repeated word-4-gram rate of each completion (1 − unique/total 4-grams, the metric "
+    "gen_repeated_ngram_rate): degenerate loops make it rise toward 1.",
+    defaults={"threshold": 0.3, "critical_threshold": 0.5, "min_increase": 0.15, "max_per_step": 32},
+    requires=("completions or gen_repeated_ngram_rate",),
+    severity="warning when the rolling median rate stays ≥ threshold and ≥ min_increase above the warm-up; "
+    "critical ≥ critical_threshold.",
+)
+def repetition(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+    """Degenerate loops / repeated n-grams rising in the completions."""
+    import polars as pl
+
+    if (why := ctx.too_short()) is not None:
+        raise Skip(why)
+    rated = None
+    if ctx.has_generations:
+        rated = with_ngram_rates(ctx.train_samples(), per_step=int(cfg["max_per_step"]))
+        x, y = per_step(rated, NGRAM_RATE)
+        source = "repeated 4-gram rate (completions)"
+    elif ctx.has(C.GEN_REPEAT_NGRAM):
+        x, y = ctx.series(C.GEN_REPEAT_NGRAM)
+        source = C.GEN_REPEAT_NGRAM
+    else:
+        raise Skip("needs completions (repetition is read from their text)")
+    ctx.require_length(y.size, source)
+    exc = find_excursion(ctx, x, y, above=True, threshold=float(cfg["threshold"]), min_delta=float(cfg["min_increase"]))
+    if exc is None:
+        return []
+    ids: list[int] = []
+    if rated is not None:
+        ids = ctx.pick_samples(rated.filter(pl.col(C.STEP) >= exc.onset_step), order_by=NGRAM_RATE)
+    return [
+        alert(
+            "repetition",
+            Severity.CRITICAL if exc.extreme >= float(cfg["critical_threshold"]) else Severity.WARNING,
+            exc.onset_step,
+            f"repeated 4-grams rose to {exc.extreme:.0%} of each completion (warm-up {exc.baseline:.0%}) "
+            f"from step {exc.onset_step}",
+            signal=source,
+            baseline=exc.baseline,
+            peak_rolling_median=exc.extreme,
+            last=exc.last,
+            threshold=float(cfg["threshold"]),
+            detected_at=exc.detect_step,
+            sample_ids=ids,
+        )
+    ]
+
+
+@register(
+    "format_regression",
+    signals="format compliance per step (both tag pairs present and in order, as gen_format_ok) — or, "
+    "without completions, a logged reward component whose name contains 'format', scaled by its maximum: "
+    "after reaching learned_level it falls by ≥ drop.",
+    defaults={"learned_level": 0.8, "drop": 0.3, "critical_drop": 0.5},
+    requires=("completions, or a logged format reward",),
+    severity="warning when the rolling median falls ≥ drop below its learned peak; critical when it falls "
+    "≥ critical_drop (completions only; a scalar format reward is at most a warning).",
+)
+def format_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+    """Format compliance falling after it was learned."""
+    import polars as pl
+
+    if (why := ctx.too_short()) is not None:
+        raise Skip(why)
+    sig = format_signal(ctx)
+    scalar = False
+    if sig is None:
+        comps = {k: v for k, v in component_columns(ctx).items() if "format" in k.lower()}
+        if not comps:
+            raise Skip("needs completions or a logged reward component named *format*")
+        _name, col = next(iter(comps.items()))
+        x, y = ctx.series(col)
+        top = float(np.max(y)) if y.size else 0.0
+        if top <= 0:
+            raise Skip(f"format reward {col} never positive: cannot scale it")
+        sig, scalar = (col, x, y / top), True
+    source, x, y = sig
+    ctx.require_length(y.size, source)
+    n = y.size
+    w = ctx.warmup_points(n)
+    smooth = stats.rolling_median(y, stats.window_for(n))
+    peak = np.maximum.accumulate(smooth)
+    cond = (peak >= float(cfg["learned_level"])) & (smooth <= peak - float(cfg["drop"]))
+    idx = stats.first_sustained(cond, stats.window_for(n, 0.03, 3, 15), start=w)
+    if idx is None:
+        return []
+    p_idx = int(np.argmax(smooth[: idx + 1]))
+    onset = stats.onset_step(x, y, upto=idx, lo=max(0, p_idx - 2))
+    low = float(smooth[idx:].min())
+    drop = float(peak[idx]) - low
+    sev = Severity.CRITICAL if drop >= float(cfg["critical_drop"]) and not scalar else Severity.WARNING
+    ids: list[int] = []
+    if ctx.has_generations:
+        ids = ctx.pick_samples(
+            ctx.train_samples().filter((pl.col(C.STEP) >= onset) & (pl.col(FORMAT_OK) < 1)).sort(C.STEP)
+        )
+    return [
+        alert(
+            "format_regression",
+            sev,
+            onset,
+            f"format compliance fell from {peak[idx]:.0%} to {low:.0%} from step {onset}"
+            + (f" (read from the scaled reward {source})" if scalar else ""),
+            signal=source,
+            learned_peak=float(peak[idx]),
+            lowest_rolling_median=low,
+            drop=drop,
+            last=float(smooth[-1]),
+            detected_at=int(x[idx]),
+            sample_ids=ids,
+        )
+    ]
+
+
+def _cap_from_info(ctx: DetectorContext) -> float | None:
+    cfg = ctx.run.info.get("config") or {}
+    if isinstance(cfg, dict):
+        for k in ("max_completion_length", "max_new_tokens", "response_length", "max_response_length"):
+            v = cfg.get(k)
+            if isinstance(v, int | float) and v > 0:
+                return float(v)
+    return None
+
+
+@register(
+    "truncation",
+    signals="`clipped_ratio` (TRL completions/clipped_ratio: share of completions cut at max length), else "
+    "the share of completions with no extracted answer whose length is ≥ cap_fraction × the longest "
+    "completion of the run — cut before the answer, they earn nothing (a known silent TRL failure).",
+    defaults={"threshold": 0.5, "critical_threshold": 0.9, "cap_fraction": 0.9},
+    requires=("clipped_ratio or completions",),
+    severity="warning when the rolling median share stays ≥ threshold; critical ≥ critical_threshold or "
+    "when the reward falls while it holds.",
+)
+def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+    """Completions hitting the generation length limit, cut before the answer."""
+    import polars as pl
+
+    if (why := ctx.too_short()) is not None:
+        raise Skip(why)
+    trunc = None
+    if ctx.has(C.CLIPPED_RATIO):
+        x, y = ctx.series(C.CLIPPED_RATIO)
+        source = C.CLIPPED_RATIO
+    elif ctx.has_generations:
+        s = ctx.train_samples()
+        longest = float(s[N_TOKENS].max() or 0)  # type: ignore[arg-type]
+        if longest <= 0:
+            raise Skip("completions are empty")
+        trunc = s.with_columns(
+            ((pl.col(N_TOKENS) >= float(cfg["cap_fraction"]) * longest) & ~pl.col(HAS_ANSWER)).cast(pl.Float64).alias("_cut")
+        )
+        x, y = per_step(trunc, "_cut")
+        source = f"completions without an answer at ≥ {cfg['cap_fraction']:g} × the longest ({longest:.0f} words)"
+    else:
+        raise Skip("needs clipped_ratio or completions")
+    ctx.require_length(y.size, source)
+    exc = find_excursion(ctx, x, y, above=True, threshold=float(cfg["threshold"]))
+    if exc is None:
+        return []
+    ev: dict[str, Any] = {}
+    reward_falls = False
+    rs = reward_signal(ctx)
+    if rs is not None and rs[2].size >= 6:
+        _, rx, ry = rs
+        before = ry[rx < exc.onset_step]
+        after = ry[rx >= exc.onset_step]
+        if before.size >= 3 and after.size >= 3:
+            b, a = float(np.median(before)), float(np.median(after))
+            scale = stats.robust_scale(before)
+            reward_falls = a < b - 2 * scale
+            ev = {"reward_before": b, "reward_after": a, "reward_falls": reward_falls}
+    cap = _cap_from_info(ctx)
+    ids: list[int] = []
+    if ctx.has_generations:
+        frame = trunc if trunc is not None else ctx.train_samples().with_columns(pl.lit(1.0).alias("_cut"))
+        cand = frame.filter((pl.col(C.STEP) >= exc.onset_step) & ~pl.col(HAS_ANSWER))
+        ids = ctx.pick_samples(cand, order_by=N_TOKENS)
+    crit = exc.extreme >= float(cfg["critical_threshold"]) or reward_falls
+    return [
+        alert(
+            "truncation",
+            Severity.CRITICAL if crit else Severity.WARNING,
+            exc.onset_step,
+            f"{exc.extreme:.0%} of completions hit the length limit from step {exc.onset_step}"
+            + (" while the reward fell" if reward_falls else ""),
+            signal=source,
+            baseline=exc.baseline,
+            peak_rolling_median=exc.extreme,
+            last=exc.last,
+            threshold=float(cfg["threshold"]),
+            max_completion_length=cap,
+            detected_at=exc.detect_step,
+            sample_ids=ids,
+            **ev,
+        )
+    ]

@@ -1,0 +1,109 @@
+"""Can the logs be trusted? log_integrity, from the ingest report and the step sequence."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from analyzer import columns as C
+from analyzer.detectors.base import DetectorContext, alert, register
+from analyzer.model import Alert, Severity
+
+_BENIGN = {"torn_line", "resume", "gap", "unknown_column", "note"}
+
+
+def _dropped(ctx: DetectorContext) -> int:
+    counters = ctx.run.info.get("counters") or {}
+    total = 0
+    if isinstance(counters, dict):
+        for k, v in counters.items():
+            if "drop" in str(k) and isinstance(v, int | float):
+                total += int(v)
+    return total
+
+
+@register(
+    "log_integrity",
+    signals="the ingest report (torn lines, malformed / wrongly typed records, dropped records counted "
+    "by the logger in run.json, resumes) and the logged steps (gaps ≥ gap_factor × the usual spacing): "
+    "every other conclusion rests on complete logs.",
+    defaults={"gap_factor": 5.0, "critical_fraction": 0.05},
+    requires=(),
+    severity="info for one torn last line, resumes and gaps; warning for malformed records, more than one "
+    "torn line, or records the logger dropped; critical when skipped + dropped ≥ critical_fraction of the records.",
+)
+def log_integrity(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+    """Torn lines, malformed records, dropped records, gaps and resumes."""
+    rep = ctx.run.report
+    out: list[Alert] = []
+    kinds = Counter(i.kind for i in rep.issues)
+    bad = {k: n for k, n in kinds.items() if k not in _BENIGN and k != "dropped"}
+    dropped = _dropped(ctx) + kinds.get("dropped", 0)
+    records = max(rep.records_read + rep.records_skipped + dropped, 1)
+    lost_share = (rep.records_skipped + dropped) / records
+    examples = [str(i) for i in rep.issues if i.kind not in _BENIGN][:5]
+    if bad or dropped or kinds.get("torn_line", 0) > 1:
+        sev = Severity.CRITICAL if lost_share >= float(cfg["critical_fraction"]) else Severity.WARNING
+        parts = [f"{n} {k.replace('_', ' ')}" for k, n in sorted(bad.items())]
+        if dropped:
+            parts.append(f"{dropped} dropped by the logger")
+        if kinds.get("torn_line", 0) > 1:
+            parts.append(f"{kinds['torn_line']} torn lines")
+        out.append(
+            alert(
+                "log_integrity",
+                sev,
+                None,
+                f"incomplete logs: {', '.join(parts)} ({lost_share:.1%} of the records lost)",
+                issues=dict(kinds),
+                records_read=rep.records_read,
+                records_skipped=rep.records_skipped,
+                records_dropped=dropped,
+                lost_share=lost_share,
+                examples=examples,
+                sample_ids=[],
+            )
+        )
+    elif kinds.get("torn_line", 0) == 1:
+        torn = next(i for i in rep.issues if i.kind == "torn_line")
+        out.append(
+            alert("log_integrity", Severity.INFO, None,
+                  f"one torn line skipped ({torn}): the writer was interrupted mid-record",
+                  issues=dict(kinds), examples=[str(torn)], sample_ids=[])
+        )
+    for r in rep.resumes:
+        out.append(
+            alert(
+                "log_integrity",
+                Severity.INFO,
+                r.get("to_step"),
+                f"the run was resumed: step went back from {r.get('from_step')} to {r.get('to_step')}"
+                + (f" ({r.get('file')}:{r.get('line')})" if r.get("file") else ""),
+                resume=r,
+                sample_ids=[],
+            )
+        )
+    if C.STEP in ctx.metrics.columns and ctx.metrics.height >= 4:
+        steps = np.sort(ctx.metrics[C.STEP].drop_nulls().to_numpy().astype(np.int64))
+        d = np.diff(steps)
+        if d.size:
+            usual = float(np.median(d))
+            big = np.where(d > float(cfg["gap_factor"]) * max(usual, 1.0))[0]
+            if big.size:
+                gaps = [(int(steps[i]), int(steps[i + 1])) for i in big]
+                missing = int(sum(b - a - usual for a, b in gaps) / max(usual, 1.0))
+                out.append(
+                    alert(
+                        "log_integrity",
+                        Severity.INFO,
+                        gaps[0][0],
+                        f"{len(gaps)} gap(s) in the logged steps (usual spacing {usual:g}); first after step {gaps[0][0]}, "
+                        f"about {missing} logging points missing",
+                        gaps=[list(g) for g in gaps[:10]],
+                        usual_spacing=usual,
+                        sample_ids=[],
+                    )
+                )
+    return out

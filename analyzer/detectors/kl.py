@@ -1,0 +1,168 @@
+"""KL to the reference policy: budget, super-linear growth and spikes (kl_explosion).
+
+Units matter: TRL's GRPO logs ``kl`` as a mean *per token* (typically 1e-4 … 0.1), while TRL's
+PPO/RLOO log ``objective/kl`` summed *per sequence* (typically 1 … 20). Ingest maps both to
+``kl``; the budget is chosen from ``run.info`` (``kl_unit`` if ingest set it, else the algorithm).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from analyzer import columns as C
+from analyzer.detectors import stats
+from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.model import Alert, RunData, Severity
+
+
+def kl_unit(run: RunData, configured: str = "auto") -> str:
+    """``token`` or ``sequence``: configured, else ``run.info['kl_unit']``, else by algorithm.
+
+    TRL PPO and RLOO log a per-sequence KL (``objective/kl``); GRPO, verl and everything else log
+    a per-token mean.
+    """
+    if configured in ("token", "sequence"):
+        return configured
+    unit = str(run.info.get("kl_unit") or "").lower()
+    if unit in ("token", "sequence"):
+        return unit
+    algo = str(run.info.get("algorithm") or "").lower()
+    source = (run.report.source_kind or "").lower()
+    if algo in ("ppo", "rloo") and not source.startswith("verl"):
+        return "sequence"
+    return "token"
+
+
+@register(
+    "kl_explosion",
+    signals="`kl` (policy vs reference): sustained rolling median above the budget for its unit, "
+    "super-linear growth (a hinge after which the slope is ≥ superlinear_ratio × the slope before), "
+    "and spikes far above the rolling median — the policy is running away from the reference.",
+    defaults={
+        "unit": "auto",
+        "budget_per_token": 0.5,
+        "budget_per_sequence": 20.0,
+        "critical_factor": 4.0,
+        "superlinear_ratio": 3.0,
+        "min_rise_fraction": 0.25,
+        "spike_z": 10.0,
+        "spike_ratio": 10.0,
+        "window": 20,
+    },
+    requires=("kl",),
+    severity="warning for a sustained budget excess, super-linear growth (rise ≥ min_rise_fraction × budget) "
+    "or a spike; critical when KL exceeds critical_factor × budget, or exceeds the budget while growing super-linearly.",
+)
+def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+    """KL leaving its budget, growing super-linearly, or spiking."""
+    if not ctx.has(C.KL):
+        raise Skip("kl was not logged (TRL GRPO logs no kl when beta = 0)")
+    if (why := ctx.too_short()) is not None:
+        raise Skip(why)
+    x, y = ctx.series(C.KL)
+    ctx.require_length(y.size, "kl")
+    unit = kl_unit(ctx.run, str(cfg["unit"]))
+    budget = float(cfg["budget_per_token"] if unit == "token" else cfg["budget_per_sequence"])
+    n = y.size
+    w = ctx.warmup_points(n)
+    smooth = stats.rolling_median(y, stats.window_for(n))
+    sustain = stats.window_for(n, 0.03, 3, 15)
+    crit_level = budget * float(cfg["critical_factor"])
+    out: list[Alert] = []
+
+    # 1) budget
+    over = stats.first_sustained(smooth > budget, sustain, start=w)
+    # 2) super-linear growth: a hinge on the post-warm-up curve with a much steeper slope after it
+    superlinear: dict[str, Any] | None = None
+    xp, yp = x[w:], y[w:]
+    if yp.size >= 8:
+        cp = stats.change_point(xp, yp)
+        k = cp.index
+        if cp.model == "hinge" and 3 <= k <= yp.size - 3:
+            s1, _ = stats.theil_sen(xp[:k], yp[:k])
+            s2, _ = stats.theil_sen(xp[k:], yp[k:])
+            rise = s2 * float(xp[-1] - xp[k])
+            tr = stats.trend(xp[k:], yp[k:])
+            noise = stats.robust_scale(yp[:k] - (s1 * xp[:k]))
+            if (
+                s2 > 0
+                and s2 >= float(cfg["superlinear_ratio"]) * max(s1, 0.0)
+                and rise >= max(float(cfg["min_rise_fraction"]) * budget, 5 * noise)
+                and tr.rising(0.01)
+            ):
+                superlinear = {
+                    "onset_step": int(xp[k]),
+                    "slope_before": s1,
+                    "slope_after": s2,
+                    "rise_after_onset": rise,
+                }
+    if over is not None or superlinear is not None:
+        peak = float(smooth[w:].max())
+        severe = peak >= crit_level or (over is not None and superlinear is not None)
+        if superlinear is not None:
+            onset = superlinear["onset_step"]
+            if over is not None:
+                onset = min(onset, int(x[over]))
+        else:
+            assert over is not None
+            onset = stats.onset_step(x, y, upto=over)
+        parts = []
+        if over is not None:
+            parts.append(f"above its budget {budget:g} per {unit} from step {int(x[over])}")
+        if superlinear is not None:
+            parts.append(
+                f"growing super-linearly from step {superlinear['onset_step']} "
+                f"(slope ×{superlinear['slope_after'] / max(superlinear['slope_before'], 1e-12):.3g})"
+                if superlinear["slope_before"] > 0
+                else f"growing super-linearly from step {superlinear['onset_step']} after a flat start"
+            )
+        out.append(
+            alert(
+                "kl_explosion",
+                Severity.CRITICAL if severe else Severity.WARNING,
+                onset,
+                f"KL {' and '.join(parts)}; peak rolling median {peak:.4g}",
+                unit=unit,
+                budget=budget,
+                critical_level=crit_level,
+                baseline=float(np.median(y[:w])),
+                peak_rolling_median=peak,
+                last=float(smooth[-1]),
+                exceeded_budget_at=None if over is None else int(x[over]),
+                superlinear=superlinear,
+                sample_ids=[],
+            )
+        )
+
+    # 3) spikes relative to the rolling median (log scale: KL is positive and multiplicative)
+    ly = np.log(np.maximum(y, 1e-12))
+    z = np.nan_to_num(
+        stats.robust_z(ly, int(cfg["window"]), min_history=max(w, 8), floor=0.5 * stats.noise_scale(ly)), nan=0.0
+    )
+    spikes = []
+    for i in np.where(z >= float(cfg["spike_z"]))[0]:
+        med = float(np.median(y[max(0, i - int(cfg["window"])) : i]))
+        if y[i] >= float(cfg["spike_ratio"]) * max(med, 1e-12) and y[i] >= 0.5 * budget:
+            spikes.append(int(i))
+    if spikes and not out:
+        i0 = spikes[0]
+        med = float(np.median(y[max(0, i0 - int(cfg["window"])) : i0]))
+        out.append(
+            alert(
+                "kl_explosion",
+                Severity.CRITICAL if float(y[spikes].max()) >= crit_level else Severity.WARNING,
+                int(x[i0]),
+                f"KL spiked to {y[i0]:.4g} at step {int(x[i0])} ({y[i0] / max(med, 1e-12):.1f}× its rolling median "
+                f"{med:.4g}); {len(spikes)} spike(s)",
+                unit=unit,
+                budget=budget,
+                value=float(y[i0]),
+                rolling_median=med,
+                robust_z=float(z[i0]),
+                spike_steps=[int(x[i]) for i in spikes[:10]],
+                sample_ids=[],
+            )
+        )
+    return out

@@ -1,0 +1,358 @@
+"""Robust statistics for noisy RL curves (numpy only).
+
+Real reward / KL / entropy curves are noisy, autocorrelated and spiky, so detectors never act on
+a single step: they smooth with rolling medians, scale with the MAD, test trends with
+Mann–Kendall on binned medians (binning tames the autocorrelation that makes raw-point p-values
+overconfident), measure slopes with Theil–Sen, and date the onset of a problem with a change
+point fitted on the curve — not the step at which a test first became significant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MAD_SCALE = 1.4826  # MAD × this estimates the standard deviation of normal noise
+
+
+def mad(y: np.ndarray) -> float:
+    """Median absolute deviation, scaled to estimate a standard deviation (0.0 for < 2 points)."""
+    y = np.asarray(y, dtype=float)
+    if y.size < 2:
+        return 0.0
+    return float(MAD_SCALE * np.median(np.abs(y - np.median(y))))
+
+
+def robust_scale(y: np.ndarray, *, floor: float = 1e-12) -> float:
+    """A noise scale that is never zero: MAD, else mean absolute deviation, else ``floor``."""
+    y = np.asarray(y, dtype=float)
+    s = mad(y)
+    if s <= floor and y.size:
+        s = float(np.mean(np.abs(y - np.median(y))))
+    return max(s, floor)
+
+
+def rolling_median(y: np.ndarray, window: int, *, center: bool = False) -> np.ndarray:
+    """Rolling median; the first points use the shorter windows available (no NaN padding)."""
+    y = np.asarray(y, dtype=float)
+    n = y.size
+    window = max(1, min(int(window), n)) if n else 1
+    if n == 0 or window == 1:
+        return y.copy()
+    out = np.empty(n)
+    if center:
+        half = window // 2
+        for i in range(n):
+            out[i] = np.median(y[max(0, i - half) : min(n, i + half + 1)])
+        return out
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    out[window - 1 :] = np.median(sliding_window_view(y, window), axis=1)
+    for i in range(window - 1):
+        out[i] = np.median(y[: i + 1])
+    return out
+
+
+def rolling_mad(y: np.ndarray, window: int) -> np.ndarray:
+    """Trailing rolling MAD (scaled), same alignment as ``rolling_median``."""
+    y = np.asarray(y, dtype=float)
+    return np.array([mad(y[max(0, i - window + 1) : i + 1]) for i in range(y.size)])
+
+
+def window_for(n: int, fraction: float = 0.05, lo: int = 3, hi: int = 25) -> int:
+    """A smoothing window that scales with the run's length."""
+    return int(min(hi, max(lo, round(n * fraction))))
+
+
+def _subsample(x: np.ndarray, y: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    if x.size <= limit:
+        return x, y
+    idx = np.linspace(0, x.size - 1, limit).round().astype(int)
+    return x[idx], y[idx]
+
+
+def theil_sen(x: np.ndarray, y: np.ndarray, *, limit: int = 400) -> tuple[float, float]:
+    """Theil–Sen (slope, intercept): the median of pairwise slopes; robust to 29 % outliers."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.size < 2:
+        return 0.0, float(np.median(y)) if y.size else 0.0
+    x, y = _subsample(x, y, limit)
+    i, j = np.triu_indices(x.size, k=1)
+    dx = x[j] - x[i]
+    ok = dx != 0
+    if not ok.any():
+        return 0.0, float(np.median(y))
+    slope = float(np.median((y[j] - y[i])[ok] / dx[ok]))
+    intercept = float(np.median(y - slope * x))
+    return slope, intercept
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """Mann–Kendall on binned medians: ``z`` > 0 rising; ``p`` two-sided; ``slope`` per step."""
+
+    z: float
+    p: float
+    slope: float
+    n: int
+
+    def rising(self, alpha: float = 0.01) -> bool:
+        return self.z > 0 and self.p < alpha
+
+    def falling(self, alpha: float = 0.01) -> bool:
+        return self.z < 0 and self.p < alpha
+
+
+def binned_medians(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Medians of ``bins`` consecutive equal-count chunks (x: the chunk's median step)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.size <= bins:
+        return x, y
+    chunks = np.array_split(np.arange(x.size), bins)
+    return (np.array([np.median(x[c]) for c in chunks]), np.array([np.median(y[c]) for c in chunks]))
+
+
+def mann_kendall(y: np.ndarray) -> tuple[float, float]:
+    """Mann–Kendall trend test: (z, two-sided p) with the tie-corrected variance."""
+    y = np.asarray(y, dtype=float)
+    n = y.size
+    if n < 3:
+        return 0.0, 1.0
+    i, j = np.triu_indices(n, k=1)
+    s = float(np.sign(y[j] - y[i]).sum())
+    _, counts = np.unique(y, return_counts=True)
+    var = (n * (n - 1) * (2 * n + 5) - float(np.sum(counts * (counts - 1) * (2 * counts + 5)))) / 18.0
+    if var <= 0:
+        return 0.0, 1.0
+    z = (s - np.sign(s)) / math.sqrt(var)
+    p = math.erfc(abs(z) / math.sqrt(2.0))
+    return float(z), float(p)
+
+
+def trend(x: np.ndarray, y: np.ndarray, *, bins: int = 20) -> Trend:
+    """Mann–Kendall + Theil–Sen on ``bins`` binned medians of the curve."""
+    bx, by = binned_medians(x, y, bins)
+    z, p = mann_kendall(by)
+    slope, _ = theil_sen(bx, by)
+    return Trend(z=z, p=p, slope=slope, n=int(by.size))
+
+
+def _clip_outliers(y: np.ndarray, k: float = 5.0) -> np.ndarray:
+    med = float(np.median(y))
+    s = robust_scale(y)
+    return np.clip(y, med - k * s, med + k * s)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePoint:
+    """Where a curve changes regime: ``index`` into the series, ``model`` shift | hinge."""
+
+    index: int
+    model: str
+    before: float  # level before the change
+    after: float  # level (shift) or slope per step (hinge) after it
+    gain: float  # relative SSE reduction vs no change (0..1)
+
+
+def change_point(x: np.ndarray, y: np.ndarray, *, min_seg: int = 2, candidates: int = 300) -> ChangePoint:
+    """The single best change point of ``y`` over ``x``, as a mean shift or as a hinge.
+
+    Mean shift: ``y = a`` before, ``a + c`` from the change on (a step in the level). Hinge:
+    ``y = a`` before, ``a + b·(x - x_k)`` after (the start of a ramp). Both are least squares on
+    outlier-clipped values; the model with the lower error wins. A ramp's hinge dates the start
+    of the ramp, where a mean-shift split would land in its middle.
+    """
+    x = np.asarray(x, dtype=float)
+    y = _clip_outliers(np.asarray(y, dtype=float))
+    n = y.size
+    if n < 2 * min_seg + 1:
+        return ChangePoint(index=0, model="none", before=float(np.median(y)) if n else 0.0, after=0.0, gain=0.0)
+    sse0 = float(np.sum((y - y.mean()) ** 2)) or 1e-300
+
+    # mean shift via cumulative sums, O(n)
+    cs = np.cumsum(y)
+    cs2 = np.cumsum(y * y)
+    ks = np.arange(min_seg, n - min_seg + 1)
+    n1 = ks.astype(float)
+    n2 = n - n1
+    s1 = cs[ks - 1]
+    s2 = cs[-1] - s1
+    q1 = cs2[ks - 1]
+    q2 = cs2[-1] - q1
+    sse_shift = (q1 - s1 * s1 / n1) + (q2 - s2 * s2 / n2)
+    k_shift = int(ks[int(np.argmin(sse_shift))])
+    best_shift = float(np.min(sse_shift))
+
+    # hinge: y = a + b * max(0, x - x_k); closed-form 2-parameter regression per candidate
+    cand = ks if ks.size <= candidates else np.unique(np.linspace(ks[0], ks[-1], candidates).round().astype(int))
+    best_hinge, k_hinge, b_hinge, a_hinge = math.inf, int(cand[0]), 0.0, float(y.mean())
+    for k in cand:
+        h = np.maximum(0.0, x - x[k - 1]) if k > 0 else x - x[0]
+        hm = h.mean()
+        hv = float(np.sum((h - hm) ** 2))
+        if hv <= 0:
+            continue
+        b = float(np.sum((h - hm) * (y - y.mean())) / hv)
+        a = float(y.mean() - b * hm)
+        sse = float(np.sum((y - a - b * h) ** 2))
+        if sse < best_hinge:
+            best_hinge, k_hinge, b_hinge, a_hinge = sse, int(k), b, a
+    if best_hinge < best_shift:
+        # the hinge's first changed point is k_hinge (h > 0 from index k_hinge on)
+        return ChangePoint(index=k_hinge, model="hinge", before=a_hinge, after=b_hinge,
+                           gain=max(0.0, 1.0 - best_hinge / sse0))
+    return ChangePoint(index=k_shift, model="shift", before=float(y[:k_shift].mean()),
+                       after=float(y[k_shift:].mean()), gain=max(0.0, 1.0 - best_shift / sse0))
+
+
+def ramp_fit(x: np.ndarray, y: np.ndarray, *, candidates: int = 50, limit: int = 240) -> ChangePoint:
+    """Least-squares fit of a ramp: level ``a`` up to ``x[k1]``, a straight line to level ``a + c``
+    at ``x[k2]``, flat after. A step (``k2 = k1``) and a hinge (``k2`` = the end) are special
+    cases, so one fit dates the start of a jump, of a ramp, and of a ramp that levels off —
+    where a mean-shift split would land in the middle of the move. ``index`` is ``k1``, the first
+    point that has moved.
+    """
+    x = np.asarray(x, dtype=float)
+    y = _clip_outliers(np.asarray(y, dtype=float))
+    n0 = x.size
+    if n0 < 5:
+        return ChangePoint(index=0, model="none", before=float(np.median(y)) if n0 else 0.0, after=0.0, gain=0.0)
+    idx = np.arange(n0)
+    if n0 > limit:
+        idx = np.unique(np.linspace(0, n0 - 1, limit).round().astype(int))
+    xs, ys = x[idx], y[idx]
+    m = xs.size
+    ym = ys.mean()
+    sse0 = float(np.sum((ys - ym) ** 2)) or 1e-300
+    cand = np.unique(np.linspace(1, m - 1, min(candidates, m - 1)).round().astype(int))
+    best = (math.inf, 1, m - 1, ym, 0.0)
+    for k1 in cand:
+        k2s = cand[cand >= k1]
+        if k2s.size == 0:
+            continue
+        x0 = xs[k1 - 1]
+        span = np.maximum(xs[k2s] - x0, 1e-12)[:, None]
+        h = np.clip((xs[None, :] - x0) / span, 0.0, 1.0)
+        hm = h.mean(axis=1, keepdims=True)
+        hc = h - hm
+        hv = np.sum(hc * hc, axis=1)
+        ok = hv > 0
+        c = np.where(ok, np.sum(hc * (ys - ym), axis=1) / np.where(ok, hv, 1.0), 0.0)
+        a = ym - c * hm[:, 0]
+        sse = np.sum((ys[None, :] - a[:, None] - c[:, None] * h) ** 2, axis=1)
+        j = int(np.argmin(sse))
+        if sse[j] < best[0]:
+            best = (float(sse[j]), int(k1), int(k2s[j]), float(a[j]), float(c[j]))
+    sse, k1, _k2, a, c = best
+    return ChangePoint(index=int(idx[k1]), model="ramp", before=a, after=a + c, gain=max(0.0, 1.0 - sse / sse0))
+
+
+def onset_step(x: np.ndarray, y: np.ndarray, *, upto: int | None = None, lo: int = 0) -> int:
+    """The step at which a change that was detected at index ``upto`` began.
+
+    A ramp (see ``ramp_fit``) is fitted on ``y[lo:]`` up to a little past ``upto`` (a curve that
+    keeps moving sharpens the estimate); the onset is its first moved point, clamped to
+    ``[lo, upto]``: never after the point where the evidence was already conclusive.
+    """
+    x = np.asarray(x)
+    n = x.size
+    if n == 0:
+        return 0
+    hi = n - 1 if upto is None else min(n - 1, upto)
+    end = n if upto is None else min(n, hi + 1 + max(5, (hi - lo) // 2))
+    seg_x = x[lo:end]
+    seg_y = np.asarray(y, dtype=float)[lo:end]
+    if seg_x.size < 5:
+        return int(x[min(hi, max(lo, 0))])
+    cp = ramp_fit(seg_x, seg_y)
+    i = min(max(lo + cp.index, lo), hi)
+    return int(x[i])
+
+
+def first_sustained(mask: np.ndarray, min_len: int, *, start: int = 0) -> int | None:
+    """Index of the first run of ≥ ``min_len`` consecutive True values at or after ``start``.
+
+    A run that reaches the end of the series counts once it holds ``min_len`` points, or when it is
+    at least half that long and the series ended (the run stopped while the problem held).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    n = mask.size
+    i = start
+    while i < n:
+        if not mask[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and mask[j]:
+            j += 1
+        length = j - i
+        if length >= min_len or (j == n and length >= max(2, (min_len + 1) // 2)):
+            return i
+        i = j
+    return None
+
+
+def noise_scale(y: np.ndarray) -> float:
+    """The point-to-point noise of a whole curve: MAD of its first differences / √2 (trend-free)."""
+    y = np.asarray(y, dtype=float)
+    if y.size < 3:
+        return 0.0
+    return mad(np.diff(y)) / math.sqrt(2.0)
+
+
+def robust_z(y: np.ndarray, window: int, *, min_history: int = 5, floor: float = 0.0) -> np.ndarray:
+    """For each point, |y - median| / scale of the ``window`` points before it (NaN without history).
+
+    ``floor`` bounds the scale from below: a short history can have a tiny MAD by chance, which
+    would turn ordinary noise into a "spike" (pass e.g. a fraction of ``noise_scale(y)``).
+    """
+    y = np.asarray(y, dtype=float)
+    n = y.size
+    z = np.full(n, np.nan)
+    for i in range(min_history, n):
+        hist = y[max(0, i - window) : i]
+        med = float(np.median(hist))
+        s = max(robust_scale(hist, floor=1e-12 + 1e-6 * abs(med)), floor)
+        z[i] = abs(y[i] - med) / s
+    return z
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation, 0.0 when either side is constant or too short."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.size < 3:
+        return 0.0
+    sa, sb = a.std(), b.std()
+    if sa == 0 or sb == 0:
+        return 0.0
+    return float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb))
+
+
+def mann_whitney_z(a: np.ndarray, b: np.ndarray) -> float:
+    """Mann–Whitney U as a z-score (normal approximation, tie-averaged ranks): > 0 when ``a`` tends
+    to exceed ``b``. A robust test that a level changed between two stretches of a curve."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    n1, n2 = a.size, b.size
+    if n1 < 2 or n2 < 2:
+        return 0.0
+    allv = np.concatenate([a, b])
+    order = np.argsort(allv, kind="mergesort")
+    ranks = np.empty(allv.size)
+    ranks[order] = np.arange(1, allv.size + 1)
+    # average the ranks of ties
+    _, inv, counts = np.unique(allv, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=ranks)
+    ranks = (sums / counts)[inv]
+    u = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2)
+    mu = n1 * n2 / 2
+    tie = float(np.sum(counts**3 - counts)) / ((n1 + n2) * (n1 + n2 - 1))
+    var = n1 * n2 / 12 * ((n1 + n2 + 1) - tie)
+    if var <= 0:
+        return 0.0
+    return (u - mu) / math.sqrt(var)

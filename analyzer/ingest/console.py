@@ -1,0 +1,158 @@
+"""Console logs: what a training job printed, captured to a file.
+
+- verl: ``step:N - key:value - key:value …`` lines (``verl.utils.logger.LocalLogger``), usually
+  prefixed by Ray's ``(TaskRunner pid=…)`` and ANSI colour codes;
+- TRL / transformers: the ``{'loss': …, 'reward': …}`` dict the Trainer prints every
+  ``logging_steps``, possibly with values as strings. The dict carries no step: it is taken from
+  the tqdm progress bar printed since the previous dict, or, when the bars do not say, from the
+  line order (1, 2, 3…), which the report notes.
+
+Dicts are parsed with ``ast.literal_eval`` (literals only, never evaluated code).
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Final
+
+from analyzer.errors import InputError
+from analyzer.ingest._common import Collector, iter_lines, short, steps_frame, to_float
+from analyzer.ingest.hf_trainer_state import SUMMARY_KEYS
+from analyzer.ingest.keymap import map_record
+from analyzer.model import IngestReport, RunData
+
+ANSI_RE: Final = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+VERL_STEP_RE: Final = re.compile(r"(?:^|\s)step:(\d+) - ")
+VERL_RESUME_RE: Final = re.compile(r"Resuming from \S*?global_step_(\d+)")
+TQDM_RE: Final = re.compile(r"(\d+)/(\d+) \[")
+MAX_DICT_CHARS: Final = 1 << 20  # a metrics dict is a few KB; bigger "dicts" are something else
+ROLLOUT_MD_RE: Final = re.compile(r"^## === Rollout Step \d+ ===", re.MULTILINE)
+
+
+def sniff(path: Path) -> str | None:
+    """``verl_console`` | ``trl_console`` | ``rollout_markdown`` | None, from the first 4 MB."""
+    with path.open("rb") as fh:
+        head = fh.read(4 << 20).decode("utf-8", errors="replace")
+    if ROLLOUT_MD_RE.search(head):
+        return "rollout_markdown"
+    clean = ANSI_RE.sub("", head)
+    if VERL_STEP_RE.search(clean):
+        return "verl_console"
+    for seg in re.split(r"[\r\n]", clean):
+        s = seg.strip()
+        if s.startswith("{'") and s.endswith("}"):
+            return "trl_console"
+    if path.stat().st_size > len(head.encode("utf-8", errors="replace")):
+        with path.open("rb") as fh:
+            fh.seek(-(4 << 20), 2)
+            tail = fh.read().decode("utf-8", errors="replace")
+        tail = ANSI_RE.sub("", tail)
+        if VERL_STEP_RE.search(tail):
+            return "verl_console"
+        if any(s.strip().startswith("{'") and s.strip().endswith("}") for s in re.split(r"[\r\n]", tail)):
+            return "trl_console"
+    return None
+
+
+def _values(pairs: dict[str, Any], path: Path, lineno: int, col: Collector) -> dict[str, float | None]:
+    values: dict[str, float | None] = {}
+    for key, value in pairs.items():
+        f, ok = to_float(value)
+        if not ok:
+            col.issue(path, lineno, f"{key} is {short(value)}, not a number; ignored", "wrong_type", skipped=False)
+            continue
+        values[str(key)] = f
+    return values
+
+
+def load_verl_console(path: Path, report: IngestReport) -> RunData:
+    col = Collector(report, path.parent)
+    col.read(path)
+    rows: dict[int, dict[str, float | None]] = {}
+    prev: int | None = None
+    for lineno, text, _ in iter_lines(path, col):
+        clean = ANSI_RE.sub("", text)
+        resume = VERL_RESUME_RE.search(clean)
+        if resume:
+            report.resumes.append({"file": col.rel(path), "line": lineno, "from_step": prev, "to_step": int(resume.group(1))})
+            continue
+        m = VERL_STEP_RE.search(clean)
+        if not m:
+            continue
+        report.records_read += 1
+        step = int(m.group(1))
+        pairs: dict[str, Any] = {}
+        for seg in clean[m.end() :].split(" - "):
+            seg = seg.strip()
+            if not seg:
+                continue
+            key, sep, value = seg.rpartition(":")
+            if not sep or not key:
+                col.issue(path, lineno, f"not a key:value pair: {short(seg)}", "malformed", skipped=False)
+                continue
+            pairs[key] = value
+        if prev is not None and step < prev:
+            report.resumes.append({"file": col.rel(path), "line": lineno, "from_step": prev, "to_step": step})
+        prev = step
+        mapped, unknown = map_record(_values(pairs, path, lineno, col))
+        col.unknown(unknown)
+        rows[step] = {**rows.get(step, {}), **mapped}
+    col.finish()
+    if not rows:
+        raise InputError(f"{path}: no verl 'step:N - key:value' lines")
+    info = {"run_id": path.stem, "algorithm": None, "world_size": None}
+    return RunData(path=str(path), steps=steps_frame(rows), generations=None, report=report, info=info)
+
+
+def load_trl_console(path: Path, report: IngestReport) -> RunData:
+    col = Collector(report, path.parent)
+    col.read(path)
+    found: list[tuple[int, int | None, dict[str, Any]]] = []  # (line, last bar since previous dict, dict)
+    info: dict[str, Any] = {"run_id": path.stem, "algorithm": None, "world_size": None}
+    seen: int | None = None
+    for lineno, text, _ in iter_lines(path, col):
+        for seg in re.split(r"\r", text):
+            clean = ANSI_RE.sub("", seg).strip()
+            if clean.startswith("{'") and not clean.endswith("}"):
+                col.issue(path, lineno, "a metrics dict line without its closing brace (cut short?); skipped", "malformed")
+                continue
+            if clean.startswith("{'"):
+                if len(clean) > MAX_DICT_CHARS:
+                    col.issue(path, lineno, f"a {len(clean)}-character dict line; skipped", "malformed")
+                    continue
+                try:
+                    obj = ast.literal_eval(clean)
+                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                    col.issue(path, lineno, "a dict-like line that is not a Python literal; skipped", "malformed")
+                    continue
+                if not isinstance(obj, dict) or not obj:
+                    continue
+                report.records_read += 1
+                if SUMMARY_KEYS & obj.keys():
+                    info["train_summary"] = obj
+                    continue
+                found.append((lineno, seen, obj))
+                seen = None
+                continue
+            for m in TQDM_RE.finditer(clean):
+                seen = int(m.group(1))  # the bar printed last before a dict is that dict's step
+    # Use the progress bar only when it gave every dict its own, increasing step.
+    bar_steps = [s for _, s, _ in found]
+    use_bar = bool(found) and all(s is not None for s in bar_steps) and all(
+        a < b for a, b in itertools.pairwise(bar_steps)  # type: ignore[operator]
+    )
+    if found and not use_bar:
+        col.note(f"{col.rel(path)}: metric lines carry no step; steps numbered 1..{len(found)} in line order")
+    rows: dict[int, dict[str, float | None]] = {}
+    for i, (lineno, bar, obj) in enumerate(found):
+        step = bar if use_bar and bar is not None else i + 1
+        mapped, unknown = map_record(_values(obj, path, lineno, col))
+        col.unknown(unknown)
+        rows[step] = {**rows.get(step, {}), **mapped}
+    col.finish()
+    if not rows:
+        raise InputError(f"{path}: no metric dict lines ({{'loss': ...}}) found")
+    return RunData(path=str(path), steps=steps_frame(rows), generations=None, report=report, info=info)

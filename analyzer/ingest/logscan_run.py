@@ -1,0 +1,386 @@
+"""A logscan run folder (format ``logscan-run/1``, written by ``trainer_hooks``).
+
+``run.json`` (+ ``run.rank{N}.json``), ``events*.jsonl`` and every ``generations*.jsonl`` /
+``generations*.csv`` (per rank ``*.rank{N}.*``, later parts ``*.part{N}.*``). Big JSONL files are
+read by Polars with an explicit all-text schema and cast afterwards (``"NaN"`` strings become NaN);
+only a file the fast path cannot vouch for (a torn or malformed line, a wrong type) is re-read
+line by line, so every problem is reported with its file:line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from analyzer import columns as C
+from analyzer.errors import InputError
+from analyzer.ingest._common import (
+    ORDER_COL,
+    RESERVED,
+    Collector,
+    Dirty,
+    expand_object,
+    finalize_generations,
+    iter_json_objects,
+    merge_steps,
+    short,
+    steps_frame,
+    to_float,
+    to_int,
+)
+from analyzer.ingest.keymap import map_record
+from analyzer.ingest.seed_csv import LINE_COL, read_generations_csv
+from analyzer.model import IngestReport, RunData
+from trainer_hooks import schema as S
+
+if TYPE_CHECKING:
+    import polars as pl
+
+FILE_COL: Final = "__file"
+_RANK_RE: Final = re.compile(r"\.rank(\d+)\.")
+_PART_RE: Final = re.compile(r"\.part(\d+)\.")
+TEXT_FIELDS: Final = (S.G_QUESTION_ID, S.G_QUESTION, S.G_GROUND_TRUTH, S.G_OUTPUT, S.G_REASONING, S.G_ANSWER, S.G_SPLIT, S.G_GROUP_ID)
+KNOWN_TOP: Final = (S.G_TIMESTAMP, S.G_STEP, *TEXT_FIELDS, S.G_TOTAL_REWARD, S.G_REWARDS, S.G_RANK, S.G_EXTRA)
+
+
+
+
+def is_logscan_folder(path: Path) -> bool:
+    return (
+        (path / S.MANIFEST_FILE).is_file()
+        or any(path.glob(f"{S.EVENTS_STEM}*.jsonl"))
+        or any(path.glob(f"{S.GENERATIONS_STEM}*.jsonl"))
+    )
+
+
+def file_rank(path: Path) -> int | None:
+    m = _RANK_RE.search(path.name)
+    return int(m.group(1)) if m else None
+
+
+def _file_key(path: Path) -> tuple[int, int, str]:
+    m = _PART_RE.search(path.name)
+    return (file_rank(path) or 0, int(m.group(1)) if m else 0, path.name)
+
+
+# --- manifest -------------------------------------------------------------------------------------
+def read_manifest(folder: Path, col: Collector) -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    main = folder / S.MANIFEST_FILE
+    ranks = sorted(folder.glob("run.rank*.json"))
+    for path in [main, *ranks] if main.is_file() else ranks:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            col.issue(path, None, f"unreadable manifest ({type(exc).__name__}); ignored", "malformed", skipped=False)
+            continue
+        if not isinstance(data, dict):
+            col.issue(path, None, "manifest is not a JSON object; ignored", "malformed", skipped=False)
+            continue
+        col.read(path)
+        counters = data.get(S.M_COUNTERS)
+        if isinstance(counters, dict):
+            for key, what in (("records_dropped", "dropped (queue full)"), ("records_failed", "failed to serialise"),
+                              ("write_errors", "write errors")):
+                n = to_int(counters.get(key))
+                if n:
+                    col.issue(path, None, f"the writer reports {n} records {what}", "dropped", skipped=False)
+        if path != main and info:
+            continue  # rank manifests only fill in when run.json is missing
+        for key in (S.M_RUN_ID, S.M_ALGORITHM, S.M_MODEL, S.M_CONFIG, S.M_STATUS, S.M_REWARD_NAMES,
+                    S.M_WORLD_SIZE, S.M_CREATED, S.M_ENDED, S.M_FORMAT, S.M_GENERATIONS_FORMAT, S.M_RESUMES):
+            if key in data and key not in info:
+                info[key] = data[key]
+    if not main.is_file():
+        col.note("no run.json: run id, status and config are unknown")
+    status = info.get(S.M_STATUS)
+    if status == S.RunStatus.RUNNING.value:
+        col.note("run.json says the run is still running (or was killed without closing): results cover what was written so far")
+    elif status == S.RunStatus.CRASHED.value:
+        col.note("run.json says the run crashed")
+    fmt = info.get(S.M_FORMAT)
+    if fmt and fmt != S.FORMAT:
+        col.note(f"run.json format is {fmt!r}; this logscan reads {S.FORMAT!r}")
+    info.setdefault(S.M_RUN_ID, folder.resolve().name)
+    return info
+
+
+# --- events -----------------------------------------------------------------------------------------
+def read_events(folder: Path, col: Collector) -> pl.DataFrame:
+    files = sorted(folder.glob(f"{S.EVENTS_STEM}*.jsonl"), key=_file_key)
+    per_rank: dict[int, dict[int, dict[str, float | None]]] = {}
+    for path in files:
+        if path.stat().st_size == 0:
+            col.issue(path, None, "empty file", "empty", skipped=False)
+            continue
+        col.read(path)
+        rank_default = file_rank(path) or 0
+        prev_step: int | None = None
+        for lineno, obj in iter_json_objects(path, col):
+            step = to_int(obj.get(S.E_STEP))
+            if obj.get(S.E_PHASE) == S.TrainingPhase.RUN_RESUME.value:
+                col.note(f"{col.rel(path)}:{lineno}: the run was resumed (run_resume event)")
+            metrics = obj.get(S.E_METRICS)
+            if metrics is None or metrics == {}:
+                continue
+            if not isinstance(metrics, dict):
+                col.issue(path, lineno, f"metrics is {type(metrics).__name__}, not an object; record skipped", "wrong_type", skipped=True)
+                continue
+            if step is None:
+                col.issue(path, lineno, f"step is {short(obj.get(S.E_STEP))}, not an integer; record skipped", "no_step")
+                continue
+            if prev_step is not None and step < prev_step:
+                col.report.resumes.append({"file": col.rel(path), "line": lineno, "from_step": prev_step, "to_step": step})
+            prev_step = step
+            rank = to_int(obj.get(S.E_RANK))
+            rank = rank_default if rank is None else rank
+            values: dict[str, float | None] = {}
+            for key, value in metrics.items():
+                f, ok = to_float(value)
+                if not ok:
+                    col.issue(path, lineno, f"metric {key!r} is {short(value)}, not a number; ignored", "wrong_type", skipped=False)
+                    continue
+                values[str(key)] = f
+            split = obj.get(S.E_SPLIT) or "train"
+            prefix = "" if split == "train" else f"{split}/"
+            mapped, unknown = map_record(values, prefix=prefix)
+            col.unknown(unknown)
+            # later records of a step win (a resumed segment re-logs the steps it repeats)
+            per_rank.setdefault(rank, {}).setdefault(step, {}).update(mapped)
+    frames = [steps_frame(per_rank[r]) for r in sorted(per_rank)]
+    if len(frames) > 1:
+        col.note("metrics of rank 0 are used; other ranks only fill metrics rank 0 did not log")
+    return merge_steps(frames)
+
+
+# --- generations JSONL ----------------------------------------------------------------------------
+def _discover_keys(path: Path, col: Collector) -> list[str]:
+    """Top-level keys from the first and last lines (the schema is otherwise fixed by schema.py)."""
+    keys: dict[str, None] = dict.fromkeys(KNOWN_TOP)
+    with path.open("rb") as fh:
+        head = [fh.readline() for _ in range(200)]
+        size = path.stat().st_size
+        fh.seek(max(0, size - (1 << 20)))
+        tail = fh.read().split(b"\n")[1:]
+    for raw in head + tail:
+        try:
+            obj = json.loads(raw)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(obj, dict):
+            keys.update(dict.fromkeys(obj))
+    return list(keys)
+
+
+def _read_jsonl_fast(path: Path, keys: list[str]) -> pl.DataFrame:
+    import polars as pl
+
+    try:
+        df = pl.scan_ndjson(path, schema={k: pl.String for k in keys}).collect()
+    except Exception as exc:  # torn/malformed/not-UTF-8 lines: polars cannot say which line
+        raise Dirty from exc
+    df = df.with_row_index(ORDER_COL)
+    exprs: list[pl.Expr] = [pl.col(S.G_STEP).str.strip_chars().cast(pl.Int64, strict=False).alias(C.STEP)]
+    checks: list[pl.Expr] = [pl.col(C.STEP).is_null().any()]
+    if df[S.G_TOTAL_REWARD].null_count() < df.height:
+        exprs.append(pl.col(S.G_TOTAL_REWARD).cast(pl.Float64, strict=False).alias("__total"))
+        checks.append((pl.col(S.G_TOTAL_REWARD).is_not_null() & pl.col("__total").is_null()).any())
+    if S.G_RANK in df.columns and df[S.G_RANK].null_count() < df.height:
+        exprs.append(pl.col(S.G_RANK).cast(pl.Int64, strict=False).alias("__rank"))
+        checks.append((pl.col(S.G_RANK).is_not_null() & pl.col("__rank").is_null()).any())
+    df = df.with_columns(exprs)
+    if any(df.select(checks).row(0)):
+        raise Dirty
+    df = df.drop(S.G_STEP)
+    if "__total" in df.columns:
+        df = df.drop(S.G_TOTAL_REWARD).rename({"__total": C.TOTAL_REWARD})
+    if "__rank" in df.columns:
+        df = df.drop(S.G_RANK).rename({"__rank": C.RANK})
+    for obj_col, prefix in ((S.G_REWARDS, C.REWARD_PREFIX), (S.G_EXTRA, "")):
+        if obj_col in df.columns:
+            df = expand_object(df, obj_col, prefix, numeric=obj_col == S.G_REWARDS)
+    return df
+
+
+def _read_jsonl_careful(path: Path, col: Collector) -> pl.DataFrame | None:
+    import polars as pl
+
+    cols: dict[str, list[Any]] = {}
+    n = 0
+
+    def put(key: str, value: Any) -> None:
+        lst = cols.get(key)
+        if lst is None:
+            lst = cols[key] = [None] * n
+        lst.append(value)
+
+    for lineno, obj in iter_json_objects(path, col):
+        step = to_int(obj.get(S.G_STEP))
+        if step is None:
+            col.issue(path, lineno, f"global_step is {short(obj.get(S.G_STEP))}, not an integer; record skipped", "wrong_type", skipped=True)
+            continue
+        row: dict[str, Any] = {C.STEP: step, LINE_COL: lineno}
+        total, ok = to_float(obj.get(S.G_TOTAL_REWARD))
+        if not ok:
+            col.issue(path, lineno, f"total_reward is {short(obj.get(S.G_TOTAL_REWARD))}, not a number; set to null", "wrong_type", skipped=False)
+        row[C.TOTAL_REWARD] = total
+        rank = obj.get(S.G_RANK)
+        if rank is not None:
+            row[C.RANK] = to_int(rank)
+        for key in TEXT_FIELDS:
+            value = obj.get(key)
+            if value is not None and not isinstance(value, str):
+                col.issue(path, lineno, f"{key} is {type(value).__name__}, not text; kept as its JSON text", "wrong_type", skipped=False)
+                value = json.dumps(value, ensure_ascii=False)
+            row[key] = value
+        ts = obj.get(S.G_TIMESTAMP)
+        row[C.TIMESTAMP] = ts if ts is None or isinstance(ts, str) else to_float(ts)[0]
+        rewards = obj.get(S.G_REWARDS)
+        if isinstance(rewards, dict):
+            for name, value in rewards.items():
+                f, ok = to_float(value)
+                if not ok:
+                    col.issue(path, lineno, f"reward {name!r} is {short(value)}, not a number; set to null", "wrong_type", skipped=False)
+                row[C.REWARD_PREFIX + str(name)] = f
+        elif rewards is not None:
+            col.issue(path, lineno, f"rewards is {type(rewards).__name__}, not an object; ignored", "wrong_type", skipped=False)
+        extra = obj.get(S.G_EXTRA)
+        extras = dict(extra) if isinstance(extra, dict) else {}
+        if extra is not None and not isinstance(extra, dict):
+            col.issue(path, lineno, f"extra is {type(extra).__name__}, not an object; ignored", "wrong_type", skipped=False)
+        for key, value in obj.items():
+            if key not in KNOWN_TOP:
+                extras[key] = value
+        for key, value in extras.items():
+            target = key if key not in RESERVED else f"extra/{key}"
+            row[target] = value
+        n += 1
+        for k, v in row.items():
+            put(k, v)
+        for lst in cols.values():
+            if len(lst) < n:
+                lst.append(None)
+    if n == 0:
+        return None
+    data: dict[str, pl.Series] = {}
+    for k, lst in cols.items():
+        data[k] = _series(k, lst)
+    return pl.DataFrame(data).with_row_index(ORDER_COL)
+
+
+def _series(name: str, values: list[Any]) -> pl.Series:
+    import polars as pl
+
+    if name in (C.STEP, LINE_COL, C.RANK):
+        return pl.Series(name, values, dtype=pl.Int64)
+    if name == C.TOTAL_REWARD or name.startswith(C.REWARD_PREFIX):
+        return pl.Series(name, values, dtype=pl.Float64)
+    if name in TEXT_FIELDS:
+        return pl.Series(name, values, dtype=pl.String)
+    kinds = {type(v) for v in values if v is not None}
+    if kinds <= {int, float}:
+        return pl.Series(name, values, dtype=pl.Float64)
+    if kinds <= {str}:
+        return pl.Series(name, values, dtype=pl.String)
+    return pl.Series(name, [None if v is None else v if isinstance(v, str) else json.dumps(v) for v in values], dtype=pl.String)
+
+
+def read_generations_jsonl(path: Path, col: Collector) -> pl.DataFrame | None:
+    import polars as pl
+
+    if path.stat().st_size == 0:
+        col.issue(path, None, "empty file", "empty", skipped=False)
+        return None
+    col.read(path)
+    keys = _discover_keys(path, col)
+    try:
+        df: pl.DataFrame | None = _read_jsonl_fast(path, keys)
+        assert df is not None
+        col.report.records_read += df.height
+        df = df.with_columns((pl.col(ORDER_COL) + 1).cast(pl.Int64).alias(LINE_COL))
+    except Dirty:
+        df = _read_jsonl_careful(path, col)
+    return df
+
+
+# --- resumes ------------------------------------------------------------------------------------------
+def resolve_resumes(df: pl.DataFrame, col: Collector, *, files_by_seq: list[str] | None) -> pl.DataFrame:
+    """Within one rank's sequence of records, a step going back starts a new segment: for every
+    step logged by several segments only the latest segment's records are kept."""
+    import polars as pl
+
+    if C.RANK not in df.columns:
+        df = df.with_columns(pl.lit(0, dtype=pl.Int64).alias(C.RANK))
+    df = df.with_columns(pl.col(C.RANK).fill_null(0))
+    if FILE_COL not in df.columns:
+        df = df.with_columns(pl.lit(0, dtype=pl.Int64).alias(FILE_COL))
+    df = df.sort([C.RANK, FILE_COL, ORDER_COL], maintain_order=True)
+    prev = pl.col(C.STEP).shift(1).over(C.RANK)
+    df = df.with_columns((pl.col(C.STEP) < prev).fill_null(False).alias("__back"))
+    backs = df.filter(pl.col("__back"))
+    if backs.height == 0:
+        return df.drop("__back").with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER_COL))
+    prev_rows = df.with_columns(prev.alias("__prev")).filter(pl.col("__back"))
+    for row in prev_rows.select(FILE_COL, LINE_COL, "__prev", C.STEP, C.RANK).iter_rows():
+        fname = files_by_seq[row[0]] if files_by_seq else (col.report.files_read[-1] if col.report.files_read else "")
+        col.report.resumes.append({"file": fname, "line": row[1], "from_step": row[2], "to_step": row[3], "rank": row[4]})
+    df = df.with_columns(pl.col("__back").cast(pl.Int64).cum_sum().over(C.RANK).alias("__seg"))
+    keep = pl.col("__seg") == pl.col("__seg").max().over([C.RANK, C.STEP])
+    dropped = df.filter(~keep)
+    if dropped.height:
+        stale = dropped[C.STEP].to_list()
+        lo, hi = min(stale), max(stale)
+        col.note(
+            f"resumed run: {dropped.height} completions of steps {lo}-{hi} were logged again after a resume; "
+            "the latest segment's records are used"
+        )
+    out = df.filter(keep).drop("__back", "__seg")
+    return out.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER_COL))
+
+
+def read_generations(folder: Path, col: Collector) -> pl.DataFrame | None:
+    import polars as pl
+
+    jsonl = sorted(folder.glob(f"{S.GENERATIONS_STEM}*.jsonl"), key=_file_key)
+    csvs = sorted(folder.glob(f"{S.GENERATIONS_STEM}*.csv"), key=_file_key)
+    frames: list[pl.DataFrame] = []
+    names: list[str] = []
+    for path in sorted(jsonl + csvs, key=_file_key):
+        df = read_generations_jsonl(path, col) if path.suffix == ".jsonl" else read_generations_csv(path, col)
+        if df is None or df.height == 0:
+            continue
+        rank = file_rank(path)
+        if rank is not None and (C.RANK not in df.columns or df[C.RANK].null_count() == df.height):
+            df = df.with_columns(pl.lit(rank, dtype=pl.Int64).alias(C.RANK))
+        df = df.with_columns(pl.lit(len(names), dtype=pl.Int64).alias(FILE_COL))
+        names.append(col.rel(path))
+        frames.append(df)
+    if not frames:
+        return None
+    df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    df = resolve_resumes(df, col, files_by_seq=names)
+    return df.drop(LINE_COL, FILE_COL)
+
+
+def load_logscan_run(folder: Path, report: IngestReport) -> RunData:
+    from analyzer.ingest.seed_csv import _why
+
+    col = Collector(report, folder)
+    info = read_manifest(folder, col)
+    steps = read_events(folder, col)
+    gens = read_generations(folder, col)
+    if gens is not None:
+        gens = finalize_generations(gens, col)
+    col.finish()
+    if gens is None and steps.height == 0:
+        raise InputError(f"{folder}: nothing readable in this logscan run folder ({_why(report)})")
+    names = list(info.get(S.M_REWARD_NAMES) or [])
+    if gens is not None:
+        names += [c[len(C.REWARD_PREFIX):] for c in gens.columns if c.startswith(C.REWARD_PREFIX) and c[len(C.REWARD_PREFIX):] not in names]
+    info[S.M_REWARD_NAMES] = names
+    info.setdefault(S.M_WORLD_SIZE, 1)
+    for r in info.pop(S.M_RESUMES, None) or []:
+        col.note(f"run.json records a resume: {r}")
+    return RunData(path=str(folder), steps=steps, generations=gens, report=report, info=info)

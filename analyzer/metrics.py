@@ -1,0 +1,404 @@
+"""Per-step metrics rebuilt from the completions, joined with the scalars the trainer logged.
+
+``compute_metrics`` is the one place that turns ``RunData.generations`` (one row per completion)
+into ``gen_*`` columns (one row per step). Everything is a Polars expression over
+``group_by(step, split)``, so a million completions take seconds, not minutes; the only
+per-row Python is none at all. ``summarize_metrics`` condenses the frame for ``analysis.json``.
+
+Column names come from ``analyzer.columns``; docs/metrics.md documents each one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from analyzer import columns as C
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from analyzer.model import RunData
+
+DEFAULT_TAGS: tuple[str, str] = ("reasoning", "answer")
+NGRAM_N = 4
+# Repeated-n-gram rates are exact per completion, but computed on at most this many completions
+# per (step, split) — the lowest sample_ids — because exploding every completion into word
+# n-grams would cost gigabytes on a million-completion run.
+NGRAM_SAMPLE_PER_STEP = 64
+
+# A whole-string number: optional sign, digits with an optional fraction, optional exponent.
+_NUMBER_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+# "1,000" / "12,345,678.5": thousands separators, removed before comparing as numbers.
+_THOUSANDS_RE = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"
+
+# Internal row-level columns (dropped before the result is returned).
+_R = "__reward"
+_LEN = "__len_chars"
+_TOK = "__len_tokens"
+_ACC = "__correct"
+_FMT = "__format_ok"
+_GKEY = "__group_key"
+_NG = "__ngram_rate"
+
+# Direction of "better" for summarize_metrics' ``best`` (matched on the name without split prefix).
+_HIGHER_IS_BETTER = re.compile(
+    r"^(reward|reward_mean|rewards/.*|reward/.*|gen_reward_(mean|p10|p50|p90)|gen_reward/.*_(mean|p50)"
+    r"|gen_accuracy|gen_format_ok|accuracy|explained_variance|objective/rlhf_reward)$"
+)
+_LOWER_IS_BETTER = re.compile(
+    r"^(loss|policy_loss|value_loss|.*_loss|gen_repeated_ngram_rate|gen_frac_zero_spread_groups"
+    r"|gen_frac_zero_spread_all_wrong|gen_frac_zero_spread_all_correct|frac_reward_zero_std"
+    r"|clipped_ratio|gen_reward_nonfinite)$"
+)
+
+
+def split_prefix(split: str) -> str:
+    """``""`` for the train split, ``"eval/"``, ``"probe/"`` (or ``"<name>/"``) for the others."""
+    return "" if split == "train" else f"{split}/"
+
+
+def normalise_answer(expr: pl.Expr) -> pl.Expr:
+    """Strip, case-fold and drop trailing full stops: ``" Paris. "`` → ``"paris"``."""
+    import polars as pl
+
+    return expr.cast(pl.Utf8).str.strip_chars().str.to_lowercase().str.strip_chars_end(".").str.strip_chars()
+
+
+def answer_as_number(normalised: pl.Expr) -> pl.Expr:
+    """The normalised answer as a float when the whole string is a number, else null.
+
+    ``"1,000"``, ``"1000"``, ``"1000.0"``, ``"$1000"`` and ``"1e3"`` all become 1000.0; ``"nan"``
+    and ``"inf"`` stay text (they are not answers anyone means as numbers).
+    """
+    import polars as pl
+
+    s = normalised.str.strip_chars_start("$").str.strip_chars()
+    s = pl.when(s.str.contains(_THOUSANDS_RE)).then(s.str.replace_all(",", "", literal=True)).otherwise(s)
+    return pl.when(s.str.contains(_NUMBER_RE)).then(s.cast(pl.Float64, strict=False)).otherwise(None)
+
+
+def exact_match(answer: pl.Expr, truth: pl.Expr) -> pl.Expr:
+    """1.0 / 0.0 per completion, null where there is no ground truth; a missing answer is wrong.
+
+    Numbers compare as numbers (relative tolerance 1e-9), everything else as normalised text.
+    """
+    import polars as pl
+
+    a = normalise_answer(answer)
+    t = normalise_answer(truth)
+    an = answer_as_number(a)
+    tn = answer_as_number(t)
+    tol = pl.max_horizontal(pl.lit(1.0), tn.abs()) * 1e-9
+    return (
+        pl.when(truth.is_null() | (t == ""))
+        .then(None)
+        .when(a.is_null())
+        .then(0.0)
+        .when(an.is_not_null() & tn.is_not_null())
+        .then(((an - tn).abs() <= tol).cast(pl.Float64))
+        .otherwise((a == t).cast(pl.Float64))
+    )
+
+
+def format_ok(output: pl.Expr, tags: Sequence[str] = DEFAULT_TAGS) -> pl.Expr:
+    """1.0 when both tag pairs are present and the first closes before the second opens."""
+    import polars as pl
+
+    first, second = (re.escape(t) for t in tags)
+    pattern = f"(?s)<{first}>.*?</{first}>.*?<{second}>.*?</{second}>"
+    return output.cast(pl.Utf8).str.contains(pattern).cast(pl.Float64)
+
+
+def repeated_ngram_rates(texts: pl.Series, n: int = NGRAM_N) -> pl.Series:
+    """Per text: share of its word n-grams that repeat an earlier one, ``1 - unique / total``.
+
+    Words are whitespace-separated; null when a text has fewer than ``n`` words. Vectorised: the
+    words are exploded into one long column, each n-gram is the hash of ``n`` consecutive word
+    hashes (a 64-bit hash: collisions are negligible at these counts), and unique n-grams are
+    counted per text with one group_by — an order of magnitude faster than per-list evaluation.
+    """
+    import polars as pl
+
+    words = (
+        pl.DataFrame({"__t": texts.cast(pl.Utf8)})
+        .lazy()
+        .with_row_index("__r")
+        .select("__r", pl.col("__t").str.replace_all(r"\s+", " ").str.strip_chars().str.split(" ").alias("__w"))
+        .explode("__w")
+        .with_columns(pl.col("__w").hash().alias("__h"))
+    )
+    same_text = pl.col("__r").shift(-(n - 1)) == pl.col("__r")
+    gram = pl.when(same_text & pl.col("__w").shift(-(n - 1)).is_not_null()).then(
+        pl.struct([pl.col("__h").shift(-k).alias(f"__h{k}") for k in range(n)]).hash()
+    )
+    counts = (
+        words.with_columns(gram.alias("__g"))
+        .group_by("__r")
+        .agg(pl.col("__g").drop_nulls().n_unique().alias("u"), pl.col("__g").drop_nulls().len().alias("c"))
+        .sort("__r")
+        .select(pl.when(pl.col("c") > 0).then(1.0 - pl.col("u") / pl.col("c")).alias("rate"))
+        .collect()
+    )
+    return counts.get_column("rate").rename(texts.name)
+
+
+def compute_metrics(
+    run: RunData,
+    *,
+    tags: Sequence[str] = DEFAULT_TAGS,
+    ngram_sample: int = NGRAM_SAMPLE_PER_STEP,
+) -> pl.DataFrame:
+    """One row per step: the logged scalars (``run.steps``) full-outer-joined on ``step`` with the
+    ``gen_*`` columns rebuilt from the completions (train split) and ``eval/gen_*``,
+    ``probe/gen_*`` (other splits). Sorted by step."""
+    import polars as pl
+
+    steps = run.steps
+    if steps is None or C.STEP not in steps.columns:
+        steps = pl.DataFrame({C.STEP: pl.Series([], dtype=pl.Int64)})
+    steps = steps.with_columns(pl.col(C.STEP).cast(pl.Int64))
+    gens = run.generations
+    if gens is None or gens.height == 0 or C.STEP not in gens.columns:
+        return steps.sort(C.STEP)
+    rebuilt = generation_metrics(gens, tags=tags, ngram_sample=ngram_sample)
+    joined = steps.join(rebuilt, on=C.STEP, how="full", coalesce=True)
+    return joined.sort(C.STEP)
+
+
+def generation_metrics(
+    gens: pl.DataFrame,
+    *,
+    tags: Sequence[str] = DEFAULT_TAGS,
+    ngram_sample: int = NGRAM_SAMPLE_PER_STEP,
+) -> pl.DataFrame:
+    """The ``gen_*`` columns alone: ``step`` + one prefixed block per split."""
+    import polars as pl
+
+    rows = _row_features(gens, tags=tags)
+    keys = [C.STEP, C.SPLIT]
+    reward_cols = [c for c in gens.columns if c.startswith(C.REWARD_PREFIX)]
+
+    finite = pl.col(_R).filter(pl.col(_R).is_finite())
+    aggs: list[pl.Expr] = [
+        pl.len().cast(pl.Int64).alias(C.GEN_COUNT),
+        finite.mean().alias(C.GEN_REWARD_MEAN),
+        finite.std().alias(C.GEN_REWARD_STD),
+        finite.min().alias(C.GEN_REWARD_MIN),
+        finite.max().alias(C.GEN_REWARD_MAX),
+        finite.quantile(0.1, interpolation="linear").alias(C.GEN_REWARD_P10),
+        finite.quantile(0.5, interpolation="linear").alias(C.GEN_REWARD_P50),
+        finite.quantile(0.9, interpolation="linear").alias(C.GEN_REWARD_P90),
+        (pl.col(_R).is_not_null() & ~pl.col(_R).is_finite()).mean().alias(C.GEN_REWARD_NONFINITE),
+        pl.col(_LEN).mean().alias(C.GEN_LEN_CHARS),
+        pl.col(_TOK).mean().alias(C.GEN_LEN_TOKENS),
+        pl.col(_ACC).mean().alias(C.GEN_ACCURACY),
+        pl.col(_FMT).mean().alias(C.GEN_FORMAT_OK),
+        pl.corr(pl.when(pl.col(_R).is_finite()).then(pl.col(_R)), pl.col(_LEN).cast(pl.Float64))
+        .fill_nan(None)
+        .alias(C.GEN_REWARD_LENGTH_CORR),
+    ]
+    for col in reward_cols:
+        name = col[len(C.REWARD_PREFIX) :]
+        v = pl.col(col).cast(pl.Float64)
+        fv = v.filter(v.is_finite())
+        base = f"gen_reward/{name}"
+        aggs += [
+            fv.mean().alias(f"{base}_mean"),
+            fv.std().alias(f"{base}_std"),
+            fv.min().alias(f"{base}_min"),
+            fv.max().alias(f"{base}_max"),
+            fv.quantile(0.5, interpolation="linear").alias(f"{base}_p50"),
+        ]
+    per_split = rows.group_by(keys).agg(aggs)
+    per_split = per_split.join(_zero_spread(rows), on=keys, how="left")
+    per_split = per_split.join(_ngram(rows, ngram_sample), on=keys, how="left")
+
+    blocks: list[pl.DataFrame] = []
+    for split in sorted(per_split[C.SPLIT].unique().to_list(), key=lambda s: (s != "train", s)):
+        prefix = split_prefix(split)
+        block = per_split.filter(pl.col(C.SPLIT) == split).drop(C.SPLIT)
+        blocks.append(block.rename({c: f"{prefix}{c}" for c in block.columns if c != C.STEP}))
+    out = blocks[0]
+    for block in blocks[1:]:
+        out = out.join(block, on=C.STEP, how="full", coalesce=True)
+    return out.sort(C.STEP)
+
+
+def _row_features(gens: pl.DataFrame, *, tags: Sequence[str]) -> pl.DataFrame:
+    """Per-completion helper columns; tolerant of missing optional columns."""
+    import polars as pl
+
+    cols = set(gens.columns)
+
+    def col_or_null(name: str, dtype: Any) -> pl.Expr:
+        return pl.col(name).cast(dtype) if name in cols else pl.lit(None, dtype=dtype)
+
+    output = col_or_null(C.OUTPUT, pl.Utf8)
+    answer = col_or_null(C.ANSWER, pl.Utf8)
+    # Inputs without an extracted answer (TRL completion files, verl dumps) still get an accuracy
+    # when their completions use the answer tag.
+    if C.ANSWER not in cols or gens[C.ANSWER].null_count() == gens.height:
+        answer = output.str.extract(f"(?s)<{re.escape(tags[1])}>(.*?)</{re.escape(tags[1])}>", 1)
+    # A run that never writes the tags has no format to comply with: null, not 0.
+    uses_tags = C.OUTPUT in cols and bool(
+        gens.select(
+            (
+                pl.col(C.OUTPUT).cast(pl.Utf8).str.contains(f"<{tags[0]}>", literal=True)
+                | pl.col(C.OUTPUT).cast(pl.Utf8).str.contains(f"<{tags[1]}>", literal=True)
+            ).any()
+        ).item()
+    )
+    reward = col_or_null(C.TOTAL_REWARD, pl.Float64)
+    if C.TOTAL_REWARD not in cols:
+        reward_cols = [c for c in gens.columns if c.startswith(C.REWARD_PREFIX)]
+        if reward_cols:
+            reward = pl.sum_horizontal([pl.col(c).cast(pl.Float64) for c in reward_cols])
+    group = pl.coalesce(col_or_null(C.GROUP_ID, pl.Utf8), col_or_null(C.QUESTION_ID, pl.Utf8))
+    return (
+        gens.lazy()
+        .select(
+            pl.col(C.STEP).cast(pl.Int64),
+            col_or_null(C.SPLIT, pl.Utf8).fill_null("train").alias(C.SPLIT),
+            (pl.col(C.SAMPLE_ID) if C.SAMPLE_ID in cols else pl.int_range(pl.len())).alias(C.SAMPLE_ID),
+            output.alias(C.OUTPUT),
+            reward.alias(_R),
+            output.str.len_chars().alias(_LEN),
+            output.str.count_matches(r"\S+").alias(_TOK),
+            exact_match(answer, col_or_null(C.GROUND_TRUTH, pl.Utf8)).alias(_ACC),
+            (format_ok(output, tags) if uses_tags else pl.lit(None, dtype=pl.Float64)).alias(_FMT),
+            group.alias(_GKEY),
+            *[pl.col(c).cast(pl.Float64) for c in gens.columns if c.startswith(C.REWARD_PREFIX)],
+        )
+        .filter(pl.col(C.STEP).is_not_null())
+        .collect()
+    )
+
+
+def _zero_spread(rows: pl.DataFrame) -> pl.DataFrame:
+    """Per (step, split): share of GRPO groups (≥ 2 completions) whose total rewards are all equal,
+    and the shares of those that are all correct / all wrong.
+
+    All-correct / all-wrong use exact-match accuracy when every member has a ground truth, else the
+    reward itself: a constant reward equal to the split's highest (lowest) reward seen in the run
+    (neither when the split's rewards never vary).
+    """
+    import polars as pl
+
+    keys = [C.STEP, C.SPLIT]
+    finite_r = pl.when(pl.col(_R).is_finite()).then(pl.col(_R))
+    groups = (
+        rows.lazy()
+        .filter(pl.col(_GKEY).is_not_null())
+        .with_columns(
+            finite_r.max().over(C.SPLIT).alias("__split_max"),
+            finite_r.min().over(C.SPLIT).alias("__split_min"),
+        )
+        .group_by([*keys, _GKEY])
+        .agg(
+            pl.len().alias("n"),
+            finite_r.min().alias("rmin"),
+            finite_r.max().alias("rmax"),
+            pl.col(_R).is_finite().sum().alias("n_finite"),
+            pl.col(_ACC).min().alias("amin"),
+            pl.col(_ACC).max().alias("amax"),
+            pl.col(_ACC).is_not_null().sum().alias("n_acc"),
+            pl.col("__split_max").first(),
+            pl.col("__split_min").first(),
+        )
+        .filter(pl.col("n") >= 2)
+        .with_columns(zero=(pl.col("n_finite") == pl.col("n")) & (pl.col("rmin") == pl.col("rmax")))
+        .with_columns(
+            all_correct=pl.col("zero")
+            & pl.when(pl.col("n_acc") == pl.col("n"))
+            .then(pl.col("amin") == 1.0)
+            .otherwise(
+                (pl.col("rmax") >= pl.col("__split_max")) & (pl.col("__split_max") > pl.col("__split_min"))
+            ),
+            all_wrong=pl.col("zero")
+            & pl.when(pl.col("n_acc") == pl.col("n"))
+            .then(pl.col("amax") == 0.0)
+            .otherwise(
+                (pl.col("rmin") <= pl.col("__split_min")) & (pl.col("__split_max") > pl.col("__split_min"))
+            ),
+        )
+    )
+    return (
+        groups.group_by(keys)
+        .agg(
+            pl.col("zero").cast(pl.Float64).mean().alias(C.GEN_ZERO_SPREAD_GROUPS),
+            pl.col("all_correct").cast(pl.Float64).mean().alias(C.GEN_ZERO_SPREAD_ALL_CORRECT),
+            pl.col("all_wrong").cast(pl.Float64).mean().alias(C.GEN_ZERO_SPREAD_ALL_WRONG),
+        )
+        .collect()
+    )
+
+
+def _ngram(rows: pl.DataFrame, sample: int) -> pl.DataFrame:
+    import polars as pl
+
+    keys = [C.STEP, C.SPLIT]
+    picked = rows.filter(pl.col(C.SAMPLE_ID).rank("ordinal").over(keys) <= sample).select(*keys, C.OUTPUT)
+    return (
+        picked.with_columns(repeated_ngram_rates(picked.get_column(C.OUTPUT)).alias(_NG))
+        .group_by(keys)
+        .agg(pl.col(_NG).mean().alias(C.GEN_REPEAT_NGRAM))
+    )
+
+
+# --- summary for analysis.json --------------------------------------------------------------------
+
+
+def direction(column: str) -> str | None:
+    """``"max"`` when higher is better, ``"min"`` when lower is better, None when unknown."""
+    base = column
+    for prefix in C.SPLIT_PREFIXES:
+        if base.startswith(prefix):
+            base = base[len(prefix) :]
+    if _HIGHER_IS_BETTER.match(base):
+        return "max"
+    if _LOWER_IS_BETTER.match(base):
+        return "min"
+    return None
+
+
+def summarize_metrics(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per numeric column: first, last, min, max, mean, best, trend_slope, n (JSON-safe: no NaN).
+
+    ``first``/``last`` are the first/last finite values by step; ``best`` is the max or min for
+    columns whose direction is known (``direction``), else null; ``trend_slope`` is the
+    least-squares slope of the value against ``step`` (units per step), null with < 2 points.
+    """
+    import numpy as np
+    import polars as pl
+
+    out: dict[str, dict[str, Any]] = {}
+    if C.STEP not in metrics.columns:
+        return out
+    steps = metrics[C.STEP].cast(pl.Float64).to_numpy()
+    for name, dtype in metrics.schema.items():
+        if name == C.STEP or not dtype.is_numeric() or dtype == pl.Boolean:
+            continue
+        values = metrics[name].cast(pl.Float64).to_numpy()
+        mask = np.isfinite(values) & np.isfinite(steps)
+        x, y = steps[mask], values[mask]
+        n = int(y.size)
+        summary: dict[str, Any] = {"first": None, "last": None, "min": None, "max": None, "mean": None, "best": None, "trend_slope": None, "n": n}
+        if n:
+            summary.update(
+                first=_f(y[0]), last=_f(y[-1]), min=_f(y.min()), max=_f(y.max()), mean=_f(y.mean())
+            )
+            d = direction(name)
+            summary["best"] = summary["max"] if d == "max" else summary["min"] if d == "min" else None
+            if n >= 2 and np.ptp(x) > 0:
+                xc = x - x.mean()
+                summary["trend_slope"] = _f(float((xc * (y - y.mean())).sum() / (xc * xc).sum()))
+        out[name] = summary
+    return out
+
+
+def _f(value: Any) -> float | None:
+    v = float(value)
+    return v if math.isfinite(v) else None

@@ -1,0 +1,431 @@
+"""``analyze()``: ingest → metrics → drift → detectors → verdict → files, and the exit code.
+
+The CLI's ``analyze``, ``html-report``, ``compare`` and ``watch`` all go through here, so a run is
+judged the same way everywhere. Later stages are optional at import time: while a stage's module
+is not installed the pipeline records why it was skipped and carries on, so a partial install
+still ingests and rebuilds metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from analyzer import columns as C
+from analyzer.errors import ConfigError, InputError
+from analyzer.model import Alert, Analysis, DetectorStatus, DriftResult, RunData, Severity
+
+if TYPE_CHECKING:
+    import polars as pl
+
+OUTPUT_DIRNAME = "logscan"
+# Fewer logged steps than this (config ``general.min_steps``, shared with the detectors, which
+# skip their trend checks below it) and the verdict is "too_short" unless an alert at warning or
+# above fired (a NaN loss at step 2 is still worth a "critical").
+MIN_STEPS = 10
+FAIL_ON_CHOICES = ("info", "warning", "critical", "never")
+DEFAULT_FAIL_ON = "critical"
+VERDICTS = ("healthy", "warnings", "critical", "too_short")
+
+SOURCE_KIND_NAMES = {
+    "logscan": "logscan run folder",
+    "seed_csv": "seed-schema CSV",
+    "hf_trainer_state": "Hugging Face trainer_state.json",
+    "trl_completions": "TRL completion files + trainer_state.json",
+    "verl_jsonl": "verl file-logger JSONL",
+    "verl_rollouts": "verl rollout dumps",
+    "verl_console": "verl console log",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzeOptions:
+    """The knobs of one analysis; field names match the CLI's options."""
+
+    output_dir: Path | None = None
+    config_path: Path | None = None
+    no_embeddings: bool = False
+    embedding_model: str | None = None
+    max_embed: int | None = None
+    device: str | None = None
+    overrides: tuple[str, ...] = ()
+    fail_on: str | None = None
+    junit: bool = False
+    md_inline_images: bool = False
+    no_plots: bool = False
+    no_html: bool = False
+    write_reports: bool = True
+    # Not CLI options: ``compare`` and ``watch`` judge runs without writing into them.
+    write_outputs: bool = True
+    drift: bool = True
+
+
+def output_dir_for(run_path: Path, options: AnalyzeOptions) -> Path:
+    """``-o DIR`` when given; else ``RUN/logscan/``, or ``<file's folder>/logscan/`` for a file."""
+    if options.output_dir is not None:
+        return Path(options.output_dir)
+    base = run_path if run_path.is_dir() else run_path.parent
+    return base / OUTPUT_DIRNAME
+
+
+def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Analysis:
+    """Ingest ``run_path`` and analyze it (see ``analyze_run``); raises ``InputError`` for bad input."""
+    options = options or AnalyzeOptions()
+    run_path = Path(run_path)
+    if not run_path.exists():
+        raise InputError(f"{run_path} does not exist; give a run folder, a generations.csv or a trainer_state.json")
+    timings: dict[str, float] = {}
+    with _timed(timings, "ingest"):
+        try:
+            from analyzer.ingest import load_run
+        except ImportError as exc:
+            raise InputError(f"cannot read runs: analyzer.ingest is not available ({exc})") from exc
+        run = load_run(run_path)
+    return analyze_run(run, options, run_path=run_path, timings=timings)
+
+
+def analyze_run(
+    run: RunData,
+    options: AnalyzeOptions | None = None,
+    *,
+    run_path: Path | None = None,
+    timings: dict[str, float] | None = None,
+) -> Analysis:
+    """Everything after ingest, on a ``RunData`` already in memory."""
+    options = options or AnalyzeOptions()
+    run_path = Path(run_path if run_path is not None else run.path)
+    timings = dict(timings or {})
+    started = time.perf_counter() - sum(timings.values())
+    notes: list[str] = []
+
+    config = _load_config(run_path, options, notes)
+    fail_on = _resolve_fail_on(options, config)
+
+    with _timed(timings, "metrics"):
+        from analyzer.metrics import DEFAULT_TAGS, compute_metrics
+
+        tags = _section(config, "general").get("tags") or DEFAULT_TAGS
+        metrics = compute_metrics(run, tags=tuple(tags))
+
+    drift: DriftResult | None = None
+    if options.drift:
+        with _timed(timings, "drift"):
+            drift = _score_drift(run, options, output_dir_for(run_path, options), notes)
+        if drift is not None and drift.per_step is not None and C.STEP in drift.per_step.columns:
+            metrics = _join_drift(metrics, drift.per_step)
+
+    with _timed(timings, "detectors"):
+        alerts, statuses = _run_detectors(run, metrics, drift, config, notes)
+    alerts = sorted(alerts, key=lambda a: (-a.severity.rank, a.step if a.step is not None else -1, a.kind))
+
+    analysis = Analysis(
+        run=run,
+        metrics=metrics,
+        alerts=alerts,
+        detectors=statuses,
+        drift=drift,
+        # the effective config, plus the resolved fail_on at top level (what the reports read)
+        config={**config, "fail_on": fail_on},
+        verdict=verdict_for(alerts, n_steps(metrics), min_steps=_min_steps(config)),
+        timings=timings,
+        notes=notes,
+    )
+    if options.write_outputs:
+        out_dir = output_dir_for(run_path, options)
+        analysis.output_dir = str(out_dir)
+        with _timed(timings, "write"):
+            analysis.outputs.extend(str(p) for p in write_outputs(analysis, out_dir))
+        if options.write_reports:
+            with _timed(timings, "reports"):
+                analysis.outputs.extend(str(p) for p in _write_reports(analysis, out_dir, options, notes))
+        timings["total"] = time.perf_counter() - started
+        # analysis.json carries the timings, so it is rewritten last (cheap: a few KB).
+        _write_json(analysis, out_dir / "analysis.json")
+    else:
+        timings["total"] = time.perf_counter() - started
+    return analysis
+
+
+# --- verdict and exit code --------------------------------------------------------------------
+
+
+def n_steps(metrics: pl.DataFrame) -> int:
+    if metrics is None or C.STEP not in metrics.columns:
+        return 0
+    return int(metrics.get_column(C.STEP).drop_nulls().n_unique())
+
+
+def verdict_for(alerts: list[Alert], steps: int, *, min_steps: int = MIN_STEPS) -> str:
+    """critical / warnings when such alerts fired; else too_short below ``min_steps``; else healthy."""
+    worst = max((a.severity.rank for a in alerts), default=-1)
+    if worst >= Severity.CRITICAL.rank:
+        return "critical"
+    if worst >= Severity.WARNING.rank:
+        return "warnings"
+    if steps < min_steps:
+        return "too_short"
+    return "healthy"
+
+
+def exit_code(analysis: Analysis) -> int:
+    """0 when no alert is at or above ``fail_on`` (``never``: always 0), else 1."""
+    fail_on = str(analysis.config.get("fail_on") or DEFAULT_FAIL_ON)
+    if fail_on == "never":
+        return 0
+    threshold = Severity(fail_on).rank
+    return 1 if any(a.severity.rank >= threshold for a in analysis.alerts) else 0
+
+
+def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
+    value = config.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _min_steps(config: dict[str, Any]) -> int:
+    return int(_section(config, "general").get("min_steps") or MIN_STEPS)
+
+
+def _resolve_fail_on(options: AnalyzeOptions, config: dict[str, Any]) -> str:
+    value = options.fail_on or _section(config, "analyze").get("fail_on") or DEFAULT_FAIL_ON
+    if value not in FAIL_ON_CHOICES:
+        raise ConfigError(f"fail_on = {value!r} is not one of {', '.join(FAIL_ON_CHOICES)}")
+    return str(value)
+
+
+# --- the optional stages ----------------------------------------------------------------------
+
+
+def _load_config(run_path: Path, options: AnalyzeOptions, notes: list[str]) -> dict[str, Any]:
+    try:
+        from analyzer.config import load_config, register_section
+    except ImportError as exc:
+        if options.config_path is not None or options.overrides:
+            raise ConfigError(f"--config/--set need analyzer.config, which is not available ({exc})") from exc
+        notes.append("config: defaults only (analyzer.config is not available)")
+        return {}
+    # [tool.logscan.analyze] fail_on = "warning": the CI gate's default, below the --fail-on flag.
+    register_section("analyze", {"fail_on": DEFAULT_FAIL_ON})
+    return dict(load_config(run_path, options.config_path, list(options.overrides)))
+
+
+def _score_drift(run: RunData, options: AnalyzeOptions, out_dir: Path, notes: list[str]) -> DriftResult | None:
+    try:
+        from analyzer import drift as drift_mod
+    except ImportError as exc:
+        notes.append(f"drift: skipped (analyzer.drift is not available: {exc})")
+        return None
+    if run.generations is None or run.generations.height == 0:
+        notes.append("drift: skipped (no completions in this run)")
+        return None
+    drift_options = drift_mod.DriftOptions(
+        no_embeddings=options.no_embeddings,
+        embedding_model=options.embedding_model,
+        max_embed=options.max_embed,
+        device=options.device,
+        cache_dir=out_dir / "cache" if options.write_outputs else None,
+    )
+    result: DriftResult = drift_mod.score_drift(run, options=drift_options)
+    return result
+
+
+def _join_drift(metrics: pl.DataFrame, per_step: pl.DataFrame) -> pl.DataFrame:
+    import polars as pl
+
+    extra = per_step.with_columns(pl.col(C.STEP).cast(pl.Int64))
+    extra = extra.select([C.STEP, *[c for c in extra.columns if c != C.STEP and c not in metrics.columns]])
+    return metrics.join(extra, on=C.STEP, how="full", coalesce=True).sort(C.STEP)
+
+
+def _run_detectors(
+    run: RunData, metrics: pl.DataFrame, drift: DriftResult | None, config: dict[str, Any], notes: list[str]
+) -> tuple[list[Alert], list[DetectorStatus]]:
+    try:
+        from analyzer.detectors import run_detectors
+    except ImportError as exc:
+        reason = f"analyzer.detectors is not available ({exc})"
+        notes.append(f"detectors: skipped ({reason})")
+        return [], [DetectorStatus(name="detectors", ran=False, reason=reason)]
+    alerts, statuses = run_detectors(run, metrics, drift, config)
+    return list(alerts), list(statuses)
+
+
+def _write_reports(analysis: Analysis, out_dir: Path, options: AnalyzeOptions, notes: list[str]) -> list[Path]:
+    try:
+        from analyzer.render import write_reports
+    except ImportError as exc:
+        notes.append(f"reports: skipped (analyzer.render is not available: {exc})")
+        return []
+    paths = write_reports(
+        analysis,
+        out_dir,
+        junit=options.junit,
+        md_inline_images=options.md_inline_images,
+        plots=not options.no_plots,
+        html=not options.no_html,
+    )
+    return [Path(p) for p in paths]
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def write_outputs(analysis: Analysis, out_dir: Path) -> list[Path]:
+    """``metrics.parquet``, ``generations.parquet`` (when there are completions), ``analysis.json``."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {out_dir}: {exc.strerror}; pass -o DIR") from exc
+    written = [out_dir / "metrics.parquet"]
+    analysis.metrics.write_parquet(written[0])
+    gens = analysis.run.generations
+    if gens is not None and gens.height:
+        written.append(out_dir / "generations.parquet")
+        gens.write_parquet(written[-1])
+    written.append(out_dir / "analysis.json")
+    _write_json(analysis, written[-1])
+    return written
+
+
+def analysis_dict(analysis: Analysis) -> dict[str, Any]:
+    """``analysis.json``'s content (format ``logscan-analysis/1``), plus the pipeline's notes."""
+    from analyzer.report_data import analysis_to_dict, jsonable
+
+    data = analysis_to_dict(analysis)
+    data["output_dir"] = analysis.output_dir
+    data["notes"] = jsonable(list(analysis.notes))
+    return data
+
+
+def _write_json(analysis: Analysis, path: Path) -> None:
+    data = analysis_dict(analysis)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - t0, 4)
+
+
+# --- the terminal summary ---------------------------------------------------------------------
+
+MAX_ISSUES_SHOWN = 5
+MAX_ALERTS_SHOWN = 10
+
+
+def verdict_line(analysis: Analysis) -> str:
+    counts = {s: sum(1 for a in analysis.alerts if a.severity is s) for s in Severity}
+    parts = [f"{counts[s]} {s.value}" for s in (Severity.CRITICAL, Severity.WARNING, Severity.INFO) if counts[s]]
+    alerts = ", ".join(parts) if parts else "no alerts"
+    label = analysis.verdict.upper().replace("_", " ")
+    extra = ""
+    if analysis.verdict == "too_short":
+        extra = f" (fewer than {_min_steps(analysis.config)} steps: too short to judge trends)"
+    if any(d.name == "detectors" and not d.ran for d in analysis.detectors):
+        extra += " (detectors not run)"
+    fail_on = analysis.config.get("fail_on", DEFAULT_FAIL_ON)
+    return f"logscan: {label} — {alerts}{extra}; exit {exit_code(analysis)} (--fail-on {fail_on})"
+
+
+def summary_text(analysis: Analysis, quiet: bool = False) -> str:
+    """A short plain-text summary; ``quiet`` keeps only the verdict line."""
+    first = verdict_line(analysis)
+    if quiet:
+        return first
+    run, report = analysis.run, analysis.run.report
+    summary = _run_summary(analysis)
+    lines = [first]
+    kind = SOURCE_KIND_NAMES.get(report.source_kind, report.source_kind)
+    described = [kind]
+    for key in ("algorithm", "model", "status"):
+        if run.info.get(key):
+            described.append(f"{key} {run.info[key]}")
+    lines.append(f"run:         {run.path}  ({', '.join(described)})")
+    if summary["steps"]:
+        lines.append(f"steps:       {summary['first_step']}..{summary['last_step']} ({summary['steps']} steps)")
+    else:
+        lines.append("steps:       none")
+    if summary["completions"]:
+        per = ", ".join(f"{n} {s}" for s, n in summary["splits"].items())
+        lines.append(f"completions: {summary['completions']} ({per})")
+    else:
+        lines.append("completions: none (metrics from logged scalars only)")
+    lines.append(
+        f"read:        {len(report.files_read)} file(s), {report.records_read} record(s)"
+        + (f": {_short_list(report.files_read)}" if report.files_read else "")
+    )
+    if report.records_skipped or report.issues:
+        lines.append(f"skipped:     {report.records_skipped} record(s), {len(report.issues)} issue(s)")
+        for issue in report.issues[:MAX_ISSUES_SHOWN]:
+            lines.append(f"  - {issue}")
+        if len(report.issues) > MAX_ISSUES_SHOWN:
+            lines.append(f"  … and {len(report.issues) - MAX_ISSUES_SHOWN} more (see analysis.json)")
+    for resume in report.resumes:
+        lines.append(
+            f"resumed:     at {resume.get('file')}:{resume.get('line')} step {resume.get('from_step')} → "
+            f"{resume.get('to_step')} (the latest segment wins)"
+        )
+    not_run = [d for d in analysis.detectors if not d.ran]
+    for note in analysis.notes:
+        lines.append(f"note:        {note}")
+    if not_run and not any(n.startswith("detectors:") for n in analysis.notes):
+        by_reason: dict[str, list[str]] = {}
+        for d in not_run:
+            by_reason.setdefault(d.reason or "no reason given", []).append(d.name)
+        for reason, names in by_reason.items():
+            lines.append(f"not run:     {', '.join(names)}: {reason}")
+    if analysis.alerts:
+        lines.append("alerts (worst first):")
+        for alert in analysis.alerts[:MAX_ALERTS_SHOWN]:
+            at = f" @ step {alert.step}" if alert.step is not None else ""
+            lines.append(f"  {alert.severity.value.upper():8s} {alert.kind}{at}: {alert.message}")
+        if len(analysis.alerts) > MAX_ALERTS_SHOWN:
+            lines.append(f"  … and {len(analysis.alerts) - MAX_ALERTS_SHOWN} more (see analysis.json)")
+    if analysis.output_dir:
+        lines.append(f"written:     {analysis.output_dir}/ ({_outputs_list(analysis)})")
+    return "\n".join(lines)
+
+
+def _run_summary(analysis: Analysis) -> dict[str, Any]:
+    from analyzer.report_data import run_summary
+
+    return run_summary(analysis)
+
+
+def _outputs_list(analysis: Analysis) -> str:
+    """Top-level file names; files in a subfolder collapse to ``plots/ (8 files)``."""
+    base = Path(analysis.output_dir or ".")
+    files: list[str] = []
+    folders: dict[str, int] = {}
+    for p in analysis.outputs:
+        try:
+            rel = Path(p).relative_to(base)
+        except ValueError:
+            rel = Path(Path(p).name)
+        if len(rel.parts) > 1:
+            folders[rel.parts[0]] = folders.get(rel.parts[0], 0) + 1
+        elif rel.name not in files:
+            files.append(rel.name)
+    return ", ".join([*files, *(f"{d}/ ({n} files)" for d, n in folders.items())])
+
+
+def _short_list(paths: list[str], limit: int = 4) -> str:
+    names = [Path(p).name for p in paths[:limit]]
+    more = f", … (+{len(paths) - limit})" if len(paths) > limit else ""
+    return ", ".join(names) + more
+
+
+def alerts_at_or_above(analysis: Analysis, severity: str) -> list[Alert]:
+    threshold = Severity(severity).rank
+    return [a for a in analysis.alerts if a.severity.rank >= threshold]
+

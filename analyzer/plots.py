@@ -1,0 +1,567 @@
+"""matplotlib figures of a run: losses, reward, KL, length vs accuracy, entropy, quality, mechanics.
+
+Each figure is rendered to bytes (PNG, optionally SVG) so the same render serves ``plots/*.png``,
+the inline images of ``report.html`` and ``--md-inline-images``. A figure whose columns are absent
+is skipped with a reason instead of drawn empty. Alert onsets are vertical lines on the figures
+that show the signal the alert read. matplotlib is imported inside the functions (Agg backend),
+so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from analyzer import columns as C
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+    from matplotlib.axes import Axes
+
+    from analyzer.model import Alert, Analysis
+
+
+@dataclass(frozen=True, slots=True)
+class Plot:
+    """One rendered figure. ``columns`` are the metrics it draws; ``alerts`` the kinds marked on it."""
+
+    name: str
+    title: str
+    png: bytes
+    svg: bytes | None
+    columns: tuple[str, ...]
+    alerts: tuple[str, ...] = ()
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.png"
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedPlot:
+    name: str
+    reason: str
+
+
+# Which figures show the signal each alert kind reads: its onset is drawn there.
+ALERT_PLOTS: Mapping[str, tuple[str, ...]] = {
+    "reward_hacking": ("reward", "quality"),
+    "length_hacking": ("length", "reward"),
+    "kl_explosion": ("kl",),
+    "entropy_collapse": ("entropy",),
+    "mode_collapse": ("quality",),
+    "reward_std_collapse": ("mechanics", "reward"),
+    "repetition": ("quality",),
+    "catastrophic_forgetting": ("quality",),
+    "semantic_drift": ("quality",),
+    "format_regression": ("quality",),
+    "truncation": ("length",),
+    "nan_values": ("losses", "mechanics"),
+    "loss_spike": ("losses", "mechanics"),
+    "value_reward_mismatch": ("losses", "mechanics"),
+}
+
+SEVERITY_COLORS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#78909c"}
+PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#d62728", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+
+# Human labels (with units) of the metric columns the figures draw.
+LABELS: Mapping[str, str] = {
+    C.LOSS: "total loss",
+    C.POLICY_LOSS: "policy loss",
+    C.VALUE_LOSS: "value loss",
+    C.REWARD: "reward (logged)",
+    C.GEN_REWARD_MEAN: "reward (rebuilt from completions)",
+    C.KL: "KL to reference",
+    C.ENTROPY: "entropy",
+    C.COMPLETION_LENGTH: "completion length (tokens, logged)",
+    C.GEN_LEN_TOKENS: "completion length (whitespace tokens)",
+    C.GEN_ACCURACY: "exact-match accuracy",
+    C.GEN_FORMAT_OK: "format compliance",
+    C.CLIP_FRACTION: "clip fraction",
+    C.ADVANTAGE_MEAN: "mean advantage",
+    C.GRAD_NORM: "grad norm",
+    C.LEARNING_RATE: "learning rate",
+    C.GEN_ZERO_SPREAD_GROUPS: "groups with zero reward spread",
+    C.FRAC_REWARD_ZERO_STD: "groups with zero reward std (logged)",
+    C.CLIPPED_RATIO: "completions cut at max length",
+    C.REWARD_STD: "reward std (logged)",
+    C.VALUE_EXPLAINED_VARIANCE: "value explained variance",
+    C.GEN_REPEAT_NGRAM: "repeated n-gram rate",
+    "drift_train_mean": "drift from baseline (train)",
+    "drift_eval_mean": "drift from baseline (eval/probe)",
+    "drift_diversity_group": "within-prompt diversity",
+    "drift_diversity_step": "within-step diversity",
+    "drift_outlier_frac": "outlier share",
+    "eval/gen_accuracy": "eval accuracy",
+    "probe/gen_accuracy": "probe accuracy",
+    "eval/gen_reward_mean": "eval reward",
+    "eval/reward": "eval reward (logged)",
+}
+
+
+def label(column: str) -> str:
+    return LABELS.get(column, column)
+
+
+def _series(metrics: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, values) of a column's finite values, or None when it has none."""
+    import numpy as np
+    import polars as pl
+
+    if metrics is None or column not in metrics.columns or C.STEP not in metrics.columns:
+        return None
+    if not metrics.schema[column].is_numeric():
+        return None
+    x = metrics.get_column(C.STEP).cast(pl.Float64).to_numpy()
+    y = metrics.get_column(column).cast(pl.Float64).to_numpy()
+    mask = np.isfinite(x) & np.isfinite(y)
+    if not mask.any():
+        return None
+    return x[mask], y[mask]
+
+
+def _smooth(y: np.ndarray) -> np.ndarray:
+    """Exponential moving average whose span grows with the series length (≈ 1/20 of it)."""
+    import numpy as np
+
+    alpha = 2.0 / (max(3, len(y) // 20) + 1)
+    out = np.empty_like(y)
+    acc = y[0]
+    for i, v in enumerate(y):
+        acc = alpha * v + (1 - alpha) * acc
+        out[i] = acc
+    return out
+
+
+def _line(ax: Axes, xy: tuple[np.ndarray, np.ndarray], name: str, color: str, *, smooth: bool = True, **kw: Any) -> None:
+    """A series as a line; long noisy series get a faint raw line under a smoothed one."""
+    x, y = xy
+    if len(y) == 1:
+        ax.plot(x, y, "o", color=color, label=label(name), **kw)
+    elif smooth and len(y) > 40:
+        ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
+        ax.plot(x, _smooth(y), color=color, linewidth=1.8, label=f"{label(name)} (smoothed)", **kw)
+    else:
+        ax.plot(x, y, color=color, linewidth=1.6, marker="o" if len(y) <= 25 else None, markersize=3, label=label(name), **kw)
+
+
+def _style(ax: Axes, title: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3, linewidth=0.6)
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+
+
+def _legend(ax: Axes, extra: Iterable[Any] = ()) -> None:
+    handles, labels_ = ax.get_legend_handles_labels()
+    for other in extra:
+        h, lab = other.get_legend_handles_labels()
+        handles += h
+        labels_ += lab
+    if handles:
+        seen: dict[str, Any] = {}
+        for h, lab in zip(handles, labels_, strict=False):
+            seen.setdefault(lab, h)
+        ax.legend(list(seen.values()), list(seen.keys()), fontsize=8, loc="best", framealpha=0.85)
+
+
+def _mark_alerts(axes: Sequence[Axes], alerts: Sequence[Alert]) -> tuple[str, ...]:
+    """Dashed vertical lines at each alert's first step, coloured by severity; one legend entry per kind."""
+    kinds: list[str] = []
+    for i, alert in enumerate(sorted(alerts, key=lambda a: (-a.severity.rank, a.step or 0))):
+        if alert.step is None:
+            continue
+        color = SEVERITY_COLORS.get(alert.severity.value, "#555555")
+        for j, ax in enumerate(axes):
+            ax.axvline(
+                alert.step,
+                color=color,
+                linestyle="--",
+                linewidth=1.2,
+                alpha=0.9,
+                label=f"{alert.kind} @ {alert.step}" if j == 0 and i < 6 else None,
+                zorder=1,
+            )
+        if alert.kind not in kinds:
+            kinds.append(alert.kind)
+    return tuple(kinds)
+
+
+def _trend(ax: Axes, xy: tuple[np.ndarray, np.ndarray]) -> None:
+    import numpy as np
+
+    x, y = xy
+    if len(y) < 3 or float(np.ptp(x)) == 0:
+        return
+    slope, intercept = np.polyfit(x, y, 1)
+    span = x.max() - x.min()
+    ax.plot(
+        [x.min(), x.max()],
+        [intercept + slope * x.min(), intercept + slope * x.max()],
+        color="#444444",
+        linestyle=":",
+        linewidth=1.4,
+        label=f"trend ({slope * span:+.3g} over run)",
+    )
+
+
+def _nested(config: Mapping[str, Any], dotted: str) -> Any:
+    """``config["a"]["b"]`` or ``config["a.b"]``, whichever exists."""
+    if dotted in config:
+        return config[dotted]
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def kl_thresholds(analysis: Analysis) -> list[tuple[str, float]]:
+    """KL limits to draw: from a kl_explosion alert's evidence when one fired (the numbers the
+    detector really used), else from the ``kl_explosion`` config (``budget_per_token`` or
+    ``budget_per_sequence`` by the run's KL unit, × ``critical_factor``; or a plain ``budget``)."""
+    for al in analysis.alerts:
+        if al.kind == "kl_explosion" and isinstance(al.evidence.get("budget"), int | float):
+            unit = al.evidence.get("unit")
+            out = [(f"budget{f' per {unit}' if unit else ''}", float(al.evidence["budget"]))]
+            if isinstance(al.evidence.get("critical_level"), int | float):
+                out.append(("critical level", float(al.evidence["critical_level"])))
+            return out
+    section = _nested(analysis.config, "kl_explosion")
+    if not isinstance(section, Mapping):
+        section = {k.split(".", 1)[1]: v for k, v in analysis.config.items() if k.startswith("kl_explosion.")}
+
+    def number(key: str) -> float | None:
+        v = section.get(key)
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        return float(v) if ok else None
+
+    budget = number("budget")
+    unit = None
+    if budget is None:
+        try:
+            from analyzer.detectors.kl import kl_unit
+
+            unit = kl_unit(analysis.run, str(section.get("unit") or "auto"))
+        except Exception:  # the detectors package is optional here; token is the common case
+            unit = "token"
+        budget = number(f"budget_per_{unit}")
+    if budget is None:
+        return []
+    out = [(f"budget{f' per {unit}' if unit else ''}", budget)]
+    factor = number("critical_factor")
+    if factor:
+        out.append(("critical level", budget * factor))
+    return out
+
+
+# A drawer returns (figure, columns drawn, alert kinds marked), or why it drew nothing.
+DrawResult = tuple[Any, tuple[str, ...], tuple[str, ...]] | str
+
+
+def _figure(ncols: int, *, width: float = 10.0, height: float = 3.8) -> tuple[Any, list[Axes]]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width if ncols == 1 else max(width, 5.2 * ncols), height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _reward_components(metrics: pl.DataFrame) -> list[str]:
+    logged = [c for c in metrics.columns if c.startswith(C.REWARD_PREFIX)]
+    rebuilt = [c for c in metrics.columns if c.startswith("gen_reward/") and c.endswith("_mean")]
+    # Prefer the rebuilt means (one per function, same scale as the rebuilt total).
+    return rebuilt or logged
+
+
+def _draw_losses(a: Analysis) -> DrawResult:
+    cols = [c for c in (C.LOSS, C.POLICY_LOSS, C.VALUE_LOSS) if _series(a.metrics, c) is not None]
+    if not cols:
+        return "no loss, policy_loss or value_loss column"
+    # Value loss is often orders of magnitude above the policy loss: separate panels.
+    fig, axes = _figure(len(cols), height=3.4)
+    for i, (ax, col) in enumerate(zip(axes, cols, strict=True)):
+        xy = _series(a.metrics, col)
+        assert xy is not None
+        _line(ax, xy, col, PALETTE[i])
+        _style(ax, label(col).capitalize(), "loss")
+    kinds = _mark_alerts(axes, _alerts_for(a, "losses"))
+    for ax in axes:
+        _legend(ax)
+    return fig, tuple(cols), kinds
+
+
+def _draw_reward(a: Analysis) -> DrawResult:
+    m = a.metrics
+    main = next((c for c in (C.GEN_REWARD_MEAN, C.REWARD) if _series(m, c) is not None), None)
+    comps = [c for c in _reward_components(m) if _series(m, c) is not None]
+    if main is None and not comps:
+        return "no reward column (logged reward or rebuilt gen_reward_mean)"
+    fig, axes = _figure(2 if (main and comps) else 1)
+    used: list[str] = []
+    if main:
+        ax = axes[0]
+        xy = _series(m, main)
+        assert xy is not None
+        p10, p90 = _series(m, C.GEN_REWARD_P10), _series(m, C.GEN_REWARD_P90)
+        if main == C.GEN_REWARD_MEAN and p10 is not None and p90 is not None and len(p10[0]) == len(p90[0]):
+            ax.fill_between(p10[0], p10[1], p90[1], color=PALETTE[0], alpha=0.12, label="p10–p90 of completions")
+        _line(ax, xy, main, PALETTE[0])
+        _trend(ax, xy)
+        used.append(main)
+        other = C.REWARD if main == C.GEN_REWARD_MEAN else None
+        if other and (oxy := _series(m, other)) is not None:
+            _line(ax, oxy, other, PALETTE[4], smooth=False, alpha=0.8)
+            used.append(other)
+        for j, ev in enumerate(("eval/gen_reward_mean", "eval/reward")):
+            if (exy := _series(m, ev)) is not None:
+                _line(ax, exy, ev, PALETTE[2 + j], smooth=False, linestyle="--")
+                used.append(ev)
+                break
+        _style(ax, "Reward per step", "reward")
+    if comps:
+        ax = axes[-1]
+        for i, col in enumerate(comps):
+            cxy = _series(m, col)
+            assert cxy is not None
+            name = col[len("gen_reward/") : -len("_mean")] if col.startswith("gen_reward/") else col[len(C.REWARD_PREFIX) :]
+            x, y = cxy
+            ax.plot(x, _smooth(y) if len(y) > 40 else y, color=PALETTE[(i + 1) % len(PALETTE)], linewidth=1.5, label=name)
+            used.append(col)
+        _style(ax, "Reward per function (mean per step)", "reward")
+    kinds = _mark_alerts(axes, _alerts_for(a, "reward"))
+    for ax in axes:
+        _legend(ax)
+    return fig, tuple(used), kinds
+
+
+def _draw_kl(a: Analysis) -> DrawResult:
+    xy = _series(a.metrics, C.KL)
+    if xy is None:
+        return "no kl column (TRL logs none when beta = 0)"
+    fig, axes = _figure(1)
+    ax = axes[0]
+    _line(ax, xy, C.KL, "#6a1b9a")
+    top = float(xy[1].max())
+    hidden = []
+    for i, (name, value) in enumerate(kl_thresholds(a)):
+        # A limit far above the curve would squash it flat: name it instead of drawing it.
+        if value <= max(1.6 * top, 1e-12):
+            ax.axhline(value, color=("#b71c1c", "#4e342e")[i % 2], linestyle="-.", linewidth=1.2, label=f"kl_explosion {name} = {value:g}")
+        else:
+            hidden.append(f"{name} {value:g}")
+    if hidden:
+        ax.text(0.99, 0.03, "limits above the plotted range: " + ", ".join(hidden), transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8, color="#4e342e")
+    _style(ax, "KL divergence to the reference policy", "KL (nats)")
+    kinds = _mark_alerts(axes, _alerts_for(a, "kl"))
+    _legend(ax)
+    return fig, (C.KL,), kinds
+
+
+def _draw_length(a: Analysis) -> DrawResult:
+    m = a.metrics
+    length = next((c for c in (C.COMPLETION_LENGTH, C.GEN_LEN_TOKENS) if _series(m, c) is not None), None)
+    if length is None:
+        return "no completion_length or gen_length_tokens_mean column"
+    fig, axes = _figure(1)
+    ax = axes[0]
+    xy = _series(m, length)
+    assert xy is not None
+    _line(ax, xy, length, PALETTE[0])
+    _style(ax, "Completion length and accuracy", "tokens per completion")
+    used = [length]
+    twins = []
+    acc = _series(m, C.GEN_ACCURACY)
+    if acc is not None:
+        tw = ax.twinx()
+        _line(tw, acc, C.GEN_ACCURACY, PALETTE[1])
+        tw.set_ylabel("accuracy (share exact match)")
+        tw.set_ylim(-0.02, 1.02)
+        tw.spines["top"].set_visible(False)
+        twins.append(tw)
+        used.append(C.GEN_ACCURACY)
+    kinds = _mark_alerts(axes, _alerts_for(a, "length"))
+    _legend(ax, twins)
+    return fig, tuple(used), kinds
+
+
+def _draw_entropy(a: Analysis) -> DrawResult:
+    xy = _series(a.metrics, C.ENTROPY)
+    if xy is None:
+        return "no entropy column"
+    fig, axes = _figure(1)
+    _line(axes[0], xy, C.ENTROPY, PALETTE[2])
+    _style(axes[0], "Policy entropy", "entropy (nats per token)")
+    kinds = _mark_alerts(axes, _alerts_for(a, "entropy"))
+    _legend(axes[0])
+    return fig, (C.ENTROPY,), kinds
+
+
+QUALITY_SHARES = (C.GEN_ACCURACY, "eval/gen_accuracy", "probe/gen_accuracy", C.GEN_FORMAT_OK, "eval/gen_format_ok")
+QUALITY_DRIFT = (
+    "drift_train_mean",
+    "drift_eval_mean",
+    "drift_diversity_group",
+    "drift_diversity_step",
+    "drift_outlier_frac",
+    C.GEN_REPEAT_NGRAM,
+)
+
+
+def _draw_quality(a: Analysis) -> DrawResult:
+    m = a.metrics
+    shares = [c for c in QUALITY_SHARES if _series(m, c) is not None]
+    drift = [c for c in QUALITY_DRIFT if _series(m, c) is not None]
+    if not shares and not drift:
+        return "no accuracy, format, diversity or drift column"
+    fig, axes = _figure(int(bool(shares)) + int(bool(drift)))
+    i = 0
+    if shares:
+        ax = axes[i]
+        for j, col in enumerate(shares):
+            xy = _series(m, col)
+            assert xy is not None
+            _line(ax, xy, col, PALETTE[j], linestyle="--" if col.startswith(("eval/", "probe/")) else "-")
+        ax.set_ylim(-0.03, 1.03)
+        _style(ax, "Accuracy and format compliance", "share of completions")
+        i += 1
+    if drift:
+        ax = axes[i]
+        for j, col in enumerate(drift):
+            xy = _series(m, col)
+            assert xy is not None
+            _line(ax, xy, col, PALETTE[(j + 3) % len(PALETTE)])
+        _style(ax, "Diversity, drift and repetition", "cosine distance / share")
+    kinds = _mark_alerts(axes, _alerts_for(a, "quality"))
+    for ax in axes:
+        _legend(ax)
+    return fig, tuple(shares + drift), kinds
+
+
+MECHANICS = (
+    C.CLIP_FRACTION,
+    C.ADVANTAGE_MEAN,
+    C.GRAD_NORM,
+    C.LEARNING_RATE,
+    C.GEN_ZERO_SPREAD_GROUPS,
+    C.FRAC_REWARD_ZERO_STD,
+    C.CLIPPED_RATIO,
+    C.VALUE_EXPLAINED_VARIANCE,
+)
+_MECH_UNITS = {
+    C.CLIP_FRACTION: "share of tokens",
+    C.ADVANTAGE_MEAN: "advantage",
+    C.GRAD_NORM: "L2 norm",
+    C.LEARNING_RATE: "learning rate",
+    C.GEN_ZERO_SPREAD_GROUPS: "share of groups",
+    C.FRAC_REWARD_ZERO_STD: "share of groups",
+    C.CLIPPED_RATIO: "share of completions",
+    C.VALUE_EXPLAINED_VARIANCE: "explained variance",
+}
+
+
+def _draw_mechanics(a: Analysis) -> DrawResult:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in MECHANICS if _series(a.metrics, c) is not None]
+    if not cols:
+        return "no clip fraction, advantage, grad norm, learning rate or zero-spread column"
+    ncols = min(3, len(cols))
+    nrows = math.ceil(len(cols) / ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.0 * nrows), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for i, col in enumerate(cols):
+        xy = _series(a.metrics, col)
+        assert xy is not None
+        ax = axes[i]
+        _line(ax, xy, col, PALETTE[i % len(PALETTE)])
+        _style(ax, label(col).capitalize(), _MECH_UNITS.get(col, col))
+        if col == C.LEARNING_RATE:
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    for ax in axes[len(cols) :]:
+        ax.set_visible(False)
+    used = axes[: len(cols)]
+    kinds = _mark_alerts(used, _alerts_for(a, "mechanics"))
+    for ax in used:
+        _legend(ax)
+    fig.suptitle("Optimisation mechanics", fontsize=12, x=0.01, ha="left")
+    return fig, tuple(cols), kinds
+
+
+def _alerts_for(a: Analysis, plot: str) -> list[Alert]:
+    return [al for al in a.alerts if plot in ALERT_PLOTS.get(al.kind, ())]
+
+
+# (name, title, drawer) in report order.
+FIGURES: tuple[tuple[str, str, Callable[[Analysis], DrawResult]], ...] = (
+    ("reward", "Reward", _draw_reward),
+    ("quality", "Quality: accuracy, format, diversity, drift", _draw_quality),
+    ("kl", "KL divergence", _draw_kl),
+    ("length", "Completion length and accuracy", _draw_length),
+    ("entropy", "Entropy", _draw_entropy),
+    ("losses", "Losses", _draw_losses),
+    ("mechanics", "Optimisation mechanics", _draw_mechanics),
+)
+
+
+def render_plots(analysis: Analysis, *, svg: bool = False, dpi: int = 100) -> tuple[list[Plot], list[SkippedPlot]]:
+    """Draw every figure whose columns exist; returns the rendered plots and the skipped ones."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plots: list[Plot] = []
+    skipped: list[SkippedPlot] = []
+    if analysis.metrics is None or C.STEP not in analysis.metrics.columns or analysis.metrics.height == 0:
+        return [], [SkippedPlot("all", "no per-step metrics")]
+    with matplotlib.rc_context({"font.size": 9, "axes.titleweight": "bold", "figure.dpi": dpi}):
+        for name, title, draw in FIGURES:
+            result = draw(analysis)
+            if isinstance(result, str):
+                skipped.append(SkippedPlot(name, result))
+                continue
+            fig, cols, kinds = result
+            try:
+                fig.tight_layout()
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+                svg_bytes = None
+                if svg:
+                    sbuf = io.BytesIO()
+                    # No date / random ids in the SVG: stable output for golden files and caches.
+                    fig.savefig(sbuf, format="svg", metadata={"Date": None, "Creator": None})
+                    svg_bytes = sbuf.getvalue()
+            finally:
+                plt.close(fig)
+            plots.append(Plot(name, title, buf.getvalue(), svg_bytes, cols, kinds))
+    return plots, skipped
+
+
+def write_plots(plots: Sequence[Plot], out_dir: Path) -> list[Path]:
+    """Write ``<name>.png`` (and ``.svg`` when rendered) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for plot in plots:
+        path = out_dir / plot.filename
+        path.write_bytes(plot.png)
+        written.append(path)
+        if plot.svg is not None:
+            spath = out_dir / f"{plot.name}.svg"
+            spath.write_bytes(plot.svg)
+            written.append(spath)
+    return written

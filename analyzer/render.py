@@ -1,0 +1,787 @@
+"""The one Jinja environment, and the reports rendered with it: report.md, report.html, JUnit XML.
+
+Templates are found in a user template folder first (``report.template_dir`` in the config, or
+the ``template_dir`` argument), then in the installed ``templates`` package (read through
+``importlib.resources``, so a wheel install works). ``StrictUndefined`` turns a template typo into
+an error instead of an empty cell; HTML templates are autoescaped.
+
+Model output is untrusted. In HTML it is autoescaped, and the completions table is embedded as
+JSON in a ``<script type="application/json">`` block with ``<``, ``>``, ``&`` and U+2028/9
+escaped, then turned into DOM nodes with ``textContent`` only; a Content-Security-Policy that
+allows only the page's own script (by hash) backs that up. In Markdown every model-derived value
+goes through ``md`` (inline / table cells) or ``md_fence`` (code blocks whose fence is longer
+than any backtick run in the text).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from analyzer import __version__
+from analyzer import columns as C
+from analyzer.errors import ConfigError
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from analyzer.model import Alert, Analysis
+    from analyzer.plots import Plot, SkippedPlot
+
+TEMPLATE_PACKAGE = "templates"
+MD_TEMPLATE = "report.md.j2"
+HTML_TEMPLATE = "report.html.j2"
+HTML_SCRIPT = "report.js"
+HTML_STYLE = "report.css"
+
+TABLE_ROW_LIMIT = 2000  # completions embedded in report.html
+TABLE_TEXT_LIMIT = 1500  # characters of each completion kept in the table
+TABLE_QUESTION_LIMIT = 400
+MD_DIFFS = 3  # sample diffs shown in report.md (PR comments have a 65,536-character limit)
+HTML_DIFFS = 20
+DIFF_LINES = 60
+EVIDENCE_SAMPLES = 3
+
+VERDICTS: Mapping[str, tuple[str, str]] = {
+    "healthy": ("🟢", "healthy"),
+    "warnings": ("🟠", "warnings"),
+    "critical": ("🔴", "critical"),
+    "too_short": ("⚪", "too short"),
+}
+SEVERITY_ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
+
+# --------------------------------------------------------------------------------------------
+# Escaping
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_NEWLINES = re.compile(r"\r\n|[\r\n\u2028\u2029\x85]")
+# Markdown punctuation that can start emphasis, code, links, tables, strikethrough or HTML.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+
+
+def md_escape(value: Any) -> str:
+    """Text safe inside a GFM paragraph, list item or table cell: no formatting, links, HTML,
+    table breaks or @-mentions; newlines become ``<br>``."""
+    if value is None:
+        return ""
+    text = _CONTROL.sub("", str(value))
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    # A zero-width space after @ keeps model text from pinging people in a PR comment.
+    text = text.replace("@", "@\u200b")
+    return "<br>".join("\\" + line if line.startswith("#") else line for line in _NEWLINES.split(text))
+
+
+def md_html(value: Any) -> str:
+    """Text inside a raw-HTML line of a Markdown file (e.g. ``<summary>``): Markdown is not
+    parsed there, so HTML-escape it instead, on one line."""
+    import html
+
+    if value is None:
+        return ""
+    text = _NEWLINES.sub(" ", _CONTROL.sub("", str(value)))
+    return html.escape(text, quote=True).replace("@", "@\u200b")
+
+
+def md_code(value: Any) -> str:
+    """An inline code span that no backtick run or pipe in ``value`` can end or split."""
+    text = _NEWLINES.sub(" ", _CONTROL.sub("", str(value)))
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    text = text.replace("|", "\\|")
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def md_fence(value: Any, info: str = "") -> str:
+    """A fenced code block whose fence is longer than any backtick run in the text."""
+    text = _CONTROL.sub("", str(value if value is not None else ""))
+    text = _NEWLINES.sub("\n", text).rstrip("\n")
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text}\n{fence}"
+
+
+def excerpt(value: Any, limit: int = 160) -> str:
+    """One line of at most ``limit`` characters (newlines shown as ⏎)."""
+    if value is None:
+        return ""
+    text = _NEWLINES.sub(" ⏎ ", _CONTROL.sub("", str(value))).strip()
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def script_json(data: Any) -> str:
+    """JSON that can sit inside ``<script type="application/json">``: ``</script>``, ``<!--``,
+    ``&`` and the JS line separators can't end the block or confuse a parser."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for humans: ints with thousands separators, floats with ``digits`` significant digits."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if value != 0 and (abs(value) >= 10**digits or abs(value) < 10 ** -(digits - 1)):
+            return f"{value:.{digits - 1}g}" if abs(value) < 10**digits else f"{value:,.0f}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def fmt_signed(value: Any, digits: int = 3) -> str:
+    if value is None or not isinstance(value, int | float):
+        return "—"
+    return ("+" if value > 0 else "") + fmt(float(value), digits)
+
+
+# --------------------------------------------------------------------------------------------
+# The environment
+
+
+class _PackageLoader:
+    """Loads templates from the installed ``templates`` package via importlib.resources."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def __call__(self, name: str) -> tuple[str, str | None, Callable[[], bool]] | None:
+        from importlib import resources
+
+        if "/" in name or "\\" in name or name.startswith("."):
+            return None
+        res = resources.files(self.package).joinpath(name)
+        if not res.is_file():
+            return None
+        return res.read_text(encoding="utf-8"), None, lambda: True
+
+
+def _autoescape(name: str | None) -> bool:
+    return bool(name) and str(name).endswith((".html", ".html.j2", ".htm", ".xml", ".xml.j2"))
+
+
+@functools.lru_cache(maxsize=8)
+def environment(template_dir: str | None = None) -> jinja2.Environment:
+    """THE Jinja environment: user ``template_dir`` first, then the packaged templates."""
+    import jinja2
+
+    loaders: list[jinja2.BaseLoader] = []
+    if template_dir:
+        folder = Path(template_dir)
+        if not folder.is_dir():
+            raise ConfigError(f"template folder {template_dir} does not exist; fix report.template_dir or remove it")
+        loaders.append(jinja2.FileSystemLoader(str(folder)))
+    loaders.append(jinja2.FunctionLoader(_PackageLoader(TEMPLATE_PACKAGE)))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=_autoescape,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        md=md_escape,
+        md_html=md_html,
+        md_code=md_code,
+        md_fence=md_fence,
+        excerpt=excerpt,
+        fmt=fmt,
+        fmt_signed=fmt_signed,
+    )
+    return env
+
+
+def template_source(env: jinja2.Environment, name: str) -> str:
+    """The raw text of a non-template asset (CSS, JS) found the same way as templates."""
+    assert env.loader is not None
+    source, _, _ = env.loader.get_source(env, name)
+    return source
+
+
+def _config_get(config: Mapping[str, Any], dotted: str) -> Any:
+    if dotted in config:
+        return config[dotted]
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def resolve_template_dir(analysis: Analysis, template_dir: str | Path | None = None) -> str | None:
+    chosen = template_dir or _config_get(analysis.config or {}, "report.template_dir")
+    return str(chosen) if chosen else None
+
+
+def default_output_dir(analysis: Analysis) -> Path:
+    """The pipeline's ``output_dir`` when it recorded one, else ``RUN/logscan/`` (next to the run
+    file when RUN is a file)."""
+    chosen = getattr(analysis, "output_dir", None) or _config_get(analysis.config or {}, "output_dir")
+    if chosen:
+        return Path(chosen)
+    run = Path(analysis.run.path)
+    return (run if run.is_dir() else run.parent) / "logscan"
+
+
+# --------------------------------------------------------------------------------------------
+# The view model: everything the templates show, computed here so templates stay dumb.
+
+KEY_METRICS: tuple[str, ...] = (
+    C.REWARD,
+    C.GEN_REWARD_MEAN,
+    "<reward/*>",
+    "<gen_reward/*_mean>",
+    C.GEN_ACCURACY,
+    "eval/gen_accuracy",
+    "eval/gen_reward_mean",
+    "eval/reward",
+    "probe/gen_accuracy",
+    C.GEN_FORMAT_OK,
+    C.KL,
+    C.ENTROPY,
+    C.COMPLETION_LENGTH,
+    C.GEN_LEN_TOKENS,
+    C.CLIPPED_RATIO,
+    C.REWARD_STD,
+    C.FRAC_REWARD_ZERO_STD,
+    C.GEN_ZERO_SPREAD_GROUPS,
+    C.GEN_REPEAT_NGRAM,
+    C.LOSS,
+    C.GRAD_NORM,
+    "drift_train_mean",
+    "drift_eval_mean",
+    "drift_diversity_step",
+)
+# The ones a reader expects in any RL run; listed as absent when missing.
+CORE_METRICS: tuple[str, ...] = (
+    C.REWARD,
+    C.GEN_REWARD_MEAN,
+    C.GEN_ACCURACY,
+    C.GEN_FORMAT_OK,
+    C.KL,
+    C.ENTROPY,
+    C.LOSS,
+    C.COMPLETION_LENGTH,
+    C.GEN_LEN_TOKENS,
+    C.GRAD_NORM,
+    C.LEARNING_RATE,
+)
+PPO_METRICS: tuple[str, ...] = (
+    C.POLICY_LOSS,
+    C.VALUE_LOSS,
+    C.VALUE_EXPLAINED_VARIANCE,
+    C.CLIP_FRACTION,
+    C.ADVANTAGE_MEAN,
+    C.GRAD_NORM,
+    C.LEARNING_RATE,
+    C.GEN_ZERO_SPREAD_GROUPS,
+)
+
+
+def _expand(patterns: Iterable[str], names: Iterable[str]) -> list[str]:
+    names = list(names)
+    out: list[str] = []
+    for pat in patterns:
+        if pat.startswith("<"):
+            body = pat[1:-1]
+            prefix, _, suffix = body.partition("*")
+            out += sorted(n for n in names if n.startswith(prefix) and n.endswith(suffix) and n not in out)
+        elif pat in names and pat not in out:
+            out.append(pat)
+    return out
+
+
+def _trend(summary: Mapping[str, Any]) -> tuple[str, str]:
+    """(arrow, change implied by the fitted trend over the run)."""
+    slope = summary.get("trend_slope")
+    if slope is None:
+        return "·", "—"
+    span = (summary.get("last_step") or 0) - (summary.get("first_step") or 0)
+    change = slope * span
+    scale = max(abs(summary["max"] - summary["min"]), abs(summary["mean"]), 1e-12)
+    arrow = "→" if abs(change) < 0.05 * scale else ("↗" if change > 0 else "↘")
+    return arrow, fmt_signed(change)
+
+
+def _metric_row(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
+    from analyzer.plots import label
+
+    arrow, change = _trend(s)
+    return {
+        "name": name,
+        "label": label(name),
+        "first": fmt(s["first"]),
+        "best": fmt(s["best"]),
+        "last": fmt(s["last"]),
+        "min": fmt(s["min"]),
+        "max": fmt(s["max"]),
+        "mean": fmt(s["mean"]),
+        "n": s["n"],
+        "arrow": arrow,
+        "change": change,
+    }
+
+
+def _fmt_evidence(value: Any) -> str:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return fmt(value)
+    if isinstance(value, list | tuple):
+        items = [_fmt_evidence(v) for v in value[:8]]
+        more = f", … ({len(value)} in all)" if len(value) > 8 else ""
+        return "[" + ", ".join(items) + more + "]"
+    if isinstance(value, Mapping):
+        text = json.dumps(value, default=str, ensure_ascii=False)
+        return text if len(text) <= 200 else text[:199] + "…"
+    return excerpt(value, 200)
+
+
+def _sample_ids(alert: Alert) -> list[int]:
+    ids = alert.evidence.get("sample_ids") or []
+    out: list[int] = []
+    for v in ids if isinstance(ids, list | tuple) else [ids]:
+        try:
+            out.append(int(v))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _lookup_samples(analysis: Analysis, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    import polars as pl
+
+    gens = analysis.run.generations
+    wanted = sorted(set(ids))
+    if gens is None or not wanted or C.SAMPLE_ID not in gens.columns:
+        return {}
+    cols = [c for c in (C.SAMPLE_ID, C.STEP, C.SPLIT, C.QUESTION_ID, C.OUTPUT, C.TOTAL_REWARD) if c in gens.columns]
+    rows = gens.lazy().select(cols).filter(pl.col(C.SAMPLE_ID).is_in(wanted)).collect().to_dicts()
+    return {int(r[C.SAMPLE_ID]): r for r in rows}
+
+
+def _alerts_view(analysis: Analysis) -> list[dict[str, Any]]:
+    alerts = sorted(analysis.alerts, key=lambda a: (-a.severity.rank, a.step if a.step is not None else 1 << 62))
+    samples = _lookup_samples(analysis, (i for a in alerts for i in _sample_ids(a)[:EVIDENCE_SAMPLES]))
+    out = []
+    for n, a in enumerate(alerts, start=1):
+        ids = _sample_ids(a)
+        shown = []
+        for sid in ids[:EVIDENCE_SAMPLES]:
+            row = samples.get(sid, {})
+            shown.append(
+                {
+                    "id": sid,
+                    "step": row.get(C.STEP),
+                    "split": row.get(C.SPLIT) or "",
+                    "reward": fmt(row.get(C.TOTAL_REWARD)) if row else "—",
+                    "question_id": row.get(C.QUESTION_ID) or "",
+                    "text": row.get(C.OUTPUT) or "",
+                    "found": bool(row),
+                }
+            )
+        evidence = [(k, _fmt_evidence(v)) for k, v in a.evidence.items() if k != "sample_ids"]
+        out.append(
+            {
+                "n": n,
+                "kind": a.kind,
+                "severity": a.severity.value,
+                "icon": SEVERITY_ICONS.get(a.severity.value, ""),
+                "step": a.step,
+                "message": a.message,
+                "evidence": evidence,
+                "samples": shown,
+                "more_samples": max(0, len(ids) - len(shown)),
+                "sample_ids": ids,
+            }
+        )
+    return out
+
+
+def _verdict_view(analysis: Analysis, alerts: list[dict[str, Any]], summary: Mapping[str, Any]) -> dict[str, Any]:
+    icon, text = VERDICTS.get(analysis.verdict, ("", analysis.verdict.replace("_", " ")))
+    counts = {s: sum(1 for a in alerts if a["severity"] == s) for s in ("critical", "warning", "info")}
+    worst = alerts[0] if alerts else None
+    parts = [f"{counts[s]} {s}" for s in ("critical", "warning", "info") if counts[s]]
+    return {
+        "key": analysis.verdict,
+        "icon": icon,
+        "text": text,
+        "worst": worst,
+        "counts": counts,
+        "counts_text": ", ".join(parts) if parts else "no alerts",
+        "steps": summary.get("steps", 0),
+    }
+
+
+def _diffs_view(analysis: Analysis, limit: int) -> list[dict[str, Any]]:
+    if analysis.drift is None:
+        return []
+    # Most changed first: lowest similarity, then largest semantic distance.
+    diffs = sorted(
+        analysis.drift.sample_diffs,
+        key=lambda d: (d.similarity, -(d.semantic_distance or 0.0)),
+    )[:limit]
+    out = []
+    for d in diffs:
+        lines = d.unified_diff.splitlines()
+        truncated = max(0, len(lines) - DIFF_LINES)
+        out.append(
+            {
+                **dataclasses.asdict(d),
+                "diff_text": "\n".join(lines[:DIFF_LINES]),
+                "diff_lines": [
+                    ("add" if ln.startswith("+") and not ln.startswith("+++") else
+                     "del" if ln.startswith("-") and not ln.startswith("---") else
+                     "hunk" if ln.startswith("@@") else "ctx", ln)
+                    for ln in lines[:DIFF_LINES]
+                ],
+                "truncated_lines": truncated,
+            }
+        )
+    return out
+
+
+def completions_table(analysis: Analysis, alerts: Sequence[Alert] | None = None, *, limit: int = TABLE_ROW_LIMIT) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows of the HTML completions table, sampled to ``limit``: every alert's evidence samples,
+    the diffed samples, then a stratified sample per (step, split). Returns (rows, info)."""
+    import polars as pl
+
+    gens = analysis.run.generations
+    alerts = analysis.alerts if alerts is None else alerts
+    if gens is None or gens.height == 0:
+        return [], {"total": 0, "shown": 0, "sampled": False}
+    linked: dict[int, list[str]] = {}
+    for a in alerts:
+        for sid in _sample_ids(a):
+            kinds = linked.setdefault(sid, [])
+            if a.kind not in kinds:
+                kinds.append(a.kind)
+    forced = set(linked)
+    if analysis.drift is not None:
+        for d in analysis.drift.sample_diffs:
+            forced.update((d.early_sample_id, d.late_sample_id))
+    has_id = C.SAMPLE_ID in gens.columns
+    frame = gens.lazy()
+    if not has_id:
+        frame = frame.with_row_index(C.SAMPLE_ID).with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))
+    total = gens.height
+    if total > limit:
+        forced_list = sorted(forced)[: limit // 2]
+        strata = [c for c in (C.STEP, C.SPLIT) if c in gens.columns]
+        budget = limit - len(forced_list)
+        n_groups = gens.select(strata).n_unique() if strata else 1
+        per_group = max(1, budget // max(1, n_groups))
+        # A hash of the id is a deterministic "random" order: the same run samples the same rows.
+        key = pl.col(C.SAMPLE_ID).hash(seed=7)
+        rank = (key.rank("ordinal").over(strata) if strata else key.rank("ordinal")) - 1
+        picked = (
+            frame.with_columns(_rank=rank, _key=key)
+            .filter((pl.col("_rank") < per_group) & ~pl.col(C.SAMPLE_ID).is_in(forced_list))
+            .sort(["_rank", "_key"])
+            .head(budget)
+            .drop(["_rank", "_key"])
+        )
+        chosen = pl.concat([frame.filter(pl.col(C.SAMPLE_ID).is_in(forced_list)), picked], how="vertical_relaxed")
+    else:
+        chosen = frame
+    reward_cols = [c for c in gens.columns if c.startswith(C.REWARD_PREFIX)]
+    want = [
+        c
+        for c in (C.SAMPLE_ID, C.STEP, C.SPLIT, C.QUESTION_ID, C.QUESTION, C.OUTPUT, C.ANSWER, C.GROUND_TRUTH, C.TOTAL_REWARD)
+        if c in gens.columns or c == C.SAMPLE_ID
+    ] + reward_cols
+    sort_cols = [c for c in (C.STEP, C.SAMPLE_ID) if c in want]
+    df = chosen.select(want).sort(sort_cols).collect()
+    rows = []
+    truncated = 0
+    for r in df.iter_rows(named=True):
+        out_text = r.get(C.OUTPUT) or ""
+        if len(out_text) > TABLE_TEXT_LIMIT:
+            out_text = out_text[:TABLE_TEXT_LIMIT]
+            truncated += 1
+        sid = int(r[C.SAMPLE_ID])
+        rows.append(
+            {
+                "id": sid,
+                "step": r.get(C.STEP),
+                "split": r.get(C.SPLIT) or "train",
+                "qid": r.get(C.QUESTION_ID) or "",
+                "q": (r.get(C.QUESTION) or "")[:TABLE_QUESTION_LIMIT],
+                "out": out_text,
+                "cut": len(r.get(C.OUTPUT) or "") > TABLE_TEXT_LIMIT,
+                "ans": r.get(C.ANSWER),
+                "gt": r.get(C.GROUND_TRUTH),
+                "r": _num(r.get(C.TOTAL_REWARD)),
+                "rw": {c[len(C.REWARD_PREFIX) :]: _num(r.get(c)) for c in reward_cols},
+                "al": linked.get(sid, []),
+            }
+        )
+    info = {
+        "total": total,
+        "shown": len(rows),
+        "sampled": total > len(rows),
+        "truncated_texts": truncated,
+        "text_limit": TABLE_TEXT_LIMIT,
+        "alert_linked": sum(1 for r in rows if r["al"]),
+    }
+    return rows, info
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def report_context(
+    analysis: Analysis,
+    *,
+    plots: Sequence[Plot] = (),
+    skipped_plots: Sequence[SkippedPlot] = (),
+    image_src: Callable[[Plot], str] | None = None,
+    generated_at: str | None = None,
+    diffs: int = MD_DIFFS,
+) -> dict[str, Any]:
+    """Everything report.md.j2 / report.html.j2 render. Pure data, no markup."""
+    from analyzer.report_data import analysis_to_dict
+
+    data = analysis_to_dict(analysis, generated_at=generated_at)
+    summary = data["metrics"]
+    alerts = _alerts_view(analysis)
+    key_names = _expand(KEY_METRICS, summary.keys())
+    ppo = [n for n in PPO_METRICS if n in summary]
+    src = image_src or (lambda p: f"plots/{p.filename}")
+    ingest = data["ingest"]
+    detectors = data["detectors"]
+    drift = data["drift"]
+    run = data["run"]
+    title_id = run.get("run_id") or Path(str(run["path"])).name or str(run["path"])
+    return {
+        "title": f"logscan report — {title_id}",
+        "run_label": title_id,
+        "data": data,
+        "run": run,
+        "summary": data["summary"],
+        "verdict": _verdict_view(analysis, alerts, data["summary"]),
+        "alerts": alerts,
+        "metric_rows": [_metric_row(n, summary[n]) for n in key_names],
+        "all_metric_rows": [_metric_row(n, summary[n]) for n in sorted(summary)],
+        "absent_metrics": [n for n in CORE_METRICS if n not in summary],
+        "ppo_rows": [_metric_row(n, summary[n]) for n in ppo] if (C.VALUE_LOSS in summary or C.CLIP_FRACTION in summary or C.POLICY_LOSS in summary) else [],
+        "plots": [{"name": p.name, "title": p.title, "src": src(p), "alerts": p.alerts, "columns": p.columns} for p in plots],
+        "skipped_plots": [{"name": s.name, "reason": s.reason} for s in skipped_plots],
+        "detectors_ran": [d for d in detectors if d["ran"]],
+        "detectors_skipped": [d for d in detectors if not d["ran"]],
+        "ingest": ingest,
+        "ingest_issues": ingest["issues"][:20],
+        "ingest_issues_more": max(0, len(ingest["issues"]) - 20),
+        "unknown_keys": ingest["unknown_keys"],
+        "drift": drift,
+        "top_drifting": (drift or {}).get("top_drifting", [])[:10],
+        "diffs": _diffs_view(analysis, diffs),
+        "diff_count": len(analysis.drift.sample_diffs) if analysis.drift else 0,
+        "config_json": json.dumps(data["config"], indent=2, sort_keys=True, default=str),
+        "run_config_json": json.dumps(run.get("config") or {}, indent=2, sort_keys=True, default=str),
+        "timings": data["timings"],
+        "total_seconds": data["timings"].get("total")
+        or sum(v for v in data["timings"].values() if isinstance(v, int | float)),
+        "notes": [str(n) for n in getattr(analysis, "notes", None) or []],
+        "version": __version__,
+        "generated_at": data["generated_at"],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Writers
+
+
+def render_markdown(analysis: Analysis, *, plots: Sequence[Plot] = (), skipped_plots: Sequence[SkippedPlot] = (), inline_images: bool = False, template_dir: str | Path | None = None, generated_at: str | None = None) -> str:
+    env = environment(resolve_template_dir(analysis, template_dir))
+    src = (lambda p: _data_uri(p.png, "image/png")) if inline_images else None
+    ctx = report_context(analysis, plots=plots, skipped_plots=skipped_plots, image_src=src, generated_at=generated_at)
+    return env.get_template(MD_TEMPLATE).render(**ctx)
+
+
+def render_html(analysis: Analysis, *, plots: Sequence[Plot] = (), skipped_plots: Sequence[SkippedPlot] = (), template_dir: str | Path | None = None, generated_at: str | None = None, table_limit: int = TABLE_ROW_LIMIT) -> str:
+    """The self-contained page: plots as data URIs, table data as escaped JSON, CSP by hash."""
+    from markupsafe import Markup
+
+    env = environment(resolve_template_dir(analysis, template_dir))
+    ctx = report_context(
+        analysis,
+        plots=plots,
+        skipped_plots=skipped_plots,
+        image_src=lambda p: _data_uri(p.png, "image/png"),
+        generated_at=generated_at,
+        diffs=HTML_DIFFS,
+    )
+    rows, info = completions_table(analysis, limit=table_limit)
+    script = template_source(env, HTML_SCRIPT)
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    ctx.update(
+        table_info=info,
+        table_json=Markup(script_json({"rows": rows, "info": info})),
+        script=Markup(script),
+        style=Markup(template_source(env, HTML_STYLE)),
+        # Our own constant (quotes must stay quotes for readers of the page source).
+        csp=Markup(
+            "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+            f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
+        ),
+    )
+    return env.get_template(HTML_TEMPLATE).render(**ctx)
+
+
+_XML_BAD = re.compile(r"[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(value: Any) -> str:
+    return _XML_BAD.sub("", str(value))
+
+
+def fail_threshold(analysis: Analysis, fail_on: str | None = None) -> str:
+    chosen = fail_on or _config_get(analysis.config or {}, "fail_on") or "critical"
+    return str(chosen)
+
+
+def render_junit(analysis: Analysis, *, fail_on: str | None = None) -> str:
+    """JUnit XML: one test case per detector; failed when it raised an alert at or above
+    ``fail_on``, skipped when it did not run. Alerts of kinds no detector claims get their own case."""
+    import xml.etree.ElementTree as ET
+
+    from analyzer.model import Severity
+
+    threshold = fail_threshold(analysis, fail_on)
+    rank = None if threshold == "never" else Severity(threshold).rank
+    names = [d.name for d in analysis.detectors]
+
+    def owner(alert: Alert) -> str:
+        det = alert.evidence.get("detector")
+        if isinstance(det, str) and det in names:
+            return det
+        if alert.kind in names:
+            return alert.kind
+        return next((n for n in names if alert.kind.startswith(n) or n.startswith(alert.kind)), alert.kind)
+
+    by_owner: dict[str, list[Alert]] = {}
+    for a in analysis.alerts:
+        by_owner.setdefault(owner(a), []).append(a)
+    cases = [(d.name, d.ran, d.reason) for d in analysis.detectors]
+    cases += [(k, True, None) for k in by_owner if k not in names]
+    suite_name = f"logscan {analysis.run.info.get('run_id') or analysis.run.path}"
+    suite = ET.Element("testsuite", name=_xml_text(suite_name))
+    failures = skipped = 0
+    for name, ran, reason in cases:
+        case = ET.SubElement(suite, "testcase", classname="logscan.detectors", name=_xml_text(name))
+        fired = by_owner.get(name, [])
+        if not ran:
+            skipped += 1
+            ET.SubElement(case, "skipped", message=_xml_text(reason or "did not run"))
+            continue
+        bad = [a for a in fired if rank is not None and a.severity.rank >= rank]
+        if bad:
+            failures += 1
+            worst = max(bad, key=lambda a: a.severity.rank)
+            fail = ET.SubElement(
+                case,
+                "failure",
+                message=_xml_text(f"{worst.severity.value}: {worst.kind} at step {worst.step}: {worst.message}"),
+                type=worst.severity.value,
+            )
+            fail.text = _xml_text(
+                "\n".join(f"[{a.severity.value}] {a.kind} @ step {a.step}: {a.message}\n  evidence: {json.dumps(a.evidence, default=str, ensure_ascii=False)}" for a in fired)
+            )
+        elif fired:
+            out = ET.SubElement(case, "system-out")
+            out.text = _xml_text("\n".join(f"[{a.severity.value}] {a.kind} @ step {a.step}: {a.message}" for a in fired))
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(failures))
+    suite.set("skipped", str(skipped))
+    suite.set("errors", "0")
+    root = ET.Element("testsuites", name="logscan", tests=str(len(cases)), failures=str(failures), skipped=str(skipped), errors="0")
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_reports(
+    analysis: Analysis,
+    out_dir: Path,
+    *,
+    junit: bool = False,
+    md_inline_images: bool = False,
+    plots: bool = True,
+    html: bool = True,
+    svg: bool = False,
+    fail_on: str | None = None,
+    template_dir: str | Path | None = None,
+) -> list[Path]:
+    """Write report.md, report.html, plots/*.png (and .svg), report.junit.xml; return the paths."""
+    from analyzer.plots import render_plots, write_plots
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    rendered: list[Plot] = []
+    skipped: list[SkippedPlot] = []
+    if plots:
+        rendered, skipped = render_plots(analysis, svg=svg or bool(_config_get(analysis.config or {}, "report.svg")))
+        written += write_plots(rendered, out_dir / "plots")
+    md_path = out_dir / "report.md"
+    md_path.write_text(
+        render_markdown(analysis, plots=rendered, skipped_plots=skipped, inline_images=md_inline_images, template_dir=template_dir),
+        encoding="utf-8",
+    )
+    written.append(md_path)
+    if html:
+        html_path = out_dir / "report.html"
+        html_path.write_text(render_html(analysis, plots=rendered, skipped_plots=skipped, template_dir=template_dir), encoding="utf-8")
+        written.append(html_path)
+    if junit:
+        junit_path = out_dir / "report.junit.xml"
+        junit_path.write_text(render_junit(analysis, fail_on=fail_on), encoding="utf-8")
+        written.append(junit_path)
+    return written
+
+
+def write_html_report(analysis: Analysis, path: Path | str | None = None, *, template_dir: str | Path | None = None, plots: bool = True) -> Path:
+    """Write the self-contained report.html (default ``<output_dir>/report.html``)."""
+    from analyzer.plots import render_plots
+
+    target = Path(path) if path is not None else default_output_dir(analysis) / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rendered, skipped = render_plots(analysis) if plots else ([], [])
+    target.write_text(render_html(analysis, plots=rendered, skipped_plots=skipped, template_dir=template_dir), encoding="utf-8")
+    return target

@@ -1,0 +1,233 @@
+"""The analysis as plain data: ``analysis.json`` (format ``logscan-analysis/1``) and the per-metric
+summary (first / best / last / trend) the reports show.
+
+Kept apart from ``render`` so the pipeline can write ``analysis.json`` without loading Jinja or
+matplotlib. The JSON Schema of the output is ``analyzer/analysis.schema.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from analyzer import __version__
+from analyzer import columns as C
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from analyzer.model import Analysis
+
+ANALYSIS_FORMAT = "logscan-analysis/1"
+SCHEMA_FILE = "analysis.schema.json"
+
+# Metrics where a higher value is the better one; "best" is the max. Names are compared without
+# their eval/ or probe/ prefix.
+_HIGHER_IS_BETTER = (
+    C.REWARD,
+    C.GEN_REWARD_MEAN,
+    C.GEN_REWARD_P10,
+    C.GEN_REWARD_P50,
+    C.GEN_REWARD_P90,
+    C.GEN_ACCURACY,
+    C.GEN_FORMAT_OK,
+    C.VALUE_EXPLAINED_VARIANCE,
+)
+# ... and where lower is better; every other metric (KL, entropy, lengths, LR, grad norm) has no
+# "better" direction in general, so its "best" is null.
+_LOWER_IS_BETTER = (
+    C.LOSS,
+    C.VALUE_LOSS,
+    C.GEN_REPEAT_NGRAM,
+    C.GEN_ZERO_SPREAD_GROUPS,
+    C.FRAC_REWARD_ZERO_STD,
+    C.CLIPPED_RATIO,
+    "drift_outlier_frac",
+)
+
+
+def _bare(name: str) -> str:
+    for prefix in C.SPLIT_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def metric_direction(name: str) -> int:
+    """+1 when higher is better, -1 when lower is better, 0 when neither (no "best")."""
+    bare = _bare(name)
+    if bare in _HIGHER_IS_BETTER:
+        return 1
+    if bare in _LOWER_IS_BETTER:
+        return -1
+    if bare.startswith(C.REWARD_PREFIX) or (bare.startswith("gen_reward/") and bare.endswith("_mean")):
+        return 1
+    return 0
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def summarize_metrics(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """``{column: {first, last, min, max, mean, best, trend_slope, n}}`` over the finite values.
+
+    ``trend_slope`` is the least-squares slope per step; ``best`` follows ``metric_direction``.
+    Columns with no finite value are left out (the reports list them as absent).
+    """
+    import numpy as np
+    import polars as pl
+
+    if metrics is None or C.STEP not in metrics.columns or metrics.height == 0:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    steps = metrics.get_column(C.STEP).cast(pl.Float64).to_numpy()
+    for name in metrics.columns:
+        if name == C.STEP or not metrics.schema[name].is_numeric():
+            continue
+        values = metrics.get_column(name).cast(pl.Float64).to_numpy()
+        mask = np.isfinite(values) & np.isfinite(steps)
+        if not mask.any():
+            continue
+        x, y = steps[mask], values[mask]
+        slope: float | None = None
+        if len(y) >= 2 and float(np.ptp(x)) > 0:
+            xc = x - x.mean()
+            slope = float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+        direction = metric_direction(name)
+        best = float(y.max()) if direction > 0 else float(y.min()) if direction < 0 else None
+        out[name] = {
+            "first": float(y[0]),
+            "last": float(y[-1]),
+            "min": float(y.min()),
+            "max": float(y.max()),
+            "mean": float(y.mean()),
+            "best": best,
+            "trend_slope": _finite(slope),
+            "n": len(y),
+            "first_step": int(x[0]),
+            "last_step": int(x[-1]),
+        }
+    return out
+
+
+def run_summary(analysis: Analysis) -> dict[str, Any]:
+    """Steps, completions and completions per split."""
+    metrics = analysis.metrics
+    steps_frame = metrics if metrics is not None and C.STEP in metrics.columns else analysis.run.steps
+    steps: list[int] = []
+    if steps_frame is not None and C.STEP in steps_frame.columns:
+        steps = [int(s) for s in steps_frame.get_column(C.STEP).drop_nulls().to_list()]
+    gens = analysis.run.generations
+    splits: dict[str, int] = {}
+    if gens is not None and C.SPLIT in gens.columns and gens.height:
+        counts = gens.get_column(C.SPLIT).fill_null("train").value_counts(sort=True)
+        splits = {str(row[0]): int(row[1]) for row in counts.iter_rows()}
+    return {
+        "steps": len(steps),
+        "first_step": min(steps) if steps else None,
+        "last_step": max(steps) if steps else None,
+        "completions": int(gens.height) if gens is not None else 0,
+        "splits": splits,
+    }
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON values: non-finite floats → null, numpy scalars → Python, paths → str."""
+    if isinstance(obj, Enum):
+        return jsonable(obj.value)
+    if obj is None or isinstance(obj, bool | str):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(dataclasses.asdict(obj))
+    if hasattr(obj, "item"):  # numpy scalar
+        return jsonable(obj.item())
+    if hasattr(obj, "tolist"):  # numpy array
+        return jsonable(obj.tolist())
+    return str(obj)
+
+
+def run_info(analysis: Analysis) -> dict[str, Any]:
+    info = analysis.run.info or {}
+    return {
+        "path": str(analysis.run.path),
+        "source_kind": analysis.run.report.source_kind,
+        "run_id": info.get("run_id"),
+        "algorithm": info.get("algorithm"),
+        "model": info.get("model"),
+        "status": info.get("status"),
+        "reward_names": list(analysis.run.reward_names),
+        "world_size": info.get("world_size"),
+        "config": info.get("config") or {},
+    }
+
+
+def drift_to_dict(analysis: Analysis) -> dict[str, Any] | None:
+    drift = analysis.drift
+    if drift is None:
+        return None
+    return {
+        "method": drift.method,
+        "model": drift.model,
+        "embedded": drift.embedded,
+        "cached": drift.cached,
+        "sampled_from": drift.sampled_from,
+        "top_drifting": list(drift.top_drifting),
+        "outliers": list(drift.outliers),
+        "sample_diffs": [dataclasses.asdict(d) for d in drift.sample_diffs],
+        "notes": list(drift.notes),
+    }
+
+
+def analysis_to_dict(analysis: Analysis, *, generated_at: str | None = None) -> dict[str, Any]:
+    """The whole analysis as ``analysis.json`` holds it (validated by ``analysis.schema.json``)."""
+    if generated_at is None:
+        generated_at = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    data = {
+        "format": ANALYSIS_FORMAT,
+        "logscan_version": __version__,
+        "generated_at": generated_at,
+        "run": run_info(analysis),
+        "ingest": analysis.run.report.to_dict(),
+        "verdict": analysis.verdict,
+        "summary": run_summary(analysis),
+        "metrics": summarize_metrics(analysis.metrics),
+        "alerts": [a.to_dict() for a in analysis.alerts],
+        "detectors": [
+            {"name": d.name, "ran": d.ran, "reason": d.reason, "alerts": d.alerts} for d in analysis.detectors
+        ],
+        "drift": drift_to_dict(analysis),
+        "config": analysis.config,
+        "timings": analysis.timings,
+    }
+    result: dict[str, Any] = jsonable(data)
+    return result
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema of ``analysis.json``, read from the installed package."""
+    import json
+    from importlib import resources
+
+    text = resources.files("analyzer").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema

@@ -1,0 +1,111 @@
+"""Detection benchmark: every kind on labelled synthetic runs, plus healthy controls.
+
+Prints, per kind: how many runs detected it (an alert of that kind at or above the expected
+severity), the detection delay (alert step − labelled onset, in steps and in % of the run), and the
+false alarms (warning/critical alerts) on healthy runs. Scenarios: tests/detector_scenarios.py.
+
+    python benchmarks/detection/run_suite.py [--seeds 5] [--steps 200] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from detector_scenarios import KINDS, Scenario, make_scenario, severity_rank  # noqa: E402
+
+from analyzer.detectors import run_detectors  # noqa: E402
+from analyzer.metrics import compute_metrics  # noqa: E402
+
+NOISES = (0.5, 1.0, 2.0)
+
+
+def evaluate(sc: Scenario) -> tuple[list, float]:
+    t = time.perf_counter()
+    metrics = compute_metrics(sc.run)
+    alerts, _ = run_detectors(sc.run, metrics, sc.drift, None)
+    return alerts, time.perf_counter() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--quick", action="store_true", help="one seed, one noise level")
+    args = ap.parse_args()
+    seeds = range(1 if args.quick else args.seeds)
+    noises = (1.0,) if args.quick else NOISES
+    n = args.steps
+    print(f"# detection suite: {n} steps per run, seeds {list(seeds)}, noise {list(noises)}")
+    print(f"# machine: {platform.machine()}, Python {platform.python_version()}")
+    print()
+    print(f"{'kind':26s} {'detected':>9s} {'median delay':>13s} {'max |delay|':>12s} {'median % run':>13s}  other warnings")
+    all_delays_pct = []
+    failures = 0
+    total_time = 0.0
+    for kind, (_gens, min_sev) in KINDS.items():
+        hits = 0
+        runs = 0
+        delays: list[int] = []
+        others: set[str] = set()
+        for seed in seeds:
+            for noise in noises:
+                sc = make_scenario(kind, seed=seed, noise=noise, n_steps=n)
+                alerts, dt = evaluate(sc)
+                total_time += dt
+                runs += 1
+                mine = [a for a in alerts if a.kind == kind and severity_rank(a.severity.value) >= severity_rank(min_sev)]
+                others |= {a.kind for a in alerts if a.kind != kind and a.severity.rank >= 1}
+                if mine:
+                    hits += 1
+                    if sc.onset is not None:
+                        best = min(mine, key=lambda a: abs((a.step or 0) - sc.onset))
+                        delays.append((best.step or 0) - sc.onset)
+        failures += runs - hits
+        if delays:
+            med = statistics.median(delays)
+            mx = max(abs(d) for d in delays)
+            pct = 100 * statistics.median(abs(d) for d in delays) / n
+            all_delays_pct.append(pct)
+            d = f"{med:+.1f}"
+            m = f"{mx}"
+            p = f"{pct:.1f} %"
+        else:
+            d = m = p = "n/a"
+        print(f"{kind:26s} {hits:>4d}/{runs:<4d} {d:>13s} {m:>12s} {p:>13s}  {', '.join(sorted(others)) or '-'}")
+    print()
+    healthy_runs = 0
+    false_alarms: list[str] = []
+    infos = 0
+    for seed in seeds:
+        for noise in noises:
+            for gens in (True, False):
+                sc = make_scenario(None, seed=seed, noise=noise, n_steps=n, with_generations=gens, ppo=(not gens and seed % 2 == 1))
+                alerts, dt = evaluate(sc)
+                total_time += dt
+                healthy_runs += 1
+                infos += sum(a.severity.rank == 0 for a in alerts)
+                for a in alerts:
+                    if a.severity.rank >= 1:
+                        false_alarms.append(f"{sc.name}: {a.severity.value} {a.kind} @ {a.step}: {a.message}")
+    print(f"healthy controls: {healthy_runs} runs, false warnings/criticals: {len(false_alarms)}, info alerts: {infos}")
+    for f in false_alarms:
+        print("  ", f)
+    print()
+    overall = statistics.median(all_delays_pct) if all_delays_pct else float("nan")
+    print(f"missed detections: {failures}; median |delay| over kinds: {overall:.1f} % of the run; "
+          f"analysis time (metrics + detectors): {total_time:.1f} s")
+    ok = failures == 0 and not false_alarms and overall <= 5.0
+    print("TARGET MET" if ok else "TARGET NOT MET")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""Time ``analyzer.ingest.load_run`` (+ ``analyzer.metrics.compute_metrics`` when present) on the
+big generated run, against a bare Polars scan + group_by and the pandas equivalent, each in a fresh
+subprocess (so peak RSS is per case).
+
+    python benchmarks/ingest/gen_big_run.py      # once: writes benchmarks/data/ (≈ 2 GB)
+    python benchmarks/ingest/bench_ingest.py     # prints a Markdown table for benchmarks/RESULTS.md
+
+``--skip-pandas`` leaves the (slow, memory-hungry) pandas baseline out; ``--repeat N`` keeps the
+best of N runs of each case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+JSONL_RUN = DATA / "big_run_jsonl"
+CSV_RUN = DATA / "big_run_csv"
+
+
+def _case(name: str) -> dict[str, object]:
+    t0 = time.perf_counter()
+    extra: dict[str, object] = {}
+    if name in ("logscan_jsonl", "logscan_csv"):
+        from analyzer.ingest import load_run
+
+        run = load_run(JSONL_RUN if name == "logscan_jsonl" else CSV_RUN)
+        assert run.generations is not None
+        extra["rows"] = run.generations.height
+        extra["issues"] = len(run.report.issues)
+        extra["ingest_s"] = round(time.perf_counter() - t0, 2)
+        try:
+            from analyzer.metrics import compute_metrics
+        except ImportError:
+            extra["metrics"] = "analyzer.metrics not available"
+        else:
+            t1 = time.perf_counter()
+            metrics = compute_metrics(run)
+            extra["metrics_s"] = round(time.perf_counter() - t1, 2)
+            extra["metric_rows"] = metrics.height
+    elif name in ("polars_jsonl", "polars_csv"):
+        import polars as pl
+
+        lf = (
+            pl.scan_ndjson(JSONL_RUN / "generations.jsonl", infer_schema_length=1000)
+            if name == "polars_jsonl"
+            else pl.scan_csv(CSV_RUN / "generations.csv", infer_schema_length=1000)
+        )
+        out = (
+            lf.group_by("global_step")
+            .agg(
+                pl.len(),
+                pl.col("total_reward").cast(pl.Float64, strict=False).mean(),
+                pl.col("model_output").str.len_chars().mean(),
+            )
+            .collect()
+        )
+        extra["rows"] = int(out["len"].sum())
+    elif name in ("pandas_jsonl", "pandas_csv"):
+        import pandas as pd
+
+        df = (
+            pd.read_json(JSONL_RUN / "generations.jsonl", lines=True)
+            if name == "pandas_jsonl"
+            else pd.read_csv(CSV_RUN / "generations.csv")
+        )
+        df["len"] = df["model_output"].str.len()
+        df["total_reward"] = pd.to_numeric(df["total_reward"], errors="coerce")
+        out = df.groupby("global_step").agg(n=("len", "size"), reward=("total_reward", "mean"), chars=("len", "mean"))
+        extra["rows"] = int(out["n"].sum())
+    else:
+        raise SystemExit(f"unknown case {name}")
+    extra["seconds"] = round(time.perf_counter() - t0, 2)
+    extra["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return extra
+
+
+def _run(name: str, repeat: int) -> dict[str, object]:
+    best: dict[str, object] | None = None
+    for _ in range(repeat):
+        proc = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        if best is None or float(res["seconds"]) < float(best["seconds"]):  # type: ignore[arg-type]
+            best = res
+    assert best is not None
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--case")
+    ap.add_argument("--skip-pandas", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    if args.case:
+        print(json.dumps(_case(args.case)))
+        return
+    if not (JSONL_RUN / "generations.jsonl").is_file():
+        raise SystemExit("no benchmark data: run benchmarks/ingest/gen_big_run.py first")
+    sizes = {k: (p / f"generations.{k}").stat().st_size / 1e9 for k, p in (("jsonl", JSONL_RUN), ("csv", CSV_RUN))}
+    print(f"machine: {platform.machine()}, Python {platform.python_version()}, "
+          f"{__import__('os').cpu_count()} cores; JSONL {sizes['jsonl']:.2f} GB, CSV {sizes['csv']:.2f} GB")
+    print("| format | case | seconds | peak RSS (MB) | vs bare polars | notes |")
+    print("|---|---|---|---|---|---|")
+    for fmt in ("jsonl", "csv"):
+        results = {kind: _run(f"{kind}_{fmt}", args.repeat) for kind in ("polars", "logscan", "pandas") if not (kind == "pandas" and args.skip_pandas)}
+        base = results["polars"].get("seconds")
+        for kind, res in results.items():
+            if "error" in res:
+                print(f"| {fmt} | {kind} | error | | | {res['error']} |")
+                continue
+            ratio = float(res["seconds"]) / float(base) if base else float("nan")  # type: ignore[arg-type]
+            notes = ", ".join(f"{k}={v}" for k, v in res.items() if k not in ("seconds", "peak_mb"))
+            print(f"| {fmt} | {kind} | {res['seconds']} | {res['peak_mb']} | {ratio:.2f}× | {notes} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Write a big synthetic logscan run for the ingest benchmark (fixed seed, reproducible).
+
+    python benchmarks/ingest/gen_big_run.py            # 1,000,000 completions, 1,000 steps
+    python benchmarks/ingest/gen_big_run.py --completions 20000 --steps 100
+
+Writes ``benchmarks/data/big_run_jsonl/`` (``generations.jsonl`` ≈ 1 GB) and
+``benchmarks/data/big_run_csv/`` (the same completions as ``generations.csv``), each with a
+``run.json`` and an ``events.jsonl`` of per-step metrics, in the format trainer_hooks writes
+(format ``logscan-run/1``; non-finite values as the strings ``"NaN"``/``"Infinity"``).
+``benchmarks/data/`` is gitignored. Simulated data: no model was trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import time
+from pathlib import Path
+
+from trainer_hooks import question_id_for
+from trainer_hooks import schema as S
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+WORDS = ("the apples cost each so total number many how if then we add subtract multiply divide answer "
+         "because first second third therefore result step check value equals twice half more less").split()
+
+
+def _text(rng: random.Random, n_words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+
+
+def generate(completions: int, steps: int, out: Path = DATA, *, seed: int = 0) -> tuple[Path, Path]:
+    rng = random.Random(seed)
+    per_step = completions // steps
+    group = 8
+    prompts = [(f"Question {i}: " + _text(rng, 30) + "?", str(rng.randint(1, 999))) for i in range(2000)]
+    jdir, cdir = out / "big_run_jsonl", out / "big_run_csv"
+    for d in (jdir, cdir):
+        d.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            S.M_FORMAT: S.FORMAT, S.M_RUN_ID: d.name, S.M_CREATED: "2026-01-01T00:00:00+00:00",
+            S.M_ENDED: "2026-01-01T10:00:00+00:00", S.M_STATUS: "finished", S.M_ALGORITHM: "grpo",
+            S.M_MODEL: "simulated", S.M_CONFIG: {"simulated": True}, S.M_REWARD_NAMES: ["correct", "format"],
+            S.M_WORLD_SIZE: 1, S.M_RANK: 0, S.M_GENERATIONS_FORMAT: "jsonl" if d == jdir else "csv",
+        }
+        (d / S.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        with (d / S.events_file()).open("w") as fh:
+            for step in range(1, steps + 1):
+                rec = {S.E_TIME: 1.7e9 + step, S.E_STEP: step, S.E_PHASE: "metrics", S.E_SPLIT: "train",
+                       S.E_METRICS: {"loss": 0.01 * rng.random(), "kl": 0.001 * step, "reward": step / steps,
+                                     "grad_norm": "NaN" if step == 500 else rng.random()},
+                       S.E_META: {}, S.E_RANK: 0}
+                fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+    t0 = time.time()
+    header = [*S.CSV_BASE_COLUMNS, "correct_reward", "format_reward", S.G_SPLIT, S.G_GROUP_ID]
+    with (jdir / S.generations_file()).open("w") as jf, (cdir / S.generations_file(fmt="csv")).open("w", newline="") as cf:
+        writer = csv.writer(cf)
+        writer.writerow(header)
+        for step in range(1, steps + 1):
+            for k in range(per_step):
+                q, truth = prompts[(step * per_step + k) // group % len(prompts)]
+                reasoning = _text(rng, rng.randint(25, 75))
+                answer = truth if rng.random() < step / steps else str(rng.randint(1, 999))
+                output = f"<reasoning>{reasoning}</reasoning>\n<answer>{answer}</answer>"
+                correct = 1.0 if answer == truth else 0.0
+                fmt = "NaN" if k == 0 and step % 100 == 0 else 0.5
+                total = correct + (0.5 if fmt != "NaN" else 0.0)
+                qid = question_id_for(q, truth)
+                gid = f"{step}:{qid}"
+                rec = {
+                    S.G_TIMESTAMP: 1.7e9 + step + k / 1e4, S.G_STEP: step, S.G_QUESTION_ID: qid,
+                    S.G_QUESTION: q, S.G_GROUND_TRUTH: truth, S.G_OUTPUT: output, S.G_REASONING: reasoning,
+                    S.G_ANSWER: answer, S.G_TOTAL_REWARD: total, S.G_REWARDS: {"correct": correct, "format": fmt},
+                    S.G_SPLIT: "train", S.G_GROUP_ID: gid, S.G_RANK: 0, S.G_EXTRA: {},
+                }
+                jf.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                writer.writerow([rec[S.G_TIMESTAMP], step, qid, q, truth, output, reasoning, answer, total,
+                                 correct, fmt, "train", gid])
+    print(f"wrote {per_step * steps} completions in {time.time() - t0:.0f} s to {jdir} and {cdir}")
+    return jdir, cdir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--completions", type=int, default=1_000_000)
+    ap.add_argument("--steps", type=int, default=1_000)
+    ap.add_argument("--out", type=Path, default=DATA)
+    args = ap.parse_args()
+    generate(args.completions, args.steps, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The ``logscan`` command line end to end on the committed sample runs (copied to tmp first, so
+nothing is written under examples/)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from analyzer.cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "examples" / "runs"
+FAST = ["--no-embeddings", "--no-plots", "--no-html"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name in ("sample-grpo", "healthy-grpo"):
+        assert (SAMPLES / name / "generations.jsonl").is_file(), "run examples/make_sample_runs.py"
+        out[name] = Path(shutil.copytree(SAMPLES / name, base / name))
+    return out
+
+
+@pytest.fixture(scope="module")
+def hacked(runs):
+    """One full analysis of the hacked sample (reused by several assertions)."""
+    result = invoke("analyze", runs["sample-grpo"], "--fail-on", "never", *FAST)
+    return result, runs["sample-grpo"] / "logscan"
+
+
+def test_samples_have_no_output_folder_committed():
+    for name in ("sample-grpo", "healthy-grpo"):
+        assert not (SAMPLES / name / "logscan").exists()
+        readme = (SAMPLES / name / "README.md").read_text(encoding="utf-8")
+        assert "SIMULATED" in readme and "make_sample_runs.py" in readme
+        size = sum(p.stat().st_size for p in (SAMPLES / name).rglob("*") if p.is_file())
+        assert size < 2_000_000
+
+
+def test_analyze_writes_files_and_summary(hacked):
+    result, out = hacked
+    assert result.exit_code == 0, result.output
+    text = result.output
+    first = text.splitlines()[0]
+    assert first.startswith("logscan: ") and "(--fail-on never)" in first
+    assert "logscan run folder" in text and "algorithm grpo" in text
+    assert "steps:       1..60 (60 steps)" in text
+    assert "completions: 1986 (1920 train, 48 eval, 18 probe)" in text
+    assert "generations.jsonl" in text and "events.jsonl" in text
+    assert f"written:     {out}/" in text
+    metrics = pl.read_parquet(out / "metrics.parquet")
+    assert metrics.height == 60 and metrics.get_column("step").to_list() == list(range(1, 61))
+    for col in ("reward", "kl", "entropy", "gen_accuracy", "gen_format_ok", "eval/gen_accuracy", "probe/gen_count",
+                "gen_reward/correctness_mean", "gen_frac_zero_spread_groups", "gen_repeated_ngram_rate"):
+        assert col in metrics.columns, col
+    assert pl.read_parquet(out / "generations.parquet").height == 1986
+    data = json.loads((out / "analysis.json").read_text())
+    assert data["format"] == "logscan-analysis/1"
+    assert data["run"]["source_kind"] == "logscan"
+    assert data["summary"]["steps"] == 60
+    # the simulated exploit: lenient reward rises while exact-match accuracy falls
+    acc, reward = data["metrics"]["gen_accuracy"], data["metrics"]["gen_reward_mean"]
+    assert reward["last"] > reward["first"] and acc["last"] < acc["first"]
+    assert data["metrics"]["gen_length_chars_mean"]["trend_slope"] > 0
+
+
+def test_hacked_run_fails_ci_and_healthy_passes(runs, hacked):
+    _, out = hacked
+    data = json.loads((out / "analysis.json").read_text())
+    severities = {a["severity"] for a in data["alerts"]}
+    kinds = {a["kind"] for a in data["alerts"]}
+    assert "warning" in severities or "critical" in severities
+    assert "reward_hacking" in kinds
+    assert data["verdict"] in ("warnings", "critical")
+    result = invoke("analyze", runs["sample-grpo"], "--fail-on", "warning", "-q", *FAST)
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1  # -q: the verdict line only
+    healthy = invoke("analyze", runs["healthy-grpo"], "--fail-on", "warning", *FAST)
+    assert healthy.exit_code == 0, healthy.output
+    assert healthy.output.startswith("logscan: HEALTHY")
+
+
+def test_default_fail_on_is_critical(runs, hacked):
+    _, out = hacked
+    data = json.loads((out / "analysis.json").read_text())
+    has_critical = any(a["severity"] == "critical" for a in data["alerts"])
+    result = invoke("analyze", runs["sample-grpo"], *FAST)
+    assert result.exit_code == (1 if has_critical else 0)
+    assert "(--fail-on critical)" in result.output.splitlines()[0]
+
+
+def test_output_dir_option(runs, tmp_path):
+    out = tmp_path / "elsewhere"
+    before = sorted(p.name for p in runs["healthy-grpo"].iterdir())
+    result = invoke("analyze", runs["healthy-grpo"], "-o", out, "--fail-on", "never", *FAST)
+    assert result.exit_code == 0
+    assert {"metrics.parquet", "generations.parquet", "analysis.json"} <= {p.name for p in out.iterdir()}
+    assert sorted(p.name for p in runs["healthy-grpo"].iterdir()) == before
+
+
+def test_bad_path_is_one_line_error(tmp_path):
+    result = CliRunner().invoke(cli, ["analyze", str(tmp_path / "missing")])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "does not exist" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_folder_with_nothing_readable_is_exit_2_subprocess(tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing to see", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "analyzer.cli", "analyze", str(tmp_path), "--no-embeddings"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("Error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_bad_fail_on_is_usage_error(runs):
+    result = CliRunner().invoke(cli, ["analyze", str(runs["healthy-grpo"]), "--fail-on", "sometimes"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_compare(runs):
+    def files():
+        return sorted(p for name in runs for p in runs[name].rglob("*"))
+
+    before = files()
+    result = invoke("compare", runs["sample-grpo"], runs["healthy-grpo"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "sample-grpo" in lines[0] and "healthy-grpo" in lines[0]
+    verdict = next(line for line in lines if line.startswith("verdict"))
+    assert "healthy" in verdict
+    assert any(line.startswith("gen_accuracy (first → last)") for line in lines)
+    assert files() == before  # compare writes nothing into the runs
+
+
+def test_compare_needs_two_runs(runs):
+    result = CliRunner().invoke(cli, ["compare", str(runs["healthy-grpo"])])
+    assert result.exit_code == 2
+
+
+def test_watch_once(runs):
+    result = invoke("watch", runs["healthy-grpo"], "--once")
+    assert result.exit_code == 0
+    assert "last step 60" in result.output and "status finished" in result.output
+    assert "gen_accuracy" in result.output
+
+
+def test_watch_stop_on_writes_stop_file(runs, tmp_path):
+    run = Path(shutil.copytree(runs["sample-grpo"], tmp_path / "run"))
+    result = invoke("watch", run, "--once", "--stop-on", "warning")
+    assert result.exit_code == 0
+    assert "requested stop" in result.output
+    from trainer_hooks import read_stop_request
+
+    reason = read_stop_request(run)
+    assert reason and "logscan watch" in reason
+
+
+def test_watch_stops_on_event_without_sleeping(runs):
+    import threading
+
+    from analyzer.watch import watch_run
+
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def echo(text: str) -> None:
+        seen.append(text)
+        stop.set()  # the first snapshot ends the loop at its first wait
+
+    # the run is finished, so watch also ends by itself; the event makes the test independent of that
+    assert watch_run(runs["healthy-grpo"], interval=3600, echo=echo, stop_event=stop) == 0
+    assert seen and "last step 60" in seen[0]
+
+
+def test_help_does_not_import_heavy_modules():
+    code = (
+        "import sys\n"
+        "from analyzer.cli import cli\n"
+        "try:\n    cli.main(['--help'], prog_name='logscan', standalone_mode=False)\n"
+        "except SystemExit:\n    pass\n"
+        "for cmd in ('analyze', 'compare', 'watch', 'html-report', 'samples', 'detectors'):\n"
+        "    try:\n        cli.main([cmd, '--help'], prog_name='logscan', standalone_mode=False)\n"
+        "    except SystemExit:\n        pass\n"
+        "heavy = [m for m in ('polars', 'torch', 'sentence_transformers', 'matplotlib', 'numpy', 'sklearn', 'jinja2')\n"
+        "         if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: logscan" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_version():
+    from analyzer import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and __version__ in result.output

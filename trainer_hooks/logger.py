@@ -1,0 +1,1104 @@
+"""RunLogger: crash-safe, append-only run logs written from inside the training process.
+
+The training thread only builds a small tuple and appends it to a bounded in-memory queue; one
+daemon writer thread turns batches of them into lines and appends each batch to its file with a
+single ``write`` (the ``logging.handlers.QueueListener`` pattern). Nothing here ever raises into the
+training loop after construction: an I/O failure becomes one warning and a counter in ``run.json``.
+
+Files (format ``logscan-run/1``, names from :mod:`trainer_hooks.schema`)::
+
+    run.json / run.rank{N}.json     manifest, rewritten atomically (temp file + os.replace)
+    events.jsonl                    lifecycle events and logged metrics, one JSON object per line
+    generations.jsonl               one completion per line (or generations*.csv, see below)
+    STOP                            a stop request left by another process (see request_stop)
+
+Non-finite floats (NaN, ±inf) have no JSON literal; they are written as the strings
+``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (``schema.NONFINITE_STRINGS``) everywhere, in CSV
+cells too. ``schema.decode_float`` maps them back.
+
+Standard library only: this module is imported by training scripts on GPU machines.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import csv
+import dataclasses
+import datetime as _dt
+import enum
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from . import schema
+from .schema import TrainingPhase
+
+__all__ = [
+    "FileSink",
+    "RunLogger",
+    "Sink",
+    "TrainingEvent",
+    "question_id_for",
+    "request_stop",
+]
+
+_log = logging.getLogger("trainer_hooks")
+
+QUESTION_ID_HEX_CHARS = 16
+
+
+def question_id_for(question: str, answer: str | None = None) -> str:
+    """A stable id for a prompt: the first 16 hex digits of sha256(question + "\\x1f" + answer).
+
+    Same input, same id, in any process and any Python version (no ``hash()`` randomisation).
+    ``answer=None`` hashes as the empty string.
+    """
+    data = f"{question}\x1f{'' if answer is None else answer}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:QUESTION_ID_HEX_CHARS]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrainingEvent:
+    """One line of ``events.jsonl``: a lifecycle event or a metrics record."""
+
+    time: float
+    step: int | None
+    phase: TrainingPhase
+    split: str = "train"
+    metrics: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    rank: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            schema.E_TIME: self.time,
+            schema.E_STEP: self.step,
+            schema.E_PHASE: self.phase.value,
+            schema.E_SPLIT: self.split,
+            schema.E_METRICS: dict(self.metrics),
+            schema.E_META: dict(self.meta),
+            schema.E_RANK: self.rank,
+        }
+
+
+# --- sinks: where the writer thread's bytes go (the seam tests use to inject a slow disk) -------
+class Sink(Protocol):
+    """An append-only byte stream. ``write`` writes everything or raises ``OSError``."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def sync(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FileSink:
+    """Appends to a file with ``O_APPEND`` and unbuffered ``os.write`` calls.
+
+    If the file already ends in a torn line (a killed process, or a failed partial write), the next
+    write starts with a newline so the torn fragment cannot swallow the next record.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._needs_newline = False
+        size = os.fstat(self._fd).st_size
+        if size:
+            with open(self.path, "rb") as f:
+                f.seek(size - 1)
+                self._needs_newline = f.read(1) != b"\n"
+
+    def write(self, data: bytes) -> None:
+        if self._needs_newline:
+            data = b"\n" + data
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, view[done:])
+        except OSError:
+            if done:  # a fragment without its newline is on disk now
+                self._needs_newline = True
+            raise
+        self._needs_newline = False
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+
+SinkFactory = Callable[[Path], Sink]
+
+
+# --- JSON encoding -------------------------------------------------------------------------------
+def _json_default(obj: Any) -> Any:
+    """Turn what training code typically logs (tensors, numpy scalars, enums, paths) into JSON."""
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        try:
+            return to_dict()
+        except Exception:  # fall through to the generic forms
+            pass
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    tolist = getattr(obj, "tolist", None)  # numpy arrays/scalars, torch tensors
+    if callable(tolist):
+        try:
+            return tolist()
+        except Exception:
+            pass
+    if hasattr(obj, "__float__"):
+        try:
+            return float(obj)
+        except Exception:
+            pass
+    return str(obj)
+
+
+def _sanitize(obj: Any, depth: int = 0) -> Any:
+    """The slow path: non-finite floats → NONFINITE strings, odd keys → str, unknown objects → JSON."""
+    if depth > 100:
+        return str(obj)
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        return schema.NAN if math.isnan(obj) else (schema.POS_INF if obj > 0 else schema.NEG_INF)
+    if obj is None or isinstance(obj, str | int):
+        return obj.value if isinstance(obj, enum.Enum) else obj
+    if isinstance(obj, dict):
+        return {
+            (k if isinstance(k, str) else str(k.value if isinstance(k, enum.Enum) else k)): _sanitize(
+                v, depth + 1
+            )
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [_sanitize(v, depth + 1) for v in obj]
+    return _sanitize(_json_default(obj), depth + 1)
+
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default
+).encode
+_dumps_ascii = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_json_default
+).encode
+
+
+def encode_json(obj: Any) -> str:
+    """One record as compact JSON, with logscan's NaN encoding. Never contains a raw newline."""
+    try:
+        return _dumps(obj)
+    except (ValueError, TypeError):  # NaN/inf, non-str keys: rare, so pay for a full walk only then
+        return _dumps(_sanitize(obj))
+
+
+def _num_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isfinite(v):
+            return repr(v)
+        return schema.NAN if math.isnan(v) else (schema.POS_INF if v > 0 else schema.NEG_INF)
+    if isinstance(v, int):
+        return str(v)
+    try:
+        return _num_cell(float(v))
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    return v if isinstance(v, str) else encode_json(v)
+
+
+def _utc_now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat()
+
+
+def _nan_sum(values: Iterable[Any]) -> float | None:
+    """Sum like TRL's ``nansum``: NaN/None ignored; all of them missing → NaN; no rewards → None."""
+    total = 0.0
+    counted = False
+    missing = False
+    for v in values:
+        if v is None:
+            missing = True
+            continue
+        f = float(v)
+        if math.isnan(f):
+            missing = True
+            continue
+        total += f
+        counted = True
+    if counted:
+        return total
+    return math.nan if missing else None
+
+
+# --- queue items -----------------------------------------------------------------------------------
+_GEN = 0
+_EVENT = 1
+
+
+class _FlushMarker:
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+
+
+_EXTRA_PROMOTED = (schema.G_REASONING, schema.G_ANSWER, schema.G_TOTAL_REWARD)
+
+_live_loggers: weakref.WeakSet[RunLogger] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (e.g. a DataLoader worker) inherits the queue but not the writer thread, and
+    # two processes must never append to one file: the child's copy goes quiet.
+    for lg in list(_live_loggers):
+        lg._forked = True
+        lg._closed = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _CsvStream:
+    """The writer thread's state for CSV generations: the current part file and its header."""
+
+    def __init__(self, run_dir: Path, rank: int, first_part: int, reward_names: list[str]) -> None:
+        self.run_dir = run_dir
+        self.rank = rank
+        self.part = first_part
+        self.reward_names: list[str] | None = list(reward_names) if reward_names else None
+        self.header_written = False
+        self.sink: Sink | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / schema.generations_part_file(self.rank, self.part, "csv")
+
+    def header(self) -> list[str]:
+        names = self.reward_names or []
+        return [
+            *schema.CSV_BASE_COLUMNS,
+            *(f"{n}{schema.CSV_REWARD_SUFFIX}" for n in names),
+            *schema.CSV_TAIL_COLUMNS,
+            schema.CSV_EXTRA_COLUMN,
+        ]
+
+
+class RunLogger:
+    """Write one training run's logs into ``run_dir`` without slowing or crashing the training.
+
+    Two lines in a training script::
+
+        logger = RunLogger("runs/001", algorithm="grpo", model="Qwen/Qwen2.5-0.5B")
+        logger.log_metrics(step, {"loss": loss, "kl": kl})
+
+    ``log_*`` calls only enqueue (a few microseconds); a daemon thread appends batches to the
+    files at least every ``flush_interval_s`` seconds. ``flush()`` waits until everything logged
+    before it is on disk (fsync). ``close()`` (or leaving the ``with`` block, or interpreter exit)
+    drains the queue, fsyncs and rewrites ``run.json`` with the status and the counters.
+
+    When more than ``max_queue_size`` records wait, ``on_full="block"`` makes ``log_*`` wait for
+    the writer (counted in ``blocked_waits``) and ``on_full="drop"`` drops the record (counted in
+    ``records_dropped``). A second RunLogger on the same folder and rank resumes: it appends, logs
+    a ``run_resume`` event and adds an entry to the manifest's ``resumes``.
+
+    ``sink_factory`` (keyword, optional) opens the append-only byte streams; the default opens
+    files. Tests use it to inject a stalled disk.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        run_id: str | None = None,
+        algorithm: str | None = None,
+        model: str | None = None,
+        config: Mapping[str, Any] | Any | None = None,
+        reward_names: Iterable[str] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        generations_format: Literal["jsonl", "csv"] = "jsonl",
+        max_queue_size: int = 20_000,
+        flush_interval_s: float = 1.0,
+        on_full: Literal["block", "drop"] = "block",
+        tags: tuple[str, str] = ("reasoning", "answer"),
+        sink_factory: SinkFactory | None = None,
+    ) -> None:
+        if generations_format not in ("jsonl", "csv"):
+            raise ValueError(f"generations_format must be 'jsonl' or 'csv', not {generations_format!r}")
+        if on_full not in ("block", "drop"):
+            raise ValueError(f"on_full must be 'block' or 'drop', not {on_full!r}")
+        if max_queue_size < 1:
+            raise ValueError("max_queue_size must be at least 1")
+        if flush_interval_s <= 0:
+            raise ValueError("flush_interval_s must be positive")
+        self.run_dir = Path(run_dir)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.generations_format = generations_format
+        self._max = int(max_queue_size)
+        self._wake_at = max(1, min(1024, self._max // 2))
+        self._flush_interval = float(flush_interval_s)
+        self._drop_when_full = on_full == "drop"
+        self._sink_factory: SinkFactory = sink_factory or FileSink
+        self._reasoning_re, self._answer_re = (_tag_regex(t) for t in tags)
+
+        self._q: collections.deque[Any] = collections.deque()
+        self._wake = threading.Event()
+        self._space = threading.Condition(threading.Lock())
+        self._counter_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._manifest_lock = threading.Lock()
+        self._closed = False
+        self._forked = False
+        self._stopping = False
+        self._warned: set[str] = set()
+        self._close_hooks: list[Callable[[], None]] = []
+        self._inflight = 0
+        self._lost_since_marker = 0
+        # counters of this session; run.json holds these plus the previous sessions'
+        self.records_written = 0
+        self.records_dropped = 0
+        self.records_failed = 0
+        self.blocked_waits = 0
+        self.write_errors = 0
+        self._reward_names: list[str] = list(dict.fromkeys(reward_names or ()))
+        self._reward_name_set = set(self._reward_names)
+
+        self._events_sink: Sink | None = None
+        self._gens_sink: Sink | None = None
+        self._failed_paths: set[Path] = set()
+
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._warn_once("mkdir", f"logscan: cannot create run folder {self.run_dir}: {exc}")
+
+        self._manifest_path = self.run_dir / schema.manifest_file(self.rank)
+        previous = self._read_previous_manifest()
+        self.resumed = previous is not None or (self.run_dir / schema.events_file(self.rank)).exists()
+        self._csv: _CsvStream | None = None
+        if generations_format == "csv":
+            self._csv = _CsvStream(
+                self.run_dir, self.rank, self._next_csv_part(), self._reward_names
+            )
+
+        now = _utc_now_iso()
+        prev = previous or {}
+        self._base_counters = {
+            k: int(prev.get(schema.M_COUNTERS, {}).get(k, 0) or 0) for k in schema.COUNTER_KEYS
+        }
+        self.run_id = str(prev.get(schema.M_RUN_ID) or run_id or uuid.uuid4().hex[:12])
+        previous_names = [str(n) for n in prev.get(schema.M_REWARD_NAMES) or []]
+        for n in previous_names:
+            if n not in self._reward_name_set and self._csv is None:
+                self._reward_names.append(n)
+                self._reward_name_set.add(n)
+        resumes = list(prev.get(schema.M_RESUMES) or [])
+        resume_meta: dict[str, Any] | None = None
+        if self.resumed:
+            resume_meta = {
+                "time": now,
+                "previous_status": prev.get(schema.M_STATUS, "unknown"),
+                "pid": os.getpid(),
+            }
+            resumes.append(resume_meta)
+        self._manifest: dict[str, Any] = {
+            schema.M_FORMAT: schema.FORMAT,
+            schema.M_RUN_ID: self.run_id,
+            schema.M_CREATED: prev.get(schema.M_CREATED, now),
+            schema.M_ENDED: None,
+            schema.M_STATUS: schema.RunStatus.RUNNING.value,
+            schema.M_ALGORITHM: algorithm if algorithm is not None else prev.get(schema.M_ALGORITHM),
+            schema.M_MODEL: model if model is not None else prev.get(schema.M_MODEL),
+            schema.M_CONFIG: _sanitize(config) if config is not None else prev.get(schema.M_CONFIG),
+            schema.M_REWARD_NAMES: list(dict.fromkeys([*previous_names, *self._reward_names])),
+            schema.M_WORLD_SIZE: self.world_size,
+            schema.M_RANK: self.rank,
+            schema.M_GENERATIONS_FORMAT: generations_format,
+            schema.M_COUNTERS: dict(self._base_counters),
+            schema.M_RESUMES: resumes,
+        }
+        self._write_manifest()
+
+        self._thread = threading.Thread(target=self._run, name="logscan-writer", daemon=True)
+        self._thread.start()
+        _live_loggers.add(self)
+        atexit.register(self._atexit_close)
+        if resume_meta is not None:
+            self.log_event(TrainingPhase.RUN_RESUME, None, meta=resume_meta)
+        else:
+            self.log_event(
+                TrainingPhase.RUN_START,
+                None,
+                meta={"run_id": self.run_id, "algorithm": algorithm, "model": model},
+            )
+
+    # --- the training thread's side ---------------------------------------------------------
+    def log_metrics(
+        self,
+        step: int | None,
+        metrics: Mapping[str, Any],
+        *,
+        phase: TrainingPhase | str = TrainingPhase.METRICS,
+        split: str = "train",
+    ) -> None:
+        """Log scalars for ``step`` (keys kept as given: the analyzer maps TRL/verl names)."""
+        self._put((_EVENT, time.time(), step, phase, split, dict(metrics), None))
+
+    def log_event(
+        self,
+        phase: TrainingPhase | str,
+        step: int | None,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        split: str = "train",
+    ) -> None:
+        """Log a lifecycle event (``TrainingPhase``) with optional metrics and free-form meta."""
+        self._put(
+            (
+                _EVENT,
+                time.time(),
+                step,
+                phase,
+                split,
+                dict(metrics) if metrics else None,
+                dict(meta) if meta else None,
+            )
+        )
+
+    def emit(self, event: TrainingEvent) -> None:
+        """Log a prepared :class:`TrainingEvent` (its ``rank`` is replaced by this logger's)."""
+        self._put(
+            (
+                _EVENT,
+                event.time,
+                event.step,
+                event.phase,
+                event.split,
+                dict(event.metrics) or None,
+                dict(event.meta) or None,
+            )
+        )
+
+    def log_generation(
+        self,
+        *,
+        step: int,
+        question: Any,
+        model_output: Any,
+        rewards: Mapping[str, Any],
+        ground_truth_answer: str | None = None,
+        question_id: str | None = None,
+        split: str = "train",
+        group_id: str | None = None,
+        **extra: Any,
+    ) -> None:
+        """Log one completion with each reward function's value.
+
+        ``reasoning``, ``model_answer`` and ``total_reward`` may be passed in ``extra``; when they
+        are not, the writer extracts the tags from ``model_output`` and sums the rewards (NaN
+        ignored, as TRL's ``nansum``). Anything else in ``extra`` is kept under ``extra``.
+        """
+        self._put(
+            (
+                _GEN,
+                time.time(),
+                step,
+                question,
+                model_output,
+                dict(rewards) if rewards else {},
+                ground_truth_answer,
+                question_id,
+                split,
+                group_id,
+                extra,
+            )
+        )
+
+    def log_generations(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """``log_generation(**r)`` for each record ``r``."""
+        for r in records:
+            self.log_generation(**r)
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        if self._closed:
+            self._count_dropped(1)
+            if not self._forked:
+                self._warn_once("closed", "logscan: RunLogger is closed; records logged after close() are dropped")
+            return
+        q = self._q
+        if len(q) >= self._max:
+            if self._drop_when_full:
+                self._count_dropped(1)
+                return
+            self._wait_for_space()
+            if self._closed:
+                self._count_dropped(1)
+                return
+        q.append(item)
+        if len(q) >= self._wake_at and not self._wake.is_set():
+            self._wake.set()
+
+    def _wait_for_space(self) -> None:
+        with self._counter_lock:
+            self.blocked_waits += 1
+        self._wake.set()
+        with self._space:
+            while len(self._q) >= self._max and not self._closed:
+                # the writer notifies after every batch; the timeout only guards a dead writer
+                self._space.wait(self._flush_interval)
+
+    def _count_dropped(self, n: int) -> None:
+        with self._counter_lock:
+            self.records_dropped += n
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything logged before this call is written and fsynced.
+
+        Returns False when ``timeout`` seconds pass first, or when some of those records could not
+        be written (see the counters); True otherwise.
+        """
+        if self._closed:
+            return not self._thread.is_alive() and self._lost_since_marker == 0
+        marker = _FlushMarker()
+        self._q.append(marker)
+        self._wake.set()
+        if not marker.done.wait(timeout):
+            return False
+        return marker.ok
+
+    def stop_requested(self) -> str | None:
+        """The reason in ``run_dir/STOP`` when another process asked this run to stop, else None."""
+        return read_stop_request(self.run_dir)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """This session's counters plus the previous sessions' (as run.json will hold them)."""
+        mine = {
+            schema.C_RECORDS_WRITTEN: self.records_written,
+            schema.C_RECORDS_DROPPED: self.records_dropped,
+            schema.C_RECORDS_FAILED: self.records_failed,
+            schema.C_BLOCKED_WAITS: self.blocked_waits,
+            schema.C_WRITE_ERRORS: self.write_errors,
+        }
+        return {k: self._base_counters.get(k, 0) + v for k, v in mine.items()}
+
+    @property
+    def reward_names(self) -> list[str]:
+        return list(self._reward_names)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def update_manifest(
+        self,
+        *,
+        algorithm: str | None = None,
+        model: str | None = None,
+        config: Any | None = None,
+        only_missing: bool = False,
+    ) -> None:
+        """Set manifest fields learnt after construction (the TRL callback fills them in)."""
+        changed = False
+        for key, value in ((schema.M_ALGORITHM, algorithm), (schema.M_MODEL, model), (schema.M_CONFIG, config)):
+            if value is None or (only_missing and self._manifest.get(key) is not None):
+                continue
+            self._manifest[key] = _sanitize(value)
+            changed = True
+        if changed:
+            self._write_manifest()
+
+    def add_close_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` at the start of ``close()`` (the reward wrapper emits pending batches)."""
+        self._close_hooks.append(hook)
+
+    # --- closing --------------------------------------------------------------------------------
+    def close(self, timeout: float | None = 10.0, *, status: str | None = None) -> bool:
+        """Drain the queue, fsync, and rewrite the manifest with ``status`` and the counters.
+
+        Returns within about ``timeout`` seconds even if the disk stalls; records still unwritten
+        then are counted as dropped. Returns True when everything was written. Idempotent.
+        """
+        with self._close_lock:
+            if self._closed:
+                return True
+            for hook in self._close_hooks:
+                try:
+                    hook()
+                except Exception as exc:  # never raise into training
+                    self._warn_once("hook", f"logscan: a close hook failed: {exc!r}")
+            final = status or schema.RunStatus.FINISHED.value
+            # appended directly: close() must not wait for queue space behind a stalled disk
+            self._q.append(
+                (_EVENT, time.time(), None, TrainingPhase.RUN_END, "train", None, {"status": final})
+            )
+            self._closed = True
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        self._stopping = True
+        self._wake.set()
+        with self._space:
+            self._space.notify_all()
+        self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        done = not self._thread.is_alive()
+        if not done:
+            lost = sum(1 for x in list(self._q) if not isinstance(x, _FlushMarker)) + self._inflight
+            self._count_dropped(lost)
+            self._warn_once(
+                "timeout",
+                f"logscan: close() timed out after {timeout}s; {lost} records not written to {self.run_dir}",
+            )
+        self._manifest[schema.M_STATUS] = final
+        self._manifest[schema.M_ENDED] = _utc_now_iso()
+        self._manifest[schema.M_COUNTERS] = self.counters
+        self._manifest[schema.M_REWARD_NAMES] = list(
+            dict.fromkeys([*self._manifest[schema.M_REWARD_NAMES], *self._reward_names])
+        )
+        self._write_manifest()
+        with contextlib.suppress(Exception):
+            atexit.unregister(self._atexit_close)
+        return done and self.records_failed == 0
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        crashed = exc_type is not None and not issubclass(exc_type, GeneratorExit)
+        self.close(status=schema.RunStatus.CRASHED.value if crashed else None)
+
+    def _atexit_close(self) -> None:
+        if self._forked:
+            return
+        # An uncaught exception has been printed (and stored in sys.last_value) before atexit runs.
+        crashed = getattr(sys, "last_value", None) is not None
+        self.close(status=schema.RunStatus.CRASHED.value if crashed else None)
+
+    # --- the writer thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            stopping = self._stopping
+            try:
+                self._drain()
+            except Exception as exc:  # the writer must outlive any bug
+                self._warn_once("writer", f"logscan: writer thread error: {exc!r}")
+            if stopping and not self._q:
+                break
+        self._sync_all()
+        for sink in (self._events_sink, self._gens_sink, self._csv.sink if self._csv else None):
+            if sink is not None:
+                with contextlib.suppress(OSError):
+                    sink.close()
+
+    def _drain(self) -> None:
+        q = self._q
+        popleft = q.popleft
+        while q:
+            batch: list[Any] = []
+            try:
+                for _ in range(4096):
+                    batch.append(popleft())
+            except IndexError:
+                pass
+            self._inflight = len(batch)
+            events: list[str] = []
+            gens: list[Any] = []
+            for item in batch:
+                if isinstance(item, _FlushMarker):
+                    self._write_lines(events, gens)
+                    events, gens = [], []
+                    synced = self._sync_all()
+                    item.ok = synced and self._lost_since_marker == 0
+                    self._lost_since_marker = 0
+                    item.done.set()
+                elif item[0] == _GEN:
+                    gens.append(item)
+                else:
+                    events.append(item)
+            self._write_lines(events, gens)
+            self._inflight = 0
+            with self._space:
+                self._space.notify_all()
+
+    def _write_lines(self, events: list[Any], gens: list[Any]) -> None:
+        if events:
+            lines = []
+            bad = 0
+            for item in events:
+                try:
+                    lines.append(self._event_line(item))
+                except Exception as exc:
+                    bad += 1
+                    self._warn_once("encode", f"logscan: cannot encode a record: {exc!r}")
+            if bad:
+                self._fail(bad, count_error=False)
+            if lines:
+                self._write_stream("events", lines)
+        if gens:
+            if self._csv is not None:
+                self._write_csv(gens)
+            else:
+                lines = []
+                bad = 0
+                for item in gens:
+                    try:
+                        lines.append(encode_json(self._gen_record(item)) + "\n")
+                    except Exception as exc:
+                        bad += 1
+                        self._warn_once("encode", f"logscan: cannot encode a record: {exc!r}")
+                if bad:
+                    self._fail(bad, count_error=False)
+                if lines:
+                    self._write_stream("gens", lines)
+
+    def _event_line(self, item: tuple[Any, ...]) -> str:
+        _, ts, step, phase, split, metrics, meta = item
+        return (
+            encode_json(
+                {
+                    schema.E_TIME: ts,
+                    schema.E_STEP: step,
+                    schema.E_PHASE: phase.value if isinstance(phase, enum.Enum) else str(phase),
+                    schema.E_SPLIT: split,
+                    schema.E_METRICS: metrics or {},
+                    schema.E_META: meta or {},
+                    schema.E_RANK: self.rank,
+                }
+            )
+            + "\n"
+        )
+
+    def _gen_fields(self, item: tuple[Any, ...]) -> tuple[Any, ...]:
+        _, ts, step, question, output, rewards, truth, qid, split, group_id, extra = item
+        reasoning = extra.pop(schema.G_REASONING, None) if extra else None
+        answer = extra.pop(schema.G_ANSWER, None) if extra else None
+        total = extra.pop(schema.G_TOTAL_REWARD, None) if extra else None
+        text = output if isinstance(output, str) else _text(output)
+        if reasoning is None:
+            reasoning = _extract(self._reasoning_re, text)
+        if answer is None:
+            answer = _extract(self._answer_re, text)
+        if total is None:
+            total = _nan_sum(rewards.values())
+        if qid is None:
+            qid = question_id_for(_text(question), None if truth is None else _text(truth))
+        for name in rewards:
+            if name not in self._reward_name_set:
+                self._reward_name_set.add(name)
+                self._reward_names.append(name)
+        return ts, step, qid, question, truth, output, reasoning, answer, total, rewards, split, group_id, extra
+
+    def _gen_record(self, item: tuple[Any, ...]) -> dict[str, Any]:
+        ts, step, qid, q, truth, out, reasoning, answer, total, rewards, split, gid, extra = (
+            self._gen_fields(item)
+        )
+        return {
+            schema.G_TIMESTAMP: ts,
+            schema.G_STEP: step,
+            schema.G_QUESTION_ID: qid,
+            schema.G_QUESTION: q,
+            schema.G_GROUND_TRUTH: truth,
+            schema.G_OUTPUT: out,
+            schema.G_REASONING: reasoning,
+            schema.G_ANSWER: answer,
+            schema.G_TOTAL_REWARD: total,
+            schema.G_REWARDS: rewards,
+            schema.G_SPLIT: split,
+            schema.G_GROUP_ID: gid,
+            schema.G_RANK: self.rank,
+            schema.G_EXTRA: extra or {},
+        }
+
+    def _write_csv(self, gens: list[Any]) -> None:
+        st = self._csv
+        assert st is not None
+        rows: list[tuple[Any, ...]] = []
+        for item in gens:
+            try:
+                rows.append(self._gen_fields(item))
+            except Exception as exc:
+                self._fail(1, count_error=False)
+                self._warn_once("encode", f"logscan: cannot encode a record: {exc!r}")
+        start = 0
+        while start < len(rows):
+            # rows up to the first one carrying a reward the current header lacks go to this part
+            if st.reward_names is None:
+                st.reward_names = list(dict.fromkeys(n for r in rows for n in r[9]))
+            known = set(st.reward_names)
+            end = start
+            while end < len(rows) and all(n in known for n in rows[end][9]):
+                end += 1
+            if end > start:
+                self._write_csv_rows(st, rows[start:end])
+            if end < len(rows):
+                # a reward function appeared mid-run: a new part with the widened header
+                new = [n for r in rows[end:] for n in r[9] if n not in known]
+                st.reward_names = [*st.reward_names, *dict.fromkeys(new)]
+                if st.sink is not None:
+                    try:
+                        st.sink.sync()
+                        st.sink.close()
+                    except OSError:
+                        pass
+                    st.sink = None
+                if st.header_written or (self.run_dir / schema.generations_part_file(self.rank, st.part)).exists():
+                    st.part += 1
+                st.header_written = False
+            start = end
+
+    def _write_csv_rows(self, st: _CsvStream, rows: list[tuple[Any, ...]]) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        if not st.header_written:
+            w.writerow(st.header())
+        names = st.reward_names or []
+        for ts, step, qid, q, truth, out, reasoning, answer, total, rewards, split, gid, extra in rows:
+            w.writerow(
+                (
+                    _num_cell(ts),
+                    "" if step is None else str(step),
+                    _text(qid),
+                    _text(q),
+                    _text(truth),
+                    _text(out),
+                    _text(reasoning),
+                    _text(answer),
+                    _num_cell(total),
+                    *(_num_cell(rewards.get(n)) for n in names),
+                    _text(split),
+                    _text(gid),
+                    encode_json(extra) if extra else "",
+                )
+            )
+        data = buf.getvalue()
+        try:
+            payload = data.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates cannot be UTF-8: keep them visible, escaped
+            payload = data.encode("utf-8", "backslashreplace")
+        n = len(rows)
+        if self._write_bytes("csv", payload, n):
+            st.header_written = True
+
+    def _sink_for(self, stream: str) -> Sink | None:
+        if stream == "events":
+            if self._events_sink is None:
+                self._events_sink = self._open(self.run_dir / schema.events_file(self.rank))
+            return self._events_sink
+        if stream == "gens":
+            if self._gens_sink is None:
+                self._gens_sink = self._open(
+                    self.run_dir / schema.generations_file(self.rank, "jsonl")
+                )
+            return self._gens_sink
+        st = self._csv
+        assert st is not None
+        if st.sink is None:
+            st.sink = self._open(st.path)
+        return st.sink
+
+    def _open(self, path: Path) -> Sink | None:
+        try:
+            return self._sink_factory(path)
+        except OSError as exc:
+            self._warn_once(f"open:{path}", f"logscan: cannot open {path}: {exc}; its records are lost (see run.json counters)")
+            with self._counter_lock:
+                self.write_errors += 1
+            return None
+
+    def _write_stream(self, stream: str, lines: list[str]) -> None:
+        data = "".join(lines)
+        try:
+            payload = data.encode("utf-8")
+        except UnicodeEncodeError:
+            # lone surrogates: re-encode just those lines with \\u escapes (still exact JSON)
+            payload = "".join(
+                ln if _is_utf8_safe(ln) else _reencode_ascii(ln) for ln in lines
+            ).encode("utf-8")
+        self._write_bytes(stream, payload, len(lines))
+
+    def _write_bytes(self, stream: str, payload: bytes, n: int) -> bool:
+        sink = self._sink_for(stream)
+        if sink is None:
+            self._fail(n, count_error=False)
+            return False
+        try:
+            sink.write(payload)
+        except OSError as exc:
+            self._warn_once(
+                f"write:{stream}",
+                f"logscan: cannot write to {self.run_dir} ({exc}); records are being lost, see run.json counters",
+            )
+            self._fail(n, count_error=True)
+            return False
+        with self._counter_lock:
+            self.records_written += n
+        return True
+
+    def _fail(self, n: int, *, count_error: bool) -> None:
+        with self._counter_lock:
+            self.records_failed += n
+            if count_error:
+                self.write_errors += 1
+        self._lost_since_marker += n
+
+    def _sync_all(self) -> bool:
+        ok = True
+        for sink in (self._events_sink, self._gens_sink, self._csv.sink if self._csv else None):
+            if sink is None:
+                continue
+            try:
+                sink.sync()
+            except OSError as exc:
+                ok = False
+                with self._counter_lock:
+                    self.write_errors += 1
+                self._warn_once("sync", f"logscan: fsync failed in {self.run_dir}: {exc}")
+        return ok
+
+    # --- manifest and helpers -----------------------------------------------------------------
+    def _read_previous_manifest(self) -> dict[str, Any] | None:
+        try:
+            text = self._manifest_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return {}
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _next_csv_part(self) -> int:
+        part = 1
+        while (self.run_dir / schema.generations_part_file(self.rank, part, "csv")).exists():
+            part += 1
+        return part
+
+    def _write_manifest(self) -> None:
+        with self._manifest_lock:
+            self._write_manifest_locked()
+
+    def _write_manifest_locked(self) -> None:
+        path = self._manifest_path
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            data = (json.dumps(_sanitize(self._manifest), ensure_ascii=False, indent=2) + "\n").encode(
+                "utf-8", "backslashreplace"
+            )
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            with self._counter_lock:
+                self.write_errors += 1
+            self._warn_once("manifest", f"logscan: cannot write {path}: {exc}")
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        _log.warning(message)
+        # warnings configured as errors (-W error) must not reach training
+        with contextlib.suppress(Exception):
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+def _is_utf8_safe(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _reencode_ascii(line: str) -> str:
+    return _dumps_ascii(json.loads(line)) + "\n"
+
+
+def _tag_regex(tag: str) -> re.Pattern[str]:
+    t = re.escape(tag)
+    return re.compile(rf"<{t}>(.*?)</{t}>", re.DOTALL)
+
+
+def _extract(pattern: re.Pattern[str], text: str) -> str | None:
+    m = pattern.search(text)
+    return m.group(1).strip() if m else None
+
+
+def extract_tag(text: str, tag: str) -> str | None:
+    """The stripped content of the first ``<tag>…</tag>`` in ``text``, or None."""
+    return _extract(_tag_regex(tag), text)
+
+
+# --- stop requests ---------------------------------------------------------------------------------
+def read_stop_request(run_dir: str | os.PathLike[str]) -> str | None:
+    """The reason held by ``run_dir/STOP`` ("stop requested" if empty), or None if there is none."""
+    path = Path(run_dir) / schema.STOP_FILE
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        return None
+    return text.strip() or "stop requested"
+
+
+def request_stop(run_dir: str | os.PathLike[str], reason: str = "stop requested") -> Path:
+    """Ask the run logging into ``run_dir`` to stop early: writes ``run_dir/STOP`` atomically.
+
+    The training process sees it through ``RunLogger.stop_requested()`` (the TRL callback checks it
+    after every step). Returns the path written.
+    """
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / schema.STOP_FILE
+    tmp = folder / f".{schema.STOP_FILE}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(reason.strip() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
