@@ -56,8 +56,10 @@ def format_comparison(analyses: Sequence[Analysis], paths: Sequence[Path]) -> st
         ("steps", [_steps(a) for a in analyses]),
         ("completions", [str(a.run.generations.height if a.run.generations is not None else 0) for a in analyses]),
         ("alerts crit/warn/info", [_alert_counts(a) for a in analyses]),
-        ("alert kinds", [", ".join(sorted({x.kind for x in a.alerts})) or "-" for a in analyses]),
     ]
+    # one row per alert kind any run raised: its worst severity and count in each run
+    kinds = sorted({x.kind for a in analyses for x in a.alerts})
+    rows += [(f"alert {kind}", [_kind_cell(a, kind) for a in analyses]) for kind in kinds]
     for key in KEY_METRICS:
         if any(key in a.metrics.columns for a in analyses):
             rows.append((f"{key} (first → last)", [_first_last(a, key) for a in analyses]))
@@ -82,6 +84,14 @@ def _alert_counts(a: Analysis) -> str:
     return "/".join(
         str(sum(1 for x in a.alerts if x.severity is s)) for s in (Severity.CRITICAL, Severity.WARNING, Severity.INFO)
     )
+
+
+def _kind_cell(a: Analysis, kind: str) -> str:
+    found = [x for x in a.alerts if x.kind == kind]
+    if not found:
+        return "-"
+    worst = max(found, key=lambda x: x.severity.rank)
+    return worst.severity.value + (f" ×{len(found)}" if len(found) > 1 else "")
 
 
 def _first_last(a: Analysis, key: str) -> str:

@@ -2,8 +2,8 @@
 
 ``compute_metrics`` is the one place that turns ``RunData.generations`` (one row per completion)
 into ``gen_*`` columns (one row per step). Everything is a Polars expression over
-``group_by(step, split)``, so a million completions take seconds, not minutes; the only
-per-row Python is none at all. ``summarize_metrics`` condenses the frame for ``analysis.json``.
+``group_by(step, split)`` — no Python code runs per completion — so a million completions take
+seconds, not minutes. ``summarize_metrics`` condenses the frame for ``analysis.json``.
 
 Column names come from ``analyzer.columns``; docs/metrics.md documents each one.
 """
@@ -365,7 +365,8 @@ def direction(column: str) -> str | None:
 
 
 def summarize_metrics(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per numeric column: first, last, min, max, mean, best, trend_slope, n (JSON-safe: no NaN).
+    """Per numeric column: first, last, min, max, mean, best, trend_slope, n, first_step,
+    last_step (JSON-safe: no NaN).
 
     ``first``/``last`` are the first/last finite values by step; ``best`` is the max or min for
     columns whose direction is known (``direction``), else null; ``trend_slope`` is the
@@ -385,10 +386,12 @@ def summarize_metrics(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
         mask = np.isfinite(values) & np.isfinite(steps)
         x, y = steps[mask], values[mask]
         n = int(y.size)
-        summary: dict[str, Any] = {"first": None, "last": None, "min": None, "max": None, "mean": None, "best": None, "trend_slope": None, "n": n}
+        summary: dict[str, Any] = dict.fromkeys(("first", "last", "min", "max", "mean", "best", "trend_slope"))
+        summary.update(n=n, first_step=None, last_step=None)
         if n:
             summary.update(
-                first=_f(y[0]), last=_f(y[-1]), min=_f(y.min()), max=_f(y.max()), mean=_f(y.mean())
+                first=_f(y[0]), last=_f(y[-1]), min=_f(y.min()), max=_f(y.max()), mean=_f(y.mean()),
+                first_step=int(x[0]), last_step=int(x[-1]),
             )
             d = direction(name)
             summary["best"] = summary["max"] if d == "max" else summary["min"] if d == "min" else None

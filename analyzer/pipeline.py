@@ -79,6 +79,10 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
     run_path = Path(run_path)
     if not run_path.exists():
         raise InputError(f"{run_path} does not exist; give a run folder, a generations.csv or a trainer_state.json")
+    # The config first: a typo in --set should fail before a gigabyte is read.
+    notes: list[str] = []
+    config = _load_config(run_path, options, notes)
+    _resolve_fail_on(options, config)
     timings: dict[str, float] = {}
     with _timed(timings, "ingest"):
         try:
@@ -86,7 +90,7 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
         except ImportError as exc:
             raise InputError(f"cannot read runs: analyzer.ingest is not available ({exc})") from exc
         run = load_run(run_path)
-    return analyze_run(run, options, run_path=run_path, timings=timings)
+    return analyze_run(run, options, run_path=run_path, timings=timings, config=config, notes=notes)
 
 
 def analyze_run(
@@ -95,15 +99,19 @@ def analyze_run(
     *,
     run_path: Path | None = None,
     timings: dict[str, float] | None = None,
+    config: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
 ) -> Analysis:
-    """Everything after ingest, on a ``RunData`` already in memory."""
+    """Everything after ingest, on a ``RunData`` already in memory. ``config`` (the effective
+    configuration) is loaded for ``run_path`` when not given."""
     options = options or AnalyzeOptions()
     run_path = Path(run_path if run_path is not None else run.path)
     timings = dict(timings or {})
     started = time.perf_counter() - sum(timings.values())
-    notes: list[str] = []
+    notes = list(notes or [])
 
-    config = _load_config(run_path, options, notes)
+    if config is None:
+        config = _load_config(run_path, options, notes)
     fail_on = _resolve_fail_on(options, config)
 
     with _timed(timings, "metrics"):

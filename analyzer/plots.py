@@ -67,18 +67,29 @@ ALERT_PLOTS: Mapping[str, tuple[str, ...]] = {
 }
 
 SEVERITY_COLORS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#78909c"}
-PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#d62728", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+PALETTE = (
+    "#1f77b4",
+    "#2ca02c",
+    "#9467bd",
+    "#d62728",
+    "#ff7f0e",
+    "#17becf",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+)
 
 # Human labels (with units) of the metric columns the figures draw.
 LABELS: Mapping[str, str] = {
     C.LOSS: "total loss",
     C.POLICY_LOSS: "policy loss",
     C.VALUE_LOSS: "value loss",
-    C.REWARD: "reward (logged)",
-    C.GEN_REWARD_MEAN: "reward (rebuilt from completions)",
+    C.REWARD: "logged reward",
+    C.GEN_REWARD_MEAN: "reward rebuilt from completions",
     C.KL: "KL to reference",
     C.ENTROPY: "entropy",
-    C.COMPLETION_LENGTH: "completion length (tokens, logged)",
+    C.COMPLETION_LENGTH: "logged completion length (tokens)",
     C.GEN_LEN_TOKENS: "completion length (whitespace tokens)",
     C.GEN_ACCURACY: "exact-match accuracy",
     C.GEN_FORMAT_OK: "format compliance",
@@ -87,9 +98,9 @@ LABELS: Mapping[str, str] = {
     C.GRAD_NORM: "grad norm",
     C.LEARNING_RATE: "learning rate",
     C.GEN_ZERO_SPREAD_GROUPS: "groups with zero reward spread",
-    C.FRAC_REWARD_ZERO_STD: "groups with zero reward std (logged)",
+    C.FRAC_REWARD_ZERO_STD: "logged share of groups with zero reward std",
     C.CLIPPED_RATIO: "completions cut at max length",
-    C.REWARD_STD: "reward std (logged)",
+    C.REWARD_STD: "logged reward std",
     C.VALUE_EXPLAINED_VARIANCE: "value explained variance",
     C.GEN_REPEAT_NGRAM: "repeated n-gram rate",
     "drift_train_mean": "drift from baseline (train)",
@@ -100,7 +111,7 @@ LABELS: Mapping[str, str] = {
     "eval/gen_accuracy": "eval accuracy",
     "probe/gen_accuracy": "probe accuracy",
     "eval/gen_reward_mean": "eval reward",
-    "eval/reward": "eval reward (logged)",
+    "eval/reward": "logged eval reward",
 }
 
 
@@ -138,16 +149,33 @@ def _smooth(y: np.ndarray) -> np.ndarray:
     return out
 
 
-def _line(ax: Axes, xy: tuple[np.ndarray, np.ndarray], name: str, color: str, *, smooth: bool = True, **kw: Any) -> None:
+def _line(
+    ax: Axes,
+    xy: tuple[np.ndarray, np.ndarray],
+    name: str,
+    color: str,
+    *,
+    smooth: bool = True,
+    **kw: Any,
+) -> None:
     """A series as a line; long noisy series get a faint raw line under a smoothed one."""
     x, y = xy
     if len(y) == 1:
         ax.plot(x, y, "o", color=color, label=label(name), **kw)
     elif smooth and len(y) > 40:
         ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
-        ax.plot(x, _smooth(y), color=color, linewidth=1.8, label=f"{label(name)} (smoothed)", **kw)
+        ax.plot(x, _smooth(y), color=color, linewidth=1.8, label=f"{label(name)}, smoothed", **kw)
     else:
-        ax.plot(x, y, color=color, linewidth=1.6, marker="o" if len(y) <= 25 else None, markersize=3, label=label(name), **kw)
+        ax.plot(
+            x,
+            y,
+            color=color,
+            linewidth=1.6,
+            marker="o" if len(y) <= 25 else None,
+            markersize=3,
+            label=label(name),
+            **kw,
+        )
 
 
 def _style(ax: Axes, title: str, ylabel: str) -> None:
@@ -159,7 +187,7 @@ def _style(ax: Axes, title: str, ylabel: str) -> None:
     ax.spines["right"].set_visible(False)
 
 
-def _legend(ax: Axes, extra: Iterable[Any] = ()) -> None:
+def _legend(ax: Axes, extra: Iterable[Any] = (), *, outside: bool = False) -> None:
     handles, labels_ = ax.get_legend_handles_labels()
     for other in extra:
         h, lab = other.get_legend_handles_labels()
@@ -169,7 +197,19 @@ def _legend(ax: Axes, extra: Iterable[Any] = ()) -> None:
         seen: dict[str, Any] = {}
         for h, lab in zip(handles, labels_, strict=False):
             seen.setdefault(lab, h)
-        ax.legend(list(seen.values()), list(seen.keys()), fontsize=8, loc="best", framealpha=0.85)
+        if outside:  # many series: beside the axes, where it hides no line
+            ax.legend(
+                list(seen.values()),
+                list(seen.keys()),
+                fontsize=8,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                frameon=False,
+            )
+        else:
+            ax.legend(
+                list(seen.values()), list(seen.keys()), fontsize=8, loc="best", framealpha=0.85
+            )
 
 
 def _mark_alerts(axes: Sequence[Axes], alerts: Sequence[Alert]) -> tuple[str, ...]:
@@ -237,7 +277,11 @@ def kl_thresholds(analysis: Analysis) -> list[tuple[str, float]]:
             return out
     section = _nested(analysis.config, "kl_explosion")
     if not isinstance(section, Mapping):
-        section = {k.split(".", 1)[1]: v for k, v in analysis.config.items() if k.startswith("kl_explosion.")}
+        section = {
+            k.split(".", 1)[1]: v
+            for k, v in analysis.config.items()
+            if k.startswith("kl_explosion.")
+        }
 
     def number(key: str) -> float | None:
         v = section.get(key)
@@ -273,12 +317,19 @@ def _figure(ncols: int, *, width: float = 10.0, height: float = 3.8) -> tuple[An
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, ncols, figsize=(width if ncols == 1 else max(width, 5.2 * ncols), height), squeeze=False)
+    fig, axes = plt.subplots(
+        1, ncols, figsize=(width if ncols == 1 else max(width, 5.2 * ncols), height), squeeze=False
+    )
     return fig, list(axes[0])
 
 
 def _reward_components(metrics: pl.DataFrame) -> list[str]:
-    logged = [c for c in metrics.columns if c.startswith(C.REWARD_PREFIX)]
+    # reward/<fn> only: TRL also logs reward/<fn>/std, which is a spread, not a component.
+    logged = [
+        c
+        for c in metrics.columns
+        if c.startswith(C.REWARD_PREFIX) and "/" not in c[len(C.REWARD_PREFIX) :]
+    ]
     rebuilt = [c for c in metrics.columns if c.startswith("gen_reward/") and c.endswith("_mean")]
     # Prefer the rebuilt means (one per function, same scale as the rebuilt total).
     return rebuilt or logged
@@ -314,8 +365,15 @@ def _draw_reward(a: Analysis) -> DrawResult:
         xy = _series(m, main)
         assert xy is not None
         p10, p90 = _series(m, C.GEN_REWARD_P10), _series(m, C.GEN_REWARD_P90)
-        if main == C.GEN_REWARD_MEAN and p10 is not None and p90 is not None and len(p10[0]) == len(p90[0]):
-            ax.fill_between(p10[0], p10[1], p90[1], color=PALETTE[0], alpha=0.12, label="p10–p90 of completions")
+        if (
+            main == C.GEN_REWARD_MEAN
+            and p10 is not None
+            and p90 is not None
+            and len(p10[0]) == len(p90[0])
+        ):
+            ax.fill_between(
+                p10[0], p10[1], p90[1], color=PALETTE[0], alpha=0.12, label="p10–p90 of completions"
+            )
         _line(ax, xy, main, PALETTE[0])
         _trend(ax, xy)
         used.append(main)
@@ -334,14 +392,24 @@ def _draw_reward(a: Analysis) -> DrawResult:
         for i, col in enumerate(comps):
             cxy = _series(m, col)
             assert cxy is not None
-            name = col[len("gen_reward/") : -len("_mean")] if col.startswith("gen_reward/") else col[len(C.REWARD_PREFIX) :]
+            name = (
+                col[len("gen_reward/") : -len("_mean")]
+                if col.startswith("gen_reward/")
+                else col[len(C.REWARD_PREFIX) :]
+            )
             x, y = cxy
-            ax.plot(x, _smooth(y) if len(y) > 40 else y, color=PALETTE[(i + 1) % len(PALETTE)], linewidth=1.5, label=name)
+            ax.plot(
+                x,
+                _smooth(y) if len(y) > 40 else y,
+                color=PALETTE[(i + 1) % len(PALETTE)],
+                linewidth=1.5,
+                label=name,
+            )
             used.append(col)
         _style(ax, "Reward per function (mean per step)", "reward")
     kinds = _mark_alerts(axes, _alerts_for(a, "reward"))
     for ax in axes:
-        _legend(ax)
+        _legend(ax, outside=ax is axes[-1] and len(comps) > 3)
     return fig, tuple(used), kinds
 
 
@@ -357,12 +425,26 @@ def _draw_kl(a: Analysis) -> DrawResult:
     for i, (name, value) in enumerate(kl_thresholds(a)):
         # A limit far above the curve would squash it flat: name it instead of drawing it.
         if value <= max(1.6 * top, 1e-12):
-            ax.axhline(value, color=("#b71c1c", "#4e342e")[i % 2], linestyle="-.", linewidth=1.2, label=f"kl_explosion {name} = {value:g}")
+            ax.axhline(
+                value,
+                color=("#b71c1c", "#4e342e")[i % 2],
+                linestyle="-.",
+                linewidth=1.2,
+                label=f"kl_explosion {name} = {value:g}",
+            )
         else:
             hidden.append(f"{name} {value:g}")
     if hidden:
-        ax.text(0.99, 0.03, "limits above the plotted range: " + ", ".join(hidden), transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=8, color="#4e342e")
+        ax.text(
+            0.99,
+            0.03,
+            "limits above the plotted range: " + ", ".join(hidden),
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="#4e342e",
+        )
     _style(ax, "KL divergence to the reference policy", "KL (nats)")
     kinds = _mark_alerts(axes, _alerts_for(a, "kl"))
     _legend(ax)
@@ -371,7 +453,9 @@ def _draw_kl(a: Analysis) -> DrawResult:
 
 def _draw_length(a: Analysis) -> DrawResult:
     m = a.metrics
-    length = next((c for c in (C.COMPLETION_LENGTH, C.GEN_LEN_TOKENS) if _series(m, c) is not None), None)
+    length = next(
+        (c for c in (C.COMPLETION_LENGTH, C.GEN_LEN_TOKENS) if _series(m, c) is not None), None
+    )
     if length is None:
         return "no completion_length or gen_length_tokens_mean column"
     fig, axes = _figure(1)
@@ -379,18 +463,26 @@ def _draw_length(a: Analysis) -> DrawResult:
     xy = _series(m, length)
     assert xy is not None
     _line(ax, xy, length, PALETTE[0])
-    _style(ax, "Completion length and accuracy", "tokens per completion")
     used = [length]
+    # Shares on a second axis: accuracy (is the extra length buying anything?) and the share cut
+    # at the length limit (truncation).
+    shares = [c for c in (C.GEN_ACCURACY, C.CLIPPED_RATIO) if _series(m, c) is not None]
     twins = []
-    acc = _series(m, C.GEN_ACCURACY)
-    if acc is not None:
+    if shares:
         tw = ax.twinx()
-        _line(tw, acc, C.GEN_ACCURACY, PALETTE[1])
-        tw.set_ylabel("accuracy (share exact match)")
+        for col, color in zip(shares, (PALETTE[1], PALETTE[3]), strict=False):
+            sxy = _series(m, col)
+            assert sxy is not None
+            _line(tw, sxy, col, color, linestyle="-" if col == C.GEN_ACCURACY else "--")
+        tw.set_ylabel("share of completions")
         tw.set_ylim(-0.02, 1.02)
         tw.spines["top"].set_visible(False)
         twins.append(tw)
-        used.append(C.GEN_ACCURACY)
+        used += shares
+    title = "Completion length" + (" and accuracy" if C.GEN_ACCURACY in shares else "")
+    if C.CLIPPED_RATIO in shares:
+        title += (", " if C.GEN_ACCURACY in shares else " and ") + "truncation"
+    _style(ax, title, "tokens per completion")
     kinds = _mark_alerts(axes, _alerts_for(a, "length"))
     _legend(ax, twins)
     return fig, tuple(used), kinds
@@ -408,7 +500,13 @@ def _draw_entropy(a: Analysis) -> DrawResult:
     return fig, (C.ENTROPY,), kinds
 
 
-QUALITY_SHARES = (C.GEN_ACCURACY, "eval/gen_accuracy", "probe/gen_accuracy", C.GEN_FORMAT_OK, "eval/gen_format_ok")
+QUALITY_SHARES = (
+    C.GEN_ACCURACY,
+    "eval/gen_accuracy",
+    "probe/gen_accuracy",
+    C.GEN_FORMAT_OK,
+    "eval/gen_format_ok",
+)
 QUALITY_DRIFT = (
     "drift_train_mean",
     "drift_eval_mean",
@@ -432,7 +530,13 @@ def _draw_quality(a: Analysis) -> DrawResult:
         for j, col in enumerate(shares):
             xy = _series(m, col)
             assert xy is not None
-            _line(ax, xy, col, PALETTE[j], linestyle="--" if col.startswith(("eval/", "probe/")) else "-")
+            _line(
+                ax,
+                xy,
+                col,
+                PALETTE[j],
+                linestyle="--" if col.startswith(("eval/", "probe/")) else "-",
+            )
         ax.set_ylim(-0.03, 1.03)
         _style(ax, "Accuracy and format compliance", "share of completions")
         i += 1
@@ -491,13 +595,17 @@ def _draw_mechanics(a: Analysis) -> DrawResult:
         _line(ax, xy, col, PALETTE[i % len(PALETTE)])
         _style(ax, label(col).capitalize(), _MECH_UNITS.get(col, col))
         if col == C.LEARNING_RATE:
-            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+            # Tick labels like 2.0e-05 instead of an offset text that collides with the title.
+            from matplotlib.ticker import FuncFormatter
+
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.1e}"))
     for ax in axes[len(cols) :]:
         ax.set_visible(False)
     used = axes[: len(cols)]
     kinds = _mark_alerts(used, _alerts_for(a, "mechanics"))
-    for ax in used:
-        _legend(ax)
+    if kinds:  # one series per panel, named by its title: a legend only for the alert marks
+        for ax in used:
+            _legend(ax)
     fig.suptitle("Optimisation mechanics", fontsize=12, x=0.01, ha="left")
     return fig, tuple(cols), kinds
 
@@ -511,14 +619,16 @@ FIGURES: tuple[tuple[str, str, Callable[[Analysis], DrawResult]], ...] = (
     ("reward", "Reward", _draw_reward),
     ("quality", "Quality: accuracy, format, diversity, drift", _draw_quality),
     ("kl", "KL divergence", _draw_kl),
-    ("length", "Completion length and accuracy", _draw_length),
+    ("length", "Completion length, accuracy and truncation", _draw_length),
     ("entropy", "Entropy", _draw_entropy),
     ("losses", "Losses", _draw_losses),
     ("mechanics", "Optimisation mechanics", _draw_mechanics),
 )
 
 
-def render_plots(analysis: Analysis, *, svg: bool = False, dpi: int = 100) -> tuple[list[Plot], list[SkippedPlot]]:
+def render_plots(
+    analysis: Analysis, *, svg: bool = False, dpi: int = 100
+) -> tuple[list[Plot], list[SkippedPlot]]:
     """Draw every figure whose columns exist; returns the rendered plots and the skipped ones."""
     import matplotlib
 
@@ -527,7 +637,11 @@ def render_plots(analysis: Analysis, *, svg: bool = False, dpi: int = 100) -> tu
 
     plots: list[Plot] = []
     skipped: list[SkippedPlot] = []
-    if analysis.metrics is None or C.STEP not in analysis.metrics.columns or analysis.metrics.height == 0:
+    if (
+        analysis.metrics is None
+        or C.STEP not in analysis.metrics.columns
+        or analysis.metrics.height == 0
+    ):
         return [], [SkippedPlot("all", "no per-step metrics")]
     with matplotlib.rc_context({"font.size": 9, "axes.titleweight": "bold", "figure.dpi": dpi}):
         for name, title, draw in FIGURES:

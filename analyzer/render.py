@@ -78,7 +78,9 @@ def md_escape(value: Any) -> str:
     text = _MD_SPECIAL.sub(r"\\\1", text)
     # A zero-width space after @ keeps model text from pinging people in a PR comment.
     text = text.replace("@", "@\u200b")
-    return "<br>".join("\\" + line if line.startswith("#") else line for line in _NEWLINES.split(text))
+    return "<br>".join(
+        "\\" + line if line.startswith("#") else line for line in _NEWLINES.split(text)
+    )
 
 
 def md_html(value: Any) -> str:
@@ -192,7 +194,9 @@ def environment(template_dir: str | None = None) -> jinja2.Environment:
     if template_dir:
         folder = Path(template_dir)
         if not folder.is_dir():
-            raise ConfigError(f"template folder {template_dir} does not exist; fix report.template_dir or remove it")
+            raise ConfigError(
+                f"template folder {template_dir} does not exist; fix report.template_dir or remove it"
+            )
         loaders.append(jinja2.FileSystemLoader(str(folder)))
     loaders.append(jinja2.FunctionLoader(_PackageLoader(TEMPLATE_PACKAGE)))
     env = jinja2.Environment(
@@ -241,7 +245,9 @@ def resolve_template_dir(analysis: Analysis, template_dir: str | Path | None = N
 def default_output_dir(analysis: Analysis) -> Path:
     """The pipeline's ``output_dir`` when it recorded one, else ``RUN/logscan/`` (next to the run
     file when RUN is a file)."""
-    chosen = getattr(analysis, "output_dir", None) or _config_get(analysis.config or {}, "output_dir")
+    chosen = getattr(analysis, "output_dir", None) or _config_get(
+        analysis.config or {}, "output_dir"
+    )
     if chosen:
         return Path(chosen)
     run = Path(analysis.run.path)
@@ -310,7 +316,15 @@ def _expand(patterns: Iterable[str], names: Iterable[str]) -> list[str]:
         if pat.startswith("<"):
             body = pat[1:-1]
             prefix, _, suffix = body.partition("*")
-            out += sorted(n for n in names if n.startswith(prefix) and n.endswith(suffix) and n not in out)
+            # One level only: reward/<fn> but not TRL's reward/<fn>/std.
+            out += sorted(
+                n
+                for n in names
+                if n.startswith(prefix)
+                and n.endswith(suffix)
+                and "/" not in n[len(prefix) : len(n) - len(suffix)]
+                and n not in out
+            )
         elif pat in names and pat not in out:
             out.append(pat)
     return out
@@ -378,14 +392,22 @@ def _lookup_samples(analysis: Analysis, ids: Iterable[int]) -> dict[int, dict[st
     wanted = sorted(set(ids))
     if gens is None or not wanted or C.SAMPLE_ID not in gens.columns:
         return {}
-    cols = [c for c in (C.SAMPLE_ID, C.STEP, C.SPLIT, C.QUESTION_ID, C.OUTPUT, C.TOTAL_REWARD) if c in gens.columns]
+    cols = [
+        c
+        for c in (C.SAMPLE_ID, C.STEP, C.SPLIT, C.QUESTION_ID, C.OUTPUT, C.TOTAL_REWARD)
+        if c in gens.columns
+    ]
     rows = gens.lazy().select(cols).filter(pl.col(C.SAMPLE_ID).is_in(wanted)).collect().to_dicts()
     return {int(r[C.SAMPLE_ID]): r for r in rows}
 
 
 def _alerts_view(analysis: Analysis) -> list[dict[str, Any]]:
-    alerts = sorted(analysis.alerts, key=lambda a: (-a.severity.rank, a.step if a.step is not None else 1 << 62))
-    samples = _lookup_samples(analysis, (i for a in alerts for i in _sample_ids(a)[:EVIDENCE_SAMPLES]))
+    alerts = sorted(
+        analysis.alerts, key=lambda a: (-a.severity.rank, a.step if a.step is not None else 1 << 62)
+    )
+    samples = _lookup_samples(
+        analysis, (i for a in alerts for i in _sample_ids(a)[:EVIDENCE_SAMPLES])
+    )
     out = []
     for n, a in enumerate(alerts, start=1):
         ids = _sample_ids(a)
@@ -421,9 +443,13 @@ def _alerts_view(analysis: Analysis) -> list[dict[str, Any]]:
     return out
 
 
-def _verdict_view(analysis: Analysis, alerts: list[dict[str, Any]], summary: Mapping[str, Any]) -> dict[str, Any]:
+def _verdict_view(
+    analysis: Analysis, alerts: list[dict[str, Any]], summary: Mapping[str, Any]
+) -> dict[str, Any]:
     icon, text = VERDICTS.get(analysis.verdict, ("", analysis.verdict.replace("_", " ")))
-    counts = {s: sum(1 for a in alerts if a["severity"] == s) for s in ("critical", "warning", "info")}
+    counts = {
+        s: sum(1 for a in alerts if a["severity"] == s) for s in ("critical", "warning", "info")
+    }
     worst = alerts[0] if alerts else None
     parts = [f"{counts[s]} {s}" for s in ("critical", "warning", "info") if counts[s]]
     return {
@@ -454,9 +480,16 @@ def _diffs_view(analysis: Analysis, limit: int) -> list[dict[str, Any]]:
                 **dataclasses.asdict(d),
                 "diff_text": "\n".join(lines[:DIFF_LINES]),
                 "diff_lines": [
-                    ("add" if ln.startswith("+") and not ln.startswith("+++") else
-                     "del" if ln.startswith("-") and not ln.startswith("---") else
-                     "hunk" if ln.startswith("@@") else "ctx", ln)
+                    (
+                        "add"
+                        if ln.startswith("+") and not ln.startswith("+++")
+                        else "del"
+                        if ln.startswith("-") and not ln.startswith("---")
+                        else "hunk"
+                        if ln.startswith("@@")
+                        else "ctx",
+                        ln,
+                    )
                     for ln in lines[:DIFF_LINES]
                 ],
                 "truncated_lines": truncated,
@@ -465,7 +498,9 @@ def _diffs_view(analysis: Analysis, limit: int) -> list[dict[str, Any]]:
     return out
 
 
-def completions_table(analysis: Analysis, alerts: Sequence[Alert] | None = None, *, limit: int = TABLE_ROW_LIMIT) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def completions_table(
+    analysis: Analysis, alerts: Sequence[Alert] | None = None, *, limit: int = TABLE_ROW_LIMIT
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of the HTML completions table, sampled to ``limit``: every alert's evidence samples,
     the diffed samples, then a stratified sample per (step, split). Returns (rows, info)."""
     import polars as pl
@@ -505,13 +540,25 @@ def completions_table(analysis: Analysis, alerts: Sequence[Alert] | None = None,
             .head(budget)
             .drop(["_rank", "_key"])
         )
-        chosen = pl.concat([frame.filter(pl.col(C.SAMPLE_ID).is_in(forced_list)), picked], how="vertical_relaxed")
+        chosen = pl.concat(
+            [frame.filter(pl.col(C.SAMPLE_ID).is_in(forced_list)), picked], how="vertical_relaxed"
+        )
     else:
         chosen = frame
     reward_cols = [c for c in gens.columns if c.startswith(C.REWARD_PREFIX)]
     want = [
         c
-        for c in (C.SAMPLE_ID, C.STEP, C.SPLIT, C.QUESTION_ID, C.QUESTION, C.OUTPUT, C.ANSWER, C.GROUND_TRUTH, C.TOTAL_REWARD)
+        for c in (
+            C.SAMPLE_ID,
+            C.STEP,
+            C.SPLIT,
+            C.QUESTION_ID,
+            C.QUESTION,
+            C.OUTPUT,
+            C.ANSWER,
+            C.GROUND_TRUTH,
+            C.TOTAL_REWARD,
+        )
         if c in gens.columns or c == C.SAMPLE_ID
     ] + reward_cols
     sort_cols = [c for c in (C.STEP, C.SAMPLE_ID) if c in want]
@@ -599,8 +646,19 @@ def report_context(
         "metric_rows": [_metric_row(n, summary[n]) for n in key_names],
         "all_metric_rows": [_metric_row(n, summary[n]) for n in sorted(summary)],
         "absent_metrics": [n for n in CORE_METRICS if n not in summary],
-        "ppo_rows": [_metric_row(n, summary[n]) for n in ppo] if (C.VALUE_LOSS in summary or C.CLIP_FRACTION in summary or C.POLICY_LOSS in summary) else [],
-        "plots": [{"name": p.name, "title": p.title, "src": src(p), "alerts": p.alerts, "columns": p.columns} for p in plots],
+        "ppo_rows": [_metric_row(n, summary[n]) for n in ppo]
+        if (C.VALUE_LOSS in summary or C.CLIP_FRACTION in summary or C.POLICY_LOSS in summary)
+        else [],
+        "plots": [
+            {
+                "name": p.name,
+                "title": p.title,
+                "src": src(p),
+                "alerts": p.alerts,
+                "columns": p.columns,
+            }
+            for p in plots
+        ],
         "skipped_plots": [{"name": s.name, "reason": s.reason} for s in skipped_plots],
         "detectors_ran": [d for d in detectors if d["ran"]],
         "detectors_skipped": [d for d in detectors if not d["ran"]],
@@ -613,7 +671,9 @@ def report_context(
         "diffs": _diffs_view(analysis, diffs),
         "diff_count": len(analysis.drift.sample_diffs) if analysis.drift else 0,
         "config_json": json.dumps(data["config"], indent=2, sort_keys=True, default=str),
-        "run_config_json": json.dumps(run.get("config") or {}, indent=2, sort_keys=True, default=str),
+        "run_config_json": json.dumps(
+            run.get("config") or {}, indent=2, sort_keys=True, default=str
+        ),
         "timings": data["timings"],
         "total_seconds": data["timings"].get("total")
         or sum(v for v in data["timings"].values() if isinstance(v, int | float)),
@@ -627,14 +687,32 @@ def report_context(
 # Writers
 
 
-def render_markdown(analysis: Analysis, *, plots: Sequence[Plot] = (), skipped_plots: Sequence[SkippedPlot] = (), inline_images: bool = False, template_dir: str | Path | None = None, generated_at: str | None = None) -> str:
+def render_markdown(
+    analysis: Analysis,
+    *,
+    plots: Sequence[Plot] = (),
+    skipped_plots: Sequence[SkippedPlot] = (),
+    inline_images: bool = False,
+    template_dir: str | Path | None = None,
+    generated_at: str | None = None,
+) -> str:
     env = environment(resolve_template_dir(analysis, template_dir))
     src = (lambda p: _data_uri(p.png, "image/png")) if inline_images else None
-    ctx = report_context(analysis, plots=plots, skipped_plots=skipped_plots, image_src=src, generated_at=generated_at)
+    ctx = report_context(
+        analysis, plots=plots, skipped_plots=skipped_plots, image_src=src, generated_at=generated_at
+    )
     return env.get_template(MD_TEMPLATE).render(**ctx)
 
 
-def render_html(analysis: Analysis, *, plots: Sequence[Plot] = (), skipped_plots: Sequence[SkippedPlot] = (), template_dir: str | Path | None = None, generated_at: str | None = None, table_limit: int = TABLE_ROW_LIMIT) -> str:
+def render_html(
+    analysis: Analysis,
+    *,
+    plots: Sequence[Plot] = (),
+    skipped_plots: Sequence[SkippedPlot] = (),
+    template_dir: str | Path | None = None,
+    generated_at: str | None = None,
+    table_limit: int = TABLE_ROW_LIMIT,
+) -> str:
     """The self-contained page: plots as data URIs, table data as escaped JSON, CSP by hash."""
     from markupsafe import Markup
 
@@ -693,7 +771,9 @@ def render_junit(analysis: Analysis, *, fail_on: str | None = None) -> str:
             return det
         if alert.kind in names:
             return alert.kind
-        return next((n for n in names if alert.kind.startswith(n) or n.startswith(alert.kind)), alert.kind)
+        return next(
+            (n for n in names if alert.kind.startswith(n) or n.startswith(alert.kind)), alert.kind
+        )
 
     by_owner: dict[str, list[Alert]] = {}
     for a in analysis.alerts:
@@ -717,20 +797,36 @@ def render_junit(analysis: Analysis, *, fail_on: str | None = None) -> str:
             fail = ET.SubElement(
                 case,
                 "failure",
-                message=_xml_text(f"{worst.severity.value}: {worst.kind} at step {worst.step}: {worst.message}"),
+                message=_xml_text(
+                    f"{worst.severity.value}: {worst.kind} at step {worst.step}: {worst.message}"
+                ),
                 type=worst.severity.value,
             )
             fail.text = _xml_text(
-                "\n".join(f"[{a.severity.value}] {a.kind} @ step {a.step}: {a.message}\n  evidence: {json.dumps(a.evidence, default=str, ensure_ascii=False)}" for a in fired)
+                "\n".join(
+                    f"[{a.severity.value}] {a.kind} @ step {a.step}: {a.message}\n  evidence: {json.dumps(a.evidence, default=str, ensure_ascii=False)}"
+                    for a in fired
+                )
             )
         elif fired:
             out = ET.SubElement(case, "system-out")
-            out.text = _xml_text("\n".join(f"[{a.severity.value}] {a.kind} @ step {a.step}: {a.message}" for a in fired))
+            out.text = _xml_text(
+                "\n".join(
+                    f"[{a.severity.value}] {a.kind} @ step {a.step}: {a.message}" for a in fired
+                )
+            )
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))
     suite.set("errors", "0")
-    root = ET.Element("testsuites", name="logscan", tests=str(len(cases)), failures=str(failures), skipped=str(skipped), errors="0")
+    root = ET.Element(
+        "testsuites",
+        name="logscan",
+        tests=str(len(cases)),
+        failures=str(failures),
+        skipped=str(skipped),
+        errors="0",
+    )
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
@@ -757,17 +853,28 @@ def write_reports(
     rendered: list[Plot] = []
     skipped: list[SkippedPlot] = []
     if plots:
-        rendered, skipped = render_plots(analysis, svg=svg or bool(_config_get(analysis.config or {}, "report.svg")))
+        rendered, skipped = render_plots(
+            analysis, svg=svg or bool(_config_get(analysis.config or {}, "report.svg"))
+        )
         written += write_plots(rendered, out_dir / "plots")
     md_path = out_dir / "report.md"
     md_path.write_text(
-        render_markdown(analysis, plots=rendered, skipped_plots=skipped, inline_images=md_inline_images, template_dir=template_dir),
+        render_markdown(
+            analysis,
+            plots=rendered,
+            skipped_plots=skipped,
+            inline_images=md_inline_images,
+            template_dir=template_dir,
+        ),
         encoding="utf-8",
     )
     written.append(md_path)
     if html:
         html_path = out_dir / "report.html"
-        html_path.write_text(render_html(analysis, plots=rendered, skipped_plots=skipped, template_dir=template_dir), encoding="utf-8")
+        html_path.write_text(
+            render_html(analysis, plots=rendered, skipped_plots=skipped, template_dir=template_dir),
+            encoding="utf-8",
+        )
         written.append(html_path)
     if junit:
         junit_path = out_dir / "report.junit.xml"
@@ -776,12 +883,21 @@ def write_reports(
     return written
 
 
-def write_html_report(analysis: Analysis, path: Path | str | None = None, *, template_dir: str | Path | None = None, plots: bool = True) -> Path:
+def write_html_report(
+    analysis: Analysis,
+    path: Path | str | None = None,
+    *,
+    template_dir: str | Path | None = None,
+    plots: bool = True,
+) -> Path:
     """Write the self-contained report.html (default ``<output_dir>/report.html``)."""
     from analyzer.plots import render_plots
 
     target = Path(path) if path is not None else default_output_dir(analysis) / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     rendered, skipped = render_plots(analysis) if plots else ([], [])
-    target.write_text(render_html(analysis, plots=rendered, skipped_plots=skipped, template_dir=template_dir), encoding="utf-8")
+    target.write_text(
+        render_html(analysis, plots=rendered, skipped_plots=skipped, template_dir=template_dir),
+        encoding="utf-8",
+    )
     return target

@@ -65,7 +65,11 @@ def metric_direction(name: str) -> int:
         return 1
     if bare in _LOWER_IS_BETTER:
         return -1
-    if bare.startswith(C.REWARD_PREFIX) or (bare.startswith("gen_reward/") and bare.endswith("_mean")):
+    if bare.endswith("/std"):
+        return 0
+    if bare.startswith(C.REWARD_PREFIX) or (
+        bare.startswith("gen_reward/") and bare.endswith("_mean")
+    ):
         return 1
     return 0
 
@@ -123,7 +127,9 @@ def summarize_metrics(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
 def run_summary(analysis: Analysis) -> dict[str, Any]:
     """Steps, completions and completions per split."""
     metrics = analysis.metrics
-    steps_frame = metrics if metrics is not None and C.STEP in metrics.columns else analysis.run.steps
+    steps_frame = (
+        metrics if metrics is not None and C.STEP in metrics.columns else analysis.run.steps
+    )
     steps: list[int] = []
     if steps_frame is not None and C.STEP in steps_frame.columns:
         steps = [int(s) for s in steps_frame.get_column(C.STEP).drop_nulls().to_list()]
@@ -201,7 +207,9 @@ def drift_to_dict(analysis: Analysis) -> dict[str, Any] | None:
 def analysis_to_dict(analysis: Analysis, *, generated_at: str | None = None) -> dict[str, Any]:
     """The whole analysis as ``analysis.json`` holds it (validated by ``analysis.schema.json``)."""
     if generated_at is None:
-        generated_at = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        generated_at = (
+            _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        )
     data = {
         "format": ANALYSIS_FORMAT,
         "logscan_version": __version__,
@@ -213,7 +221,8 @@ def analysis_to_dict(analysis: Analysis, *, generated_at: str | None = None) -> 
         "metrics": summarize_metrics(analysis.metrics),
         "alerts": [a.to_dict() for a in analysis.alerts],
         "detectors": [
-            {"name": d.name, "ran": d.ran, "reason": d.reason, "alerts": d.alerts} for d in analysis.detectors
+            {"name": d.name, "ran": d.ran, "reason": d.reason, "alerts": d.alerts}
+            for d in analysis.detectors
         ],
         "drift": drift_to_dict(analysis),
         "config": analysis.config,

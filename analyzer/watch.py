@@ -1,10 +1,10 @@
 """``logscan watch``: a live terminal view of a run that is still being written.
 
-Every refresh re-ingests the run (Polars reads a 100k-completion run in about a second), rebuilds
-the metrics and runs the detectors — drift is skipped to keep refreshes cheap — then prints the
-latest value of the key metrics and the alerts. With ``stop_on`` it asks the run to stop through
-``trainer_hooks.request_stop`` (the STOP file the training loop polls) the first time an alert at
-or above that severity fires.
+Every refresh re-ingests the whole run (simple and always consistent with ``logscan analyze``;
+Polars keeps it quick), rebuilds the metrics and runs the detectors — drift, the expensive stage,
+is skipped — then prints the latest value of the key metrics and the alerts. With ``stop_on`` it
+asks the run to stop through ``trainer_hooks.request_stop`` (the STOP file the training loop
+polls) the first time an alert at or above that severity fires.
 """
 
 from __future__ import annotations

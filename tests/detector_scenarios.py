@@ -174,7 +174,7 @@ def make_scenario(
     steps = pl.DataFrame(data)
 
     # eval every 10 steps (scalar): reward on held-out prompts follows train accuracy
-    every = max(1, n // 20)
+    every = max(1, n // 40)
     ev_steps = t[every - 1 :: every]
     ev_acc = acc[ev_steps - 1] - 0.05
     if kind == "catastrophic_forgetting":

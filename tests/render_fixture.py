@@ -119,10 +119,16 @@ def metrics() -> pl.DataFrame:
 def sample_diffs(gens: pl.DataFrame) -> list[SampleDiff]:
     diffs = []
     for p in range(PROMPTS):
-        early = gens.filter((pl.col("question_id") == f"q{p}") & (pl.col("step") == 0)).row(0, named=True)
-        late = gens.filter((pl.col("question_id") == f"q{p}") & (pl.col("step") == 55)).row(0, named=True)
+        early = gens.filter((pl.col("question_id") == f"q{p}") & (pl.col("step") == 0)).row(
+            0, named=True
+        )
+        late = gens.filter((pl.col("question_id") == f"q{p}") & (pl.col("step") == 55)).row(
+            0, named=True
+        )
         a, b = early["model_output"], late["model_output"]
-        diff = "\n".join(difflib.unified_diff(a.splitlines(), b.splitlines(), "step 0", "step 55", lineterm=""))
+        diff = "\n".join(
+            difflib.unified_diff(a.splitlines(), b.splitlines(), "step 0", "step 55", lineterm="")
+        )
         ratio = difflib.SequenceMatcher(None, a, b).ratio()
         diffs.append(
             SampleDiff(
@@ -139,7 +145,9 @@ def sample_diffs(gens: pl.DataFrame) -> list[SampleDiff]:
                 late_reward=late["total_reward"],
                 similarity=round(ratio, 4),
                 chars_changed=abs(len(b) - len(a)),
-                lines_changed=sum(1 for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")),
+                lines_changed=sum(
+                    1 for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")
+                ),
                 unified_diff=diff,
                 semantic_distance=0.1 * (p + 1),
             )
@@ -153,8 +161,15 @@ def analysis(*, with_generations: bool = True, with_drift: bool = True) -> Analy
         source_kind="logscan",
         files_read=["run.json", "events.jsonl", "generations.jsonl"],
         issues=[
-            IngestIssue("events.jsonl", 61, "torn last line (the process was killed mid-write)", "torn_line"),
-            IngestIssue("generations.jsonl", 12, "model_output is not a string: <script>x</script> | cell", "wrong_type"),
+            IngestIssue(
+                "events.jsonl", 61, "torn last line (the process was killed mid-write)", "torn_line"
+            ),
+            IngestIssue(
+                "generations.jsonl",
+                12,
+                "model_output is not a string: <script>x</script> | cell",
+                "wrong_type",
+            ),
         ],
         records_read=780,
         records_skipped=2,
@@ -183,7 +198,13 @@ def analysis(*, with_generations: bool = True, with_drift: bool = True) -> Analy
             Severity.CRITICAL,
             41,
             "KL 0.168 left its budget 0.1 per token at step 41 and grows super-linearly",
-            {"unit": "token", "budget": 0.1, "critical_level": 0.4, "peak_rolling_median": 0.348, "sample_ids": [492, 496, 500, 504, 508]},
+            {
+                "unit": "token",
+                "budget": 0.1,
+                "critical_level": 0.4,
+                "peak_rolling_median": 0.348,
+                "sample_ids": [492, 496, 500, 504, 508],
+            },
         ),
         Alert(
             "reward_hacking",
@@ -199,7 +220,13 @@ def analysis(*, with_generations: bool = True, with_drift: bool = True) -> Analy
             "reward gains track completion length (r = 0.97) | length 40 → 217 tokens",
             {"correlation": 0.97, "length_first": 40.0, "length_last": 217.0, "sample_ids": [84]},
         ),
-        Alert("semantic_drift", Severity.INFO, 50, "answers drifted 0.25 from their step-0 baseline", {"distance": 0.25}),
+        Alert(
+            "semantic_drift",
+            Severity.INFO,
+            50,
+            "answers drifted 0.25 from their step-0 baseline",
+            {"distance": 0.25},
+        ),
     ]
     detectors = [
         DetectorStatus("kl_explosion", True, None, 1),
@@ -207,7 +234,9 @@ def analysis(*, with_generations: bool = True, with_drift: bool = True) -> Analy
         DetectorStatus("length_hacking", True, None, 1),
         DetectorStatus("entropy_collapse", True, None, 0),
         DetectorStatus("semantic_drift", True, None, 1),
-        DetectorStatus("value_reward_mismatch", False, "no value_loss / explained_variance: not a PPO run"),
+        DetectorStatus(
+            "value_reward_mismatch", False, "no value_loss / explained_variance: not a PPO run"
+        ),
         DetectorStatus("catastrophic_forgetting", False, "no probe split in the completions"),
     ]
     drift = None
@@ -217,7 +246,14 @@ def analysis(*, with_generations: bool = True, with_drift: bool = True) -> Analy
             model="all-MiniLM-L6-v2",
             per_step=None,
             top_drifting=[
-                {"question_id": "q1", "question": "What is 1 + 1? <b>bold</b>", "split": "train", "distance": 0.31, "early_step": 0, "late_step": 56}
+                {
+                    "question_id": "q1",
+                    "question": "What is 1 + 1? <b>bold</b>",
+                    "split": "train",
+                    "distance": 0.31,
+                    "early_step": 0,
+                    "late_step": 56,
+                }
             ],
             outliers=[{"sample_id": 84, "step": 7, "distance": 0.9}],
             sample_diffs=sample_diffs(gens),
@@ -232,7 +268,15 @@ def analysis(*, with_generations: bool = True, with_drift: bool = True) -> Analy
         alerts=alerts,
         detectors=detectors,
         drift=drift,
-        config={"fail_on": "critical", "kl_explosion": {"unit": "auto", "budget_per_token": 0.1, "critical_factor": 4.0, "window": 20}},
+        config={
+            "fail_on": "critical",
+            "kl_explosion": {
+                "unit": "auto",
+                "budget_per_token": 0.1,
+                "critical_factor": 4.0,
+                "window": 20,
+            },
+        },
         verdict="critical",
         timings={"ingest": 0.12, "metrics": 0.05, "detectors": 0.01, "drift": 1.5},
     )

@@ -43,7 +43,9 @@ def _blank(png: bytes) -> bool:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM}; install Debian's chromium package (.ci/run does)")
+        pytest.fail(
+            f"chromium not found at {CHROMIUM}; install Debian's chromium package (.ci/run does)"
+        )
     out = tmp_path_factory.mktemp("browser")
     return write_html_report(render_fixture.analysis(), out / "report.html")
 
@@ -71,7 +73,12 @@ def test_report_in_a_real_browser(report, tmp_path):
         console: list[str] = []
         dialogs: list[str] = []
         requests: list[str] = []
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on(
+            "console",
+            lambda m: (
+                console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None
+            ),
+        )
         page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.on("request", lambda r: requests.append(r.url))
@@ -91,7 +98,12 @@ def test_report_in_a_real_browser(report, tmp_path):
         texts = page.locator("#completions-body td.text").all_inner_texts()
         assert any("<script>window.__pwned=1</script>" in t for t in texts)
         assert any('<img src=x onerror="window.__pwned=1">' in t for t in texts)
-        assert page.locator("#completions-body script, #completions-body img, #completions-body svg, #completions-body a").count() == 0
+        assert (
+            page.locator(
+                "#completions-body script, #completions-body img, #completions-body svg, #completions-body a"
+            ).count()
+            == 0
+        )
         assert page.locator("script").count() == 2  # ours + the JSON data block
         hits = int(page.get_attribute("#row-count", "data-count") or "0")
         assert 0 < hits < 720
@@ -135,7 +147,14 @@ def _cli_fallback(report: Path, tmp_path: Path, why: Exception | None) -> None:
     """Chromium CLI: the DOM after scripts ran, and a screenshot."""
     print(f"Playwright unavailable ({why}); using the chromium CLI")
     dom = subprocess.run(
-        [CHROMIUM, "--headless", *ARGS, "--virtual-time-budget=3000", "--dump-dom", report.as_uri()],
+        [
+            CHROMIUM,
+            "--headless",
+            *ARGS,
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            report.as_uri(),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -144,8 +163,20 @@ def _cli_fallback(report: Path, tmp_path: Path, why: Exception | None) -> None:
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in dom
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [CHROMIUM, "--headless", *ARGS, "--window-size=1366,900", f"--screenshot={shot}", report.as_uri()],
+        [
+            CHROMIUM,
+            "--headless",
+            *ARGS,
+            "--window-size=1366,900",
+            f"--screenshot={shot}",
+            report.as_uri(),
+        ],
         capture_output=True,
         timeout=60,
     )
     assert shot.exists() and not _blank(shot.read_bytes())
+
+
+def test_report_via_the_chromium_cli(report, tmp_path):
+    """The fallback path, exercised even where Playwright works: it must not rot unnoticed."""
+    _cli_fallback(report, tmp_path, None)

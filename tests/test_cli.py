@@ -42,8 +42,12 @@ def hacked(runs):
 
 
 def test_samples_have_no_output_folder_committed():
+    # Running the README's quick start creates examples/runs/sample-grpo/logscan/ locally; what
+    # matters is that git does not track it.
+    tracked = subprocess.run(["git", "ls-files", "examples/runs"], capture_output=True, text=True, cwd=REPO)
+    if tracked.returncode == 0:
+        assert not [f for f in tracked.stdout.splitlines() if "/logscan/" in f]
     for name in ("sample-grpo", "healthy-grpo"):
-        assert not (SAMPLES / name / "logscan").exists()
         readme = (SAMPLES / name / "README.md").read_text(encoding="utf-8")
         assert "SIMULATED" in readme and "make_sample_runs.py" in readme
         size = sum(p.stat().st_size for p in (SAMPLES / name).rglob("*") if p.is_file())
@@ -145,6 +149,8 @@ def test_compare(runs):
     verdict = next(line for line in lines if line.startswith("verdict"))
     assert "healthy" in verdict
     assert any(line.startswith("gen_accuracy (first → last)") for line in lines)
+    hacking = next(line for line in lines if line.startswith("alert reward_hacking"))
+    assert hacking.split()[-1] == "-"  # the healthy run (last column) has none
     assert files() == before  # compare writes nothing into the runs
 
 
@@ -212,3 +218,80 @@ def test_version():
 
     result = invoke("--version")
     assert result.exit_code == 0 and __version__ in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--set", "nosuchsection.key=1"],
+        ["--set", "not-a-key-value"],
+        ["--config", "missing-logscan.toml"],
+    ],
+)
+def test_bad_config_is_one_line_error(runs, args):
+    result = CliRunner().invoke(cli, ["analyze", str(runs["healthy-grpo"]), *args, *FAST])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ")
+
+
+def test_fail_on_from_config_file(runs, tmp_path):
+    cfg = tmp_path / "logscan.toml"
+    cfg.write_text('[analyze]\nfail_on = "warning"\n', encoding="utf-8")
+    result = invoke("analyze", runs["sample-grpo"], "--config", cfg, "-o", tmp_path / "out", *FAST)
+    assert result.exit_code == 1 and "(--fail-on warning)" in result.output.splitlines()[0]
+    flag = invoke("analyze", runs["sample-grpo"], "--config", cfg, "--fail-on", "never", "-o", tmp_path / "out", *FAST)
+    assert flag.exit_code == 0
+
+
+def test_watch_a_running_run_refreshes_and_sees_the_stop_request(tmp_path):
+    """A live run: watch refreshes until told to stop, and the training side sees the STOP request."""
+    import threading
+
+    from analyzer.watch import watch_run
+    from trainer_hooks import RunLogger
+
+    run_dir = tmp_path / "live"
+    with RunLogger(run_dir, algorithm="grpo") as logger:
+        for step in range(1, 13):
+            logger.log_metrics(step, {"loss": 1.0 / step, "kl": 0.01 * step})
+        logger.log_metrics(13, {"loss": float("nan"), "kl": 0.2})
+        assert logger.flush(timeout=10)
+        stop = threading.Event()
+        snapshots: list[str] = []
+
+        def echo(text: str) -> None:
+            snapshots.append(text)
+            if len(snapshots) >= 3:
+                stop.set()
+
+        assert watch_run(run_dir, interval=0.01, stop_on="critical", echo=echo, stop_event=stop) == 0
+        assert "status running" in snapshots[0] and "last step 13" in snapshots[0]
+        assert any(s.startswith("requested stop") for s in snapshots)
+        assert sum(s.startswith("requested stop") for s in snapshots) == 1  # once, not every refresh
+        assert logger.stop_requested() and "nan_values" in logger.stop_requested()
+
+
+def test_sample_onset_is_where_its_readme_says(hacked, runs, tmp_path):
+    """The data itself (not the detectors): lenient-but-wrong answers start at the documented step."""
+    from analyzer.metrics import exact_match
+
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        from make_sample_runs import HACK_ONSET
+    finally:
+        sys.path.pop(0)
+    assert f"From step **{HACK_ONSET}** on" in (SAMPLES / "sample-grpo" / "README.md").read_text(encoding="utf-8")
+
+    def first_exploit(gens_path: Path) -> int | None:
+        # the lenient check also pays the odd accidental substring ("9" in "19"); the exploit is
+        # a step where several completions are paid for wrong answers
+        g = pl.read_parquet(gens_path).with_columns(em=exact_match(pl.col("model_answer"), pl.col("ground_truth_answer")))
+        bad = g.filter((pl.col("split") == "train") & (pl.col("reward/correctness") == 1) & (pl.col("em") == 0))
+        per_step = bad.group_by("step").len().filter(pl.col("len") >= 3)
+        return per_step.get_column("step").min() if per_step.height else None
+
+    _, out = hacked
+    assert first_exploit(out / "generations.parquet") == HACK_ONSET
+    invoke("analyze", runs["healthy-grpo"], "-o", tmp_path, "--fail-on", "never", *FAST)
+    assert first_exploit(tmp_path / "generations.parquet") is None

@@ -267,6 +267,7 @@ def test_summarize_metrics():
     )
     s = summarize_metrics(m)
     assert s[C.LOSS]["first"] == 4.0 and s[C.LOSS]["last"] == 1.0 and s[C.LOSS]["n"] == 3
+    assert (s[C.LOSS]["first_step"], s[C.LOSS]["last_step"]) == (0, 3)
     assert s[C.LOSS]["best"] == 1.0  # lower is better
     assert s[C.GEN_ACCURACY]["best"] == 0.5  # higher is better
     assert s[C.KL]["best"] is None  # no "better" direction

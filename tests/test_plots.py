@@ -27,14 +27,26 @@ def rendered():
 
 def _analysis(metrics: pl.DataFrame, alerts=(), config=None, algorithm="grpo") -> Analysis:
     run = RunData(
-        path="runs/p", steps=metrics, generations=None, report=IngestReport(source_kind="logscan"), info={"algorithm": algorithm}
+        path="runs/p",
+        steps=metrics,
+        generations=None,
+        report=IngestReport(source_kind="logscan"),
+        info={"algorithm": algorithm},
     )
     return Analysis(run=run, metrics=metrics, alerts=list(alerts), config=config or {})
 
 
 def test_every_figure_is_drawn_and_not_blank(rendered):
     plots, skipped = rendered
-    assert [p.name for p in plots] == ["reward", "quality", "kl", "length", "entropy", "losses", "mechanics"]
+    assert [p.name for p in plots] == [
+        "reward",
+        "quality",
+        "kl",
+        "length",
+        "entropy",
+        "losses",
+        "mechanics",
+    ]
     assert skipped == []
     for p in plots:
         assert p.png.startswith(b"\x89PNG")
@@ -48,21 +60,34 @@ def test_figures_report_their_columns_and_alert_marks(rendered):
     assert plots["kl"].alerts == ("kl_explosion",)
     assert set(plots["reward"].alerts) == {"reward_hacking", "length_hacking"}
     assert plots["entropy"].alerts == ()
-    assert "gen_reward/correctness_mean" in plots["reward"].columns and "reward" in plots["reward"].columns
+    assert (
+        "gen_reward/correctness_mean" in plots["reward"].columns
+        and "reward" in plots["reward"].columns
+    )
     assert plots["length"].columns == ("completion_length", "gen_accuracy")
-    assert {"clip_fraction", "grad_norm", "learning_rate", "gen_frac_zero_spread_groups"} <= set(plots["mechanics"].columns)
+    assert {"clip_fraction", "grad_norm", "learning_rate", "gen_frac_zero_spread_groups"} <= set(
+        plots["mechanics"].columns
+    )
 
 
 def test_svg_is_written_without_a_date(rendered, tmp_path):
     plots, _ = rendered
     paths = write_plots(plots, tmp_path)
-    assert sorted(p.name for p in paths if p.suffix == ".svg") == sorted(f"{p.name}.svg" for p in plots)
+    assert sorted(p.name for p in paths if p.suffix == ".svg") == sorted(
+        f"{p.name}.svg" for p in plots
+    )
     svg = (tmp_path / "kl.svg").read_text(encoding="utf-8")
     assert svg.lstrip().startswith("<?xml") and "<dc:date>" not in svg
 
 
 def test_absent_columns_skip_figures_with_a_reason():
-    metrics = pl.DataFrame({"step": pl.Series(range(20), dtype=pl.Int64), "kl": [0.01 * i for i in range(20)], "loss": [None] * 20})
+    metrics = pl.DataFrame(
+        {
+            "step": pl.Series(range(20), dtype=pl.Int64),
+            "kl": [0.01 * i for i in range(20)],
+            "loss": [None] * 20,
+        }
+    )
     plots, skipped = render_plots(_analysis(metrics.with_columns(pl.col("loss").cast(pl.Float64))))
     assert [p.name for p in plots] == ["kl"]
     reasons = {s.name: s.reason for s in skipped}
@@ -76,18 +101,41 @@ def test_no_metrics_at_all():
 
 
 def test_single_point_and_nan_series_still_draw():
-    metrics = pl.DataFrame({"step": pl.Series([3], dtype=pl.Int64), "reward": [float("nan")], "entropy": [0.7]})
+    metrics = pl.DataFrame(
+        {"step": pl.Series([3], dtype=pl.Int64), "reward": [float("nan")], "entropy": [0.7]}
+    )
     plots, _ = render_plots(_analysis(metrics))
     assert [p.name for p in plots] == ["entropy"]
 
 
 def test_kl_limits_prefer_the_alert_then_the_config():
     metrics = pl.DataFrame({"step": pl.Series(range(10), dtype=pl.Int64), "kl": [0.1] * 10})
-    cfg = {"kl_explosion": {"unit": "auto", "budget_per_token": 0.5, "budget_per_sequence": 20.0, "critical_factor": 4.0}}
-    assert kl_thresholds(_analysis(metrics, config=cfg)) == [("budget per token", 0.5), ("critical level", 2.0)]
+    cfg = {
+        "kl_explosion": {
+            "unit": "auto",
+            "budget_per_token": 0.5,
+            "budget_per_sequence": 20.0,
+            "critical_factor": 4.0,
+        }
+    }
+    assert kl_thresholds(_analysis(metrics, config=cfg)) == [
+        ("budget per token", 0.5),
+        ("critical level", 2.0),
+    ]
     ppo = kl_thresholds(_analysis(metrics, config=cfg, algorithm="ppo"))
     assert ppo == [("budget per sequence", 20.0), ("critical level", 80.0)]
-    fired = Alert("kl_explosion", Severity.WARNING, 4, "m", {"unit": "token", "budget": 0.05, "critical_level": 0.2})
-    assert kl_thresholds(_analysis(metrics, [fired], cfg)) == [("budget per token", 0.05), ("critical level", 0.2)]
-    assert kl_thresholds(_analysis(metrics, config={"kl_explosion.budget": 0.3})) == [("budget", 0.3)]
+    fired = Alert(
+        "kl_explosion",
+        Severity.WARNING,
+        4,
+        "m",
+        {"unit": "token", "budget": 0.05, "critical_level": 0.2},
+    )
+    assert kl_thresholds(_analysis(metrics, [fired], cfg)) == [
+        ("budget per token", 0.05),
+        ("critical level", 0.2),
+    ]
+    assert kl_thresholds(_analysis(metrics, config={"kl_explosion.budget": 0.3})) == [
+        ("budget", 0.3)
+    ]
     assert kl_thresholds(_analysis(metrics)) == []

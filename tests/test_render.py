@@ -57,7 +57,21 @@ class _Outline(HTMLParser):
     data-URI images reduced to their MIME type; script/style bodies dropped."""
 
     VOID = frozenset({"meta", "img", "input", "br", "link", "hr"})
-    TEXT = frozenset({"h1", "h2", "h3", "th", "summary", "title", "dt", "figcaption", "label", "option", "button"})
+    TEXT = frozenset(
+        {
+            "h1",
+            "h2",
+            "h3",
+            "th",
+            "summary",
+            "title",
+            "dt",
+            "figcaption",
+            "label",
+            "option",
+            "button",
+        }
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -118,9 +132,17 @@ def check_golden(name: str, actual: str) -> None:
     expected = path.read_text(encoding="utf-8")
     if actual != expected:
         diff = "".join(
-            difflib.unified_diff(expected.splitlines(True), actual.splitlines(True), f"golden/{name}", "rendered", n=2)
+            difflib.unified_diff(
+                expected.splitlines(True),
+                actual.splitlines(True),
+                f"golden/{name}",
+                "rendered",
+                n=2,
+            )
         )
-        pytest.fail(f"{name} differs from its golden file; if the change is intended, regenerate with:\n    {REGEN}\n{diff[:4000]}")
+        pytest.fail(
+            f"{name} differs from its golden file; if the change is intended, regenerate with:\n    {REGEN}\n{diff[:4000]}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +159,9 @@ def written(tmp_path_factory, fixture_analysis) -> Path:
 
 def md_to_html(text: str) -> str:
     markdown_it = pytest.importorskip("markdown_it")
-    md = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").enable("strikethrough")
+    md = (
+        markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").enable("strikethrough")
+    )
     return md.render(text)
 
 
@@ -149,7 +173,9 @@ def test_report_md_matches_golden(written):
 
 
 def test_report_html_outline_matches_golden(written):
-    check_golden("report.html.outline", html_outline((written / "report.html").read_text(encoding="utf-8")))
+    check_golden(
+        "report.html.outline", html_outline((written / "report.html").read_text(encoding="utf-8"))
+    )
 
 
 def test_write_reports_writes_every_file(written):
@@ -179,7 +205,9 @@ def test_report_md_starts_with_the_verdict_and_links_plots(written):
 
 
 def test_md_inline_images_are_data_uris(fixture_analysis, tmp_path):
-    write_reports(fixture_analysis, tmp_path, junit=False, md_inline_images=True, plots=True, html=False)
+    write_reports(
+        fixture_analysis, tmp_path, junit=False, md_inline_images=True, plots=True, html=False
+    )
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
     uris = re.findall(r"!\[[^\]]*\]\((data:image/png;base64,[A-Za-z0-9+/=]+)\)", text)
     assert len(uris) == 7
@@ -203,7 +231,11 @@ def test_md_escape_keeps_one_table_cell_and_no_markup():
     assert "<script" not in cell and "<img" not in cell
     html = md_to_html(f"| h |\n|---|\n| {cell} |\n")
     assert html.count("<td>") == 1 and html.count("<tr>") == 2
-    assert "<script" not in html and "<img" not in html and "javascript:" not in re.sub(r">[^<]*<", "><", html)
+    assert (
+        "<script" not in html
+        and "<img" not in html
+        and "javascript:" not in re.sub(r">[^<]*<", "><", html)
+    )
     assert "<em>" not in html and "<code>" not in html and "<s>" not in html and "<a " not in html
     # The text survives, visibly: the pipes and the tag are shown as text.
     assert "a | b || c" in html.replace("&lt;", "<") and "&lt;script&gt;" in html
@@ -219,13 +251,18 @@ def test_md_code_survives_backticks_and_pipes():
         assert inner.group(1).replace("&lt;", "<").replace("&amp;", "&").strip() == text.strip()
 
 
-@pytest.mark.parametrize("text", ["x = 1\n```\nbreak out?\n```\n<script>alert(1)</script>", "````` five", "no ticks"])
+@pytest.mark.parametrize(
+    "text", ["x = 1\n```\nbreak out?\n```\n<script>alert(1)</script>", "````` five", "no ticks"]
+)
 def test_md_fence_cannot_be_closed_by_model_text(text):
     block = md_fence(text, "diff")
     html = md_to_html(block + "\n\nafter\n")
     code = re.search(r"<pre><code[^>]*>(.*?)</code></pre>", html, re.S)
     assert code is not None
-    assert code.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').rstrip("\n") == text
+    assert (
+        code.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').rstrip("\n")
+        == text
+    )
     assert "<script" not in html and html.rstrip().endswith("<p>after</p>")
 
 
@@ -245,7 +282,9 @@ def _payload_analysis() -> Analysis:
     assert base.drift is not None
     first = base.drift.sample_diffs[0]
     base.drift.sample_diffs[0] = dataclasses.replace(
-        first, question="</summary></details><script>window.__pwned=1</script> | @octocat", similarity=0.0
+        first,
+        question="</summary></details><script>window.__pwned=1</script> | @octocat",
+        similarity=0.0,
     )
     return base
 
@@ -276,7 +315,9 @@ def test_html_is_self_contained_and_has_a_strict_csp(written):
     csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
     assert csp is not None
     policy = csp.group(1)
-    assert "default-src 'none'" in policy and "img-src data:" in policy and "unsafe-eval" not in policy
+    assert (
+        "default-src 'none'" in policy and "img-src data:" in policy and "unsafe-eval" not in policy
+    )
     scripts = re.findall(r"<script>(.*?)</script>", html, re.S)
     assert len(scripts) == 1
     digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
@@ -291,15 +332,23 @@ def test_html_escapes_payloads_and_embeds_safe_json(written):
     html = (written / "report.html").read_text(encoding="utf-8")
     for payload in render_fixture.PAYLOADS:
         assert payload not in html or not re.search(r"[<>]", payload)
-    assert "<script>window.__pwned" not in html and "<img src=x" not in html and "<svg onload" not in html
-    block = re.search(r'<script type="application/json" id="completions-data">(.*?)</script>', html, re.S)
+    assert (
+        "<script>window.__pwned" not in html
+        and "<img src=x" not in html
+        and "<svg onload" not in html
+    )
+    block = re.search(
+        r'<script type="application/json" id="completions-data">(.*?)</script>', html, re.S
+    )
     assert block is not None
     raw = block.group(1)
     assert not re.search(r"[<>&\u2028\u2029]", raw)
     data = json.loads(raw)
     assert data["info"]["total"] == 720 and len(data["rows"]) == 720
     outs = {r["out"] for r in data["rows"]}
-    assert any("<script>window.__pwned=1</script>" in o for o in outs)  # the text itself round-trips
+    assert any(
+        "<script>window.__pwned=1</script>" in o for o in outs
+    )  # the text itself round-trips
     assert any("\u2028" in o for o in outs)
 
 
@@ -323,7 +372,10 @@ def test_completions_table_samples_large_runs_keeping_alert_samples(fixture_anal
     again, _ = completions_table(fixture_analysis, limit=60)
     assert again == rows  # deterministic
     html = render_html(fixture_analysis, table_limit=60)
-    assert "Sampled: 60 of 720 completions" in html or f"Sampled: {len(rows)} of 720 completions" in html
+    assert (
+        "Sampled: 60 of 720 completions" in html
+        or f"Sampled: {len(rows)} of 720 completions" in html
+    )
 
 
 def test_write_html_report_defaults_to_the_output_dir(fixture_analysis, tmp_path):
@@ -346,20 +398,27 @@ def _bare_analysis(metrics: pl.DataFrame, verdict: str = "healthy") -> Analysis:
         path="runs/bare",
         steps=metrics,
         generations=None,
-        report=IngestReport(source_kind="hf_trainer_state", files_read=["trainer_state.json"], records_read=3),
+        report=IngestReport(
+            source_kind="hf_trainer_state", files_read=["trainer_state.json"], records_read=3
+        ),
     )
     return Analysis(run=run, metrics=metrics, verdict=verdict)
 
 
 def test_reports_render_with_almost_nothing(tmp_path):
-    metrics = pl.DataFrame({"step": pl.Series([1, 2, 3], dtype=pl.Int64), "reward": [0.1, float("nan"), 0.3]})
+    metrics = pl.DataFrame(
+        {"step": pl.Series([1, 2, 3], dtype=pl.Int64), "reward": [0.1, float("nan"), 0.3]}
+    )
     a = _bare_analysis(metrics, verdict="too_short")
     paths = write_reports(a, tmp_path, junit=True, md_inline_images=False, plots=True, html=True)
     assert {p.name for p in paths} == {"reward.png", "report.md", "report.html", "report.junit.xml"}
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert md.startswith("**⚪ Verdict: too short** — only 3 step(s) logged")
     assert "Not in this run: `gen_reward_mean`, `gen_accuracy`" in md
-    assert "Not drawn: quality (no accuracy, format, diversity or drift column); kl (no kl column" in md
+    assert (
+        "Not drawn: quality (no accuracy, format, diversity or drift column); kl (no kl column"
+        in md
+    )
     assert "Drift was not scored." in md and "No detector status was recorded." in md
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "This run has no completions" in html and 'id="completions-data"' not in html
@@ -402,21 +461,29 @@ def test_junit_one_case_per_detector_failing_at_fail_on(fixture_analysis, writte
         "catastrophic_forgetting": "skipped",
     }
     warn = _cases(render_junit(fixture_analysis, fail_on="warning"))
-    assert [k for k, v in warn.items() if v == "failed"] == ["kl_explosion", "reward_hacking", "length_hacking"]
+    assert [k for k, v in warn.items() if v == "failed"] == [
+        "kl_explosion",
+        "reward_hacking",
+        "length_hacking",
+    ]
     assert "failed" not in _cases(render_junit(fixture_analysis, fail_on="never")).values()
     root = ET.fromstring(render_junit(fixture_analysis, fail_on="info").split("\n", 1)[1])
     suite = root.find("testsuite")
-    assert suite is not None and (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("7", "4", "2")
+    assert suite is not None and (
+        suite.get("tests"),
+        suite.get("failures"),
+        suite.get("skipped"),
+    ) == ("7", "4", "2")
 
 
 def test_junit_is_valid_xml_with_hostile_text():
     a = _bare_analysis(pl.DataFrame({"step": pl.Series([1], dtype=pl.Int64)}))
     a.detectors = [DetectorStatus("weird", True, None, 1)]
-    a.alerts = [Alert("weird", Severity.CRITICAL, 1, "bad \x00\x1b ]]> <x> & \"q\"", {"t": "\x07"})]
+    a.alerts = [Alert("weird", Severity.CRITICAL, 1, 'bad \x00\x1b ]]> <x> & "q"', {"t": "\x07"})]
     xml = render_junit(a)
     root = ET.fromstring(xml.split("\n", 1)[1])
     failure = root.find("testsuite/testcase/failure")
-    assert failure is not None and "]]> <x> & \"q\"" in failure.get("message", "")
+    assert failure is not None and ']]> <x> & "q"' in failure.get("message", "")
 
 
 # --- analysis.json ------------------------------------------------------------------------------
@@ -442,7 +509,13 @@ def test_schema_rejects_what_it_should(fixture_analysis):
 
 
 def test_nan_metrics_become_null_or_drop():
-    metrics = pl.DataFrame({"step": pl.Series([1, 2], dtype=pl.Int64), "loss": [float("nan"), float("inf")], "kl": [0.1, float("nan")]})
+    metrics = pl.DataFrame(
+        {
+            "step": pl.Series([1, 2], dtype=pl.Int64),
+            "loss": [float("nan"), float("inf")],
+            "kl": [0.1, float("nan")],
+        }
+    )
     data = analysis_to_dict(_bare_analysis(metrics))
     assert "loss" not in data["metrics"] and data["metrics"]["kl"]["n"] == 1
     json.dumps(data, allow_nan=False)
@@ -452,7 +525,9 @@ def test_nan_metrics_become_null_or_drop():
 
 
 def test_user_template_folder_wins(fixture_analysis, tmp_path):
-    (tmp_path / "report.md.j2").write_text("custom {{ verdict.text|md }} {{ alerts|length }}\n", encoding="utf-8")
+    (tmp_path / "report.md.j2").write_text(
+        "custom {{ verdict.text|md }} {{ alerts|length }}\n", encoding="utf-8"
+    )
     text = render_markdown(fixture_analysis, template_dir=tmp_path)
     assert text == "custom critical 4\n"
     fixture_analysis.config["report"] = {"template_dir": str(tmp_path)}
@@ -475,3 +550,87 @@ def test_strict_undefined_and_autoescape():
         env.from_string("{{ missing.attr }}").render()
     assert env.get_template("report.html.j2").environment.autoescape("report.html.j2") is True  # type: ignore[operator]
     assert env.autoescape("report.md.j2") is False  # type: ignore[operator]
+
+
+# --- property tests: no text breaks out of its cell or fence ------------------------------------
+
+
+def test_md_escape_property_one_cell_no_markup():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    alphabet = st.sampled_from(
+        [
+            *list("ab |`*_[]()<>&!#~\\:/-+.=\"'@\n\r\t\u2028 "),
+            "javascript:",
+            "<script>",
+            "```",
+            "](",
+            "<br>",
+        ]
+    )
+
+    @hypothesis.settings(max_examples=300, deadline=None, database=None)
+    @hypothesis.given(st.lists(alphabet, max_size=40).map("".join))
+    def check(text):
+        html = md_to_html(f"| h | x |\n|---|---|\n| {md_escape(text)} | end |\n")
+        body = html.split("<tbody>", 1)[1]
+        assert body.count("<td>") == 2 and "<td>end</td>" in body
+        tags = set(re.findall(r"<(/?[a-z]+)", body))
+        assert tags <= {"tr", "/tr", "td", "/td", "br", "/tbody", "/table"}, (text, body)
+
+    check()
+
+
+def test_md_fence_property_round_trips():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    alphabet = st.sampled_from([*list("ab `~\n<>&"), "```", "~~~", "````"])
+
+    @hypothesis.settings(max_examples=300, deadline=None, database=None)
+    @hypothesis.given(st.lists(alphabet, max_size=30).map("".join))
+    def check(text):
+        html = md_to_html(md_fence(text, "diff") + "\n\nafter\n")
+        code = re.search(r"<pre><code[^>]*>(.*?)</code></pre>", html, re.S)
+        assert code is not None, html
+        shown = (
+            code.group(1)
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", '"')
+            .replace("&amp;", "&")
+        )
+        assert shown.rstrip("\n") == text.replace("\r", "").rstrip("\n")
+        assert html.rstrip().endswith("<p>after</p>")
+
+    check()
+
+
+# --- through the real pipeline -------------------------------------------------------------------
+
+
+def test_pipeline_output_validates_and_reports_are_written(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    pipeline = pytest.importorskip("analyzer.pipeline")
+    import csv
+
+    run = tmp_path / "generations.csv"
+    with run.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["timestamp", "global_step", "question_id", "question", "ground_truth_answer", "model_output",
+                    "reasoning", "model_answer", "total_reward", "correctness_reward"])  # fmt: skip
+        for step in range(10):
+            for p in range(2):
+                for k in range(3):
+                    out = f"<reasoning>s{step} | `x` <script>alert(1)</script></reasoning><answer>{p + k % 2}</answer>"
+                    w.writerow([1.7e9 + step, step, f"q{p}", f"{p}+1?", str(p + 1), out, "", str(p + k % 2), k % 2, k % 2])
+    out = tmp_path / "out"
+    analysis = pipeline.analyze(run, pipeline.AnalyzeOptions(output_dir=out, no_embeddings=True, junit=True))
+    data = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
+    jsonschema.validate(data, load_schema())
+    assert data["verdict"] == analysis.verdict and data["summary"]["completions"] == 60
+    for name in ("report.md", "report.html", "report.junit.xml"):
+        assert (out / name).exists(), name
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert md.startswith("**")  # (a <script> may sit inside a fenced diff block: code, not HTML)
+    html = md_to_html(md)
+    assert "<script" not in html

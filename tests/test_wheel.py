@@ -26,8 +26,18 @@ SOURCES = ("pyproject.toml", "README.md", "LICENSE", "analyzer", "trainer_hooks"
 
 
 def _write_csv(path: Path) -> None:
-    cols = ["timestamp", "global_step", "question_id", "question", "ground_truth_answer", "model_output",
-            "reasoning", "model_answer", "total_reward", "correctness_reward"]
+    cols = [
+        "timestamp",
+        "global_step",
+        "question_id",
+        "question",
+        "ground_truth_answer",
+        "model_output",
+        "reasoning",
+        "model_answer",
+        "total_reward",
+        "correctness_reward",
+    ]
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(cols)
@@ -35,7 +45,20 @@ def _write_csv(path: Path) -> None:
             for p in range(2):
                 for k in range(2):
                     out = f"<reasoning>step {step} <script>window.__pwned=1</script></reasoning><answer>{p + k}</answer>"
-                    w.writerow([1.7e9 + step, step, f"q{p}", f"{p} + 1?", str(p + 1), out, "", str(p + k), float(k), float(k)])
+                    w.writerow(
+                        [
+                            1.7e9 + step,
+                            step,
+                            f"q{p}",
+                            f"{p} + 1?",
+                            str(p + 1),
+                            out,
+                            "",
+                            str(p + k),
+                            float(k),
+                            float(k),
+                        ]
+                    )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +73,21 @@ def wheel(tmp_path_factory) -> Path:
             shutil.copy2(p, src / name)
     dist = tmp_path_factory.mktemp("dist")
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(dist), str(src)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(dist),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     wheels = list(dist.glob("logscan-*.whl"))
@@ -80,8 +116,20 @@ def test_wheel_contains_templates_and_schema(wheel):
 def test_html_report_from_a_non_editable_install(wheel, tmp_path):
     site = tmp_path / "site"
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site), str(wheel)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--quiet",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     work = tmp_path / "work"
@@ -90,23 +138,46 @@ def test_html_report_from_a_non_editable_install(wheel, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONPATH"] = str(site)
     env["MPLBACKEND"] = "Agg"
+    probe = (
+        "import json, sys, analyzer, templates, importlib.resources as r; "
+        "print(json.dumps({'analyzer': analyzer.__file__, "
+        "'template': str(r.files('templates').joinpath('report.html.j2')), 'path': sys.path}))"
+    )
     where = subprocess.run(
-        [sys.executable, "-c",
-         "import sys, analyzer, templates, importlib.resources as r; "
-         "print(analyzer.__file__); print(r.files('templates').joinpath('report.html.j2')); "
-         "print(any(p.rstrip('/').endswith('main') and 'analyzer' in __import__('os').listdir(p) for p in sys.path if __import__('os').path.isdir(p)))"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", probe],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert where.returncode == 0, where.stderr
-    analyzer_file, template_file, repo_on_path = where.stdout.split()
-    assert analyzer_file.startswith(str(site)) and template_file.startswith(str(site))
-    assert repo_on_path == "False"
+    found = json.loads(where.stdout)
+    assert found["analyzer"].startswith(str(site)) and found["template"].startswith(str(site)), (
+        found
+    )
+    assert str(REPO) not in [p.rstrip("/") for p in found["path"]]
     run = subprocess.run(
-        [sys.executable, "-m", "analyzer.cli", "html-report", "generations.csv", "--no-embeddings", "-o", "out/report.html"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "analyzer.cli",
+            "html-report",
+            "generations.csv",
+            "--no-embeddings",
+            "-o",
+            "out/report.html",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     html = (work / "out" / "report.html").read_text(encoding="utf-8")
     assert "Content-Security-Policy" in html and 'id="completions-data"' in html
-    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html.replace("\\u003c", "&lt;").replace("\\u003e", "&gt;")
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html.replace(
+        "\\u003c", "&lt;"
+    ).replace("\\u003e", "&gt;")
     assert "<script>window.__pwned" not in html

@@ -174,3 +174,47 @@ def level_change(y: np.ndarray, w: int) -> tuple[float, float]:
     n = y.size
     tail = max(3, n // 4)
     return float(np.median(y[: max(w, 1)])), float(np.median(y[-tail:]))
+
+
+def find_drop_from_peak(
+    ctx: DetectorContext,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    drop: float,
+    min_peak: float | None = None,
+    min_z: float = 3.0,
+) -> Excursion | None:
+    """First sustained stretch (after the warm-up) where the rolling median sits ≥ ``drop`` below
+    its running peak (a level that was reached, then lost), optionally only once the peak reached
+    ``min_peak``. The onset is dated by a ramp fit from the peak on. ``baseline`` is the peak.
+
+    A running peak of a noisy curve is biased upward, so the drop must also be significant: the
+    raw points around the peak against every point from the detection on (Mann–Whitney z ≥ ``min_z``).
+    """
+    n = y.size
+    if n == 0:
+        return None
+    w = ctx.warmup_points(n)
+    smooth = stats.rolling_median(y, stats.window_for(n))
+    peak = np.maximum.accumulate(smooth)
+    cond = smooth <= peak - drop
+    if min_peak is not None:
+        cond &= peak >= min_peak
+    idx = stats.first_sustained(cond, stats.window_for(n, 0.03, 3, 15), start=w)
+    if idx is None:
+        return None
+    p_idx = int(np.argmax(smooth[: idx + 1]))
+    h = stats.window_for(n)
+    if stats.mann_whitney_z(y[max(0, p_idx - 2 * h) : p_idx + 1], y[idx:]) < min_z:
+        return None
+    onset = stats.onset_step(x, y, upto=idx, lo=max(0, p_idx - 2))
+    return Excursion(
+        detect_index=idx,
+        detect_step=int(x[idx]),
+        onset_step=onset,
+        baseline=float(peak[idx]),
+        extreme=float(smooth[idx:].min()),
+        last=float(smooth[-1]),
+        warmup=w,
+    )

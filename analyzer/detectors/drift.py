@@ -12,7 +12,7 @@ import numpy as np
 
 from analyzer import columns as C
 from analyzer.detectors import stats
-from analyzer.detectors._common import find_excursion, reward_signal
+from analyzer.detectors._common import find_drop_from_peak, find_excursion, reward_signal
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
 from analyzer.detectors.text import CORRECT
 from analyzer.model import Alert, Severity
@@ -38,15 +38,18 @@ def _train_holds(ctx: DetectorContext, onset: int) -> tuple[bool, dict[str, Any]
 
 
 def _eval_ids(ctx: DetectorContext, onset: int) -> list[int]:
-    if ctx.drift is not None and ctx.drift.outliers:
-        return [int(o["sample_id"]) for o in ctx.drift.outliers if "sample_id" in o][: int(ctx.general["max_sample_ids"])]
-    if not ctx.has_generations:
-        return []
-    import polars as pl
+    """Eval/probe completions from the onset on (wrong ones first), else drift's outliers."""
+    k = int(ctx.general["max_sample_ids"])
+    if ctx.has_generations:
+        import polars as pl
 
-    s = ctx.samples.filter((pl.col(C.SPLIT) != "train") & (pl.col(C.STEP) >= onset))
-    wrong = s.filter(pl.col(CORRECT) == 0)
-    return ctx.pick_samples((wrong if wrong.height else s).sort(C.STEP, descending=True))
+        s = ctx.samples.filter((pl.col(C.SPLIT) != "train") & (pl.col(C.STEP) >= onset))
+        if s.height:
+            wrong = s.filter(pl.col(CORRECT) == 0)
+            return ctx.pick_samples((wrong if wrong.height else s).sort(C.STEP, descending=True))
+    if ctx.drift is not None and ctx.drift.outliers:
+        return [int(o["sample_id"]) for o in ctx.drift.outliers if o.get("step", onset) >= onset][:k]
+    return []
 
 
 @register(
@@ -55,7 +58,7 @@ def _eval_ids(ctx: DetectorContext, onset: int) -> list[int]:
     "mean cosine distance from each prompt's first answers) — or, without drift, eval/probe accuracy or "
     "reward falling (eval loss rising) — while the train reward holds.",
     defaults={
-        "drift_threshold": 0.3,
+        "drift_threshold": 0.25,
         "drift_increase": 0.15,
         "drift_critical": 0.5,
         "min_accuracy_drop": 0.15,
@@ -114,14 +117,14 @@ def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
         x, y = ctx.series(col)
         if y.size < 6:
             continue
-        w = ctx.warmup_points(y.size)
         is_acc = col.endswith("accuracy")
-        noise = stats.robust_scale(y[: max(w, 3)])
+        # point-to-point noise: the warm-up's spread would include the early learning trend
+        noise = stats.noise_scale(y)
         if up:
             exc = find_excursion(ctx, x, y, above=True, rel_delta=float(cfg["loss_growth"]), min_delta=4 * noise)
         else:
-            exc = find_excursion(ctx, x, y, above=False,
-                                 min_delta=float(cfg["min_accuracy_drop"]) if is_acc else max(4 * noise, 1e-9))
+            need = float(cfg["min_accuracy_drop"]) if is_acc else max(4 * noise, 1e-9)
+            exc = find_drop_from_peak(ctx, x, y, drop=need)
         if exc is None:
             continue
         holds, ev = _train_holds(ctx, exc.onset_step)

@@ -10,6 +10,7 @@ from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import (
     component_columns,
+    find_drop_from_peak,
     find_excursion,
     format_signal,
     per_step,
@@ -100,18 +101,10 @@ def format_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         sig, scalar = (col, x, y / top), True
     source, x, y = sig
     ctx.require_length(y.size, source)
-    n = y.size
-    w = ctx.warmup_points(n)
-    smooth = stats.rolling_median(y, stats.window_for(n))
-    peak = np.maximum.accumulate(smooth)
-    cond = (peak >= float(cfg["learned_level"])) & (smooth <= peak - float(cfg["drop"]))
-    idx = stats.first_sustained(cond, stats.window_for(n, 0.03, 3, 15), start=w)
-    if idx is None:
+    exc = find_drop_from_peak(ctx, x, y, drop=float(cfg["drop"]), min_peak=float(cfg["learned_level"]))
+    if exc is None:
         return []
-    p_idx = int(np.argmax(smooth[: idx + 1]))
-    onset = stats.onset_step(x, y, upto=idx, lo=max(0, p_idx - 2))
-    low = float(smooth[idx:].min())
-    drop = float(peak[idx]) - low
+    onset, low, drop = exc.onset_step, exc.extreme, exc.baseline - exc.extreme
     sev = Severity.CRITICAL if drop >= float(cfg["critical_drop"]) and not scalar else Severity.WARNING
     ids: list[int] = []
     if ctx.has_generations:
@@ -123,14 +116,14 @@ def format_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             "format_regression",
             sev,
             onset,
-            f"format compliance fell from {peak[idx]:.0%} to {low:.0%} from step {onset}"
+            f"format compliance fell from {exc.baseline:.0%} to {low:.0%} from step {onset}"
             + (f" (read from the scaled reward {source})" if scalar else ""),
             signal=source,
-            learned_peak=float(peak[idx]),
+            learned_peak=exc.baseline,
             lowest_rolling_median=low,
             drop=drop,
-            last=float(smooth[-1]),
-            detected_at=int(x[idx]),
+            last=exc.last,
+            detected_at=exc.detect_step,
             sample_ids=ids,
         )
     ]
@@ -206,7 +199,8 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             "truncation",
             Severity.CRITICAL if crit else Severity.WARNING,
             exc.onset_step,
-            f"{exc.extreme:.0%} of completions hit the length limit from step {exc.onset_step}"
+            f"completions hit the length limit: {exc.extreme:.0%} of them at the worst (rolling median, "
+            f"warning at {float(cfg['threshold']):.0%}) from step {exc.onset_step}"
             + (" while the reward fell" if reward_falls else ""),
             signal=source,
             baseline=exc.baseline,

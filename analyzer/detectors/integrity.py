@@ -79,7 +79,11 @@ def log_integrity(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 "log_integrity",
                 Severity.INFO,
                 r.get("to_step"),
-                f"the run was resumed: step went back from {r.get('from_step')} to {r.get('to_step')}"
+                (
+                    f"the run was resumed: step went back from {r.get('from_step')} to {r.get('to_step')}"
+                    if r.get("from_step") is not None
+                    else f"the run was resumed at step {r.get('to_step')}"
+                )
                 + (f" ({r.get('file')}:{r.get('line')})" if r.get("file") else ""),
                 resume=r,
                 sample_ids=[],

@@ -107,7 +107,8 @@ def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 onset = min(onset, int(x[over]))
         else:
             assert over is not None
-            onset = stats.onset_step(x, y, upto=over)
+            # KL grows multiplicatively: date the take-off on the log scale, where it is a ramp
+            onset = stats.onset_step(x, np.log(np.maximum(y, 1e-12)), upto=over)
         parts = []
         if over is not None:
             parts.append(f"above its budget {budget:g} per {unit} from step {int(x[over])}")

@@ -92,13 +92,12 @@ def nan_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         "columns": ["loss", "policy_loss", "value_loss", "grad_norm"],
         "window": 20,
         "z_warning": 10.0,
-        "z_critical": 40.0,
         "min_ratio": 3.0,
         "critical_count": 5,
     },
     requires=("loss or grad_norm",),
-    severity="warning for a jump with robust z ≥ z_warning (and ≥ min_ratio × the rolling median for positive "
-    "columns); critical when z ≥ z_critical or ≥ critical_count separate jumps.",
+    severity="warning for a jump with robust z ≥ z_warning (upward and ≥ min_ratio × the rolling median for "
+    "positive columns); critical when the level stays shifted after the jump or after ≥ critical_count separate jumps.",
 )
 def loss_spike(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """A loss or grad-norm jump far outside its recent robust range."""
@@ -122,7 +121,8 @@ def loss_spike(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             hist = y[max(0, i - int(cfg["window"])) : i]
             med = float(np.median(hist))
             if positive:
-                if y[i] < float(cfg["min_ratio"]) * med and y[i] > med / float(cfg["min_ratio"]):
+                # upward only: a grad norm collapsing to ~0 (all groups without spread) is not a spike
+                if y[i] < float(cfg["min_ratio"]) * med:
                     continue
             elif abs(y[i] - med) < 0.5 * spread:
                 continue
@@ -133,11 +133,19 @@ def loss_spike(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         zmax = float(np.nanmax(z[hits]))
         i0 = hits[0]
         hist = y[max(0, i0 - int(cfg["window"])) : i0]
-        sev = (
-            Severity.CRITICAL
-            if zmax >= float(cfg["z_critical"]) or len(events) >= int(cfg["critical_count"])
-            else Severity.WARNING
-        )
+        # a jump the run recovers from is a warning; one that shifts the level for good (the
+        # rolling median after it stays ≥ min_ratio × before, or far off for signed losses),
+        # or one of many, is critical
+        after = y[i0 + 1 : i0 + 1 + int(cfg["window"])]
+        med0 = float(np.median(hist))
+        if after.size >= 3:
+            ma = float(np.median(after))
+            shifted = (ma >= float(cfg["min_ratio"]) * med0) if positive else abs(ma - med0) >= 0.5 * spread and (
+                abs(ma - med0) >= float(cfg["z_warning"]) * stats.robust_scale(hist)
+            )
+        else:
+            shifted = False
+        sev = Severity.CRITICAL if shifted or len(events) >= int(cfg["critical_count"]) else Severity.WARNING
         out.append(
             alert(
                 "loss_spike",
@@ -153,6 +161,7 @@ def loss_spike(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 jumps=len(events),
                 jump_steps=[int(x[i]) for i in events[:10]],
                 threshold_z=float(cfg["z_warning"]),
+                level_shifted=bool(shifted),
                 scale="log" if positive else "linear",
                 sample_ids=[],
             )

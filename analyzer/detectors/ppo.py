@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from analyzer import columns as C
 from analyzer.detectors import stats
-from analyzer.detectors._common import find_excursion
+from analyzer.detectors._common import find_drop_from_peak, find_excursion
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
 from analyzer.model import Alert, Severity
 
@@ -33,29 +31,22 @@ def value_reward_mismatch(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Ale
     if ctx.has(C.VALUE_EXPLAINED_VARIANCE):
         x, y = ctx.series(C.VALUE_EXPLAINED_VARIANCE)
         ctx.require_length(y.size, C.VALUE_EXPLAINED_VARIANCE)
-        n = y.size
-        w = ctx.warmup_points(n)
-        smooth = stats.rolling_median(y, stats.window_for(n))
-        peak = np.maximum.accumulate(smooth)
-        cond = (peak >= float(cfg["learned_level"])) & (smooth <= peak - float(cfg["drop"]))
-        idx = stats.first_sustained(cond, stats.window_for(n, 0.03, 3, 15), start=w)
-        if idx is None:
+        exc = find_drop_from_peak(ctx, x, y, drop=float(cfg["drop"]), min_peak=float(cfg["learned_level"]))
+        if exc is None:
             return []
-        p_idx = int(np.argmax(smooth[: idx + 1]))
-        onset = stats.onset_step(x, y, upto=idx, lo=max(0, p_idx - 2))
-        low = float(smooth[idx:].min())
+        onset, low = exc.onset_step, exc.extreme
         return [
             alert(
                 "value_reward_mismatch",
                 Severity.CRITICAL if low <= float(cfg["critical_level"]) else Severity.WARNING,
                 onset,
-                f"the value head's explained variance fell from {peak[idx]:.2f} to {low:.2f} from step {onset}",
+                f"the value head's explained variance fell from {exc.baseline:.2f} to {low:.2f} from step {onset}",
                 signal=C.VALUE_EXPLAINED_VARIANCE,
-                peak=float(peak[idx]),
+                peak=exc.baseline,
                 lowest_rolling_median=low,
-                last=float(smooth[-1]),
+                last=exc.last,
                 drop_threshold=float(cfg["drop"]),
-                detected_at=int(x[idx]),
+                detected_at=exc.detect_step,
                 sample_ids=[],
             )
         ]

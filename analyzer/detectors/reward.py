@@ -328,7 +328,7 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         return []
     # compare the stretch just before the length took off with the end of the run
     def before_after(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        k = max(3, stats.window_for(y.size, 0.1, 3, 30))
+        k = stats.window_for(y.size, 0.1, 5, 30)
         pre = y[x < exc.onset_step][-k:]
         return pre, y[-max(3, y.size // 4):]
 
@@ -354,7 +354,9 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         a_pre, a_post = before_after(ax, ay)
         a_base = float(np.median(a_pre)) if a_pre.size else float(np.median(ay[: ctx.warmup_points(ay.size)]))
         a_late = float(np.median(a_post))
-        acc_flat = a_late - a_base <= float(cfg["max_accuracy_gain"])
+        # "more accurate" needs a gain beyond max_accuracy_gain that is also more than noise
+        acc_up = a_late - a_base > float(cfg["max_accuracy_gain"]) and stats.mann_whitney_z(a_post, a_pre) >= 2.5
+        acc_flat = not acc_up
         ev.update(accuracy_baseline=a_base, accuracy_late=a_late)
         if not acc_flat:
             return []  # longer and more accurate: reasoning grew, not a hack

@@ -142,9 +142,13 @@ def trend(x: np.ndarray, y: np.ndarray, *, bins: int = 20) -> Trend:
 
 
 def _clip_outliers(y: np.ndarray, k: float = 5.0) -> np.ndarray:
-    med = float(np.median(y))
-    s = robust_scale(y)
-    return np.clip(y, med - k * s, med + k * s)
+    """Isolated spikes pulled back to a local (centered, 5-point) rolling median ± k × the curve's
+    point-to-point noise; level changes and ramps are left intact, single outliers are not."""
+    if y.size < 5:
+        return y
+    local = rolling_median(y, 5, center=True)
+    s = noise_scale(y) or robust_scale(y)
+    return np.clip(y, local - k * s, local + k * s)
 
 
 @dataclass(frozen=True, slots=True)

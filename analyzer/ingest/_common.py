@@ -8,7 +8,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -129,29 +129,48 @@ def short(value: Any, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def iter_lines(path: Path, col: Collector) -> Iterator[tuple[int, str, bool]]:
-    """``(line number, text, is_last_unterminated)`` of a text file, line by line, bytes-safe.
+def _file_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as fh:
+        yield from enumerate(fh, start=1)
+
+
+def buffer_raw_lines(buf: bytes, first_line: int) -> Iterator[tuple[int, bytes]]:
+    """The lines of an in-memory chunk of a file, numbered from ``first_line``."""
+    start = 0
+    lineno = first_line
+    n = len(buf)
+    while start < n:
+        end = buf.find(b"\n", start)
+        end = n if end < 0 else end + 1
+        yield lineno, buf[start:end]
+        lineno += 1
+        start = end
+
+
+def iter_lines(
+    path: Path, col: Collector, raw_lines: Iterable[tuple[int, bytes]] | None = None
+) -> Iterator[tuple[int, str, bool]]:
+    """``(line number, text, is_unterminated)`` of a text file, line by line, bytes-safe.
 
     Lines that are not UTF-8 are reported (``not_utf8``) and skipped; blank lines are skipped.
     """
-    with path.open("rb") as fh:
-        lineno = 0
-        for raw in fh:
-            lineno += 1
-            unterminated = not raw.endswith(b"\n")
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                col.issue(path, lineno, f"not valid UTF-8 (byte {exc.start}); line skipped", "not_utf8")
-                continue
-            yield lineno, text, unterminated
+    for lineno, raw in raw_lines if raw_lines is not None else _file_raw_lines(path):
+        if not raw.strip():
+            continue
+        unterminated = not raw.endswith(b"\n")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            col.issue(path, lineno, f"not valid UTF-8 (byte {exc.start}); line skipped", "not_utf8")
+            continue
+        yield lineno, text, unterminated
 
 
-def iter_json_objects(path: Path, col: Collector) -> Iterator[tuple[int, dict[str, Any]]]:
-    """JSON Lines, tolerant: torn last lines, malformed lines and non-objects are reported."""
-    for lineno, text, unterminated in iter_lines(path, col):
+def iter_json_objects(
+    path: Path, col: Collector, raw_lines: Iterable[tuple[int, bytes]] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """JSON Lines, tolerant: torn lines, malformed lines and non-objects are reported and skipped."""
+    for lineno, text, unterminated in iter_lines(path, col, raw_lines):
         try:
             obj = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as exc:
@@ -242,18 +261,30 @@ def float_expr(name: str) -> pl.Expr:
     return pl.col(name).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
 
 
-def timestamp_expr(dtype: pl.DataType) -> pl.Expr:
-    """Unix seconds from numbers, numeric strings or ISO-8601 strings."""
+def to_unix_seconds(s: pl.Series) -> pl.Series:
+    """Unix seconds from numbers, numeric strings or ISO-8601 strings (naive ones taken as UTC)."""
     import polars as pl
 
-    col = pl.col(C.TIMESTAMP)
-    if dtype.is_numeric():
-        return col.cast(pl.Float64)
-    if dtype == pl.Datetime or isinstance(dtype, pl.Datetime):
-        return col.dt.epoch("us").cast(pl.Float64) / 1e6
-    as_num = col.cast(pl.String).cast(pl.Float64, strict=False)
-    as_dt = col.cast(pl.String).str.to_datetime(strict=False, time_zone="UTC").dt.epoch("us").cast(pl.Float64) / 1e6
-    return pl.coalesce(as_num, as_dt)
+    if s.dtype.is_numeric():
+        return s.cast(pl.Float64)
+    if isinstance(s.dtype, pl.Datetime):
+        return s.dt.epoch("us").cast(pl.Float64) / 1e6
+    text = s.cast(pl.String)
+    num = text.str.strip_chars().cast(pl.Float64, strict=False)
+    if num.null_count() == text.null_count():
+        return num  # all numeric: the common case, no date parsing at all
+    parsed = text.str.to_datetime(strict=False, time_zone="UTC").dt.epoch("us").cast(pl.Float64) / 1e6
+    return num.fill_null(parsed)
+
+
+def sorted_order(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """``df`` sorted by ``keys`` (stable); skips the full copy when it is already in that order."""
+    import polars as pl
+
+    idx = df.select(keys).with_row_index("__i").sort(keys, maintain_order=True)["__i"]
+    if bool((idx.diff().fill_null(1) == 1).all()):
+        return df
+    return df[idx.cast(pl.Int64)]
 
 
 def finalize_generations(df: pl.DataFrame, col: Collector) -> pl.DataFrame:
@@ -280,7 +311,7 @@ def finalize_generations(df: pl.DataFrame, col: Collector) -> pl.DataFrame:
     if C.TIMESTAMP not in df.columns:
         exprs.append(pl.lit(None, dtype=pl.Float64).alias(C.TIMESTAMP))
     elif df.schema[C.TIMESTAMP] != pl.Float64:
-        exprs.append(timestamp_expr(df.schema[C.TIMESTAMP]).alias(C.TIMESTAMP))
+        exprs.append(pl.lit(to_unix_seconds(df[C.TIMESTAMP])).alias(C.TIMESTAMP))
     if C.RANK not in df.columns:
         exprs.append(pl.lit(0, dtype=pl.Int64).alias(C.RANK))
     elif df.schema[C.RANK] != pl.Int64:
@@ -309,7 +340,7 @@ def finalize_generations(df: pl.DataFrame, col: Collector) -> pl.DataFrame:
         df = df.with_columns(
             pl.coalesce(C.GROUP_ID, pl.format("{}:{}", pl.col(C.STEP), pl.col(C.QUESTION_ID))).alias(C.GROUP_ID)
         )
-    df = df.sort([C.STEP, C.RANK, ORDER_COL], maintain_order=True).drop(ORDER_COL)
+    df = sorted_order(df, [C.STEP, C.RANK, ORDER_COL]).drop(ORDER_COL)
     if C.SAMPLE_ID in df.columns:
         df = df.drop(C.SAMPLE_ID)
     df = df.with_row_index(C.SAMPLE_ID).with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))

@@ -152,10 +152,15 @@ def map_record(record: dict[str, float | None], *, prefix: str = "") -> tuple[di
         prev = chosen.get(name)
         if prev is not None:
             if prio >= prev[0]:
-                # the higher-priority key already owns the canonical name: keep this one as is
-                out[prefix + key if prefix else key] = value
+                # the higher-priority key already owns the canonical name: keep this one under its
+                # own name (unless that *is* the canonical name: then it is an alias, dropped)
+                own = prefix + key if prefix else key
+                if own != name:
+                    out[own] = value
                 continue
-            out[prefix + prev[1] if prefix else prev[1]] = out[name]
+            own = prefix + prev[1] if prefix else prev[1]
+            if own != name:
+                out[own] = out[name]
         chosen[name] = (prio, key)
         out[name] = value
     return out, unknown

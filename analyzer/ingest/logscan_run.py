@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,11 +22,13 @@ from analyzer.ingest._common import (
     RESERVED,
     Collector,
     Dirty,
+    buffer_raw_lines,
     expand_object,
     finalize_generations,
     iter_json_objects,
     merge_steps,
     short,
+    sorted_order,
     steps_frame,
     to_float,
     to_int,
@@ -156,9 +159,21 @@ def read_events(folder: Path, col: Collector) -> pl.DataFrame:
 
 
 # --- generations JSONL ----------------------------------------------------------------------------
-def _discover_keys(path: Path, col: Collector) -> list[str]:
-    """Top-level keys from the first and last lines (the schema is otherwise fixed by schema.py)."""
+# The file is parsed by Polars in chunks of this many bytes (cut at line ends): peak memory stays
+# near the size of the frame instead of twice the file, and a bad line only sends its own chunk
+# down the careful path, which then knows exact line numbers.
+CHUNK_BYTES: Final = 64 << 20
+
+
+def _discover(path: Path, reward_hint: list[str]) -> tuple[list[str], list[str]]:
+    """Top-level keys and reward names from the first and last records, plus run.json's names.
+
+    The top-level schema is fixed by trainer_hooks.schema; reward names are in run.json (the
+    writer adds a name there when a reward function first appears), the tail covers a run that
+    crashed before rewriting it.
+    """
     keys: dict[str, None] = dict.fromkeys(KNOWN_TOP)
+    rewards: dict[str, None] = dict.fromkeys(reward_hint)
     with path.open("rb") as fh:
         head = [fh.readline() for _ in range(200)]
         size = path.stat().st_size
@@ -171,40 +186,87 @@ def _discover_keys(path: Path, col: Collector) -> list[str]:
             continue
         if isinstance(obj, dict):
             keys.update(dict.fromkeys(obj))
-    return list(keys)
+            if isinstance(obj.get(S.G_REWARDS), dict):
+                rewards.update(dict.fromkeys(str(k) for k in obj[S.G_REWARDS]))
+    return list(keys), list(rewards)
 
 
-def _read_jsonl_fast(path: Path, keys: list[str]) -> pl.DataFrame:
+def _scan_schema(keys: list[str], rewards: list[str]) -> dict[str, pl.DataType]:
     import polars as pl
 
-    try:
-        df = pl.scan_ndjson(path, schema={k: pl.String for k in keys}).collect()
-    except Exception as exc:  # torn/malformed/not-UTF-8 lines: polars cannot say which line
-        raise Dirty from exc
-    df = df.with_row_index(ORDER_COL)
+    # Everything as text: Polars turns numbers (and nested JSON) into their text, and the
+    # casts below then accept logscan's "NaN"/"Infinity" strings.
+    schema: dict[str, pl.DataType] = {k: pl.String() for k in keys}
+    if rewards:
+        schema[S.G_REWARDS] = pl.Struct({r: pl.String() for r in rewards})
+    return schema
+
+
+def _chunks(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(number of the chunk's first line, bytes)``; chunks end at line ends (except a torn tail).
+
+    Boundaries are found by seeking, so each chunk is read once with no copying.
+    """
+    size = path.stat().st_size
+    line = 1
+    with path.open("rb") as fh:
+        start = 0
+        while start < size:
+            end = min(start + CHUNK_BYTES, size)
+            if end < size:
+                fh.seek(end)
+                end += len(fh.readline())  # to the end of the line the cut fell in
+            fh.seek(start)
+            chunk = fh.read(end - start)
+            yield line, chunk
+            line += chunk.count(b"\n")
+            start = end
+
+
+def _typed(df: pl.DataFrame) -> pl.DataFrame:
+    """The all-text frame of one chunk → typed canonical columns; ``Dirty`` if a value does not fit."""
+    import polars as pl
+
     exprs: list[pl.Expr] = [pl.col(S.G_STEP).str.strip_chars().cast(pl.Int64, strict=False).alias(C.STEP)]
     checks: list[pl.Expr] = [pl.col(C.STEP).is_null().any()]
-    if df[S.G_TOTAL_REWARD].null_count() < df.height:
-        exprs.append(pl.col(S.G_TOTAL_REWARD).cast(pl.Float64, strict=False).alias("__total"))
-        checks.append((pl.col(S.G_TOTAL_REWARD).is_not_null() & pl.col("__total").is_null()).any())
-    if S.G_RANK in df.columns and df[S.G_RANK].null_count() < df.height:
-        exprs.append(pl.col(S.G_RANK).cast(pl.Int64, strict=False).alias("__rank"))
-        checks.append((pl.col(S.G_RANK).is_not_null() & pl.col("__rank").is_null()).any())
+    for src, dst, dtype in ((S.G_TOTAL_REWARD, C.TOTAL_REWARD, pl.Float64), (S.G_RANK, C.RANK, pl.Int64)):
+        if src in df.columns:
+            exprs.append(pl.col(src).str.strip_chars().cast(dtype, strict=False).alias("__t_" + dst))
+            checks.append((pl.col(src).is_not_null() & pl.col("__t_" + dst).is_null()).any())
     df = df.with_columns(exprs)
     if any(df.select(checks).row(0)):
         raise Dirty
-    df = df.drop(S.G_STEP)
-    if "__total" in df.columns:
-        df = df.drop(S.G_TOTAL_REWARD).rename({"__total": C.TOTAL_REWARD})
-    if "__rank" in df.columns:
-        df = df.drop(S.G_RANK).rename({"__rank": C.RANK})
-    for obj_col, prefix in ((S.G_REWARDS, C.REWARD_PREFIX), (S.G_EXTRA, "")):
-        if obj_col in df.columns:
-            df = expand_object(df, obj_col, prefix, numeric=obj_col == S.G_REWARDS)
+    df = df.drop([c for c in (S.G_STEP, S.G_TOTAL_REWARD, S.G_RANK) if c in df.columns])
+    df = df.rename({c: c[4:] for c in df.columns if c.startswith("__t_")})
+    rewards = df.schema.get(S.G_REWARDS)
+    if isinstance(rewards, pl.Struct):
+        fields = [f.name for f in rewards.fields]
+        unnested = df.select(pl.col(S.G_REWARDS).struct.field(f).alias(f) for f in fields)
+        out = []
+        for f in fields:
+            text = unnested[f]
+            value = text.str.strip_chars().cast(pl.Float64, strict=False)
+            if int((text.is_not_null() & value.is_null()).sum()):
+                raise Dirty
+            out.append(value.alias(C.REWARD_PREFIX + f))
+        df = df.drop(S.G_REWARDS).with_columns(out)
+    elif S.G_REWARDS in df.columns:
+        df = expand_object(df, S.G_REWARDS, C.REWARD_PREFIX, numeric=True)
+    if S.G_EXTRA in df.columns:
+        extra = df[S.G_EXTRA]
+        if int((extra.is_not_null() & (extra != "{}")).sum()):
+            df = expand_object(df, S.G_EXTRA, "", numeric=False)
+        else:
+            df = df.drop(S.G_EXTRA)
+    for name in [c for c in df.columns if c not in RESERVED and c not in TEXT_FIELDS and not c.startswith(C.REWARD_PREFIX)]:
+        if df.schema[name] == pl.String:  # an unknown top-level key: a number if every value is one
+            value = df[name].cast(pl.Float64, strict=False)
+            if int((df[name].is_not_null() & value.is_null()).sum()) == 0:
+                df = df.with_columns(value.alias(name))
     return df
 
 
-def _read_jsonl_careful(path: Path, col: Collector) -> pl.DataFrame | None:
+def _read_jsonl_careful(path: Path, col: Collector, raw_lines: Iterable[tuple[int, bytes]] | None = None) -> pl.DataFrame | None:
     import polars as pl
 
     cols: dict[str, list[Any]] = {}
@@ -216,7 +278,7 @@ def _read_jsonl_careful(path: Path, col: Collector) -> pl.DataFrame | None:
             lst = cols[key] = [None] * n
         lst.append(value)
 
-    for lineno, obj in iter_json_objects(path, col):
+    for lineno, obj in iter_json_objects(path, col, raw_lines):
         step = to_int(obj.get(S.G_STEP))
         if step is None:
             col.issue(path, lineno, f"global_step is {short(obj.get(S.G_STEP))}, not an integer; record skipped", "wrong_type", skipped=True)
@@ -229,6 +291,8 @@ def _read_jsonl_careful(path: Path, col: Collector) -> pl.DataFrame | None:
         rank = obj.get(S.G_RANK)
         if rank is not None:
             row[C.RANK] = to_int(rank)
+            if row[C.RANK] is None:
+                col.issue(path, lineno, f"rank is {short(rank)}, not an integer; ignored", "wrong_type", skipped=False)
         for key in TEXT_FIELDS:
             value = obj.get(key)
             if value is not None and not isinstance(value, str):
@@ -236,7 +300,7 @@ def _read_jsonl_careful(path: Path, col: Collector) -> pl.DataFrame | None:
                 value = json.dumps(value, ensure_ascii=False)
             row[key] = value
         ts = obj.get(S.G_TIMESTAMP)
-        row[C.TIMESTAMP] = ts if ts is None or isinstance(ts, str) else to_float(ts)[0]
+        row[C.TIMESTAMP] = None if ts is None else str(ts)
         rewards = obj.get(S.G_REWARDS)
         if isinstance(rewards, dict):
             for name, value in rewards.items():
@@ -254,8 +318,7 @@ def _read_jsonl_careful(path: Path, col: Collector) -> pl.DataFrame | None:
             if key not in KNOWN_TOP:
                 extras[key] = value
         for key, value in extras.items():
-            target = key if key not in RESERVED else f"extra/{key}"
-            row[target] = value
+            row[key if key not in RESERVED else f"extra/{key}"] = value
         n += 1
         for k, v in row.items():
             put(k, v)
@@ -264,10 +327,7 @@ def _read_jsonl_careful(path: Path, col: Collector) -> pl.DataFrame | None:
                 lst.append(None)
     if n == 0:
         return None
-    data: dict[str, pl.Series] = {}
-    for k, lst in cols.items():
-        data[k] = _series(k, lst)
-    return pl.DataFrame(data).with_row_index(ORDER_COL)
+    return pl.DataFrame([_series(k, lst) for k, lst in cols.items()])
 
 
 def _series(name: str, values: list[Any]) -> pl.Series:
@@ -287,22 +347,33 @@ def _series(name: str, values: list[Any]) -> pl.Series:
     return pl.Series(name, [None if v is None else v if isinstance(v, str) else json.dumps(v) for v in values], dtype=pl.String)
 
 
-def read_generations_jsonl(path: Path, col: Collector) -> pl.DataFrame | None:
+def read_generations_jsonl(path: Path, col: Collector, *, reward_hint: list[str] | None = None) -> pl.DataFrame | None:
     import polars as pl
 
     if path.stat().st_size == 0:
         col.issue(path, None, "empty file", "empty", skipped=False)
         return None
     col.read(path)
-    keys = _discover_keys(path, col)
-    try:
-        df: pl.DataFrame | None = _read_jsonl_fast(path, keys)
-        assert df is not None
-        col.report.records_read += df.height
-        df = df.with_columns((pl.col(ORDER_COL) + 1).cast(pl.Int64).alias(LINE_COL))
-    except Dirty:
-        df = _read_jsonl_careful(path, col)
-    return df
+    keys, rewards = _discover(path, reward_hint or [])
+    schema = _scan_schema(keys, rewards)
+    frames: list[pl.DataFrame] = []
+    for first_line, chunk in _chunks(path):
+        df: pl.DataFrame | None
+        try:
+            df = _typed(pl.read_ndjson(chunk, schema=schema))
+        except (Dirty, pl.exceptions.PolarsError):
+            # polars cannot say which line: re-read this chunk line by line
+            df = _read_jsonl_careful(path, col, buffer_raw_lines(chunk, first_line))
+        else:
+            col.report.records_read += df.height
+            # line numbers are exact unless the chunk holds blank lines (trainer_hooks writes none)
+            df = df.with_columns(pl.int_range(first_line, first_line + df.height, dtype=pl.Int64).alias(LINE_COL))
+        if df is not None and df.height:
+            frames.append(df)
+    if not frames:
+        return None
+    out = pl.concat(frames, how="diagonal_relaxed", rechunk=False) if len(frames) > 1 else frames[0]
+    return out.with_row_index(ORDER_COL)
 
 
 # --- resumes ------------------------------------------------------------------------------------------
@@ -316,7 +387,7 @@ def resolve_resumes(df: pl.DataFrame, col: Collector, *, files_by_seq: list[str]
     df = df.with_columns(pl.col(C.RANK).fill_null(0))
     if FILE_COL not in df.columns:
         df = df.with_columns(pl.lit(0, dtype=pl.Int64).alias(FILE_COL))
-    df = df.sort([C.RANK, FILE_COL, ORDER_COL], maintain_order=True)
+    df = sorted_order(df, [C.RANK, FILE_COL, ORDER_COL])
     prev = pl.col(C.STEP).shift(1).over(C.RANK)
     df = df.with_columns((pl.col(C.STEP) < prev).fill_null(False).alias("__back"))
     backs = df.filter(pl.col("__back"))
@@ -340,15 +411,20 @@ def resolve_resumes(df: pl.DataFrame, col: Collector, *, files_by_seq: list[str]
     return out.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER_COL))
 
 
-def read_generations(folder: Path, col: Collector) -> pl.DataFrame | None:
+def read_generations(folder: Path, col: Collector, reward_hint: list[Any] | None = None) -> pl.DataFrame | None:
     import polars as pl
 
+    hint = [str(r) for r in reward_hint or []]
     jsonl = sorted(folder.glob(f"{S.GENERATIONS_STEM}*.jsonl"), key=_file_key)
     csvs = sorted(folder.glob(f"{S.GENERATIONS_STEM}*.csv"), key=_file_key)
     frames: list[pl.DataFrame] = []
     names: list[str] = []
     for path in sorted(jsonl + csvs, key=_file_key):
-        df = read_generations_jsonl(path, col) if path.suffix == ".jsonl" else read_generations_csv(path, col)
+        df = (
+            read_generations_jsonl(path, col, reward_hint=hint)
+            if path.suffix == ".jsonl"
+            else read_generations_csv(path, col)
+        )
         if df is None or df.height == 0:
             continue
         rank = file_rank(path)
@@ -370,7 +446,8 @@ def load_logscan_run(folder: Path, report: IngestReport) -> RunData:
     col = Collector(report, folder)
     info = read_manifest(folder, col)
     steps = read_events(folder, col)
-    gens = read_generations(folder, col)
+    hint = info.get(S.M_REWARD_NAMES)
+    gens = read_generations(folder, col, hint if isinstance(hint, list) else None)
     if gens is not None:
         gens = finalize_generations(gens, col)
     col.finish()

@@ -1,0 +1,299 @@
+"""Every detector on a run that has its problem (known onset) and on healthy runs that do not."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import polars as pl
+import pytest
+from detector_scenarios import KINDS, delay_tolerance, make_scenario, severity_rank
+
+from analyzer.detectors import REGISTRY, run_detectors
+from analyzer.metrics import compute_metrics
+from analyzer.model import Alert, DetectorStatus, IngestReport, RunData
+
+
+@lru_cache(maxsize=None)
+def analyse(kind: str | None, seed: int = 0, noise: float = 1.0, gens: bool | None = None, ppo: bool | None = None):
+    sc = make_scenario(kind, seed=seed, noise=noise, with_generations=gens, ppo=ppo)
+    alerts, statuses = run_detectors(sc.run, compute_metrics(sc.run), sc.drift, None)
+    return sc, alerts, statuses
+
+
+def no_internal_errors(statuses: list[DetectorStatus]) -> None:
+    broken = [s for s in statuses if s.reason and s.reason.startswith("internal error")]
+    assert not broken, broken
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kind_is_detected_at_its_onset(kind: str, seed: int) -> None:
+    sc, alerts, statuses = analyse(kind, seed, 1.0 if seed == 0 else 2.0)
+    no_internal_errors(statuses)
+    mine = [a for a in alerts if a.kind == kind]
+    assert mine, f"{sc.name}: no {kind} alert; got {[(a.kind, a.severity.value, a.step) for a in alerts]}"
+    best = max(mine, key=lambda a: a.severity.rank)
+    assert severity_rank(best.severity.value) >= severity_rank(sc.min_severity), best
+    if sc.onset is not None:
+        closest = min(mine, key=lambda a: abs((a.step or 0) - sc.onset))
+        assert abs(closest.step - sc.onset) <= delay_tolerance(sc.n_steps), (closest.step, sc.onset, closest.message)
+    # every alert carries JSON-able evidence with sample ids
+    for a in mine:
+        assert isinstance(a.evidence.get("sample_ids"), list)
+        assert a.message
+
+
+@pytest.mark.parametrize(
+    "kind", ["reward_hacking", "mode_collapse", "repetition", "format_regression", "length_hacking"]
+)
+def test_text_alerts_point_at_completions_that_show_it(kind: str) -> None:
+    sc, alerts, _ = analyse(kind)
+    alert = next(a for a in alerts if a.kind == kind and a.severity.rank >= 1)
+    ids = alert.evidence["sample_ids"]
+    assert ids, alert
+    gens = sc.run.generations
+    assert gens is not None
+    rows = gens.filter(pl.col("sample_id").is_in(ids))
+    assert rows.height == len(ids)
+    assert (rows["step"] >= sc.onset - delay_tolerance(sc.n_steps)).all()
+    if kind == "repetition":
+        out = rows["model_output"][0].split()
+        assert len(set(out)) < len(out) / 3  # a loop: few distinct words
+    if kind == "mode_collapse":
+        assert rows["model_output"].n_unique() < rows.height
+    if kind == "reward_hacking":
+        assert (rows["reward/correctness"] == 2.0).all()
+        assert (rows["model_answer"] != rows["ground_truth_answer"]).all()
+
+
+def test_reward_hacking_reports_both_checks() -> None:
+    _, alerts, _ = analyse("reward_hacking")
+    checks = {a.evidence.get("check") for a in alerts if a.kind == "reward_hacking" and a.severity.rank >= 1}
+    assert {"verifier_disagreement", "proxy_up_truth_down"} <= checks
+
+
+def test_reward_std_collapse_says_all_correct() -> None:
+    sc, alerts, _ = analyse("reward_std_collapse", gens=True)
+    a = next(a for a in alerts if a.kind == "reward_std_collapse")
+    assert a.evidence["all_correct_share"] > 0.6
+    assert "all-correct" in a.message
+
+
+def test_kl_budget_respects_per_sequence_unit() -> None:
+    # PPO logs a per-sequence KL (healthy values ~ 1-4): judged against the per-token budget it
+    # would be a false explosion.
+    sc, alerts, statuses = analyse(None, 1, 1.0, False, True)
+    assert sc.run.info["algorithm"] == "ppo"
+    assert not [a for a in alerts if a.kind == "kl_explosion"]
+    assert next(s for s in statuses if s.name == "kl_explosion").ran
+
+
+HEALTHY = [(seed, noise, gens) for seed in (0, 1, 2) for noise in (0.5, 1.0, 2.0) for gens in (True, False)]
+
+
+@pytest.mark.parametrize(("seed", "noise", "gens"), HEALTHY)
+def test_healthy_runs_raise_no_warning(seed: int, noise: float, gens: bool) -> None:
+    sc, alerts, statuses = analyse(None, seed, noise, gens, (not gens) and seed % 2 == 1)
+    no_internal_errors(statuses)
+    loud = [(a.kind, a.severity.value, a.step, a.message) for a in alerts if a.severity.rank >= 1]
+    assert not loud, f"{sc.name}: {loud}"
+    ran = {s.name for s in statuses if s.ran}
+    assert {"nan_values", "loss_spike", "kl_explosion", "entropy_collapse", "log_integrity"} <= ran
+    if gens:
+        assert {"mode_collapse", "repetition", "reward_hacking", "format_regression"} <= ran
+
+
+def test_scalar_only_run_skips_text_detectors_with_reasons() -> None:
+    _, _, statuses = analyse(None, 0, 1.0, False)
+    by = {s.name: s for s in statuses}
+    for name in ("mode_collapse", "repetition"):
+        assert not by[name].ran
+        assert "completions" in (by[name].reason or "")
+    assert not by["value_reward_mismatch"].ran  # GRPO: no critic
+    assert not by["semantic_drift"].ran and "drift" in (by["semantic_drift"].reason or "")
+    assert len(statuses) == len(REGISTRY)
+
+
+def test_absent_kl_is_skipped_not_healthy() -> None:
+    sc = make_scenario(None, seed=0, with_generations=False)
+    run = RunData(sc.run.path, sc.run.steps.drop("kl"), None, sc.run.report, sc.run.info)
+    _, statuses = run_detectors(run, run.steps, None, None)
+    kl = next(s for s in statuses if s.name == "kl_explosion")
+    assert not kl.ran and "beta = 0" in (kl.reason or "")
+
+
+def test_too_short_run_is_reported_not_judged() -> None:
+    steps = pl.DataFrame({"step": [1, 2, 3], "reward": [0.1, 0.2, float("nan")], "kl": [0.1, 0.2, 0.3]})
+    run = RunData("x", steps, None, IngestReport(source_kind="hf_trainer_state"))
+    alerts, statuses = run_detectors(run, steps, None, None)
+    by = {s.name: s for s in statuses}
+    assert "too short" in (by["kl_explosion"].reason or "")
+    assert by["nan_values"].ran  # NaN is never healthy, however short the run
+    assert [a.kind for a in alerts] == ["nan_values"]
+    from analyzer.detectors import too_short_reason
+
+    assert too_short_reason(steps) is not None
+    assert too_short_reason(pl.DataFrame({"step": list(range(50))})) is None
+
+
+def test_config_disables_and_tunes_detectors() -> None:
+    sc, _, _ = analyse("kl_explosion")
+    metrics = compute_metrics(sc.run)
+    alerts, statuses = run_detectors(sc.run, metrics, None, {"kl_explosion": {"enabled": False}})
+    assert not [a for a in alerts if a.kind == "kl_explosion"]
+    st = next(s for s in statuses if s.name == "kl_explosion")
+    assert not st.ran and "disabled" in (st.reason or "")
+    # a budget far above the explosion's peak leaves only the super-linear growth evidence, if any
+    alerts, _ = run_detectors(sc.run, metrics, None, {"kl_explosion": {"budget_per_token": 1e9}})
+    assert all(a.severity.value != "critical" for a in alerts if a.kind == "kl_explosion")
+
+
+def test_third_party_detector_registers_like_builtins() -> None:
+    from analyzer.detectors import Skip, register
+
+    @register("always_info", signals="nothing; a test plugin", defaults={"level": 1})
+    def always_info(ctx, cfg):
+        if cfg["level"] < 0:
+            raise Skip("negative level")
+        from analyzer.model import Severity
+
+        return [Alert("always_info", Severity.INFO, None, f"level {cfg['level']}")]
+
+    try:
+        sc = make_scenario(None, with_generations=False)
+        alerts, statuses = run_detectors(sc.run, sc.run.steps, None, {"always_info": {"level": 3}})
+        assert any(a.kind == "always_info" and a.message == "level 3" for a in alerts)
+        _, statuses = run_detectors(sc.run, sc.run.steps, None, {"always_info": {"level": -1}})
+        st = next(s for s in statuses if s.name == "always_info")
+        assert not st.ran and st.reason == "negative level"
+    finally:
+        REGISTRY.pop("always_info", None)
+
+
+def test_broken_detector_does_not_hide_the_others() -> None:
+    from analyzer.detectors import register
+
+    @register("broken", signals="raises")
+    def broken(ctx, cfg):
+        raise ZeroDivisionError("boom")
+
+    try:
+        sc = make_scenario("nan_values")
+        alerts, statuses = run_detectors(sc.run, sc.run.steps, None, None)
+        st = next(s for s in statuses if s.name == "broken")
+        assert not st.ran and "internal error: ZeroDivisionError" in (st.reason or "")
+        assert any(a.kind == "nan_values" for a in alerts)
+    finally:
+        REGISTRY.pop("broken", None)
+
+
+def test_describe_lists_every_detector_with_keys() -> None:
+    from analyzer.detectors import describe_detectors
+
+    text = describe_detectors()
+    for name, spec in REGISTRY.items():
+        assert f"\n{name}" in text
+        for key in spec.defaults:
+            assert f"{name}.{key} = " in text
+    assert "kl_explosion.budget_per_token = 0.5" in text
+
+
+def test_evidence_is_json_serialisable() -> None:
+    import json
+
+    for kind in ("kl_explosion", "reward_hacking", "log_integrity", "nan_values"):
+        _, alerts, _ = analyse(kind)
+        json.dumps([a.to_dict() for a in alerts], allow_nan=False)
+
+
+# --- variants: the same problem seen through other inputs ---------------------------------------
+
+
+def test_forgetting_from_eval_drift_columns() -> None:
+    import numpy as np
+
+    from analyzer.model import DriftResult
+
+    sc = make_scenario(None, seed=3, with_generations=False)
+    t = np.arange(1, sc.n_steps + 1)
+    d_eval = 0.05 + 0.5 * np.clip((t - 120) / 10, 0, 1) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    drift = DriftResult("fake", None, pl.DataFrame({"step": t, "drift_eval_mean": d_eval}))
+    alerts, _ = run_detectors(sc.run, sc.run.steps, drift, None)
+    cf = [a for a in alerts if a.kind == "catastrophic_forgetting"]
+    assert cf and cf[0].evidence["signal"] == "drift_eval_mean"
+    assert abs(cf[0].step - 120) <= delay_tolerance(sc.n_steps)
+    assert cf[0].severity.value == "critical"  # drift 0.55 ≥ drift_critical 0.5
+
+
+def test_forgetting_from_eval_completions() -> None:
+    sc = make_scenario("catastrophic_forgetting", with_generations=True)
+    metrics = compute_metrics(sc.run)
+    assert "eval/gen_accuracy" in metrics.columns
+    alerts, _ = run_detectors(sc.run, metrics, None, None)
+    cf = [a for a in alerts if a.kind == "catastrophic_forgetting"]
+    assert cf, alerts
+    assert abs(cf[0].step - sc.onset) <= 2 * delay_tolerance(sc.n_steps)  # eval every 10 steps
+    # train accuracy held, so this is not reported as reward hacking
+    assert not [a for a in alerts if a.kind == "reward_hacking" and a.severity.rank >= 1]
+
+
+def test_truncation_from_completions_alone() -> None:
+    sc = make_scenario("truncation", with_generations=True)
+    run = RunData(sc.run.path, sc.run.steps.drop("clipped_ratio"), sc.run.generations, sc.run.report, sc.run.info)
+    alerts, _ = run_detectors(run, compute_metrics(run), None, None)
+    tr = [a for a in alerts if a.kind == "truncation"]
+    assert tr and "completions without an answer" in tr[0].evidence["signal"]
+    assert abs(tr[0].step - sc.onset) <= delay_tolerance(sc.n_steps)
+    assert tr[0].evidence["sample_ids"]
+
+
+def test_reward_std_collapse_from_completions_alone() -> None:
+    sc = make_scenario("reward_std_collapse", with_generations=True)
+    run = RunData(sc.run.path, sc.run.steps.drop("frac_reward_zero_std"), sc.run.generations, sc.run.report, sc.run.info)
+    alerts, _ = run_detectors(run, run.steps, None, None)  # no gen_* columns either: rebuilt from text
+    a = next(a for a in alerts if a.kind == "reward_std_collapse")
+    assert a.evidence["signal"] == "zero-spread groups (completions)"
+    assert abs(a.step - sc.onset) <= delay_tolerance(sc.n_steps)
+
+
+def test_superlinear_kl_within_budget() -> None:
+    import numpy as np
+
+    sc = make_scenario(None, seed=4, with_generations=False)
+    t = sc.run.steps["step"].to_numpy()
+    rng = np.random.default_rng(4)
+    kl = 0.02 + 0.3 * np.clip((t - 110) / 90, 0, None) ** 2 + 0.002 * rng.standard_normal(t.size)
+    steps = sc.run.steps.with_columns(pl.Series("kl", kl))
+    run = RunData(sc.run.path, steps, None, sc.run.report, sc.run.info)
+    alerts, _ = run_detectors(run, steps, None, None)
+    kl_alerts = [a for a in alerts if a.kind == "kl_explosion"]
+    assert kl_alerts and kl_alerts[0].evidence["superlinear"] is not None
+    assert kl_alerts[0].evidence["exceeded_budget_at"] is None  # peak 0.32 < budget 0.5
+    assert kl_alerts[0].severity.value == "warning"
+    assert abs(kl_alerts[0].step - 110) <= 3 * delay_tolerance(sc.n_steps)
+
+
+def test_nan_rewards_in_completions_are_critical() -> None:
+    sc = make_scenario(None, seed=0, with_generations=True)
+    gens = sc.run.generations.with_columns(
+        pl.when(pl.col("sample_id") == 1000).then(float("nan")).otherwise(pl.col("total_reward")).alias("total_reward")
+    )
+    run = RunData(sc.run.path, sc.run.steps, gens, sc.run.report, sc.run.info)
+    alerts, _ = run_detectors(run, run.steps, None, None)
+    nan = next(a for a in alerts if a.kind == "nan_values")
+    assert nan.severity.value == "critical" and nan.evidence["sample_ids"] == [1000]
+
+
+def test_one_torn_line_is_info_and_gaps_are_noted() -> None:
+    from analyzer.model import IngestIssue
+
+    sc = make_scenario(None, seed=0, with_generations=False)
+    report = IngestReport(source_kind="logscan", records_read=200)
+    report.issues.append(IngestIssue("events.jsonl", 201, "truncated JSON at end of file", "torn_line"))
+    steps = sc.run.steps.filter((pl.col("step") < 60) | (pl.col("step") > 90))
+    run = RunData(sc.run.path, steps, None, report, sc.run.info)
+    alerts, _ = run_detectors(run, steps, None, None)
+    li = [a for a in alerts if a.kind == "log_integrity"]
+    assert {a.severity.value for a in li} == {"info"}
+    gap = next(a for a in li if "gap" in a.message)
+    assert gap.step == 59 and gap.evidence["gaps"] == [[59, 91]]
