@@ -137,8 +137,9 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
 
 def _unknown(what: str, name: str, valid: Iterable[str], source: str) -> ConfigError:
     valid = sorted(valid)
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
+    # a key that extends what was typed ("budget" → "budget_per_token") beats spelling similarity
+    close = [v for v in valid if v.startswith(name)] or difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {' or '.join(close[:2])}?)" if close else ""
     return ConfigError(f"{source}: unknown {what} '{name}'{hint}; valid: {', '.join(valid)}")
 
 
@@ -155,7 +156,9 @@ def merge(config: dict[str, dict[str, Any]], table: Mapping[str, Any], source: s
             raise ConfigError(f"{source}: [{section}] must be a table of settings, got {values!r}")
         for key, value in values.items():
             if key not in config[section]:
-                raise _unknown("key", f"{section}.{key}", (f"{section}.{k}" for k in config[section]), source)
+                raise _unknown(
+                    "key", f"{section}.{key}", (f"{section}.{k}" for k in config[section]), source
+                )
             config[section][key] = _coerce(f"{section}.{key}", value, config[section][key], source)
 
 
@@ -166,11 +169,15 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     is not valid TOML is taken as a bare string.
     """
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. kl_explosion.budget_per_token=0.2")
+        raise ConfigError(
+            f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. kl_explosion.budget_per_token=0.2"
+        )
     name, raw = text.split("=", 1)
     name = name.strip()
     if name.count(".") != 1 or not all(name.split(".")):
-        raise ConfigError(f"--set {text!r}: the key must be SECTION.KEY, e.g. kl_explosion.budget_per_token")
+        raise ConfigError(
+            f"--set {text!r}: the key must be SECTION.KEY, e.g. kl_explosion.budget_per_token"
+        )
     section, key = name.split(".")
     raw = raw.strip()
     try:
@@ -199,7 +206,11 @@ def load_config(
         merge(config, read_config_file(path), str(path))
     for text in overrides:
         section, key, value = parse_override(text)
-        if isinstance(value, str) and section in config and isinstance(config[section].get(key), list):
+        if (
+            isinstance(value, str)
+            and section in config
+            and isinstance(config[section].get(key), list)
+        ):
             value = [v.strip() for v in value.split(",") if v.strip()]
         merge(config, {section: {key: value}}, f"--set {text}")
     return config

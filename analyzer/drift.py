@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 
     from analyzer.embeddings import EncoderLike
 
-# ~30 s of embedding on two CPU cores (≈ 100–160 completions/s) plus ~5 s to load the model.
-DEFAULT_MAX_EMBED = 4000
+# ~20-40 s of embedding on two idle CPU cores (≈ 50-150 completions/s, depending on length) plus
+# ~5 s to load the model; --max-embed changes it, 0 = all (the default on a GPU).
+DEFAULT_MAX_EMBED = 2000
 DEFAULT_PER_GROUP = 8  # completions of one GRPO group kept in the sample
 MIN_PER_STEP = 4  # below this many per step, fewer steps are sampled instead (evenly spaced)
 OUTLIER_MIN_DISTANCE = 0.2  # never call a completion an outlier closer than this to an early one

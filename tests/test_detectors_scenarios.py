@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import polars as pl
 import pytest
@@ -13,8 +13,14 @@ from analyzer.metrics import compute_metrics
 from analyzer.model import Alert, DetectorStatus, IngestReport, RunData
 
 
-@lru_cache(maxsize=None)
-def analyse(kind: str | None, seed: int = 0, noise: float = 1.0, gens: bool | None = None, ppo: bool | None = None):
+@cache
+def analyse(
+    kind: str | None,
+    seed: int = 0,
+    noise: float = 1.0,
+    gens: bool | None = None,
+    ppo: bool | None = None,
+):
     sc = make_scenario(kind, seed=seed, noise=noise, with_generations=gens, ppo=ppo)
     alerts, statuses = run_detectors(sc.run, compute_metrics(sc.run), sc.drift, None)
     return sc, alerts, statuses
@@ -31,12 +37,18 @@ def test_kind_is_detected_at_its_onset(kind: str, seed: int) -> None:
     sc, alerts, statuses = analyse(kind, seed, 1.0 if seed == 0 else 2.0)
     no_internal_errors(statuses)
     mine = [a for a in alerts if a.kind == kind]
-    assert mine, f"{sc.name}: no {kind} alert; got {[(a.kind, a.severity.value, a.step) for a in alerts]}"
+    assert mine, (
+        f"{sc.name}: no {kind} alert; got {[(a.kind, a.severity.value, a.step) for a in alerts]}"
+    )
     best = max(mine, key=lambda a: a.severity.rank)
     assert severity_rank(best.severity.value) >= severity_rank(sc.min_severity), best
     if sc.onset is not None:
         closest = min(mine, key=lambda a: abs((a.step or 0) - sc.onset))
-        assert abs(closest.step - sc.onset) <= delay_tolerance(sc.n_steps), (closest.step, sc.onset, closest.message)
+        assert abs(closest.step - sc.onset) <= delay_tolerance(sc.n_steps), (
+            closest.step,
+            sc.onset,
+            closest.message,
+        )
     # every alert carries JSON-able evidence with sample ids
     for a in mine:
         assert isinstance(a.evidence.get("sample_ids"), list)
@@ -68,12 +80,16 @@ def test_text_alerts_point_at_completions_that_show_it(kind: str) -> None:
 
 def test_reward_hacking_reports_both_checks() -> None:
     _, alerts, _ = analyse("reward_hacking")
-    checks = {a.evidence.get("check") for a in alerts if a.kind == "reward_hacking" and a.severity.rank >= 1}
+    checks = {
+        a.evidence.get("check")
+        for a in alerts
+        if a.kind == "reward_hacking" and a.severity.rank >= 1
+    }
     assert {"verifier_disagreement", "proxy_up_truth_down"} <= checks
 
 
 def test_reward_std_collapse_says_all_correct() -> None:
-    sc, alerts, _ = analyse("reward_std_collapse", gens=True)
+    _sc, alerts, _ = analyse("reward_std_collapse", gens=True)
     a = next(a for a in alerts if a.kind == "reward_std_collapse")
     assert a.evidence["all_correct_share"] > 0.6
     assert "all-correct" in a.message
@@ -88,7 +104,9 @@ def test_kl_budget_respects_per_sequence_unit() -> None:
     assert next(s for s in statuses if s.name == "kl_explosion").ran
 
 
-HEALTHY = [(seed, noise, gens) for seed in (0, 1, 2) for noise in (0.5, 1.0, 2.0) for gens in (True, False)]
+HEALTHY = [
+    (seed, noise, gens) for seed in (0, 1, 2) for noise in (0.5, 1.0, 2.0) for gens in (True, False)
+]
 
 
 @pytest.mark.parametrize(("seed", "noise", "gens"), HEALTHY)
@@ -123,7 +141,9 @@ def test_absent_kl_is_skipped_not_healthy() -> None:
 
 
 def test_too_short_run_is_reported_not_judged() -> None:
-    steps = pl.DataFrame({"step": [1, 2, 3], "reward": [0.1, 0.2, float("nan")], "kl": [0.1, 0.2, 0.3]})
+    steps = pl.DataFrame(
+        {"step": [1, 2, 3], "reward": [0.1, 0.2, float("nan")], "kl": [0.1, 0.2, 0.3]}
+    )
     run = RunData("x", steps, None, IngestReport(source_kind="hf_trainer_state"))
     alerts, statuses = run_detectors(run, steps, None, None)
     by = {s.name: s for s in statuses}
@@ -216,7 +236,11 @@ def test_forgetting_from_eval_drift_columns() -> None:
 
     sc = make_scenario(None, seed=3, with_generations=False)
     t = np.arange(1, sc.n_steps + 1)
-    d_eval = 0.05 + 0.5 * np.clip((t - 120) / 10, 0, 1) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    d_eval = (
+        0.05
+        + 0.5 * np.clip((t - 120) / 10, 0, 1)
+        + 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    )
     drift = DriftResult("fake", None, pl.DataFrame({"step": t, "drift_eval_mean": d_eval}))
     alerts, _ = run_detectors(sc.run, sc.run.steps, drift, None)
     cf = [a for a in alerts if a.kind == "catastrophic_forgetting"]
@@ -239,7 +263,13 @@ def test_forgetting_from_eval_completions() -> None:
 
 def test_truncation_from_completions_alone() -> None:
     sc = make_scenario("truncation", with_generations=True)
-    run = RunData(sc.run.path, sc.run.steps.drop("clipped_ratio"), sc.run.generations, sc.run.report, sc.run.info)
+    run = RunData(
+        sc.run.path,
+        sc.run.steps.drop("clipped_ratio"),
+        sc.run.generations,
+        sc.run.report,
+        sc.run.info,
+    )
     alerts, _ = run_detectors(run, compute_metrics(run), None, None)
     tr = [a for a in alerts if a.kind == "truncation"]
     assert tr and "completions without an answer" in tr[0].evidence["signal"]
@@ -249,8 +279,16 @@ def test_truncation_from_completions_alone() -> None:
 
 def test_reward_std_collapse_from_completions_alone() -> None:
     sc = make_scenario("reward_std_collapse", with_generations=True)
-    run = RunData(sc.run.path, sc.run.steps.drop("frac_reward_zero_std"), sc.run.generations, sc.run.report, sc.run.info)
-    alerts, _ = run_detectors(run, run.steps, None, None)  # no gen_* columns either: rebuilt from text
+    run = RunData(
+        sc.run.path,
+        sc.run.steps.drop("frac_reward_zero_std"),
+        sc.run.generations,
+        sc.run.report,
+        sc.run.info,
+    )
+    alerts, _ = run_detectors(
+        run, run.steps, None, None
+    )  # no gen_* columns either: rebuilt from text
     a = next(a for a in alerts if a.kind == "reward_std_collapse")
     assert a.evidence["signal"] == "zero-spread groups (completions)"
     assert abs(a.step - sc.onset) <= delay_tolerance(sc.n_steps)
@@ -276,7 +314,10 @@ def test_superlinear_kl_within_budget() -> None:
 def test_nan_rewards_in_completions_are_critical() -> None:
     sc = make_scenario(None, seed=0, with_generations=True)
     gens = sc.run.generations.with_columns(
-        pl.when(pl.col("sample_id") == 1000).then(float("nan")).otherwise(pl.col("total_reward")).alias("total_reward")
+        pl.when(pl.col("sample_id") == 1000)
+        .then(float("nan"))
+        .otherwise(pl.col("total_reward"))
+        .alias("total_reward")
     )
     run = RunData(sc.run.path, sc.run.steps, gens, sc.run.report, sc.run.info)
     alerts, _ = run_detectors(run, run.steps, None, None)
@@ -289,7 +330,9 @@ def test_one_torn_line_is_info_and_gaps_are_noted() -> None:
 
     sc = make_scenario(None, seed=0, with_generations=False)
     report = IngestReport(source_kind="logscan", records_read=200)
-    report.issues.append(IngestIssue("events.jsonl", 201, "truncated JSON at end of file", "torn_line"))
+    report.issues.append(
+        IngestIssue("events.jsonl", 201, "truncated JSON at end of file", "torn_line")
+    )
     steps = sc.run.steps.filter((pl.col("step") < 60) | (pl.col("step") > 90))
     run = RunData(sc.run.path, steps, None, report, sc.run.info)
     alerts, _ = run_detectors(run, steps, None, None)
@@ -297,3 +340,66 @@ def test_one_torn_line_is_info_and_gaps_are_noted() -> None:
     assert {a.severity.value for a in li} == {"info"}
     gap = next(a for a in li if "gap" in a.message)
     assert gap.step == 59 and gap.evidence["gaps"] == [[59, 91]]
+
+
+def _odd_runs() -> list[tuple[str, RunData]]:
+    sc = make_scenario(None, seed=5, with_generations=True, n_steps=40)
+    g = sc.run.generations
+    steps = sc.run.steps
+    rep = IngestReport(source_kind="logscan")
+    n = steps.height
+    return [
+        ("empty", RunData("e", pl.DataFrame({"step": pl.Series([], dtype=pl.Int64)}), None, rep)),
+        ("only steps", RunData("s", pl.DataFrame({"step": list(range(30))}), None, rep)),
+        ("all-NaN column", RunData("n", pl.DataFrame({"step": list(range(30)), "kl": [float("nan")] * 30}), None, rep)),
+        ("all-null columns", RunData("z", steps.with_columns(pl.lit(None, dtype=pl.Float64).alias("entropy")), None, rep)),
+        (
+            "bare completions",
+            RunData("b", steps.select("step"), g.select("step", "model_output", "total_reward"), rep),
+        ),
+        (
+            "no truth, no groups, no split",
+            RunData("t", steps, g.drop("ground_truth_answer", "group_id", "split", "question_id"), rep),
+        ),
+        ("null rewards", RunData("r", steps, g.with_columns(pl.lit(None, dtype=pl.Float64).alias("total_reward")), rep)),
+        ("empty texts", RunData("x", steps, g.with_columns(pl.lit("").alias("model_output")), rep)),
+        ("constant curves", RunData("c", pl.DataFrame({"step": list(range(n)), "kl": [0.1] * n, "entropy": [1.0] * n,
+                                                         "loss": [0.0] * n, "grad_norm": [1.0] * n}), None, rep)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_odd_inputs_never_crash(case: int) -> None:
+    name, run = _odd_runs()[case]
+    alerts, statuses = run_detectors(run, None, None, None)
+    no_internal_errors(statuses)
+    assert len(statuses) == len(REGISTRY)
+    if name == "constant curves":
+        assert not alerts
+
+
+def test_docs_cover_every_detector_and_key(repo_root) -> None:
+    text = (repo_root / "docs" / "detectors.md").read_text()
+    from analyzer.detectors import GENERAL_DEFAULTS
+
+    for name, spec in REGISTRY.items():
+        assert f"### {name}" in text, name
+        for key in spec.defaults:
+            if key != "enabled":
+                assert f"`{key}" in text, f"{name}.{key} is not documented"
+    for key in GENERAL_DEFAULTS:
+        assert f"`{key}`" in text
+
+
+def test_docs_plugin_example_runs(repo_root) -> None:
+    text = (repo_root / "docs" / "detectors.md").read_text()
+    block = text.split("## Writing a detector", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    try:
+        exec(compile(block, "docs/detectors.md", "exec"), namespace)
+        steps = pl.DataFrame({"step": list(range(1, 31)), "learning_rate": [0.0] * 30})
+        run = RunData("lr", steps, None, IngestReport(source_kind="logscan"))
+        alerts, _ = run_detectors(run, steps, None, None)
+        assert [a.kind for a in alerts] == ["lr_zero"]
+    finally:
+        REGISTRY.pop("lr_zero", None)

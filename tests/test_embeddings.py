@@ -189,13 +189,19 @@ def test_cache_is_keyed_by_model(model_dir: Path, tmp_path: Path) -> None:
     assert rows == (2,)
 
 
-def test_texts_are_cut_before_hashing(model_dir: Path) -> None:
+def test_long_texts_keep_head_and_tail(model_dir: Path) -> None:
     enc, fake = counting_encoder(model_dir, None)
-    long_a = "a" * MAX_CHARS + "tail one"
-    long_b = "a" * MAX_CHARS + "tail two"
-    out = enc.encode([long_a, long_b])
-    assert enc.last_embedded == 1 and fake.seen == ["a" * MAX_CHARS]  # identical after the cut
-    assert np.allclose(out[0], out[1])
+    head, tail = "START " + "h" * 700, "t" * 500
+    long_a = head + "a" * 3000 + tail + " the answer is 7"
+    long_b = head + "b" * 3000 + tail + " the answer is 7"
+    long_c = head + "a" * 3000 + tail + " the answer is 9"
+    out = enc.encode([long_a, long_b, long_c])
+    # texts differing only in the middle are the same to the model: one embedding
+    assert enc.last_embedded == 2 and len(fake.seen) == 2
+    assert np.array_equal(out[0], out[1]) and {t[-1] for t in fake.seen} == {"7", "9"}
+    seen = sorted(fake.seen)[0]
+    assert len(seen) == MAX_CHARS and seen.startswith("START hhh") and seen.endswith("ttt the answer is 7")
+    assert " … " in seen
 
 
 def test_clean_text() -> None:
@@ -203,6 +209,7 @@ def test_clean_text() -> None:
     assert clean_text(12) == "12"
     assert clean_text("ok \ud800 x") == "ok \ufffd x"
     assert len(clean_text("é" * (MAX_CHARS + 5))) == MAX_CHARS
+    assert clean_text("x" * MAX_CHARS) == "x" * MAX_CHARS
     assert clean_text("👩‍👩‍👧") == "👩‍👩‍👧"
 
 

@@ -130,8 +130,8 @@ def test_trl_completion_parquet_next_to_trainer_state(tmp_path: Path) -> None:
     assert g["model_output"].to_list()[:2] == ["<answer>4</answer>", "<answer>5</answer>"]
     assert g["model_answer"].to_list()[:2] == ["4", "5"]
     assert g["reward/correct"].to_list() == [1.0, 0.0, 1.0, 0.0]
-    assert math.isnan(g["reward/fmt"][1])
-    assert g["total_reward"][0] == 1.5
+    assert g["reward/fmt"][1] is None  # pandas writes NaN to parquet as null
+    assert g["total_reward"].to_list() == [1.5, 0.0, 1.5, 0.0]  # like TRL's nansum
     assert g["advantage"].to_list() == [0.7, -0.7, 0.7, -0.7]
     assert g["judge_note"].to_list()[:2] == ["ok", "wrong"]  # extra columns kept
     assert g["question_id"][0] == question_id_for("user: What is 2+2?", None)

@@ -491,6 +491,7 @@ def test_junit_is_valid_xml_with_hostile_text():
 
 def test_analysis_dict_validates_against_the_shipped_schema(fixture_analysis):
     jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft202012Validator.check_schema(load_schema())
     data = analysis_to_dict(fixture_analysis)
     text = json.dumps(data, allow_nan=False)
     jsonschema.validate(json.loads(text), load_schema())
@@ -634,3 +635,22 @@ def test_pipeline_output_validates_and_reports_are_written(tmp_path):
     assert md.startswith("**")  # (a <script> may sit inside a fenced diff block: code, not HTML)
     html = md_to_html(md)
     assert "<script" not in html
+
+
+def test_report_config_section_drives_svg_and_templates(fixture_analysis, tmp_path):
+    config = pytest.importorskip("analyzer.config")
+    from analyzer.report_data import REPORT_CONFIG_DEFAULTS
+
+    config.register_section("report", REPORT_CONFIG_DEFAULTS)
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "report.md.j2").write_text("mine: {{ verdict.key }}\n", encoding="utf-8")
+    loaded = config.load_config(None, None, ["report.svg=true", f"report.template_dir={tmp_path / 'tpl'}"], cwd=tmp_path)
+    assert loaded["report"] == {"template_dir": str(tmp_path / "tpl"), "svg": True}
+    saved = fixture_analysis.config
+    fixture_analysis.config = {**saved, "report": loaded["report"]}
+    try:
+        paths = write_reports(fixture_analysis, tmp_path / "out", junit=False, md_inline_images=False, plots=True, html=False)
+    finally:
+        fixture_analysis.config = saved
+    assert sum(p.suffix == ".svg" for p in paths) == 7
+    assert (tmp_path / "out" / "report.md").read_text(encoding="utf-8") == "mine: critical\n"

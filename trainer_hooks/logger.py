@@ -738,7 +738,7 @@ class RunLogger:
                     batch.append(popleft())
             except IndexError:
                 pass
-            self._inflight = len(batch)
+            self._inflight = sum(1 for x in batch if not isinstance(x, _FlushMarker))
             events: list[str] = []
             gens: list[Any] = []
             for item in batch:

@@ -80,7 +80,9 @@ def find_excursion(
     )
 
 
-def per_step(frame: pl.DataFrame, column: str, *, agg: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+def per_step(
+    frame: pl.DataFrame, column: str, *, agg: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
     """(steps, per-step mean/median of ``column``) of a sample-level frame, nulls ignored."""
     import polars as pl
 
@@ -218,3 +220,34 @@ def find_drop_from_peak(
         last=float(smooth[-1]),
         warmup=w,
     )
+
+
+_EVAL_GOOD = re.compile(r"acc|reward|score|correct|pass", re.I)
+_EVAL_SKIP = re.compile(
+    r"(^|/|_)(std|min|max|n|count|len|length)(@\d+)?$|loss|kl|entropy|time", re.I
+)
+
+
+def eval_quality_columns(ctx: DetectorContext) -> list[tuple[str, bool]]:
+    """Eval/probe columns where higher is better, canonical ones first: [(column, is_accuracy)].
+
+    Besides ``eval/gen_accuracy``, ``eval/gen_reward_mean`` and ``eval/reward`` (and ``probe/``),
+    any other ``eval/…`` column naming an accuracy, reward, score or pass rate — e.g. verl's
+    ``eval/openai/gsm8k/reward/mean@1`` — but not its std/min/max.
+    """
+    out: list[tuple[str, bool]] = []
+    for prefix in C.SPLIT_PREFIXES:
+        for m in ("gen_accuracy", "gen_reward_mean", "reward"):
+            col = f"{prefix}{m}"
+            if ctx.has(col):
+                out.append((col, m.endswith("accuracy")))
+    seen = {c for c, _ in out}
+    for col in ctx.metrics.columns:
+        if col in seen or not col.startswith(C.SPLIT_PREFIXES):
+            continue
+        rest = col.split("/", 1)[1]
+        if rest.startswith("gen_") or not _EVAL_GOOD.search(rest) or _EVAL_SKIP.search(rest):
+            continue
+        if ctx.has(col):
+            out.append((col, "acc" in rest.lower() and "reward" not in rest.lower()))
+    return out

@@ -143,7 +143,9 @@ class DetectorContext:
 
         if column not in self.metrics.columns:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        df = self.metrics.select(pl.col(C.STEP), pl.col(column).cast(pl.Float64, strict=False)).drop_nulls()
+        df = self.metrics.select(
+            pl.col(C.STEP), pl.col(column).cast(pl.Float64, strict=False)
+        ).drop_nulls()
         x = df[C.STEP].to_numpy().astype(np.int64)
         y = df[column].to_numpy().astype(float)
         if finite:
@@ -163,7 +165,10 @@ class DetectorContext:
     # ---- warm-up ---------------------------------------------------------------------------
     def warmup_points(self, n: int) -> int:
         """How many of ``n`` points form the warm-up (baseline); never all of them."""
-        w = max(int(self.general["warmup_min_points"]), round(n * float(self.general["warmup_fraction"])))
+        w = max(
+            int(self.general["warmup_min_points"]),
+            round(n * float(self.general["warmup_fraction"])),
+        )
         return min(w, max(n - 1, 0))
 
     def too_short(self) -> str | None:
@@ -202,7 +207,9 @@ class DetectorContext:
         s = self.samples
         return s.filter(pl.col(C.SPLIT) == "train")
 
-    def pick_samples(self, frame: pl.DataFrame, *, order_by: str | None = None, descending: bool = True) -> list[int]:
+    def pick_samples(
+        self, frame: pl.DataFrame, *, order_by: str | None = None, descending: bool = True
+    ) -> list[int]:
         """Up to ``general.max_sample_ids`` sample ids of ``frame`` (optionally the most extreme)."""
         if frame.height == 0 or C.SAMPLE_ID not in frame.columns:
             return []
@@ -220,8 +227,13 @@ def alert(
     **evidence: Any,
 ) -> Alert:
     """An Alert with JSON-safe evidence (numpy scalars → Python, floats rounded, NaN → None)."""
-    return Alert(kind=kind, severity=severity, step=None if step is None else int(step), message=message,
-                 evidence={k: _jsonable(v) for k, v in evidence.items()})
+    return Alert(
+        kind=kind,
+        severity=severity,
+        step=None if step is None else int(step),
+        message=message,
+        evidence={k: _jsonable(v) for k, v in evidence.items()},
+    )
 
 
 def _jsonable(v: Any) -> Any:
@@ -257,7 +269,11 @@ def join_drift(metrics: pl.DataFrame, drift: DriftResult | None) -> pl.DataFrame
     right = drift.per_step.select(pl.col(C.STEP).cast(pl.Int64), *new)
     if C.STEP not in metrics.columns:
         return right
-    return metrics.with_columns(pl.col(C.STEP).cast(pl.Int64)).join(right, on=C.STEP, how="full", coalesce=True).sort(C.STEP)
+    return (
+        metrics.with_columns(pl.col(C.STEP).cast(pl.Int64))
+        .join(right, on=C.STEP, how="full", coalesce=True)
+        .sort(C.STEP)
+    )
 
 
 def run_detectors(
@@ -290,7 +306,11 @@ def run_detectors(
     for name, spec in REGISTRY.items():
         dcfg = cfg.get(name, dict(spec.defaults))
         if not dcfg.get("enabled", True):
-            statuses.append(DetectorStatus(name=name, ran=False, reason=f"disabled in config ({name}.enabled = false)"))
+            statuses.append(
+                DetectorStatus(
+                    name=name, ran=False, reason=f"disabled in config ({name}.enabled = false)"
+                )
+            )
             continue
         try:
             found = spec.fn(ctx, dcfg)
@@ -298,7 +318,11 @@ def run_detectors(
             statuses.append(DetectorStatus(name=name, ran=False, reason=str(skip)))
             continue
         except Exception as exc:  # a detector bug must not hide the other detectors' findings
-            statuses.append(DetectorStatus(name=name, ran=False, reason=f"internal error: {type(exc).__name__}: {exc}"))
+            statuses.append(
+                DetectorStatus(
+                    name=name, ran=False, reason=f"internal error: {type(exc).__name__}: {exc}"
+                )
+            )
             continue
         alerts.extend(found)
         statuses.append(DetectorStatus(name=name, ran=True, reason=None, alerts=len(found)))
@@ -306,7 +330,9 @@ def run_detectors(
     return alerts, statuses
 
 
-def too_short_reason(metrics: pl.DataFrame | None, config: Mapping[str, Any] | None = None) -> str | None:
+def too_short_reason(
+    metrics: pl.DataFrame | None, config: Mapping[str, Any] | None = None
+) -> str | None:
     """Why the run is too short to judge (fewer logged steps than ``general.min_steps``), or None."""
     general = dict(GENERAL_DEFAULTS)
     if config and isinstance(config.get("general"), Mapping):
@@ -320,7 +346,10 @@ def too_short_reason(metrics: pl.DataFrame | None, config: Mapping[str, Any] | N
 
 def describe_detectors() -> str:
     """Plain-text documentation of every registered detector (``logscan detectors``)."""
-    lines = ["Detectors (config: [tool.logscan.<name>] in pyproject.toml or logscan.toml, or --set name.key=value)", ""]
+    lines = [
+        "Detectors (config: [tool.logscan.<name>] in pyproject.toml or logscan.toml, or --set name.key=value)",
+        "",
+    ]
     lines.append("general")
     for k, v in GENERAL_DEFAULTS.items():
         lines.append(f"    general.{k} = {_fmt(v)}")

@@ -102,8 +102,12 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
     elif ctx.has_generations:
         groups = _zero_spread_groups(ctx)
         if groups.height == 0:
-            raise Skip("completions have no groups of ≥ 2 completions (group_id / question_id per step)")
-        zs = groups.with_columns((pl.col("spread") <= float(cfg["spread_epsilon"])).cast(pl.Float64).alias("z"))
+            raise Skip(
+                "completions have no groups of ≥ 2 completions (group_id / question_id per step)"
+            )
+        zs = groups.with_columns(
+            (pl.col("spread") <= float(cfg["spread_epsilon"])).cast(pl.Float64).alias("z")
+        )
         x, y = per_step(zs, "z")
         source = "zero-spread groups (completions)"
     else:
@@ -119,28 +123,38 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
     if ctx.has_generations:
         if groups is None:
             groups = _zero_spread_groups(ctx)
-        late = groups.filter((pl.col(C.STEP) >= exc.onset_step) & (pl.col("spread") <= float(cfg["spread_epsilon"])))
+        late = groups.filter(
+            (pl.col(C.STEP) >= exc.onset_step) & (pl.col("spread") <= float(cfg["spread_epsilon"]))
+        )
         if late.height:
-            rmin = float(groups["reward"].min())  # type: ignore[arg-type]
-            rmax = float(groups["reward"].max())  # type: ignore[arg-type]
+            rmin = float(groups["reward"].min())
+            rmax = float(groups["reward"].max())
             mid = (rmin + rmax) / 2
             all_correct = late.filter(
-                pl.when(pl.col("acc").is_not_null()).then(pl.col("acc") >= 1.0).otherwise(pl.col("reward") > mid)
+                pl.when(pl.col("acc").is_not_null())
+                .then(pl.col("acc") >= 1.0)
+                .otherwise(pl.col("reward") > mid)
             ).height
             share_correct = all_correct / late.height
-            ev = {"zero_spread_groups": late.height, "all_correct_share": share_correct,
-                  "all_wrong_share": 1 - share_correct}
+            ev = {
+                "zero_spread_groups": late.height,
+                "all_correct_share": share_correct,
+                "all_wrong_share": 1 - share_correct,
+            }
             if share_correct >= 0.6:
                 cause = "mostly all-correct groups: the prompts are too easy / the reward saturated"
             elif share_correct <= 0.4:
                 cause = "mostly all-wrong groups: the prompts are too hard or the reward is broken"
             else:
                 cause = "a mix of all-correct and all-wrong groups"
-            ids = [int(v) for v in late.sort(C.STEP)["sid"].head(int(ctx.general["max_sample_ids"])).to_list()]
+            ids = [
+                int(v)
+                for v in late.sort(C.STEP)["sid"].head(int(ctx.general["max_sample_ids"])).to_list()
+            ]
     else:
         for c in (C.GEN_ZERO_SPREAD_ALL_CORRECT, C.GEN_ZERO_SPREAD_ALL_WRONG):
             if ctx.has(c):
-                ev[c] = float(np.median(ctx.series(c)[1][-max(3, y.size // 4):]))
+                ev[c] = float(np.median(ctx.series(c)[1][-max(3, y.size // 4) :]))
     return [
         alert(
             "reward_std_collapse",
@@ -161,7 +175,9 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
     ]
 
 
-def _near_dup_rates(ctx: DetectorContext, cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+def _near_dup_rates(
+    ctx: DetectorContext, cfg: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
     """Per step: share of completion pairs within a group (else within the step) that are near-identical.
 
     Returns (steps, rates, {step: sample ids of the most duplicated group}).
@@ -172,6 +188,13 @@ def _near_dup_rates(ctx: DetectorContext, cfg: dict[str, Any]) -> tuple[np.ndarr
     max_groups = int(cfg["max_groups_per_step"])
     max_size = int(cfg["max_group_size"])
     thr = float(cfg["near_duplicate_jaccard"])
+    steps = s[C.STEP].unique().sort()
+    if steps.len() > int(cfg["max_steps"]):
+        # text comparison is the costly part: judge evenly spaced steps of very long runs
+        keep = steps.gather(
+            np.linspace(0, steps.len() - 1, int(cfg["max_steps"])).round().astype(int)
+        )
+        s = s.filter(pl.col(C.STEP).is_in(keep.implode()))
     sizes = s.group_by(C.STEP, GROUP).agg(pl.len().alias("n"))
     use_groups = sizes.height > 0 and float(sizes["n"].median()) >= 2  # type: ignore[arg-type]
     key = [C.STEP, GROUP] if use_groups else [C.STEP]
@@ -222,6 +245,7 @@ def _near_dup_rates(ctx: DetectorContext, cfg: dict[str, Any]) -> tuple[np.ndarr
         "near_duplicate_jaccard": 0.8,
         "max_groups_per_step": 16,
         "max_group_size": 16,
+        "max_steps": 400,
     },
     requires=("completions",),
     severity="warning when the rolling median near-duplicate pair share stays ≥ threshold and ≥ min_increase "
@@ -235,7 +259,12 @@ def mode_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     x, y, worst = _near_dup_rates(ctx, cfg)
     ctx.require_length(y.size, "steps with ≥ 2 completions")
     exc = find_excursion(
-        ctx, x, y, above=True, threshold=float(cfg["threshold"]), min_delta=float(cfg["min_increase"])
+        ctx,
+        x,
+        y,
+        above=True,
+        threshold=float(cfg["threshold"]),
+        min_delta=float(cfg["min_increase"]),
     )
     if exc is None:
         return []
@@ -244,12 +273,19 @@ def mode_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         if ctx.has(c):
             _, dv = ctx.series(c)
             w = ctx.warmup_points(dv.size)
-            ev[c] = {"baseline": float(np.median(dv[:w])), "last": float(np.median(dv[-max(3, dv.size // 10):]))}
-    ids = worst.get(exc.detect_step) or next((worst[int(s)] for s in x if int(s) >= exc.onset_step and worst.get(int(s))), [])
+            ev[c] = {
+                "baseline": float(np.median(dv[:w])),
+                "last": float(np.median(dv[-max(3, dv.size // 10) :])),
+            }
+    ids = worst.get(exc.detect_step) or next(
+        (worst[int(s)] for s in x if int(s) >= exc.onset_step and worst.get(int(s))), []
+    )
     return [
         alert(
             "mode_collapse",
-            Severity.CRITICAL if exc.extreme >= float(cfg["critical_threshold"]) else Severity.WARNING,
+            Severity.CRITICAL
+            if exc.extreme >= float(cfg["critical_threshold"])
+            else Severity.WARNING,
             exc.onset_step,
             f"{exc.extreme:.0%} of completion pairs within a group are (near-)identical from step "
             f"{exc.onset_step} (warm-up {exc.baseline:.0%})",

@@ -12,15 +12,19 @@ import numpy as np
 
 from analyzer import columns as C
 from analyzer.detectors import stats
-from analyzer.detectors._common import find_drop_from_peak, find_excursion, reward_signal
+from analyzer.detectors._common import (
+    eval_quality_columns,
+    find_drop_from_peak,
+    find_excursion,
+    reward_signal,
+)
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
 from analyzer.detectors.text import CORRECT
 from analyzer.model import Alert, Severity
 
 EVAL_DRIFT = ("drift_eval_mean", "drift_probe_mean")
 TRAIN_DRIFT = "drift_train_mean"
-# eval/probe metrics where lower is worse (accuracy, reward) / higher is worse (loss)
-_EVAL_DOWN = ("gen_accuracy", "gen_reward_mean", "reward")
+# eval/probe metrics where higher is worse (lower-is-worse ones: _common.eval_quality_columns)
 _EVAL_UP = ("loss",)
 
 
@@ -48,7 +52,9 @@ def _eval_ids(ctx: DetectorContext, onset: int) -> list[int]:
             wrong = s.filter(pl.col(CORRECT) == 0)
             return ctx.pick_samples((wrong if wrong.height else s).sort(C.STEP, descending=True))
     if ctx.drift is not None and ctx.drift.outliers:
-        return [int(o["sample_id"]) for o in ctx.drift.outliers if o.get("step", onset) >= onset][:k]
+        return [int(o["sample_id"]) for o in ctx.drift.outliers if o.get("step", onset) >= onset][
+            :k
+        ]
     return []
 
 
@@ -80,8 +86,14 @@ def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
         x, y = ctx.series(col)
         if y.size < 6:
             continue
-        exc = find_excursion(ctx, x, y, above=True, threshold=float(cfg["drift_threshold"]),
-                             min_delta=float(cfg["drift_increase"]))
+        exc = find_excursion(
+            ctx,
+            x,
+            y,
+            above=True,
+            threshold=float(cfg["drift_threshold"]),
+            min_delta=float(cfg["drift_increase"]),
+        )
         if exc is None:
             continue
         holds, ev = _train_holds(ctx, exc.onset_step)
@@ -90,7 +102,9 @@ def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
         out.append(
             alert(
                 "catastrophic_forgetting",
-                Severity.CRITICAL if exc.extreme >= float(cfg["drift_critical"]) else Severity.WARNING,
+                Severity.CRITICAL
+                if exc.extreme >= float(cfg["drift_critical"])
+                else Severity.WARNING,
                 exc.onset_step,
                 f"answers to {col.split('_')[1]} prompts drifted {exc.extreme:.2f} (cosine distance) from their "
                 f"baseline from step {exc.onset_step} while the train reward held",
@@ -107,21 +121,22 @@ def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
         )
     if out:
         return out
-    cands = [
-        (f"{p}{m}", False) for p in C.SPLIT_PREFIXES for m in _EVAL_DOWN
-    ] + [(f"{p}{m}", True) for p in C.SPLIT_PREFIXES for m in _EVAL_UP]
-    present = [(c, up) for c, up in cands if ctx.has(c)]
+    present = [(c, False) for c, _acc in eval_quality_columns(ctx)] + [
+        (f"{p}{m}", True) for p in C.SPLIT_PREFIXES for m in _EVAL_UP if ctx.has(f"{p}{m}")
+    ]
     if not present and not drift_cols:
         raise Skip("no eval/probe signal: neither drift_eval_mean nor eval/probe metrics")
     for col, up in present:
         x, y = ctx.series(col)
         if y.size < 6:
             continue
-        is_acc = col.endswith("accuracy")
+        is_acc = "acc" in col.split("/", 1)[1].lower() and "reward" not in col.lower()
         # point-to-point noise: the warm-up's spread would include the early learning trend
         noise = stats.noise_scale(y)
         if up:
-            exc = find_excursion(ctx, x, y, above=True, rel_delta=float(cfg["loss_growth"]), min_delta=4 * noise)
+            exc = find_excursion(
+                ctx, x, y, above=True, rel_delta=float(cfg["loss_growth"]), min_delta=4 * noise
+            )
         else:
             need = float(cfg["min_accuracy_drop"]) if is_acc else max(4 * noise, 1e-9)
             exc = find_drop_from_peak(ctx, x, y, drop=need)
@@ -168,11 +183,20 @@ def semantic_drift(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         raise Skip(why)
     x, y = ctx.series(TRAIN_DRIFT)
     ctx.require_length(y.size, TRAIN_DRIFT)
-    exc = find_excursion(ctx, x, y, above=True, threshold=float(cfg["threshold"]), min_delta=float(cfg["min_increase"]))
+    exc = find_excursion(
+        ctx,
+        x,
+        y,
+        above=True,
+        threshold=float(cfg["threshold"]),
+        min_delta=float(cfg["min_increase"]),
+    )
     if exc is None:
         return []
     top = ctx.drift.top_drifting[:3] if ctx.drift else []
-    ids = [int(o["sample_id"]) for o in (ctx.drift.outliers if ctx.drift else []) if "sample_id" in o]
+    ids = [
+        int(o["sample_id"]) for o in (ctx.drift.outliers if ctx.drift else []) if "sample_id" in o
+    ]
     return [
         alert(
             "semantic_drift",

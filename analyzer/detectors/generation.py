@@ -25,7 +25,12 @@ from analyzer.model import Alert, Severity
     "repetition",
     signals="the repeated word-4-gram rate of each completion (1 − unique/total 4-grams, the metric "
     "gen_repeated_ngram_rate): degenerate loops make it rise toward 1.",
-    defaults={"threshold": 0.3, "critical_threshold": 0.5, "min_increase": 0.15, "max_per_step": 32},
+    defaults={
+        "threshold": 0.3,
+        "critical_threshold": 0.5,
+        "min_increase": 0.15,
+        "max_per_step": 32,
+    },
     requires=("completions or gen_repeated_ngram_rate",),
     severity="warning when the rolling median rate stays ≥ threshold and ≥ min_increase above the warm-up; "
     "critical ≥ critical_threshold.",
@@ -47,7 +52,14 @@ def repetition(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     else:
         raise Skip("needs completions (repetition is read from their text)")
     ctx.require_length(y.size, source)
-    exc = find_excursion(ctx, x, y, above=True, threshold=float(cfg["threshold"]), min_delta=float(cfg["min_increase"]))
+    exc = find_excursion(
+        ctx,
+        x,
+        y,
+        above=True,
+        threshold=float(cfg["threshold"]),
+        min_delta=float(cfg["min_increase"]),
+    )
     if exc is None:
         return []
     ids: list[int] = []
@@ -56,7 +68,9 @@ def repetition(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     return [
         alert(
             "repetition",
-            Severity.CRITICAL if exc.extreme >= float(cfg["critical_threshold"]) else Severity.WARNING,
+            Severity.CRITICAL
+            if exc.extreme >= float(cfg["critical_threshold"])
+            else Severity.WARNING,
             exc.onset_step,
             f"repeated 4-grams rose to {exc.extreme:.0%} of each completion (warm-up {exc.baseline:.0%}) "
             f"from step {exc.onset_step}",
@@ -101,15 +115,23 @@ def format_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         sig, scalar = (col, x, y / top), True
     source, x, y = sig
     ctx.require_length(y.size, source)
-    exc = find_drop_from_peak(ctx, x, y, drop=float(cfg["drop"]), min_peak=float(cfg["learned_level"]))
+    exc = find_drop_from_peak(
+        ctx, x, y, drop=float(cfg["drop"]), min_peak=float(cfg["learned_level"])
+    )
     if exc is None:
         return []
     onset, low, drop = exc.onset_step, exc.extreme, exc.baseline - exc.extreme
-    sev = Severity.CRITICAL if drop >= float(cfg["critical_drop"]) and not scalar else Severity.WARNING
+    sev = (
+        Severity.CRITICAL
+        if drop >= float(cfg["critical_drop"]) and not scalar
+        else Severity.WARNING
+    )
     ids: list[int] = []
     if ctx.has_generations:
         ids = ctx.pick_samples(
-            ctx.train_samples().filter((pl.col(C.STEP) >= onset) & (pl.col(FORMAT_OK) < 1)).sort(C.STEP)
+            ctx.train_samples()
+            .filter((pl.col(C.STEP) >= onset) & (pl.col(FORMAT_OK) < 1))
+            .sort(C.STEP)
         )
     return [
         alert(
@@ -132,7 +154,12 @@ def format_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
 def _cap_from_info(ctx: DetectorContext) -> float | None:
     cfg = ctx.run.info.get("config") or {}
     if isinstance(cfg, dict):
-        for k in ("max_completion_length", "max_new_tokens", "response_length", "max_response_length"):
+        for k in (
+            "max_completion_length",
+            "max_new_tokens",
+            "response_length",
+            "max_response_length",
+        ):
             v = cfg.get(k)
             if isinstance(v, int | float) and v > 0:
                 return float(v)
@@ -165,7 +192,9 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         if longest <= 0:
             raise Skip("completions are empty")
         trunc = s.with_columns(
-            ((pl.col(N_TOKENS) >= float(cfg["cap_fraction"]) * longest) & ~pl.col(HAS_ANSWER)).cast(pl.Float64).alias("_cut")
+            ((pl.col(N_TOKENS) >= float(cfg["cap_fraction"]) * longest) & ~pl.col(HAS_ANSWER))
+            .cast(pl.Float64)
+            .alias("_cut")
         )
         x, y = per_step(trunc, "_cut")
         source = f"completions without an answer at ≥ {cfg['cap_fraction']:g} × the longest ({longest:.0f} words)"
@@ -190,7 +219,11 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     cap = _cap_from_info(ctx)
     ids: list[int] = []
     if ctx.has_generations:
-        frame = trunc if trunc is not None else ctx.train_samples().with_columns(pl.lit(1.0).alias("_cut"))
+        frame = (
+            trunc
+            if trunc is not None
+            else ctx.train_samples().with_columns(pl.lit(1.0).alias("_cut"))
+        )
         cand = frame.filter((pl.col(C.STEP) >= exc.onset_step) & ~pl.col(HAS_ANSWER))
         ids = ctx.pick_samples(cand, order_by=N_TOKENS)
     crit = exc.extreme >= float(cfg["critical_threshold"]) or reward_falls

@@ -45,7 +45,9 @@ def log_integrity(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     lost_share = (rep.records_skipped + dropped) / records
     examples = [str(i) for i in rep.issues if i.kind not in _BENIGN][:5]
     if bad or dropped or kinds.get("torn_line", 0) > 1:
-        sev = Severity.CRITICAL if lost_share >= float(cfg["critical_fraction"]) else Severity.WARNING
+        sev = (
+            Severity.CRITICAL if lost_share >= float(cfg["critical_fraction"]) else Severity.WARNING
+        )
         parts = [f"{n} {k.replace('_', ' ')}" for k, n in sorted(bad.items())]
         if dropped:
             parts.append(f"{dropped} dropped by the logger")
@@ -69,9 +71,15 @@ def log_integrity(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     elif kinds.get("torn_line", 0) == 1:
         torn = next(i for i in rep.issues if i.kind == "torn_line")
         out.append(
-            alert("log_integrity", Severity.INFO, None,
-                  f"one torn line skipped ({torn}): the writer was interrupted mid-record",
-                  issues=dict(kinds), examples=[str(torn)], sample_ids=[])
+            alert(
+                "log_integrity",
+                Severity.INFO,
+                None,
+                f"one torn line skipped ({torn}): the writer was interrupted mid-record",
+                issues=dict(kinds),
+                examples=[str(torn)],
+                sample_ids=[],
+            )
         )
     for r in rep.resumes:
         out.append(

@@ -58,7 +58,10 @@ def kl_unit(run: RunData, configured: str = "auto") -> str:
 def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """KL leaving its budget, growing super-linearly, or spiking."""
     if not ctx.has(C.KL):
-        raise Skip("kl was not logged (TRL GRPO logs no kl when beta = 0)")
+        algo = str(ctx.run.info.get("algorithm") or "grpo").lower()
+        raise Skip(
+            "kl was not logged" + (" (TRL GRPO logs no kl when beta = 0)" if algo == "grpo" else "")
+        )
     if (why := ctx.too_short()) is not None:
         raise Skip(why)
     x, y = ctx.series(C.KL)
@@ -140,7 +143,10 @@ def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     # 3) spikes relative to the rolling median (log scale: KL is positive and multiplicative)
     ly = np.log(np.maximum(y, 1e-12))
     z = np.nan_to_num(
-        stats.robust_z(ly, int(cfg["window"]), min_history=max(w, 8), floor=0.5 * stats.noise_scale(ly)), nan=0.0
+        stats.robust_z(
+            ly, int(cfg["window"]), min_history=max(w, 8), floor=0.5 * stats.noise_scale(ly)
+        ),
+        nan=0.0,
     )
     spikes = []
     for i in np.where(z >= float(cfg["spike_z"]))[0]:

@@ -14,7 +14,9 @@ from analyzer.detectors.base import DetectorContext, Skip, alert, register
 from analyzer.model import Alert, Severity
 
 # A non-finite value here means the optimisation itself is broken, not a logging quirk.
-_CORE = re.compile(r"^(loss|policy_loss|value_loss|reward|kl|entropy|advantage_mean|gen_reward_mean)$")
+_CORE = re.compile(
+    r"^(loss|policy_loss|value_loss|reward|kl|entropy|advantage_mean|gen_reward_mean)$"
+)
 
 
 @register(
@@ -57,7 +59,11 @@ def nan_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         s = ctx.samples
         rcols = [c for c in s.columns if c == C.TOTAL_REWARD or c.startswith(C.REWARD_PREFIX)]
         if rcols:
-            bad_rows = s.filter(pl.any_horizontal([~pl.col(c).cast(pl.Float64, strict=False).is_finite() for c in rcols]))
+            bad_rows = s.filter(
+                pl.any_horizontal(
+                    [~pl.col(c).cast(pl.Float64, strict=False).is_finite() for c in rcols]
+                )
+            )
             if bad_rows.height:
                 critical = True
                 sample_ids = ctx.pick_samples(bad_rows.sort(C.SAMPLE_ID), order_by=None)
@@ -114,7 +120,9 @@ def loss_spike(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         positive = bool(np.all(y > 0))
         t = np.log(y) if positive else y
         w = ctx.warmup_points(y.size)
-        z = stats.robust_z(t, int(cfg["window"]), min_history=max(w, 8), floor=0.5 * stats.noise_scale(t))
+        z = stats.robust_z(
+            t, int(cfg["window"]), min_history=max(w, 8), floor=0.5 * stats.noise_scale(t)
+        )
         spread = float(np.percentile(y, 95) - np.percentile(y, 5))
         hits: list[int] = []
         for i in np.where(np.nan_to_num(z, nan=0.0) >= float(cfg["z_warning"]))[0]:
@@ -140,12 +148,19 @@ def loss_spike(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         med0 = float(np.median(hist))
         if after.size >= 3:
             ma = float(np.median(after))
-            shifted = (ma >= float(cfg["min_ratio"]) * med0) if positive else abs(ma - med0) >= 0.5 * spread and (
-                abs(ma - med0) >= float(cfg["z_warning"]) * stats.robust_scale(hist)
+            shifted = (
+                (ma >= float(cfg["min_ratio"]) * med0)
+                if positive
+                else abs(ma - med0) >= 0.5 * spread
+                and (abs(ma - med0) >= float(cfg["z_warning"]) * stats.robust_scale(hist))
             )
         else:
             shifted = False
-        sev = Severity.CRITICAL if shifted or len(events) >= int(cfg["critical_count"]) else Severity.WARNING
+        sev = (
+            Severity.CRITICAL
+            if shifted or len(events) >= int(cfg["critical_count"])
+            else Severity.WARNING
+        )
         out.append(
             alert(
                 "loss_spike",

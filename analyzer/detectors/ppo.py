@@ -31,7 +31,9 @@ def value_reward_mismatch(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Ale
     if ctx.has(C.VALUE_EXPLAINED_VARIANCE):
         x, y = ctx.series(C.VALUE_EXPLAINED_VARIANCE)
         ctx.require_length(y.size, C.VALUE_EXPLAINED_VARIANCE)
-        exc = find_drop_from_peak(ctx, x, y, drop=float(cfg["drop"]), min_peak=float(cfg["learned_level"]))
+        exc = find_drop_from_peak(
+            ctx, x, y, drop=float(cfg["drop"]), min_peak=float(cfg["learned_level"])
+        )
         if exc is None:
             return []
         onset, low = exc.onset_step, exc.extreme

@@ -12,6 +12,7 @@ from analyzer.detectors import stats
 from analyzer.detectors._common import (
     accuracy_signal,
     component_columns,
+    eval_quality_columns,
     find_excursion,
     length_signal,
     per_step,
@@ -24,7 +25,9 @@ from analyzer.model import Alert, Severity
 _CORRECTNESS = re.compile(r"correct|accuracy|answer|exact|match", re.I)
 
 
-def _truth_signals(ctx: DetectorContext, cfg: dict[str, Any]) -> list[tuple[str, np.ndarray, np.ndarray, bool]]:
+def _truth_signals(
+    ctx: DetectorContext, cfg: dict[str, Any]
+) -> list[tuple[str, np.ndarray, np.ndarray, bool]]:
     """Truer signals than the proxy: (name, steps, values, is_accuracy_in_0_1)."""
     out: list[tuple[str, np.ndarray, np.ndarray, bool]] = []
     for col in cfg["gold_columns"]:
@@ -37,16 +40,9 @@ def _truth_signals(ctx: DetectorContext, cfg: dict[str, Any]) -> list[tuple[str,
     # eval signals only when the train completions carry no truth: with a train accuracy at hand, an
     # eval-only fall is forgetting (catastrophic_forgetting), not the train reward being gamed
     if acc is None:
-        for col in ("eval/gen_accuracy", "probe/gen_accuracy"):
-            if ctx.has(col):
-                x, y = ctx.series(col)
-                out.append((col, x, y, True))
-    if not out:
-        for col in ("eval/reward", "eval/gen_reward_mean"):
-            if ctx.has(col):
-                x, y = ctx.series(col)
-                out.append((col, x, y, False))
-                break
+        for col, is_acc in eval_quality_columns(ctx):
+            x, y = ctx.series(col)
+            out.append((col, x, y, is_acc))
     return out
 
 
@@ -68,10 +64,12 @@ def _proxy_vs_truth(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         tail = max(3, n // 5)
         late = float(np.median(ty[-tail:]))
         drop = float(smooth[p]) - late
-        noise = stats.robust_scale(ty[:p + 1] - smooth[:p + 1]) if p > 3 else stats.robust_scale(ty)
+        noise = (
+            stats.robust_scale(ty[: p + 1] - smooth[: p + 1]) if p > 3 else stats.robust_scale(ty)
+        )
         min_drop = float(cfg["min_accuracy_drop"]) if is_acc else 4 * noise
         h = max(3, stats.window_for(n))
-        z_fall = stats.mann_whitney_z(ty[max(0, p - h) : p + h + 1], ty[-tail:])
+        z_fall = stats.mann_whitney_z(ty[max(0, p - 2 * h) : p + 1], ty[-tail:])
         if drop < min_drop or z_fall < float(cfg["min_z"]):
             continue
         # the proxy must hold or rise over the same stretch
@@ -80,7 +78,7 @@ def _proxy_vs_truth(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             continue
         rtr = stats.trend(rx[sel], ry[sel])
         r_at_peak = float(np.median(ry[sel][: max(3, int(sel.sum()) // 5)]))
-        r_late = float(np.median(ry[-max(3, ry.size // 5):]))
+        r_late = float(np.median(ry[-max(3, ry.size // 5) :]))
         r_noise = stats.robust_scale(ry[: max(ctx.warmup_points(ry.size), 3)])
         if rtr.z < 0 or r_late < r_at_peak - r_noise:
             continue
@@ -90,7 +88,9 @@ def _proxy_vs_truth(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             import polars as pl
 
             ids = ctx.pick_samples(
-                ctx.train_samples().filter((pl.col(C.STEP) >= onset) & (pl.col(CORRECT) == 0)).sort(C.TOTAL_REWARD, descending=True)
+                ctx.train_samples()
+                .filter((pl.col(C.STEP) >= onset) & (pl.col(CORRECT) == 0))
+                .sort(C.TOTAL_REWARD, descending=True)
             )
         crit = is_acc and drop >= float(cfg["critical_accuracy_drop"])
         out.append(
@@ -126,7 +126,9 @@ def _verifier_disagreement(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Al
     s = ctx.train_samples().filter(pl.col(CORRECT).is_not_null())
     if s.height == 0:
         return []
-    names = list(cfg["correctness_rewards"]) or [n for n in ctx.run.reward_names if _CORRECTNESS.search(n)]
+    names = list(cfg["correctness_rewards"]) or [
+        n for n in ctx.run.reward_names if _CORRECTNESS.search(n)
+    ]
     out: list[Alert] = []
     for name in names:
         col = f"{C.REWARD_PREFIX}{name}"
@@ -137,21 +139,32 @@ def _verifier_disagreement(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Al
         if top is None or top <= 0:
             continue
         flagged = s.with_columns(
-            ((r >= float(cfg["correct_fraction"]) * top) & (pl.col(CORRECT) == 0)).cast(pl.Float64).alias("_dis")
+            ((r >= float(cfg["correct_fraction"]) * top) & (pl.col(CORRECT) == 0))
+            .cast(pl.Float64)
+            .alias("_dis")
         )
         x, y = per_step(flagged, "_dis")
         if y.size < int(ctx.general["min_steps"]):
             continue
         exc = find_excursion(
-            ctx, x, y, above=True, threshold=float(cfg["disagreement_threshold"]), min_delta=float(cfg["disagreement_increase"])
+            ctx,
+            x,
+            y,
+            above=True,
+            threshold=float(cfg["disagreement_threshold"]),
+            min_delta=float(cfg["disagreement_increase"]),
         )
         if exc is None:
             continue
-        ids = ctx.pick_samples(flagged.filter((pl.col("_dis") == 1) & (pl.col(C.STEP) >= exc.onset_step)).sort(C.STEP))
+        ids = ctx.pick_samples(
+            flagged.filter((pl.col("_dis") == 1) & (pl.col(C.STEP) >= exc.onset_step)).sort(C.STEP)
+        )
         out.append(
             alert(
                 "reward_hacking",
-                Severity.CRITICAL if exc.extreme >= float(cfg["disagreement_critical"]) else Severity.WARNING,
+                Severity.CRITICAL
+                if exc.extreme >= float(cfg["disagreement_critical"])
+                else Severity.WARNING,
                 exc.onset_step,
                 f"the verifier '{name}' calls {exc.extreme:.0%} of completions correct that are wrong by exact match "
                 f"(warm-up {exc.baseline:.0%}) from step {exc.onset_step}: a lenient check is being exploited",
@@ -177,7 +190,7 @@ def _component_dominance(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Aler
         s = ctx.train_samples()
         for col in s.columns:
             if col.startswith(C.REWARD_PREFIX):
-                comps[col[len(C.REWARD_PREFIX):]] = per_step(s, col)
+                comps[col[len(C.REWARD_PREFIX) :]] = per_step(s, col)
     comps = {k: v for k, v in comps.items() if v[1].size >= int(ctx.general["min_steps"])}
     if len(comps) < 2:
         return []
@@ -185,7 +198,7 @@ def _component_dominance(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Aler
     zs: dict[str, float] = {}
     for name, (_x, y) in comps.items():
         w = ctx.warmup_points(y.size)
-        tail = y[-max(3, y.size // 4):]
+        tail = y[-max(3, y.size // 4) :]
         gains[name] = float(np.median(tail) - np.median(y[:w]))
         zs[name] = stats.mann_whitney_z(tail, y[:w])  # is the gain more than noise?
     positive = {k: g for k, g in gains.items() if g > 0 and zs[k] >= 3.0}
@@ -195,7 +208,11 @@ def _component_dominance(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Aler
     top = max(positive, key=lambda k: positive[k])
     share = positive[top] / total
     stalled = [k for k in gains if k != top and zs[k] < 2.0]
-    if share < float(cfg["dominance_share"]) or len(stalled) < len(gains) - 1 or _CORRECTNESS.search(top):
+    if (
+        share < float(cfg["dominance_share"])
+        or len(stalled) < len(gains) - 1
+        or _CORRECTNESS.search(top)
+    ):
         return []  # the correctness reward driving the gain is what training is for
     falling_correctness = [k for k in stalled if _CORRECTNESS.search(k) and zs[k] <= -3.0]
     sev = Severity.WARNING if falling_correctness else Severity.INFO
@@ -255,7 +272,11 @@ def reward_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             "needs a reward and a truer signal (completions with ground_truth_answer, eval accuracy or "
             "reward_hacking.gold_columns) or ≥ 2 reward components"
         )
-    return _proxy_vs_truth(ctx, cfg) + _verifier_disagreement(ctx, cfg) + _component_dominance(ctx, cfg)
+    return (
+        _proxy_vs_truth(ctx, cfg)
+        + _verifier_disagreement(ctx, cfg)
+        + _component_dominance(ctx, cfg)
+    )
 
 
 def _bucket_explained(
@@ -264,7 +285,11 @@ def _bucket_explained(
     """Share of the early→late reward gain that disappears within length buckets (pooled quantiles)."""
     import polars as pl
 
-    s = ctx.train_samples().select(C.STEP, N_TOKENS, pl.col(C.TOTAL_REWARD).cast(pl.Float64, strict=False)).drop_nulls()
+    s = (
+        ctx.train_samples()
+        .select(C.STEP, N_TOKENS, pl.col(C.TOTAL_REWARD).cast(pl.Float64, strict=False))
+        .drop_nulls()
+    )
     s = s.filter(pl.col(C.TOTAL_REWARD).is_finite())
     early = s.filter((pl.col(C.STEP) >= early_start) & (pl.col(C.STEP) <= early_end))
     late = s.filter(pl.col(C.STEP) >= late_start)
@@ -275,8 +300,12 @@ def _bucket_explained(
     edges = np.unique(np.quantile(lengths, np.linspace(0, 1, buckets + 1)))
     if edges.size < 3:
         return None
-    eb = np.clip(np.searchsorted(edges, early[N_TOKENS].to_numpy(), side="right") - 1, 0, edges.size - 2)
-    lb = np.clip(np.searchsorted(edges, late[N_TOKENS].to_numpy(), side="right") - 1, 0, edges.size - 2)
+    eb = np.clip(
+        np.searchsorted(edges, early[N_TOKENS].to_numpy(), side="right") - 1, 0, edges.size - 2
+    )
+    lb = np.clip(
+        np.searchsorted(edges, late[N_TOKENS].to_numpy(), side="right") - 1, 0, edges.size - 2
+    )
     er, lr = early[C.TOTAL_REWARD].to_numpy(), late[C.TOTAL_REWARD].to_numpy()
     num = den = 0.0
     for b in range(edges.size - 1):
@@ -288,7 +317,11 @@ def _bucket_explained(
     if den == 0 or total <= 0:
         return None
     within = num / den
-    return {"total_gain": total, "within_bucket_gain": within, "explained_by_length": float(np.clip(1 - within / total, 0, 1))}
+    return {
+        "total_gain": total,
+        "within_bucket_gain": within,
+        "explained_by_length": float(np.clip(1 - within / total, 0, 1)),
+    }
 
 
 @register(
@@ -326,11 +359,12 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     exc = find_excursion(ctx, lx, ly, above=True, rel_delta=float(cfg["min_growth"]))
     if exc is None or exc.baseline <= 0:
         return []
+
     # compare the stretch just before the length took off with the end of the run
     def before_after(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = stats.window_for(y.size, 0.1, 5, 30)
         pre = y[x < exc.onset_step][-k:]
-        return pre, y[-max(3, y.size // 4):]
+        return pre, y[-max(3, y.size // 4) :]
 
     r_pre, r_post = before_after(rx, ry)
     if r_pre.size < 3:
@@ -352,10 +386,17 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     if acc is not None and acc[2].size >= 6:
         _, ax, ay = acc
         a_pre, a_post = before_after(ax, ay)
-        a_base = float(np.median(a_pre)) if a_pre.size else float(np.median(ay[: ctx.warmup_points(ay.size)]))
+        a_base = (
+            float(np.median(a_pre))
+            if a_pre.size
+            else float(np.median(ay[: ctx.warmup_points(ay.size)]))
+        )
         a_late = float(np.median(a_post))
         # "more accurate" needs a gain beyond max_accuracy_gain that is also more than noise
-        acc_up = a_late - a_base > float(cfg["max_accuracy_gain"]) and stats.mann_whitney_z(a_post, a_pre) >= 2.5
+        acc_up = (
+            a_late - a_base > float(cfg["max_accuracy_gain"])
+            and stats.mann_whitney_z(a_post, a_pre) >= 2.5
+        )
         acc_flat = not acc_up
         ev.update(accuracy_baseline=a_base, accuracy_late=a_late)
         if not acc_flat:
@@ -368,7 +409,9 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         # early: the stretch just before the length took off; late: the last quarter
         early_end = exc.onset_step - 1
         late_start = int(lx[-max(3, lx.size // 4)])
-        early_start = int(lx[max(0, int(np.searchsorted(lx, exc.onset_step)) - max(5, lx.size // 10))])
+        early_start = int(
+            lx[max(0, int(np.searchsorted(lx, exc.onset_step)) - max(5, lx.size // 10))]
+        )
         b = _bucket_explained(ctx, early_start, early_end, late_start, int(cfg["buckets"]))
         if b is not None:
             explained = b["explained_by_length"]
@@ -386,11 +429,14 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             corr_late = float(np.median(cvals))
             ev["within_step_corr_late"] = corr_late
         ids = ctx.pick_samples(
-            s.filter(pl.col(C.STEP) >= exc.onset_step).sort(C.TOTAL_REWARD, descending=True).head(50), order_by=N_TOKENS
+            s.filter(pl.col(C.STEP) >= exc.onset_step)
+            .sort(C.TOTAL_REWARD, descending=True)
+            .head(50),
+            order_by=N_TOKENS,
         )
     elif ctx.has(C.GEN_REWARD_LENGTH_CORR):
         _, cv = ctx.series(C.GEN_REWARD_LENGTH_CORR)
-        corr_late = float(np.median(cv[-max(3, cv.size // 4):]))
+        corr_late = float(np.median(cv[-max(3, cv.size // 4) :]))
         ev["within_step_corr_late"] = corr_late
     by_length = (explained is not None and explained >= float(cfg["explained_threshold"])) or (
         corr_late is not None and corr_late >= float(cfg["correlation_threshold"])
@@ -426,7 +472,11 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             f"({r_base:.3g} → {r_late:.3g})"
             + (" and accuracy did not" if acc_flat else "")
             + (f"; length explains {explained:.0%} of the gain" if explained is not None else "")
-            + (f"; within-step reward–length correlation {corr_late:.2f}" if corr_late is not None else ""),
+            + (
+                f"; within-step reward–length correlation {corr_late:.2f}"
+                if corr_late is not None
+                else ""
+            ),
             detected_at=exc.detect_step,
             sample_ids=ids,
             **ev,
@@ -434,6 +484,8 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     ]
 
 
-def _aligned(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _aligned(
+    x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     _common, i1, i2 = np.intersect1d(x1, x2, return_indices=True)
     return y1[i1], y2[i2]

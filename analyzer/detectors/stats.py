@@ -113,7 +113,10 @@ def binned_medians(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray,
     if x.size <= bins:
         return x, y
     chunks = np.array_split(np.arange(x.size), bins)
-    return (np.array([np.median(x[c]) for c in chunks]), np.array([np.median(y[c]) for c in chunks]))
+    return (
+        np.array([np.median(x[c]) for c in chunks]),
+        np.array([np.median(y[c]) for c in chunks]),
+    )
 
 
 def mann_kendall(y: np.ndarray) -> tuple[float, float]:
@@ -125,7 +128,9 @@ def mann_kendall(y: np.ndarray) -> tuple[float, float]:
     i, j = np.triu_indices(n, k=1)
     s = float(np.sign(y[j] - y[i]).sum())
     _, counts = np.unique(y, return_counts=True)
-    var = (n * (n - 1) * (2 * n + 5) - float(np.sum(counts * (counts - 1) * (2 * counts + 5)))) / 18.0
+    var = (
+        n * (n - 1) * (2 * n + 5) - float(np.sum(counts * (counts - 1) * (2 * counts + 5)))
+    ) / 18.0
     if var <= 0:
         return 0.0, 1.0
     z = (s - np.sign(s)) / math.sqrt(var)
@@ -162,7 +167,9 @@ class ChangePoint:
     gain: float  # relative SSE reduction vs no change (0..1)
 
 
-def change_point(x: np.ndarray, y: np.ndarray, *, min_seg: int = 2, candidates: int = 300) -> ChangePoint:
+def change_point(
+    x: np.ndarray, y: np.ndarray, *, min_seg: int = 2, candidates: int = 300
+) -> ChangePoint:
     """The single best change point of ``y`` over ``x``, as a mean shift or as a hinge.
 
     Mean shift: ``y = a`` before, ``a + c`` from the change on (a step in the level). Hinge:
@@ -174,7 +181,9 @@ def change_point(x: np.ndarray, y: np.ndarray, *, min_seg: int = 2, candidates: 
     y = _clip_outliers(np.asarray(y, dtype=float))
     n = y.size
     if n < 2 * min_seg + 1:
-        return ChangePoint(index=0, model="none", before=float(np.median(y)) if n else 0.0, after=0.0, gain=0.0)
+        return ChangePoint(
+            index=0, model="none", before=float(np.median(y)) if n else 0.0, after=0.0, gain=0.0
+        )
     sse0 = float(np.sum((y - y.mean()) ** 2)) or 1e-300
 
     # mean shift via cumulative sums, O(n)
@@ -192,7 +201,11 @@ def change_point(x: np.ndarray, y: np.ndarray, *, min_seg: int = 2, candidates: 
     best_shift = float(np.min(sse_shift))
 
     # hinge: y = a + b * max(0, x - x_k); closed-form 2-parameter regression per candidate
-    cand = ks if ks.size <= candidates else np.unique(np.linspace(ks[0], ks[-1], candidates).round().astype(int))
+    cand = (
+        ks
+        if ks.size <= candidates
+        else np.unique(np.linspace(ks[0], ks[-1], candidates).round().astype(int))
+    )
     best_hinge, k_hinge, b_hinge, a_hinge = math.inf, int(cand[0]), 0.0, float(y.mean())
     for k in cand:
         h = np.maximum(0.0, x - x[k - 1]) if k > 0 else x - x[0]
@@ -207,13 +220,25 @@ def change_point(x: np.ndarray, y: np.ndarray, *, min_seg: int = 2, candidates: 
             best_hinge, k_hinge, b_hinge, a_hinge = sse, int(k), b, a
     if best_hinge < best_shift:
         # the hinge's first changed point is k_hinge (h > 0 from index k_hinge on)
-        return ChangePoint(index=k_hinge, model="hinge", before=a_hinge, after=b_hinge,
-                           gain=max(0.0, 1.0 - best_hinge / sse0))
-    return ChangePoint(index=k_shift, model="shift", before=float(y[:k_shift].mean()),
-                       after=float(y[k_shift:].mean()), gain=max(0.0, 1.0 - best_shift / sse0))
+        return ChangePoint(
+            index=k_hinge,
+            model="hinge",
+            before=a_hinge,
+            after=b_hinge,
+            gain=max(0.0, 1.0 - best_hinge / sse0),
+        )
+    return ChangePoint(
+        index=k_shift,
+        model="shift",
+        before=float(y[:k_shift].mean()),
+        after=float(y[k_shift:].mean()),
+        gain=max(0.0, 1.0 - best_shift / sse0),
+    )
 
 
-def ramp_fit(x: np.ndarray, y: np.ndarray, *, candidates: int = 50, limit: int = 240) -> ChangePoint:
+def ramp_fit(
+    x: np.ndarray, y: np.ndarray, *, candidates: int = 50, limit: int = 240
+) -> ChangePoint:
     """Least-squares fit of a ramp: level ``a`` up to ``x[k1]``, a straight line to level ``a + c``
     at ``x[k2]``, flat after. A step (``k2 = k1``) and a hinge (``k2`` = the end) are special
     cases, so one fit dates the start of a jump, of a ramp, and of a ramp that levels off —
@@ -224,7 +249,9 @@ def ramp_fit(x: np.ndarray, y: np.ndarray, *, candidates: int = 50, limit: int =
     y = _clip_outliers(np.asarray(y, dtype=float))
     n0 = x.size
     if n0 < 5:
-        return ChangePoint(index=0, model="none", before=float(np.median(y)) if n0 else 0.0, after=0.0, gain=0.0)
+        return ChangePoint(
+            index=0, model="none", before=float(np.median(y)) if n0 else 0.0, after=0.0, gain=0.0
+        )
     idx = np.arange(n0)
     if n0 > limit:
         idx = np.unique(np.linspace(0, n0 - 1, limit).round().astype(int))
@@ -251,8 +278,14 @@ def ramp_fit(x: np.ndarray, y: np.ndarray, *, candidates: int = 50, limit: int =
         j = int(np.argmin(sse))
         if sse[j] < best[0]:
             best = (float(sse[j]), int(k1), int(k2s[j]), float(a[j]), float(c[j]))
-    sse, k1, _k2, a, c = best
-    return ChangePoint(index=int(idx[k1]), model="ramp", before=a, after=a + c, gain=max(0.0, 1.0 - sse / sse0))
+    best_sse, best_k1, _k2, best_a, best_c = best
+    return ChangePoint(
+        index=int(idx[best_k1]),
+        model="ramp",
+        before=best_a,
+        after=best_a + best_c,
+        gain=max(0.0, 1.0 - best_sse / sse0),
+    )
 
 
 def onset_step(x: np.ndarray, y: np.ndarray, *, upto: int | None = None, lo: int = 0) -> int:

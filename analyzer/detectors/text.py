@@ -25,17 +25,25 @@ GROUP = "_group"  # group_id, else step|question_id
 HAS_ANSWER = "_has_answer"
 
 
-def sample_features(gens: pl.DataFrame, *, tags: Sequence[str] = ("reasoning", "answer")) -> pl.DataFrame:
+def sample_features(
+    gens: pl.DataFrame, *, tags: Sequence[str] = ("reasoning", "answer")
+) -> pl.DataFrame:
     import polars as pl
 
     from analyzer.metrics import exact_match, format_ok
 
     def col(name: str, dtype: pl.DataType) -> pl.Expr:
-        return pl.col(name).cast(dtype, strict=False) if name in gens.columns else pl.lit(None, dtype=dtype)
+        return (
+            pl.col(name).cast(dtype, strict=False)
+            if name in gens.columns
+            else pl.lit(None, dtype=dtype)
+        )
 
     out = gens.with_columns(
         col(C.STEP, pl.Int64()).alias(C.STEP),
-        (pl.col(C.SPLIT).fill_null("train") if C.SPLIT in gens.columns else pl.lit("train")).alias(C.SPLIT),
+        (pl.col(C.SPLIT).fill_null("train") if C.SPLIT in gens.columns else pl.lit("train")).alias(
+            C.SPLIT
+        ),
         col(C.OUTPUT, pl.Utf8()).fill_null("").alias(C.OUTPUT),
     )
     if C.SAMPLE_ID not in out.columns:
@@ -43,20 +51,37 @@ def sample_features(gens: pl.DataFrame, *, tags: Sequence[str] = ("reasoning", "
     group = (
         pl.when(col(C.GROUP_ID, pl.Utf8()).is_not_null())
         .then(col(C.GROUP_ID, pl.Utf8()))
-        .otherwise(pl.concat_str([pl.col(C.STEP).cast(pl.Utf8), col(C.QUESTION_ID, pl.Utf8()).fill_null("?")], separator="|"))
+        .otherwise(
+            pl.concat_str(
+                [pl.col(C.STEP).cast(pl.Utf8), col(C.QUESTION_ID, pl.Utf8()).fill_null("?")],
+                separator="|",
+            )
+        )
     )
     answer = col(C.ANSWER, pl.Utf8())
     out = out.with_columns(
         exact_match(answer, col(C.GROUND_TRUTH, pl.Utf8())).alias(CORRECT),
         format_ok(pl.col(C.OUTPUT), tags).alias(FORMAT_OK),
         pl.col(C.OUTPUT).str.split(" ").list.len().alias("_tmp_len"),
-        pl.col(C.OUTPUT).str.replace_all(r"\s+", " ").str.strip_chars().str.count_matches(" ").alias("_spaces"),
-        pl.col(C.OUTPUT).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars().alias(NORM_TEXT),
+        pl.col(C.OUTPUT)
+        .str.replace_all(r"\s+", " ")
+        .str.strip_chars()
+        .str.count_matches(" ")
+        .alias("_spaces"),
+        pl.col(C.OUTPUT)
+        .str.to_lowercase()
+        .str.replace_all(r"\s+", " ")
+        .str.strip_chars()
+        .alias(NORM_TEXT),
         group.alias(GROUP),
         (answer.is_not_null() & (answer.str.strip_chars() != "")).alias(HAS_ANSWER),
     )
     out = out.with_columns(
-        pl.when(pl.col(NORM_TEXT) == "").then(0).otherwise(pl.col("_spaces") + 1).cast(pl.Float64).alias(N_TOKENS)
+        pl.when(pl.col(NORM_TEXT) == "")
+        .then(0)
+        .otherwise(pl.col("_spaces") + 1)
+        .cast(pl.Float64)
+        .alias(N_TOKENS)
     ).drop("_tmp_len", "_spaces")
     return out
 

@@ -161,7 +161,7 @@ def iter_lines(
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            col.issue(path, lineno, f"not valid UTF-8 (byte {exc.start}); line skipped", "not_utf8")
+            col.issue(path, lineno, f"not valid UTF-8 (byte {exc.start + 1} of the line); line skipped", "not_utf8")
             continue
         yield lineno, text, unterminated
 

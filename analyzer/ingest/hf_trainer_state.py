@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-from analyzer import columns as C
 from analyzer.errors import InputError
 from analyzer.ingest._common import (
     Collector,
@@ -217,4 +216,4 @@ def load_llamafactory(path: Path, report: IngestReport) -> RunData:
     return RunData(path=str(path), steps=steps_frame(rows), generations=None, report=report, info=info)
 
 
-__all__ = ["C", "load_llamafactory", "load_trainer_state"]
+__all__ = ["load_llamafactory", "load_trainer_state"]

@@ -202,8 +202,9 @@ def _scan_schema(keys: list[str], rewards: list[str]) -> dict[str, pl.DataType]:
     return schema
 
 
-def _chunks(path: Path) -> Iterator[tuple[int, bytes]]:
-    """``(number of the chunk's first line, bytes)``; chunks end at line ends (except a torn tail).
+def _chunks(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """``(number of the chunk's first line, its number of lines, bytes)``; chunks end at line ends
+    (except a torn tail).
 
     Boundaries are found by seeking, so each chunk is read once with no copying.
     """
@@ -218,8 +219,9 @@ def _chunks(path: Path) -> Iterator[tuple[int, bytes]]:
                 end += len(fh.readline())  # to the end of the line the cut fell in
             fh.seek(start)
             chunk = fh.read(end - start)
-            yield line, chunk
-            line += chunk.count(b"\n")
+            n_lines = chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+            yield line, n_lines, chunk
+            line += n_lines
             start = end
 
 
@@ -275,7 +277,7 @@ def _read_jsonl_careful(path: Path, col: Collector, raw_lines: Iterable[tuple[in
     def put(key: str, value: Any) -> None:
         lst = cols.get(key)
         if lst is None:
-            lst = cols[key] = [None] * n
+            lst = cols[key] = [None] * (n - 1)  # called after n counted this row
         lst.append(value)
 
     for lineno, obj in iter_json_objects(path, col, raw_lines):
@@ -357,16 +359,20 @@ def read_generations_jsonl(path: Path, col: Collector, *, reward_hint: list[str]
     keys, rewards = _discover(path, reward_hint or [])
     schema = _scan_schema(keys, rewards)
     frames: list[pl.DataFrame] = []
-    for first_line, chunk in _chunks(path):
+    for first_line, n_lines, chunk in _chunks(path):
         df: pl.DataFrame | None
         try:
-            df = _typed(pl.read_ndjson(chunk, schema=schema))
+            raw = pl.read_ndjson(chunk, schema=schema)
+            if raw.height != n_lines:
+                # Polars' reader is lenient: a broken line can come back as extra or missing rows;
+                # a chunk vouches for itself only with one row per line (blank lines also land here)
+                raise Dirty
+            df = _typed(raw)
         except (Dirty, pl.exceptions.PolarsError):
             # polars cannot say which line: re-read this chunk line by line
             df = _read_jsonl_careful(path, col, buffer_raw_lines(chunk, first_line))
         else:
             col.report.records_read += df.height
-            # line numbers are exact unless the chunk holds blank lines (trainer_hooks writes none)
             df = df.with_columns(pl.int_range(first_line, first_line + df.height, dtype=pl.Int64).alias(LINE_COL))
         if df is not None and df.height:
             frames.append(df)

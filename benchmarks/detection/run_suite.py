@@ -27,15 +27,24 @@ from analyzer.metrics import compute_metrics  # noqa: E402
 NOISES = (0.5, 1.0, 2.0)
 
 
+TIMES = {"metrics": 0.0, "detectors": 0.0}
+
+
 def evaluate(sc: Scenario) -> tuple[list, float]:
     t = time.perf_counter()
     metrics = compute_metrics(sc.run)
+    t1 = time.perf_counter()
     alerts, _ = run_detectors(sc.run, metrics, sc.drift, None)
-    return alerts, time.perf_counter() - t
+    t2 = time.perf_counter()
+    TIMES["metrics"] += t1 - t
+    TIMES["detectors"] += t2 - t1
+    return alerts, t2 - t
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="one seed, one noise level")
@@ -46,7 +55,9 @@ def main() -> int:
     print(f"# detection suite: {n} steps per run, seeds {list(seeds)}, noise {list(noises)}")
     print(f"# machine: {platform.machine()}, Python {platform.python_version()}")
     print()
-    print(f"{'kind':26s} {'detected':>9s} {'median delay':>13s} {'max |delay|':>12s} {'median % run':>13s}  other warnings")
+    print(
+        f"{'kind':26s} {'detected':>9s} {'median delay':>13s} {'max |delay|':>12s} {'median % run':>13s}  other warnings"
+    )
     all_delays_pct = []
     failures = 0
     total_time = 0.0
@@ -61,7 +72,11 @@ def main() -> int:
                 alerts, dt = evaluate(sc)
                 total_time += dt
                 runs += 1
-                mine = [a for a in alerts if a.kind == kind and severity_rank(a.severity.value) >= severity_rank(min_sev)]
+                mine = [
+                    a
+                    for a in alerts
+                    if a.kind == kind and severity_rank(a.severity.value) >= severity_rank(min_sev)
+                ]
                 others |= {a.kind for a in alerts if a.kind != kind and a.severity.rank >= 1}
                 if mine:
                     hits += 1
@@ -79,7 +94,9 @@ def main() -> int:
             p = f"{pct:.1f} %"
         else:
             d = m = p = "n/a"
-        print(f"{kind:26s} {hits:>4d}/{runs:<4d} {d:>13s} {m:>12s} {p:>13s}  {', '.join(sorted(others)) or '-'}")
+        print(
+            f"{kind:26s} {hits:>4d}/{runs:<4d} {d:>13s} {m:>12s} {p:>13s}  {', '.join(sorted(others)) or '-'}"
+        )
     print()
     healthy_runs = 0
     false_alarms: list[str] = []
@@ -87,21 +104,38 @@ def main() -> int:
     for seed in seeds:
         for noise in noises:
             for gens in (True, False):
-                sc = make_scenario(None, seed=seed, noise=noise, n_steps=n, with_generations=gens, ppo=(not gens and seed % 2 == 1))
+                sc = make_scenario(
+                    None,
+                    seed=seed,
+                    noise=noise,
+                    n_steps=n,
+                    with_generations=gens,
+                    ppo=(not gens and seed % 2 == 1),
+                )
                 alerts, dt = evaluate(sc)
                 total_time += dt
                 healthy_runs += 1
                 infos += sum(a.severity.rank == 0 for a in alerts)
                 for a in alerts:
                     if a.severity.rank >= 1:
-                        false_alarms.append(f"{sc.name}: {a.severity.value} {a.kind} @ {a.step}: {a.message}")
-    print(f"healthy controls: {healthy_runs} runs, false warnings/criticals: {len(false_alarms)}, info alerts: {infos}")
+                        false_alarms.append(
+                            f"{sc.name}: {a.severity.value} {a.kind} @ {a.step}: {a.message}"
+                        )
+    print(
+        f"healthy controls: {healthy_runs} runs, false warnings/criticals: {len(false_alarms)}, info alerts: {infos}"
+    )
     for f in false_alarms:
         print("  ", f)
     print()
     overall = statistics.median(all_delays_pct) if all_delays_pct else float("nan")
-    print(f"missed detections: {failures}; median |delay| over kinds: {overall:.1f} % of the run; "
-          f"analysis time (metrics + detectors): {total_time:.1f} s")
+    print(
+        f"missed detections: {failures}; median |delay| over kinds: {overall:.1f} % of the run; "
+        f"analysis time (metrics + detectors): {total_time:.1f} s"
+    )
+    print(
+        f"time: detectors {TIMES['detectors']:.1f} s vs compute_metrics (baseline, same runs) "
+        f"{TIMES['metrics']:.1f} s = {TIMES['detectors'] / max(TIMES['metrics'], 1e-9):.2f}x"
+    )
     ok = failures == 0 and not false_alarms and overall <= 5.0
     print("TARGET MET" if ok else "TARGET NOT MET")
     return 0 if ok else 1

@@ -23,8 +23,7 @@ from trainer_hooks import question_id_for
 from trainer_hooks import schema as S
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-WORDS = ("the apples cost each so total number many how if then we add subtract multiply divide answer "
-         "because first second third therefore result step check value equals twice half more less").split()
+WORDS = ["the", "apples", "cost", "each", "so", "total", "number", "many", "how", "if", "then", "we", "add", "subtract", "multiply", "divide", "answer", "because", "first", "second", "third", "therefore", "result", "step", "check", "value", "equals", "twice", "half", "more", "less"]
 
 
 def _text(rng: random.Random, n_words: int) -> str:

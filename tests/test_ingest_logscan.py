@@ -1,0 +1,148 @@
+"""logscan run folders: what trainer_hooks writes is read back unchanged (JSONL and CSV, several
+ranks, part files, resumed runs), through both the Polars fast path and the careful path."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analyzer.ingest import load_run, logscan_run
+from trainer_hooks import RunLogger, question_id_for
+
+
+def _write_run(folder: Path, fmt: Literal["jsonl", "csv"] = "jsonl", *, rank: int = 0, world_size: int = 1, steps=(1, 2, 3)) -> None:
+    log = RunLogger(folder, algorithm="grpo", model="tiny", reward_names=["correct"],
+                    generations_format=fmt, rank=rank, world_size=world_size)
+    for step in steps:
+        log.log_metrics(step, {"reward": 0.5 * step, "kl": float("nan") if step == 2 else 0.01 * step})
+        log.log_metrics(step, {"reward": 0.1 * step}, split="eval")
+        for i in range(2):
+            rewards = {"correct": float(i)}
+            if step == 3:
+                rewards["fmt"] = float("nan")  # a reward function that appears mid-run
+            log.log_generation(step=step, question=f"q{i}, \"quoted\"\nsecond line", ground_truth_answer="1",
+                               model_output=f"<reasoning>r{i}</reasoning>\n<answer>{i}</answer>",
+                               rewards=rewards, temperature=0.7, note=f"rank{rank}")
+    log.close()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_round_trip(tmp_path: Path, fmt: Literal["jsonl", "csv"]) -> None:
+    _write_run(tmp_path, fmt)
+    run = load_run(tmp_path)
+    assert run.report.source_kind == "logscan"
+    assert run.report.issues == [] and run.report.records_skipped == 0
+    assert run.steps["step"].to_list() == [1, 2, 3]
+    assert run.steps["reward"].to_list() == [0.5, 1.0, 1.5]
+    assert run.steps["eval/reward"].to_list() == pytest.approx([0.1, 0.2, 0.3])
+    assert math.isnan(run.steps["kl"][1])
+    g = run.generations
+    assert g is not None and g.height == 6
+    assert g["sample_id"].to_list() == list(range(6))
+    assert g["question"][0] == 'q0, "quoted"\nsecond line'
+    assert g["question_id"][0] == question_id_for('q0, "quoted"\nsecond line', "1")
+    assert g["reasoning"].to_list()[:2] == ["r0", "r1"] and g["model_answer"].to_list()[:2] == ["0", "1"]
+    assert g["reward/correct"].to_list() == [0.0, 1.0] * 3
+    assert g["reward/fmt"][:4].to_list() == [None] * 4 and math.isnan(g["reward/fmt"][4])
+    assert g["total_reward"].to_list() == [0.0, 1.0] * 3  # NaN ignored in the sum, as TRL's nansum
+    assert g["temperature"].to_list() == [0.7] * 6 and g["note"][0] == "rank0"  # extra keys as columns
+    assert g.schema["timestamp"] == pl.Float64 and g["timestamp"][0] > 1.7e9
+    assert run.info["status"] == "finished" and run.info["algorithm"] == "grpo" and run.info["model"] == "tiny"
+    assert run.reward_names == ["correct", "fmt"]
+    if fmt == "csv":
+        assert "generations.part2.csv" in run.report.files_read
+
+
+def test_multi_rank_merge(tmp_path: Path) -> None:
+    _write_run(tmp_path, rank=0, world_size=2)
+    _write_run(tmp_path, rank=1, world_size=2)
+    run = load_run(tmp_path)
+    g = run.generations
+    assert g is not None and g.height == 12
+    assert set(run.report.files_read) >= {"generations.jsonl", "generations.rank1.jsonl", "events.rank1.jsonl"}
+    # canonical order: step, then rank, then file order
+    assert g.select("step", "rank").rows()[:4] == [(1, 0), (1, 0), (1, 1), (1, 1)]
+    assert g.filter(pl.col("rank") == 1)["note"].unique().to_list() == ["rank1"]
+    assert run.info["world_size"] == 2
+    assert run.steps["reward"].to_list() == [0.5, 1.0, 1.5]
+
+
+def _gen(step: int, text: str, **kw) -> str:
+    rec = {"timestamp": 1.7e9 + step, "global_step": step, "question_id": "q", "question": "Q",
+           "ground_truth_answer": "1", "model_output": text, "reasoning": None, "model_answer": None,
+           "total_reward": 1.0, "rewards": {"correct": 1.0}, "split": "train", "group_id": None, "rank": 0, "extra": {}}
+    rec.update(kw)
+    return json.dumps(rec) + "\n"
+
+
+def test_resumed_run_latest_segment_wins(tmp_path: Path) -> None:
+    lines = [_gen(s, f"first {s}") for s in (1, 2, 3, 4)] + [_gen(s, f"second {s}") for s in (3, 4, 5)]
+    (tmp_path / "generations.jsonl").write_text("".join(lines))
+    (tmp_path / "run.json").write_text(json.dumps({"format": "logscan-run/1", "run_id": "r", "status": "crashed"}))
+    run = load_run(tmp_path)
+    g = run.generations
+    assert g is not None
+    assert g["model_output"].to_list() == ["first 1", "first 2", "second 3", "second 4", "second 5"]
+    assert run.report.resumes == [{"file": "generations.jsonl", "line": 5, "from_step": 4, "to_step": 3, "rank": 0}]
+    assert any("2 completions of steps 3-4 were logged again after a resume" in n for n in run.report.notes)
+    assert "run.json says the run crashed" in run.report.notes
+
+
+def test_events_resume_and_running_status(tmp_path: Path) -> None:
+    ev = [{"time": 1.0, "step": s, "phase": "metrics", "split": "train", "metrics": {"loss": float(s) + off}, "meta": {}, "rank": 0}
+          for s, off in ((1, 0), (2, 0), (3, 0), (2, 0.5), (3, 0.5))]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ev))
+    (tmp_path / "run.json").write_text(json.dumps({"format": "logscan-run/1", "run_id": "r", "status": "running"}))
+    run = load_run(tmp_path)
+    assert run.steps["loss"].to_list() == [1.0, 2.5, 3.5]
+    assert run.report.resumes == [{"file": "events.jsonl", "line": 4, "from_step": 3, "to_step": 2}]
+    assert run.generations is None
+    assert any("still running" in n for n in run.report.notes)
+
+
+def test_chunked_fast_path_sends_only_the_bad_chunk_to_the_careful_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logscan_run, "CHUNK_BYTES", 1000)  # a few records per chunk
+    lines = [_gen(s // 4 + 1, f"out {s}") for s in range(40)]
+    lines[21] = '{"global_step": 6, "model_output": "broken\n'  # malformed, mid-file
+    lines[30] = _gen(8, "bad type", total_reward=[1, 2])
+    (tmp_path / "generations.jsonl").write_text("".join(lines))
+    run = load_run(tmp_path)
+    g = run.generations
+    assert g is not None and g.height == 39
+    assert [str(i) for i in run.report.issues] == [
+        "generations.jsonl:22: torn line: the record is cut short (the writer was interrupted); skipped",
+        "generations.jsonl:31: total_reward is [1, 2], not a number; set to null",
+    ]
+    assert g.filter(pl.col("model_output") == "bad type")["total_reward"].to_list() == [None]
+    assert g["model_output"].to_list()[:3] == ["out 0", "out 1", "out 2"]
+    assert run.report.records_read == 39 and run.report.records_skipped == 1
+
+
+text = st.text(st.characters(exclude_categories=["Cs"]), max_size=200)
+number = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6).map(float))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(question=text, output=text, truth=st.one_of(st.none(), text), reward=number, fmt=st.sampled_from(["jsonl", "csv"]))
+def test_hypothesis_round_trip(tmp_path_factory: pytest.TempPathFactory, question: str, output: str,
+                               truth: str | None, reward: float, fmt: Literal["jsonl", "csv"]) -> None:
+    folder = tmp_path_factory.mktemp("rt")
+    log = RunLogger(folder, generations_format=fmt)
+    log.log_generation(step=1, question=question, model_output=output, ground_truth_answer=truth, rewards={"r": reward})
+    log.close()
+    run = load_run(folder)
+    g = run.generations
+    assert g is not None and g.height == 1, run.report.issues
+    row = g.row(0, named=True)
+    assert row["question"] == question or (fmt == "csv" and question == "" and row["question"] is None)
+    assert row["model_output"] == output or (fmt == "csv" and output == "" and row["model_output"] is None)
+    got = row["reward/r"]
+    assert (math.isnan(got) and math.isnan(reward)) or got == reward
+    assert row["question_id"] == question_id_for(question, truth)
