@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
+from analyzer.errors import ModelUnavailableError
 from analyzer.model import DriftResult, RunData, SampleDiff
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ DEFAULT_PER_GROUP = 8  # completions of one GRPO group kept in the sample
 MIN_PER_STEP = 4  # below this many per step, fewer steps are sampled instead (evenly spaced)
 OUTLIER_MIN_DISTANCE = 0.2  # never call a completion an outlier closer than this to an early one
 OUTLIER_QUANTILE = 0.99  # ... nor closer than this quantile of early completions' own NN distances
-MAX_OUTLIER_REFERENCE = 2000
+MAX_OUTLIER_REFERENCE = 1000
 MIN_EARLY_REFERENCE = 100  # completions in the "early" reference (extended over more steps if needed)  # early completions kept as the outlier reference (evenly spaced)
 DIFF_MAX_CHARS = 5000  # difflib's character matching is quadratic: compare at most this much
 DIFF_MAX_LINES = 200
@@ -271,7 +272,7 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
     import numpy as np
     import polars as pl
 
-    from analyzer.embeddings import load_encoder
+    from analyzer.embeddings import TfidfEncoder, load_encoder
 
     options = options or DriftOptions()
     gens = run.generations
@@ -287,15 +288,16 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         )
 
     rows = sample.get_column("_row").to_numpy()
-    picked = gens.select(
+    picked = gens[rows].select(
         pl.col(C.OUTPUT).cast(pl.String).fill_null(""),
         (pl.col(C.QUESTION).cast(pl.String) if C.QUESTION in gens.columns else pl.lit(None, pl.String)).alias("q"),
         (pl.col(C.TOTAL_REWARD).cast(pl.Float64) if C.TOTAL_REWARD in gens.columns else pl.lit(None, pl.Float64)).alias(
             "reward"
         ),
-    )[rows]
+    )
     texts: list[str] = picked.get_column(C.OUTPUT).to_list()
 
+    chosen_here = encoder is None
     if encoder is None:
         encoder, why = load_encoder(
             no_embeddings=options.no_embeddings,
@@ -306,11 +308,28 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         if why:
             notes.append(why)
     before_e, before_c = getattr(encoder, "embedded", 0), getattr(encoder, "cached", 0)
-    x = np.asarray(encoder.encode(texts), dtype=np.float32)
+    try:
+        x = np.asarray(encoder.encode(texts), dtype=np.float32)
+    except ModelUnavailableError as exc:
+        # the default model was found but cannot run here (e.g. sentence-transformers missing):
+        # still score drift, lexically, and say why; a model the user named stays an error
+        if not chosen_here or options.embedding_model:
+            raise
+        encoder = TfidfEncoder()
+        notes.append(f"lexical drift (TF-IDF) because the embedding model could not be loaded: {exc}")
+        before_e, before_c = 0, 0
+        x = np.asarray(encoder.encode(texts), dtype=np.float32)
     embedded = getattr(encoder, "embedded", before_e + len(texts)) - before_e
     cached = getattr(encoder, "cached", before_c) - before_c
     method = getattr(encoder, "method", "embeddings")
     model_name = getattr(encoder, "name", None)
+    backend = getattr(encoder, "backend", None)
+    if method == "embeddings" and embedded and backend in ("onnx", "torch"):
+        runtime = "onnxruntime" if backend == "onnx" else f"PyTorch ({getattr(encoder, 'device', None) or 'cpu'})"
+        notes.append(f"embedded {embedded} new completions with {model_name} on {runtime}; {cached} came from the cache")
+    backend_note = getattr(encoder, "backend_note", None)
+    if backend_note:
+        notes.append(str(backend_note))
 
     steps = sample.get_column("step").to_numpy()
     is_eval = sample.get_column("is_eval").to_numpy()
@@ -338,16 +357,18 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         # the step of each group: every member shares it, take it from any member
         group_step = np.empty(len(codes), dtype=np.int64)
         group_step[gcodes] = steps[p_idx]
-        for s in uniq_steps:
-            vals = sims[(group_step == s) & ~np.isnan(sims)]
-            if len(vals):
-                div_group[step_pos[int(s)]] = float(vals.mean())
+        ok = ~np.isnan(sims)
+        gpos = np.searchsorted(uniq_steps, group_step[ok])
+        n_groups = np.bincount(gpos, minlength=n_steps)
+        total = np.bincount(gpos, weights=sims[ok], minlength=n_steps)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            div_group = np.where(n_groups > 0, total / np.maximum(n_groups, 1), np.nan)
         scodes, scounts, ssums, ssq = _group_sums(x[p_idx], steps[p_idx])
         for s, v in zip(scodes, _mean_pairwise(scounts, ssums, ssq), strict=True):
             div_step[step_pos[int(s)]] = v
 
     # ---- prompt drift from baseline ------------------------------------------------------------
-    drift = {"train": [[] for _ in range(n_steps)], "eval": [[] for _ in range(n_steps)]}
+    drift: dict[str, list[list[float]]] = {"train": [[] for _ in range(n_steps)], "eval": [[] for _ in range(n_steps)]}
     prompt_rows: dict[tuple[str, str], dict[int, list[int]]] = {}
     for i, q in enumerate(qids):
         if q is None:
@@ -412,7 +433,7 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         n_early = max(1, math.ceil(len(p_steps) * options.early_fraction))
         # a reference of a handful of completions makes everything look new: extend it to at
         # least MIN_EARLY_REFERENCE completions, but never beyond the first half of the run
-        per_step_counts = np.array([(steps[p_idx] == s).sum() for s in p_steps])
+        per_step_counts = np.bincount(np.searchsorted(p_steps, steps[p_idx]), minlength=len(p_steps))
         while n_early < max(1, len(p_steps) // 2) and per_step_counts[:n_early].sum() < MIN_EARLY_REFERENCE:
             n_early += 1
         early_cut = int(p_steps[n_early - 1])
@@ -437,9 +458,10 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         dist = _nn_distance(x[p_idx], ref, pos_in_ref[p_idx])
         dist = np.where(np.isinf(dist) | np.isnan(dist), 0.0, dist)  # a lone reference row vs itself
         flagged = dist > threshold
-        for s in np.unique(steps[p_idx]):
-            m = steps[p_idx] == s
-            outlier_frac[step_pos[int(s)]] = float(flagged[m].mean())
+        ppos = np.searchsorted(uniq_steps, steps[p_idx])
+        n_rows = np.bincount(ppos, minlength=n_steps)
+        n_flag = np.bincount(ppos, weights=flagged.astype(np.float64), minlength=n_steps)
+        outlier_frac = np.where(n_rows > 0, n_flag / np.maximum(n_rows, 1), np.nan)
         late = flagged & (steps[p_idx] > early_cut)
         seen_texts: set[str] = set()
         for j in np.flatnonzero(late)[np.argsort(-dist[late], kind="stable")]:
@@ -460,7 +482,7 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
                 }
             )
 
-    counts_per_step = np.bincount([step_pos[int(s)] for s in steps], minlength=n_steps)
+    counts_per_step = np.bincount(np.searchsorted(uniq_steps, steps), minlength=n_steps)
 
     def col(a: np.ndarray) -> list[float | None]:
         return [None if math.isnan(v) else float(v) for v in a]

@@ -222,7 +222,12 @@ def make_scenario(
         report.resumes.append(
             {"file": "events.jsonl", "line": 120, "from_step": k0 + 10, "to_step": k0}
         )
-        info["counters"] = {"records_dropped": 3}
+        # what ingest reports for run.json's counters
+        report.issues.append(
+            IngestIssue(
+                "run.json", None, "the writer reports 3 records dropped (queue full)", "dropped"
+            )
+        )
 
     drift = None
     if kind in ("semantic_drift",) or (kind is None and seed % 2 == 1):

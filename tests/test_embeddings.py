@@ -37,7 +37,7 @@ class CountingModel:
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def encode(self, texts, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def encode(self, texts, **kwargs):
         assert kwargs["normalize_embeddings"] is True
         self.seen.extend(texts)
         return HashingEncoder(dim=16).encode(texts)
@@ -250,3 +250,12 @@ def test_tfidf_projects_wide_vocabularies() -> None:
     assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
     # neighbours share words, so they stay closer than strangers after the projection
     assert float(x[10] @ x[11]) > float(x[10] @ x[1500])
+
+
+def test_importing_drift_modules_stays_light() -> None:
+    code = (
+        "import sys, analyzer.embeddings, analyzer.drift, analyzer.samples\n"
+        "print([m for m in ('torch', 'sentence_transformers', 'onnxruntime', 'sklearn', 'numpy', 'polars') if m in sys.modules])"
+    )
+    out = subprocess.check_output([sys.executable, "-c", code], text=True, timeout=60)
+    assert out.strip() == "[]"

@@ -23,11 +23,14 @@ from trainer_hooks import schema
 from trainer_hooks.schema import decode_float
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# model outputs can be longer than the csv module's default 128 KiB field limit
+csv.field_size_limit(sys.maxsize)
 
 
 # --- reading back with the standard library only ---------------------------------------------
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    # split on "\n" only, as NDJSON readers do (the writer also escapes U+2028, so splitlines works too)
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
 
 
 def read_csv_parts(run_dir: Path, rank: int = 0) -> list[dict[str, str]]:

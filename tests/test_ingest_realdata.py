@@ -35,6 +35,7 @@ def test_every_real_file_ingests_or_fails_cleanly(path: Path) -> None:
     assert run.steps["step"].is_sorted() and run.steps["step"].n_unique() == run.steps.height
     assert all(dt == pl.Float64 for name, dt in run.steps.schema.items() if name != "step")
     assert run.report.records_read > 0
+    assert {"run_id", "algorithm", "model", "config", "status", "reward_names", "world_size", "source_kind"} <= run.info.keys()
 
 
 def test_trl_grpo_trainer_state(realdata: Path) -> None:
@@ -125,7 +126,15 @@ def test_trl_console_steps_from_progress_bar(realdata: Path) -> None:
     assert "attention/early/mdi" in run.steps.columns
 
 
-def test_markdown_rollout_dump_is_a_clean_error(realdata: Path) -> None:
-    path = next((realdata / "JuncyLu__trl_DAPO").glob("*rollout_results.md"))
-    with pytest.raises(InputError, match="a Markdown rollout dump is not a supported input"):
-        load_run(path)
+def test_markdown_rollout_dump(realdata: Path) -> None:
+    run = load_run(next((realdata / "JuncyLu__trl_DAPO").glob("*rollout_results.md")))
+    assert run.report.source_kind == "rollout_markdown" and run.report.issues == []
+    g = run.generations
+    assert g is not None and g.height == 592  # 37 steps x 16 samples
+    assert g["step"].unique().sort().to_list() == list(range(37))
+    first = g.row(0, named=True)
+    assert first["question"].startswith("system\nYou are a precise assistant.") and first["question"].endswith("assistant")
+    assert first["model_output"].endswith("Answer: B. pond")
+    assert first["ground_truth_answer"] == "B"
+    assert (first["reward/accuracy"], first["reward/format"], first["reward/mdi"], first["total_reward"]) == (1.0, 0.0, -1.0, 3.0)
+    assert run.info["reward_names"] == ["accuracy", "format", "mdi"]

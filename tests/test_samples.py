@@ -54,7 +54,7 @@ def run_dir(tmp_path: Path) -> Path:
     return write_run(tmp_path / "run")
 
 
-def invoke(*args: str):  # noqa: ANN201
+def invoke(*args: str):
     return CliRunner().invoke(cli, ["samples", *args])
 
 

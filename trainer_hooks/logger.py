@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import threading
 import time
@@ -206,6 +205,20 @@ def _sanitize(obj: Any, depth: int = 0) -> Any:
 _dumps = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default
 ).encode
+try:  # the C encoder built once: JSONEncoder.encode rebuilds it on every call
+    from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
+
+    if c_make_encoder is None or c_encode_basestring is None:
+        raise ImportError
+    _c_iterencode = c_make_encoder(
+        None, _json_default, c_encode_basestring, None, ":", ",", False, False, False
+    )
+
+    def _fast_dumps(obj: Any) -> str:
+        return "".join(_c_iterencode(obj, 0))
+
+except ImportError:  # pragma: no cover - CPython always has the C accelerator
+    _fast_dumps = _dumps
 _dumps_ascii = json.JSONEncoder(
     ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_json_default
 ).encode
@@ -214,8 +227,9 @@ _dumps_ascii = json.JSONEncoder(
 def encode_json(obj: Any) -> str:
     """One record as compact JSON, with logscan's NaN encoding. Never contains a raw newline."""
     try:
-        return _dumps(obj)
-    except (ValueError, TypeError):  # NaN/inf, non-str keys: rare, so pay for a full walk only then
+        return _fast_dumps(obj)
+    except (ValueError, TypeError, RecursionError):
+        # NaN/inf, odd keys, cycles: rare, so pay for a full walk only then
         return _dumps(_sanitize(obj))
 
 
@@ -376,7 +390,7 @@ class RunLogger:
         self._flush_interval = float(flush_interval_s)
         self._drop_when_full = on_full == "drop"
         self._sink_factory: SinkFactory = sink_factory or FileSink
-        self._reasoning_re, self._answer_re = (_tag_regex(t) for t in tags)
+        self._reasoning_tag, self._answer_tag = (TagExtractor(t) for t in tags)
 
         self._q: collections.deque[Any] = collections.deque()
         self._wake = threading.Event()
@@ -813,9 +827,9 @@ class RunLogger:
         total = extra.pop(schema.G_TOTAL_REWARD, None) if extra else None
         text = output if isinstance(output, str) else _text(output)
         if reasoning is None:
-            reasoning = _extract(self._reasoning_re, text)
+            reasoning = self._reasoning_tag(text)
         if answer is None:
-            answer = _extract(self._answer_re, text)
+            answer = self._answer_tag(text)
         if total is None:
             total = _nan_sum(rewards.values())
         if qid is None:
@@ -946,12 +960,11 @@ class RunLogger:
     def _write_stream(self, stream: str, lines: list[str]) -> None:
         data = "".join(lines)
         try:
-            payload = data.encode("utf-8")
+            payload = _escape_breaks(data).encode("utf-8")
         except UnicodeEncodeError:
-            # lone surrogates: re-encode just those lines with \\u escapes (still exact JSON)
-            payload = "".join(
-                ln if _is_utf8_safe(ln) else _reencode_ascii(ln) for ln in lines
-            ).encode("utf-8")
+            # lone surrogates: re-encode just those lines with \u escapes (still exact JSON)
+            data = "".join(ln if _is_utf8_safe(ln) else _reencode_ascii(ln) for ln in lines)
+            payload = _escape_breaks(data).encode("utf-8")
         self._write_bytes(stream, payload, len(lines))
 
     def _write_bytes(self, stream: str, payload: bytes, n: int) -> bool:
@@ -1046,6 +1059,18 @@ class RunLogger:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
 
 
+def _escape_breaks(data: str) -> str:
+    """Escape U+2028/U+2029/U+0085 (JSON text, so only inside strings: the value is unchanged).
+
+    ``str.splitlines()`` and some JSON-lines readers treat them as line ends; escaped, each record
+    is one physical line for every reader.
+    """
+    # three substring tests are much faster than one regex character-class scan of a large batch
+    if "\u2028" not in data and "\u2029" not in data and "\x85" not in data:
+        return data
+    return data.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
+
+
 def _is_utf8_safe(s: str) -> bool:
     try:
         s.encode("utf-8")
@@ -1058,19 +1083,31 @@ def _reencode_ascii(line: str) -> str:
     return _dumps_ascii(json.loads(line)) + "\n"
 
 
-def _tag_regex(tag: str) -> re.Pattern[str]:
-    t = re.escape(tag)
-    return re.compile(rf"<{t}>(.*?)</{t}>", re.DOTALL)
+class TagExtractor:
+    """Finds the content of the first ``<tag>…</tag>``, stripped, with ``str.find``.
 
+    Same result as the regex ``<tag>(.*?)</tag>`` (DOTALL) but several times faster on long
+    completions, which matters on the writer thread.
+    """
 
-def _extract(pattern: re.Pattern[str], text: str) -> str | None:
-    m = pattern.search(text)
-    return m.group(1).strip() if m else None
+    __slots__ = ("close", "open")
+
+    def __init__(self, tag: str) -> None:
+        self.open = f"<{tag}>"
+        self.close = f"</{tag}>"
+
+    def __call__(self, text: str) -> str | None:
+        i = text.find(self.open)
+        if i < 0:
+            return None
+        i += len(self.open)
+        j = text.find(self.close, i)
+        return None if j < 0 else text[i:j].strip()
 
 
 def extract_tag(text: str, tag: str) -> str | None:
     """The stripped content of the first ``<tag>…</tag>`` in ``text``, or None."""
-    return _extract(_tag_regex(tag), text)
+    return TagExtractor(tag)(text)
 
 
 # --- stop requests ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .logger import _tag_regex, question_id_for
+from .logger import TagExtractor, question_id_for
 
 if TYPE_CHECKING:
     from .logger import RunLogger
@@ -129,7 +129,7 @@ class _Collector:
     ) -> None:
         self.names = names
         self.logger = logger
-        self.reasoning_re, self.answer_re = (_tag_regex(t) for t in tags)
+        self.reasoning_tag, self.answer_tag = (TagExtractor(t) for t in tags)
         self.weights = dict(weights) if weights is not None else None
         self.answer_columns = tuple(answer_columns)
         self.id_columns = tuple(id_columns)
@@ -268,8 +268,6 @@ class _Collector:
                     pass
             if missing:
                 extra["missing_rewards"] = missing
-            m_r = self.reasoning_re.search(text)
-            m_a = self.answer_re.search(text)
             log(
                 step=step,
                 question=question,
@@ -279,8 +277,8 @@ class _Collector:
                 question_id=qid,
                 split=split,
                 group_id=f"s{step}-b{seq}-g{groups[i]}",
-                reasoning=m_r.group(1).strip() if m_r else None,
-                model_answer=m_a.group(1).strip() if m_a else None,
+                reasoning=self.reasoning_tag(text),
+                model_answer=self.answer_tag(text),
                 total_reward=total if counted else (math.nan if rewards else None),
                 **extra,
             )

@@ -31,6 +31,14 @@ class Excursion:
     warmup: int
 
 
+def _windows(ctx: DetectorContext, n: int) -> tuple[int, int]:
+    """(smoothing window, points a condition must hold): 5 % / 3 % of the curve, or 2 and 2 for a
+    sparse series (eval every N steps) that would otherwise be all window."""
+    if n < 2 * int(ctx.general["warmup_min_points"]):
+        return 2, 2
+    return stats.window_for(n), stats.window_for(n, 0.03, 3, 15)
+
+
 def find_excursion(
     ctx: DetectorContext,
     x: np.ndarray,
@@ -40,6 +48,7 @@ def find_excursion(
     threshold: float | None = None,
     min_delta: float | None = None,
     rel_delta: float | None = None,
+    smooth_with: str = "median",
 ) -> Excursion | None:
     """First sustained run (after the warm-up) where the rolling median is past ``threshold`` and
     has moved at least ``min_delta`` (absolute) / ``rel_delta`` (× |baseline|) from the warm-up
@@ -50,7 +59,10 @@ def find_excursion(
         return None
     w = ctx.warmup_points(n)
     base = float(np.median(y[: max(w, 1)]))
-    smooth = stats.rolling_median(y, stats.window_for(n))
+    # a rolling mean suits shares of a few groups: their values are coarse (0, 1/4, 1/2, …) and a
+    # median of them jumps a whole quantum on chance alone
+    win, sustain = _windows(ctx, n)
+    smooth = stats.rolling_mean(y, win) if smooth_with == "mean" else stats.rolling_median(y, win)
     sign = 1.0 if above else -1.0
     cond = np.ones(n, dtype=bool)
     if threshold is not None:
@@ -59,14 +71,14 @@ def find_excursion(
         cond &= sign * (smooth - base) >= min_delta
     if rel_delta is not None:
         cond &= sign * (smooth - base) >= rel_delta * max(abs(base), 1e-12)
-    idx = stats.first_sustained(cond, stats.window_for(n, 0.03, 3, 15), start=w)
+    idx = stats.first_sustained(cond, sustain, start=w)
     if idx is None:
         return None
     block = idx
     while block > 0 and cond[block - 1]:
         block -= 1
     # held since the warm-up: the evidence held from the start of that block, nothing to date
-    onset = int(x[block]) if block < w else stats.onset_step(x, y, upto=idx)
+    onset = int(x[block]) if block < w else stats.onset_step(x, y, upto=idx, lo=w)
     tail = smooth[idx:]
     extreme = float(tail.max() if above else tail.min())
     return Excursion(
@@ -198,12 +210,13 @@ def find_drop_from_peak(
     if n == 0:
         return None
     w = ctx.warmup_points(n)
-    smooth = stats.rolling_median(y, stats.window_for(n))
+    win, sustain = _windows(ctx, n)
+    smooth = stats.rolling_median(y, win)
     peak = np.maximum.accumulate(smooth)
     cond = smooth <= peak - drop
     if min_peak is not None:
         cond &= peak >= min_peak
-    idx = stats.first_sustained(cond, stats.window_for(n, 0.03, 3, 15), start=w)
+    idx = stats.first_sustained(cond, sustain, start=w)
     if idx is None:
         return None
     p_idx = int(np.argmax(smooth[: idx + 1]))

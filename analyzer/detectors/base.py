@@ -165,10 +165,11 @@ class DetectorContext:
     # ---- warm-up ---------------------------------------------------------------------------
     def warmup_points(self, n: int) -> int:
         """How many of ``n`` points form the warm-up (baseline); never all of them."""
-        w = max(
-            int(self.general["warmup_min_points"]),
-            round(n * float(self.general["warmup_fraction"])),
-        )
+        least = int(self.general["warmup_min_points"])
+        if n < 2 * least:
+            # a sparse series (eval every N steps): a short baseline, or nothing would be left
+            return min(max(1, round(n * 0.3)), max(n - 1, 0))
+        w = max(least, round(n * float(self.general["warmup_fraction"])))
         return min(w, max(n - 1, 0))
 
     def too_short(self) -> str | None:

@@ -85,9 +85,15 @@ def _zero_spread_groups(ctx: DetectorContext) -> Any:
     signals="`frac_reward_zero_std` (TRL) or the share of GRPO groups whose completions all got the same "
     "reward (rebuilt from completions): a group with zero spread has zero advantage, so it teaches "
     "nothing. Says whether the groups are all-correct (task too easy / saturated) or all-wrong (too hard).",
-    defaults={"threshold": 0.5, "critical_threshold": 0.8, "spread_epsilon": 1e-9},
+    defaults={
+        "threshold": 0.6,
+        "critical_threshold": 0.85,
+        "min_increase": 0.3,
+        "spread_epsilon": 1e-9,
+    },
     requires=("frac_reward_zero_std or completions with groups",),
-    severity="warning when the rolling median share of zero-spread groups stays ≥ threshold; critical ≥ critical_threshold.",
+    severity="warning when the rolling mean share of zero-spread groups stays ≥ threshold and ≥ min_increase "
+    "above the warm-up; critical when it stays ≥ critical_threshold (from the start, too).",
 )
 def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """GRPO groups with zero reward spread dominate (no learning signal)."""
@@ -113,9 +119,26 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
     else:
         raise Skip("needs frac_reward_zero_std or completions grouped per prompt")
     ctx.require_length(y.size, source)
-    exc = find_excursion(ctx, x, y, above=True, threshold=float(cfg["threshold"]))
-    if exc is None:
+    # dominating and grown since the warm-up — or dominating so much that the cause does not
+    # matter (a run without signal from its first step is the same failure). Small groups have
+    # many zero-spread groups by chance (2 completions at 65 % accuracy: over half), hence the
+    # required increase.
+    grown = find_excursion(
+        ctx,
+        x,
+        y,
+        above=True,
+        threshold=float(cfg["threshold"]),
+        min_delta=float(cfg["min_increase"]),
+        smooth_with="mean",
+    )
+    extreme = find_excursion(
+        ctx, x, y, above=True, threshold=float(cfg["critical_threshold"]), smooth_with="mean"
+    )
+    found = [e for e in (grown, extreme) if e is not None]
+    if not found:
         return []
+    exc = min(found, key=lambda e: e.onset_step)
     crit = exc.extreme >= float(cfg["critical_threshold"])
     cause = "unknown (no completions to tell all-correct from all-wrong groups)"
     ev: dict[str, Any] = {}
@@ -130,12 +153,10 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
             rmin = float(groups["reward"].min())
             rmax = float(groups["reward"].max())
             mid = (rmin + rmax) / 2
-            all_correct = late.filter(
-                pl.when(pl.col("acc").is_not_null())
-                .then(pl.col("acc") >= 1.0)
-                .otherwise(pl.col("reward") > mid)
-            ).height
-            share_correct = all_correct / late.height
+            # "correct" is the reward's verdict (that is what has no spread): the group's reward
+            # in the top half of the range the groups' rewards span over the run
+            top = late.filter(pl.col("reward") > mid)
+            share_correct = top.height / late.height
             ev = {
                 "zero_spread_groups": late.height,
                 "all_correct_share": share_correct,
@@ -143,6 +164,13 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
             }
             if share_correct >= 0.6:
                 cause = "mostly all-correct groups: the prompts are too easy / the reward saturated"
+                em = top["acc"].drop_nulls().to_numpy()
+                if em.size and float(em.mean()) < 0.5:
+                    ev["exact_match_of_rewarded"] = float(em.mean())
+                    cause += (
+                        f" — yet only {float(em.mean()):.0%} of them match the ground truth"
+                        " (see reward_hacking)"
+                    )
             elif share_correct <= 0.4:
                 cause = "mostly all-wrong groups: the prompts are too hard or the reward is broken"
             else:
@@ -175,6 +203,26 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
     ]
 
 
+def _group_duplicates(texts: list[str], ids: list[int], thr: float) -> tuple[int, int, set[int]]:
+    """(pairs, near-duplicate pairs, ids involved) of one group; shingles only when texts differ."""
+    cache: dict[int, frozenset[tuple[str, ...]]] = {}
+
+    def sh(i: int) -> frozenset[tuple[str, ...]]:
+        if i not in cache:
+            cache[i] = shingles(texts[i])
+        return cache[i]
+
+    pairs = dup = 0
+    dup_ids: set[int] = set()
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            pairs += 1
+            if texts[i] == texts[j] or jaccard(sh(i), sh(j)) >= thr:
+                dup += 1
+                dup_ids.update((ids[i], ids[j]))
+    return pairs, dup, dup_ids
+
+
 def _near_dup_rates(
     ctx: DetectorContext, cfg: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
@@ -188,11 +236,11 @@ def _near_dup_rates(
     max_groups = int(cfg["max_groups_per_step"])
     max_size = int(cfg["max_group_size"])
     thr = float(cfg["near_duplicate_jaccard"])
-    steps = s[C.STEP].unique().sort()
-    if steps.len() > int(cfg["max_steps"]):
+    all_steps = s[C.STEP].unique().sort()
+    if all_steps.len() > int(cfg["max_steps"]):
         # text comparison is the costly part: judge evenly spaced steps of very long runs
-        keep = steps.gather(
-            np.linspace(0, steps.len() - 1, int(cfg["max_steps"])).round().astype(int)
+        keep = all_steps.gather(
+            np.linspace(0, all_steps.len() - 1, int(cfg["max_steps"])).round().astype(int)
         )
         s = s.filter(pl.col(C.STEP).is_in(keep.implode()))
     sizes = s.group_by(C.STEP, GROUP).agg(pl.len().alias("n"))
@@ -215,15 +263,7 @@ def _near_dup_rates(
         ids: list[int] = row[C.SAMPLE_ID]
         if len(texts) < 2:
             continue
-        sh = [shingles(t) for t in texts]
-        pairs = dup = 0
-        dup_ids: set[int] = set()
-        for i in range(len(sh)):
-            for j in range(i + 1, len(sh)):
-                pairs += 1
-                if texts[i] == texts[j] or jaccard(sh[i], sh[j]) >= thr:
-                    dup += 1
-                    dup_ids.update((ids[i], ids[j]))
+        pairs, dup, dup_ids = _group_duplicates(texts, ids, thr)
         rate = dup / pairs
         rates.setdefault(step, []).append(rate)
         if rate > worst.get(step, (-1.0, []))[0]:

@@ -68,12 +68,13 @@ def _eval_ids(ctx: DetectorContext, onset: int) -> list[int]:
         "drift_increase": 0.15,
         "drift_critical": 0.5,
         "min_accuracy_drop": 0.15,
+        "min_relative_drop": 0.1,
         "critical_accuracy_drop": 0.3,
         "loss_growth": 0.5,
     },
     requires=("drift_eval_mean / drift_probe_mean, or eval/probe metrics",),
     severity="warning when eval drift stays ≥ drift_threshold (and ≥ drift_increase above the warm-up) or an eval "
-    "metric falls by ≥ min_accuracy_drop (accuracy) / 4 × its noise; critical at drift ≥ drift_critical or "
+    "metric falls by ≥ min_accuracy_drop (accuracy) / max(4 × its noise, min_relative_drop × its level); critical at drift ≥ drift_critical or "
     "accuracy drop ≥ critical_accuracy_drop. Not raised when the train reward fell too.",
 )
 def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
@@ -84,7 +85,7 @@ def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
     drift_cols = [c for c in EVAL_DRIFT if ctx.has(c)]
     for col in drift_cols:
         x, y = ctx.series(col)
-        if y.size < 6:
+        if y.size < 4:
             continue
         exc = find_excursion(
             ctx,
@@ -138,7 +139,16 @@ def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
                 ctx, x, y, above=True, rel_delta=float(cfg["loss_growth"]), min_delta=4 * noise
             )
         else:
-            need = float(cfg["min_accuracy_drop"]) if is_acc else max(4 * noise, 1e-9)
+            if is_acc:
+                need = float(cfg["min_accuracy_drop"])
+            else:  # a reward/score in its own units: beyond noise and a relative share of its level
+                w = ctx.warmup_points(y.size)
+                level = (
+                    abs(float(np.median(y[max(w, 1) :])))
+                    if y.size > w
+                    else abs(float(np.median(y)))
+                )
+                need = max(4 * noise, float(cfg["min_relative_drop"]) * level, 1e-9)
             exc = find_drop_from_peak(ctx, x, y, drop=need)
         if exc is None:
             continue

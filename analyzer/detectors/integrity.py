@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -11,39 +12,52 @@ from analyzer import columns as C
 from analyzer.detectors.base import DetectorContext, alert, register
 from analyzer.model import Alert, Severity
 
-_BENIGN = {"torn_line", "resume", "gap", "unknown_column", "note"}
+# what ingest reports (IngestIssue.kind): records lost vs. things worth knowing
+_LOSING = {"malformed", "not_object", "no_step", "not_utf8", "truncated_report"}
+_INFO = {"torn_line", "resume", "gap", "unknown_column", "note", "wrong_type", "empty", "dropped"}
+_DROPPED_RE = re.compile(r"(\d+) records?")
 
 
 def _dropped(ctx: DetectorContext) -> int:
+    """Records the logger could not write: run.json counters (via run.info) or ingest's issues."""
     counters = ctx.run.info.get("counters") or {}
     total = 0
     if isinstance(counters, dict):
         for k, v in counters.items():
-            if "drop" in str(k) and isinstance(v, int | float):
+            if ("drop" in str(k) or "fail" in str(k) or "error" in str(k)) and isinstance(
+                v, int | float
+            ):
                 total += int(v)
+    if total:
+        return total
+    for issue in ctx.run.report.issues:
+        if issue.kind == "dropped":
+            m = _DROPPED_RE.search(issue.reason)
+            total += int(m.group(1)) if m else 1
     return total
 
 
 @register(
     "log_integrity",
-    signals="the ingest report (torn lines, malformed / wrongly typed records, dropped records counted "
-    "by the logger in run.json, resumes) and the logged steps (gaps ≥ gap_factor × the usual spacing): "
-    "every other conclusion rests on complete logs.",
+    signals="the ingest report (torn lines, malformed records, values of the wrong type, records the "
+    "logger dropped as counted in run.json, resumes) and the logged steps (gaps ≥ gap_factor × the "
+    "usual spacing): every other conclusion rests on complete logs.",
     defaults={"gap_factor": 5.0, "critical_fraction": 0.05},
     requires=(),
-    severity="info for one torn last line, resumes and gaps; warning for malformed records, more than one "
-    "torn line, or records the logger dropped; critical when skipped + dropped ≥ critical_fraction of the records.",
+    severity="info for one torn last line, wrongly typed values, empty files, resumes and gaps; warning "
+    "for malformed / unreadable records, more than one torn line, or records the logger dropped; "
+    "critical when skipped + dropped records are ≥ critical_fraction of all records.",
 )
 def log_integrity(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Torn lines, malformed records, dropped records, gaps and resumes."""
     rep = ctx.run.report
     out: list[Alert] = []
     kinds = Counter(i.kind for i in rep.issues)
-    bad = {k: n for k, n in kinds.items() if k not in _BENIGN and k != "dropped"}
-    dropped = _dropped(ctx) + kinds.get("dropped", 0)
+    bad = {k: n for k, n in kinds.items() if k in _LOSING or k not in _INFO}
+    dropped = _dropped(ctx)
     records = max(rep.records_read + rep.records_skipped + dropped, 1)
     lost_share = (rep.records_skipped + dropped) / records
-    examples = [str(i) for i in rep.issues if i.kind not in _BENIGN][:5]
+    examples = [str(i) for i in rep.issues if i.kind in bad or i.kind == "dropped"][:5]
     if bad or dropped or kinds.get("torn_line", 0) > 1:
         sev = (
             Severity.CRITICAL if lost_share >= float(cfg["critical_fraction"]) else Severity.WARNING
@@ -68,7 +82,23 @@ def log_integrity(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 sample_ids=[],
             )
         )
-    elif kinds.get("torn_line", 0) == 1:
+    minor = {k: n for k, n in kinds.items() if k in ("wrong_type", "empty")}
+    if minor:
+        out.append(
+            alert(
+                "log_integrity",
+                Severity.INFO,
+                None,
+                "ignored: "
+                + ", ".join(
+                    f"{n} {k.replace('_', ' ')} issue(s)" for k, n in sorted(minor.items())
+                ),
+                issues=minor,
+                examples=[str(i) for i in rep.issues if i.kind in minor][:5],
+                sample_ids=[],
+            )
+        )
+    if kinds.get("torn_line", 0) == 1 and not (bad or dropped):
         torn = next(i for i in rep.issues if i.kind == "torn_line")
         out.append(
             alert(

@@ -18,10 +18,11 @@ from analyzer.model import Alert, RunData, Severity
 
 
 def kl_unit(run: RunData, configured: str = "auto") -> str:
-    """``token`` or ``sequence``: configured, else ``run.info['kl_unit']``, else by algorithm.
+    """``token`` or ``sequence``: configured, else ``run.info['kl_unit']``, else from the source.
 
-    TRL PPO and RLOO log a per-sequence KL (``objective/kl``); GRPO, verl and everything else log
-    a per-token mean.
+    TRL's PPO (and RLOO before TRL 0.20) log ``objective/kl``, summed per sequence; ingest marks
+    such logs as algorithm ``ppo`` (they carry ``objective/*`` keys). GRPO, today's RLOO (``kl``)
+    and verl (``actor/kl_loss``, ``actor/reward_kl_penalty``) log a per-token mean.
     """
     if configured in ("token", "sequence"):
         return configured
@@ -30,7 +31,9 @@ def kl_unit(run: RunData, configured: str = "auto") -> str:
         return unit
     algo = str(run.info.get("algorithm") or "").lower()
     source = (run.report.source_kind or "").lower()
-    if algo in ("ppo", "rloo") and not source.startswith("verl"):
+    if source.startswith("verl"):
+        return "token"
+    if algo == "ppo" or any(c.startswith("objective/") for c in run.steps.columns):
         return "sequence"
     return "token"
 
@@ -104,14 +107,12 @@ def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     if over is not None or superlinear is not None:
         peak = float(smooth[w:].max())
         severe = peak >= crit_level or (over is not None and superlinear is not None)
-        if superlinear is not None:
-            onset = superlinear["onset_step"]
-            if over is not None:
-                onset = min(onset, int(x[over]))
-        else:
-            assert over is not None
+        if over is not None:
             # KL grows multiplicatively: date the take-off on the log scale, where it is a ramp
-            onset = stats.onset_step(x, np.log(np.maximum(y, 1e-12)), upto=over)
+            onset = stats.onset_step(x, np.log(np.maximum(y, 1e-12)), upto=over, lo=min(w, over))
+        else:
+            assert superlinear is not None
+            onset = int(superlinear["onset_step"])
         parts = []
         if over is not None:
             parts.append(f"above its budget {budget:g} per {unit} from step {int(x[over])}")

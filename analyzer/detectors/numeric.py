@@ -36,10 +36,19 @@ def nan_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         raise Skip("no logged scalars and no completions")
     per_col: dict[str, dict[str, Any]] = {}
     critical = False
-    for col in ctx.numeric_columns():
-        x, y = ctx.series(col, finite=False)
-        if y.size == 0:
+    cols = ctx.numeric_columns()
+    # one pass to find the columns holding any NaN/inf; only those are looked at closely
+    flagged = (
+        ctx.metrics.select(
+            [(~pl.col(c).cast(pl.Float64, strict=False).is_finite()).any().alias(c) for c in cols]
+        ).row(0)
+        if cols and ctx.n_steps
+        else ()
+    )
+    for col, has_bad in zip(cols, flagged, strict=False):
+        if not has_bad:
             continue
+        x, y = ctx.series(col, finite=False)
         bad = ~np.isfinite(y)
         if not bad.any():
             continue

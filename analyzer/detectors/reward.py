@@ -67,7 +67,11 @@ def _proxy_vs_truth(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         noise = (
             stats.robust_scale(ty[: p + 1] - smooth[: p + 1]) if p > 3 else stats.robust_scale(ty)
         )
-        min_drop = float(cfg["min_accuracy_drop"]) if is_acc else 4 * noise
+        min_drop = (
+            float(cfg["min_accuracy_drop"])
+            if is_acc
+            else max(4 * noise, float(cfg["min_relative_drop"]) * abs(float(smooth[p])))
+        )
         h = max(3, stats.window_for(n))
         z_fall = stats.mann_whitney_z(ty[max(0, p - 2 * h) : p + 1], ty[-tail:])
         if drop < min_drop or z_fall < float(cfg["min_z"]):
@@ -247,6 +251,7 @@ def _component_dominance(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Aler
         "correctness_rewards": [],
         "correct_fraction": 0.99,
         "min_accuracy_drop": 0.15,
+        "min_relative_drop": 0.1,
         "min_z": 3.0,
         "critical_accuracy_drop": 0.3,
         "disagreement_threshold": 0.1,

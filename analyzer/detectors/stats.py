@@ -55,6 +55,19 @@ def rolling_median(y: np.ndarray, window: int, *, center: bool = False) -> np.nd
     return out
 
 
+def rolling_mean(y: np.ndarray, window: int) -> np.ndarray:
+    """Trailing rolling mean, shorter windows at the start (same alignment as ``rolling_median``)."""
+    y = np.asarray(y, dtype=float)
+    n = y.size
+    if n == 0:
+        return y.copy()
+    window = max(1, min(int(window), n))
+    c = np.cumsum(np.r_[0.0, y])
+    idx = np.arange(1, n + 1)
+    start = np.maximum(0, idx - window)
+    return (c[idx] - c[start]) / (idx - start)
+
+
 def rolling_mad(y: np.ndarray, window: int) -> np.ndarray:
     """Trailing rolling MAD (scaled), same alignment as ``rolling_median``."""
     y = np.asarray(y, dtype=float)

@@ -114,15 +114,15 @@ def with_ngram_rates(samples: pl.DataFrame, *, per_step: int = 32) -> pl.DataFra
     return sub.with_columns(pl.Series(NGRAM_RATE, rates, dtype=pl.Float64))
 
 
-def shingles(text: str, n: int = 3, max_words: int = 200) -> frozenset[str]:
+def shingles(text: str, n: int = 3, max_words: int = 120) -> frozenset[tuple[str, ...]]:
     """Word n-gram set of a completion's first ``max_words`` words (the near-duplicate unit)."""
-    words = _WORD.findall(text.lower())[:max_words]
+    words = _WORD.findall(text[: max_words * 12].lower())[:max_words]
     if len(words) < n:
-        return frozenset([" ".join(words)])
-    return frozenset(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+        return frozenset([tuple(words)])
+    return frozenset(zip(*(words[k:] for k in range(n)), strict=False))
 
 
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+def jaccard(a: frozenset[tuple[str, ...]], b: frozenset[tuple[str, ...]]) -> float:
     if not a and not b:
         return 1.0
     return len(a & b) / len(a | b)

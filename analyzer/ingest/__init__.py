@@ -14,6 +14,7 @@ source kind                 what it is
 ``verl_console``            a verl console log (``step:N - key:value - ...``)
 ``trl_console``             a TRL/transformers console log (``{'loss': ...}`` lines)
 ``llamafactory``            LLaMA-Factory's ``trainer_log.jsonl``
+``rollout_markdown``        a Markdown dump of rollouts (``## === Rollout Step N ===`` …)
 =========================== ===============================================================
 
 Problems inside files become located issues in ``RunData.report``; ``InputError`` (one line,
@@ -31,7 +32,7 @@ from analyzer.model import IngestReport, RunData
 
 SOURCE_KINDS: Final = (
     "logscan", "seed_csv", "hf_trainer_state", "trl_completions", "verl_jsonl", "verl_rollouts",
-    "verl_console", "trl_console", "llamafactory",
+    "verl_console", "trl_console", "llamafactory", "rollout_markdown",
 )
 
 _HELP: Final = (
@@ -111,11 +112,6 @@ def _detect_file(path: Path) -> str:
     if suffix == ".parquet":
         return "trl_completions"
     kind = console.sniff(path)
-    if kind == "rollout_markdown":
-        raise InputError(
-            f"{path}: a Markdown rollout dump is not a supported input; point logscan at the run's "
-            "console log, trainer_state.json or completions instead"
-        )
     if kind is None:
         raise InputError(f"{path}: not a format logscan reads; {_HELP}")
     return kind
@@ -178,6 +174,7 @@ def load_run(path: str | Path) -> RunData:
         "verl_console": console.load_verl_console,
         "trl_console": console.load_trl_console,
         "llamafactory": hf_trainer_state.load_llamafactory,
+        "rollout_markdown": console.load_rollout_markdown,
     }
     try:
         run = loaders[kind](p, report)
@@ -188,8 +185,24 @@ def load_run(path: str | Path) -> RunData:
     except MemoryError as exc:
         raise InputError(f"{p}: ran out of memory while reading; is this really a training log?") from exc
     run.path = str(path)
-    run.info.setdefault("source_kind", report.source_kind)
+    _complete_info(run)
     return run
+
+
+def _complete_info(run: RunData) -> None:
+    """Every source fills the same ``info`` keys (None when the input does not say)."""
+    from analyzer.columns import REWARD_PREFIX
+
+    info = run.info
+    info.setdefault("source_kind", run.report.source_kind)
+    for key in ("run_id", "algorithm", "model", "config", "status", "world_size"):
+        info.setdefault(key, None)
+    if not info.get("reward_names"):
+        if run.generations is not None:
+            names = run.reward_names
+        else:  # per-function reward means the trainer logged (reward/<name>, not reward/<name>/std)
+            names = [c[len(REWARD_PREFIX) :] for c in run.steps.columns if c.startswith(REWARD_PREFIX) and "/" not in c[len(REWARD_PREFIX) :]]
+        info["reward_names"] = names
 
 
 __all__ = ["SOURCE_KINDS", "detect_source", "load_run"]

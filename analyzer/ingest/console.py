@@ -156,3 +156,90 @@ def load_trl_console(path: Path, report: IngestReport) -> RunData:
     if not rows:
         raise InputError(f"{path}: no metric dict lines ({{'loss': ...}}) found")
     return RunData(path=str(path), steps=steps_frame(rows), generations=None, report=report, info=info)
+
+
+# --- Markdown rollout dumps ----------------------------------------------------------------------
+_MD_ROLLOUT_RE: Final = re.compile(r"^## === Rollout Step (\d+) ===\s*$")
+_MD_STEP_RE: Final = re.compile(r"^Step: (\d+)/\d+")
+_MD_SAMPLE_RE: Final = re.compile(r"^### Sample (\d+)\s*$")
+_MD_FIELD_RE: Final = re.compile(r"^\*\*(Prompt|Completion|Solution|Rewards|Detailed Metrics):\*\* ?(.*)$")
+_MD_FIELDS: Final = {"Prompt": "question", "Completion": "model_output", "Solution": "ground_truth_answer"}
+
+
+def load_rollout_markdown(path: Path, report: IngestReport) -> RunData:
+    """A Markdown dump of rollouts (``## === Rollout Step N ===`` / ``### Sample k`` /
+    ``**Prompt:**`` / ``**Completion:**`` / ``**Solution:**`` / ``**Rewards:** a=1.0, total=2.0``),
+    as some GRPO scripts write next to their console log. ``Step: X/N`` gives the step."""
+    import polars as pl
+
+    from analyzer import columns as C
+    from analyzer.ingest._common import ORDER_COL, empty_steps, finalize_generations
+
+    col = Collector(report, path.parent)
+    col.read(path)
+    rows: list[dict[str, Any]] = []
+    step: int | None = None
+    sample: dict[str, Any] | None = None
+    field: str | None = None
+    buf: list[str] = []
+
+    def flush_field() -> None:
+        if sample is not None and field is not None:
+            sample[field] = "\n".join(buf).strip("\n")
+
+    def flush_sample() -> None:
+        nonlocal sample
+        flush_field()
+        if sample is not None:
+            if C.OUTPUT in sample:
+                rows.append(sample)
+                report.records_read += 1
+            else:
+                col.issue(path, sample["__line"], "a sample without **Completion:**; skipped", "malformed")
+        sample = None
+
+    for lineno, text, _ in iter_lines(path, col):
+        line = text.rstrip("\r\n")
+        if m := _MD_ROLLOUT_RE.match(line):
+            flush_sample()
+            field, step = None, int(m.group(1))
+            continue
+        if (m := _MD_STEP_RE.match(line)) and sample is None:
+            step = int(m.group(1))
+            continue
+        if m := _MD_SAMPLE_RE.match(line):
+            flush_sample()
+            sample, field, buf = {C.STEP: step, "__line": lineno}, None, []
+            continue
+        if sample is None:
+            continue
+        if m := _MD_FIELD_RE.match(line):
+            flush_field()
+            name, rest = m.group(1), m.group(2)
+            field, buf = _MD_FIELDS.get(name), [rest]
+            if name == "Rewards":
+                for pair in rest.split(","):
+                    key, sep, value = pair.strip().partition("=")
+                    f, ok = to_float(value)
+                    if not sep or not ok:
+                        col.issue(path, lineno, f"reward {pair.strip()!r} is not name=number; ignored", "wrong_type", skipped=False)
+                        continue
+                    sample[C.TOTAL_REWARD if key == "total" else C.REWARD_PREFIX + key] = f
+            continue
+        if field is not None:
+            buf.append(line)
+    flush_sample()
+    col.finish()
+    usable = [r for r in rows if r.get(C.STEP) is not None]
+    if not usable:
+        raise InputError(f"{path}: no rollout samples found in the Markdown dump")
+    names = sorted({k for r in usable for k in r if k.startswith(C.REWARD_PREFIX)})
+    data: dict[str, pl.Series] = {C.STEP: pl.Series(C.STEP, [r[C.STEP] for r in usable], dtype=pl.Int64)}
+    for name in (C.QUESTION, C.OUTPUT, C.GROUND_TRUTH):
+        data[name] = pl.Series(name, [r.get(name) for r in usable], dtype=pl.String)
+    for name in [C.TOTAL_REWARD, *names]:
+        data[name] = pl.Series(name, [r.get(name) for r in usable], dtype=pl.Float64)
+    gens = finalize_generations(pl.DataFrame(data).with_row_index(ORDER_COL), col)
+    info: dict[str, Any] = {"run_id": path.stem, "algorithm": None, "world_size": None,
+                            "reward_names": [n[len(C.REWARD_PREFIX):] for n in names]}
+    return RunData(path=str(path), steps=empty_steps(), generations=gens, report=report, info=info)

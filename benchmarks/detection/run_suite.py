@@ -47,12 +47,18 @@ def main() -> int:
     )
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--onset", type=float, default=0.5, help="onset as a fraction of the run")
+    ap.add_argument("--prompts", type=int, default=4, help="prompts (GRPO groups) per step")
+    ap.add_argument("--group-size", type=int, default=4, help="completions per prompt")
     ap.add_argument("--quick", action="store_true", help="one seed, one noise level")
     args = ap.parse_args()
     seeds = range(1 if args.quick else args.seeds)
     noises = (1.0,) if args.quick else NOISES
     n = args.steps
-    print(f"# detection suite: {n} steps per run, seeds {list(seeds)}, noise {list(noises)}")
+    print(
+        f"# detection suite: {n} steps per run, onset at {args.onset:.0%}, {args.prompts} groups x "
+        f"{args.group_size} completions per step, seeds {list(seeds)}, noise {list(noises)}"
+    )
     print(f"# machine: {platform.machine()}, Python {platform.python_version()}")
     print()
     print(
@@ -68,7 +74,15 @@ def main() -> int:
         others: set[str] = set()
         for seed in seeds:
             for noise in noises:
-                sc = make_scenario(kind, seed=seed, noise=noise, n_steps=n)
+                sc = make_scenario(
+                    kind,
+                    seed=seed,
+                    noise=noise,
+                    n_steps=n,
+                    onset_fraction=args.onset,
+                    prompts_per_step=args.prompts,
+                    group_size=args.group_size,
+                )
                 alerts, dt = evaluate(sc)
                 total_time += dt
                 runs += 1
@@ -111,6 +125,8 @@ def main() -> int:
                     n_steps=n,
                     with_generations=gens,
                     ppo=(not gens and seed % 2 == 1),
+                    prompts_per_step=args.prompts,
+                    group_size=args.group_size,
                 )
                 alerts, dt = evaluate(sc)
                 total_time += dt

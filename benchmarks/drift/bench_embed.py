@@ -29,10 +29,39 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-WORDS = (
-    "the apples cost each so total number many how if then we add subtract multiply divide answer "
-    "because first second third therefore result step check value equals twice half more less"
-).split()
+WORDS = [
+    "the",
+    "apples",
+    "cost",
+    "each",
+    "so",
+    "total",
+    "number",
+    "many",
+    "how",
+    "if",
+    "then",
+    "we",
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "answer",
+    "because",
+    "first",
+    "second",
+    "third",
+    "therefore",
+    "result",
+    "step",
+    "check",
+    "value",
+    "equals",
+    "twice",
+    "half",
+    "more",
+    "less",
+]
 
 
 def completion(rng: random.Random) -> str:
@@ -52,38 +81,37 @@ def texts_with_duplicates(n: int, dup_share: float, seed: int = 1) -> list[str]:
     return out
 
 
-def bench_throughput(n: int) -> None:
+def bench_throughput(n: int, backend: str) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from analyzer.embeddings import Encoder
+    from analyzer.embeddings import EmbeddingCache, Encoder
 
-    enc = Encoder(cache_dir=None, progress=False)
-    model = SentenceTransformer(str(enc.resolved.path), device="cpu")
-    enc._model = model  # same loaded model for both sides: the comparison is encode vs encode
-    enc.device = "cpu"
-    model.encode(texts_with_duplicates(64, 0.0, seed=99))  # warm-up
-
-    for label, share in (("distinct texts", 0.0), ("30% duplicates", 0.3)):
-        texts = texts_with_duplicates(n, share)
-        t0 = time.perf_counter()
-        model.encode(texts, normalize_embeddings=True)
-        plain = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory() as tmp:
-            enc.cache = __import__("analyzer.embeddings", fromlist=["EmbeddingCache"]).EmbeddingCache(
-                Path(tmp) / "embeddings.sqlite3"
-            )
+    with tempfile.TemporaryDirectory() as tmp:
+        enc = Encoder(cache_dir=Path(tmp) / "warm", progress=False, backend=backend)
+        enc._load()  # model load (and the one-time ONNX export) are not part of the throughput
+        model = SentenceTransformer(str(enc.resolved.path), device="cpu")
+        warm = texts_with_duplicates(64, 0.0, seed=99)
+        model.encode(warm)
+        enc.encode(warm)
+        for label, share in (("distinct texts", 0.0), ("30% duplicates", 0.3)):
+            texts = texts_with_duplicates(n, share)
+            t0 = time.perf_counter()
+            model.encode(texts, normalize_embeddings=True)
+            plain = time.perf_counter() - t0
+            enc.cache = EmbeddingCache(Path(tmp) / label.replace(" ", "_") / "embeddings.sqlite3")
             t0 = time.perf_counter()
             enc.encode(texts)
             ours = time.perf_counter() - t0
-            enc.cache.close()
-        print(
-            f"throughput, {label}: {n} texts ({len(set(texts))} distinct) | plain SentenceTransformer.encode "
-            f"{n / plain:.0f}/s | logscan Encoder (cold cache, incl. cache writes) {n / ours:.0f}/s | "
-            f"ratio {plain / ours:.2f}x"
-        )
+            print(
+                f"throughput, {label}: {n} texts ({len(set(texts))} distinct) | plain SentenceTransformer.encode "
+                f"{n / plain:.1f}/s | logscan Encoder ({enc.backend}, cold cache, incl. hashing and cache writes) "
+                f"{n / ours:.1f}/s | ratio {plain / ours:.2f}x"
+            )
 
 
-def synthetic_run(completions: int, steps: int, *, group: int = 8, eval_prompts: int = 0, seed: int = 0):  # noqa: ANN201
+def synthetic_run(
+    completions: int, steps: int, *, group: int = 8, eval_prompts: int = 0, seed: int = 0
+):
     """A GRPO run frame in memory: ``completions // steps`` per step in groups of ``group``."""
     import polars as pl
 
@@ -96,7 +124,9 @@ def synthetic_run(completions: int, steps: int, *, group: int = 8, eval_prompts:
     n = per_step * steps
     idx = list(range(n))
     step = [1 + i // per_step for i in idx]
-    prompt = [(s * per_step + (i % per_step)) // group % 2000 for i, s in zip(idx, step, strict=True)]
+    prompt = [
+        (s * per_step + (i % per_step)) // group % 2000 for i, s in zip(idx, step, strict=True)
+    ]
     frame = pl.DataFrame(
         {
             C.STEP: step,
@@ -105,12 +135,15 @@ def synthetic_run(completions: int, steps: int, *, group: int = 8, eval_prompts:
             C.QUESTION_ID: [f"q{p}" for p in prompt],
             C.GROUP_ID: [f"{s}:q{p}" for s, p in zip(step, prompt, strict=True)],
             C.QUESTION: [f"Question {p}?" for p in prompt],
-            C.OUTPUT: [pool[(i * 7919) % len(pool)] for i in idx],
+            # distinct texts (a suffix per completion): the sample cannot lean on de-duplication
+            C.OUTPUT: [f"{pool[(i * 7919) % len(pool)]} [{i}]" for i in idx],
             C.TOTAL_REWARD: [rng.random() for _ in idx],
         }
     )
     if eval_prompts:
-        ev_steps = [s for s in range(1, steps + 1, max(1, steps // 10)) for _ in range(eval_prompts)]
+        ev_steps = [
+            s for s in range(1, steps + 1, max(1, steps // 10)) for _ in range(eval_prompts)
+        ]
         ev = pl.DataFrame(
             {
                 C.STEP: ev_steps,
@@ -124,8 +157,12 @@ def synthetic_run(completions: int, steps: int, *, group: int = 8, eval_prompts:
             }
         )
         frame = pl.concat([frame, ev])
-    return RunData(path="synthetic", steps=pl.DataFrame({C.STEP: list(range(1, steps + 1))}), generations=frame,
-                   report=IngestReport("synthetic"))
+    return RunData(
+        path="synthetic",
+        steps=pl.DataFrame({C.STEP: list(range(1, steps + 1))}),
+        generations=frame,
+        report=IngestReport("synthetic"),
+    )
 
 
 def bench_cache(completions: int) -> None:
@@ -134,16 +171,16 @@ def bench_cache(completions: int) -> None:
     run = synthetic_run(completions, 200, eval_prompts=20)
     with tempfile.TemporaryDirectory() as tmp:
         opts = DriftOptions(cache_dir=Path(tmp))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         first = score_drift(run, options=opts)
-        t1 = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t1, c1 = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
         second = score_drift(run, options=opts)
-        t2 = time.perf_counter() - t0
+        t2, c2 = time.perf_counter() - t0, time.process_time() - c0
     print(
-        f"cache: score_drift on {completions} completions (default sample) | first {t1:.2f} s "
-        f"(embedded {first.embedded}, model load included) | second {t2:.2f} s (embedded {second.embedded}, "
-        f"cached {second.cached}) | speed-up {t1 / t2:.1f}x"
+        f"cache: score_drift on {completions} completions (default sample) | first {t1:.2f} s wall, {c1:.2f} s CPU "
+        f"(embedded {first.embedded}, model load included) | second {t2:.2f} s wall, {c2:.2f} s CPU (embedded "
+        f"{second.embedded}, cached {second.cached}) | speed-up {t1 / t2:.1f}x wall, {c1 / c2:.1f}x CPU"
     )
 
 
@@ -162,12 +199,12 @@ def bench_million(run_path: str | None) -> None:
     prep = time.perf_counter() - t0
     assert run.generations is not None
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = score_drift(run, options=DriftOptions(cache_dir=Path(tmp)))
-        took = time.perf_counter() - t0
+        took, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(
         f"million: {run.generations.height} completions ({what} in {prep:.1f} s) | default-sampled score_drift "
-        f"{took:.1f} s (embedded {result.embedded}, {result.per_step.height if result.per_step is not None else 0} steps, "
+        f"{took:.1f} s wall, {cpu:.1f} s CPU (embedded {result.embedded}, {result.per_step.height if result.per_step is not None else 0} steps, "
         f"model load included, fresh cache)"
     )
 
@@ -177,7 +214,12 @@ def main() -> None:
     ap.add_argument("--only", choices=["throughput", "cache", "million"])
     ap.add_argument("--texts", type=int, default=3000, help="texts for the throughput comparison")
     ap.add_argument("--cache-completions", type=int, default=20_000)
-    ap.add_argument("--run", help="ingest this run for the million benchmark instead of building one in memory")
+    ap.add_argument(
+        "--backend", default="auto", choices=["auto", "onnx", "torch"], help="Encoder backend"
+    )
+    ap.add_argument(
+        "--run", help="ingest this run for the million benchmark instead of building one in memory"
+    )
     args = ap.parse_args()
     import torch
 
@@ -186,7 +228,7 @@ def main() -> None:
         f"torch {torch.__version__} ({torch.get_num_threads()} threads) | {' '.join(sys.argv)}"
     )
     if args.only in (None, "throughput"):
-        bench_throughput(args.texts)
+        bench_throughput(args.texts, args.backend)
     if args.only in (None, "cache"):
         bench_cache(args.cache_completions)
     if args.only in (None, "million"):

@@ -23,15 +23,17 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parent.parent / "data"
 JSONL_RUN = DATA / "big_run_jsonl"
 CSV_RUN = DATA / "big_run_csv"
+DIRTY_RUN = DATA / "big_run_jsonl_dirty"
 
 
 def _case(name: str) -> dict[str, object]:
     t0 = time.perf_counter()
     extra: dict[str, object] = {}
-    if name in ("logscan_jsonl", "logscan_csv"):
+    if name in ("logscan_jsonl", "logscan_csv", "logscan_dirty"):
         from analyzer.ingest import load_run
 
-        run = load_run(JSONL_RUN if name == "logscan_jsonl" else CSV_RUN)
+        run = load_run({"logscan_jsonl": JSONL_RUN, "logscan_csv": CSV_RUN, "logscan_dirty": DIRTY_RUN}[name])
+        extra["issue_texts"] = [str(i) for i in run.report.issues[:3]]
         assert run.generations is not None
         extra["rows"] = run.generations.height
         extra["issues"] = len(run.report.issues)
@@ -133,8 +135,14 @@ def main() -> None:
                 print(f"| {fmt} | {kind} | error | | | {res['error']} |")
                 continue
             ratio = float(res["seconds"]) / float(base) if base else float("nan")  # type: ignore[arg-type]
-            notes = ", ".join(f"{k}={v}" for k, v in res.items() if k not in ("seconds", "peak_mb"))
+            notes = ", ".join(f"{k}={v}" for k, v in res.items() if k not in ("seconds", "peak_mb", "issue_texts"))
             print(f"| {fmt} | {kind} | {res['seconds']} | {res['peak_mb']} | {ratio:.2f}× | {notes} |")
+        if fmt == "jsonl" and (DIRTY_RUN / "generations.jsonl").is_file():
+            res = _run("logscan_dirty", args.repeat)
+            if "error" not in res:
+                ratio = float(res["seconds"]) / float(base) if base else float("nan")  # type: ignore[arg-type]
+                print(f"| jsonl (1 malformed line + torn tail) | logscan | {res['seconds']} | {res['peak_mb']} | "
+                      f"{ratio:.2f}× | ingest_s={res.get('ingest_s')}, issues: {'; '.join(res['issue_texts'])} |")  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

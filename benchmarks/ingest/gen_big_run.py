@@ -78,7 +78,20 @@ def generate(completions: int, steps: int, out: Path = DATA, *, seed: int = 0) -
                 writer.writerow([rec[S.G_TIMESTAMP], step, qid, q, truth, output, reasoning, answer, total,
                                  correct, fmt, "train", gid])
     print(f"wrote {per_step * steps} completions in {time.time() - t0:.0f} s to {jdir} and {cdir}")
+    make_dirty(jdir, out / "big_run_jsonl_dirty")
     return jdir, cdir
+
+
+def make_dirty(clean: Path, dirty: Path) -> None:
+    """The same run with a malformed line in the middle and a torn last line: the benchmark shows
+    that only the chunk holding the bad line takes the careful (line-by-line) path."""
+    dirty.mkdir(parents=True, exist_ok=True)
+    for name in (S.MANIFEST_FILE, S.events_file()):
+        (dirty / name).write_bytes((clean / name).read_bytes())
+    with (clean / S.generations_file()).open("rb") as src, (dirty / S.generations_file()).open("wb") as dst:
+        for i, line in enumerate(src):
+            dst.write(b"{this line is not JSON\n" if i == 500_000 else line)
+        dst.write(b'{"global_step": 1001, "question": "cut sh')
 
 
 def main() -> None:
