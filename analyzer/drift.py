@@ -327,6 +327,8 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
     if method == "embeddings" and embedded and backend in ("onnx", "torch"):
         runtime = "onnxruntime" if backend == "onnx" else f"PyTorch ({getattr(encoder, 'device', None) or 'cpu'})"
         notes.append(f"embedded {embedded} new completions with {model_name} on {runtime}; {cached} came from the cache")
+    elif method == "embeddings" and cached and not embedded:
+        notes.append(f"all {cached} embeddings came from the cache ({model_name}): nothing new to embed")
     backend_note = getattr(encoder, "backend_note", None)
     if backend_note:
         notes.append(str(backend_note))

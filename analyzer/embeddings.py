@@ -106,6 +106,14 @@ class ResolvedModel:
     source: str  # "path" | "package" | "hf_cache"
 
 
+def user_cache_dir() -> Path:
+    """logscan's own per-user cache: ``LOGSCAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/logscan``, else ``~/.cache/logscan``."""
+    if os.environ.get("LOGSCAN_CACHE_DIR"):
+        return Path(os.environ["LOGSCAN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "logscan"
+
+
 def hf_cache_dir() -> Path:
     """The Hugging Face hub cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME)."""
     if os.environ.get("HF_HUB_CACHE"):
@@ -308,6 +316,16 @@ def _max_seq_length(model_dir: Path) -> int:
         return 256
 
 
+def _quiet_transformers() -> None:
+    # transformers draws a "Loading weights" bar of its own; logscan shows one bar, for embedding
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover - cosmetic only
+        pass
+
+
 def export_onnx(model_dir: Path, target: Path) -> Path:
     """Export the transformer of a sentence-transformers folder to ONNX (once; needs torch).
 
@@ -318,6 +336,7 @@ def export_onnx(model_dir: Path, target: Path) -> Path:
     from transformers import AutoModel
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    _quiet_transformers()
     with offline_env():
         base = AutoModel.from_pretrained(str(model_dir)).eval()
 
@@ -407,9 +426,9 @@ class Encoder:
     """A sentence-transformers model behind ``encode``: batched, normalised, de-duplicated, cached.
 
     The model is resolved at construction (cheap, raises ``ModelUnavailableError`` early) and
-    loaded on the first cache miss. On CPU, with ``onnxruntime`` installed and a disk cache, the
-    model is exported once to ONNX (``<cache_dir>/onnx/``) and run with onnxruntime, about twice
-    as fast as PyTorch; ``backend="torch"`` forces PyTorch. ``embedded``/``cached`` count texts (after de-duplication)
+    loaded on the first cache miss. On CPU, with ``onnxruntime`` installed, the model is exported
+    once to ONNX (``user_cache_dir()/onnx/``) and run with onnxruntime, about twice as fast as
+    PyTorch; ``backend="torch"`` forces PyTorch. ``embedded``/``cached`` count texts (after de-duplication)
     computed by the model vs served from the cache, cumulatively; ``last_*`` for the last call.
     """
 
@@ -446,10 +465,25 @@ class Encoder:
         self.load_seconds = 0.0
 
     def _onnx_path(self) -> Path | None:
-        if self.cache is None:
-            return None
-        digest = hashlib.sha256(self.name.encode("utf-8")).hexdigest()[:16]
-        return self.cache.path.parent / "onnx" / digest / "model.onnx"
+        """Where this model's ONNX export lives: the user cache (shared by every run analysed, so
+        an output folder never carries a 90 MB model), else the run's cache folder, else None."""
+        weights = [p for p in sorted(self.resolved.path.glob("*")) if p.suffix in (".safetensors", ".bin")]
+        stamp = ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in weights)
+        digest = hashlib.sha256(f"{self.name}|{stamp}".encode()).hexdigest()[:16]
+        roots = [user_cache_dir() / "onnx"]
+        if self.cache is not None:
+            roots.append(self.cache.path.parent / "onnx")
+        for root in roots:
+            target = root / digest / "model.onnx"
+            if target.is_file():
+                return target
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:  # read-only home in a container, say: try the next place
+                continue
+            if os.access(target.parent, os.W_OK):
+                return target
+        return None
 
     def _load_onnx(self) -> Any | None:
         """The ONNX Runtime model, exporting it into the cache folder the first time; None if not possible."""
@@ -486,6 +520,7 @@ class Encoder:
                 raise ModelUnavailableError(
                     f"sentence-transformers is not installed ({exc}); `pip install 'logscan[embeddings]'` or use --no-embeddings"
                 ) from exc
+            _quiet_transformers()
             if self.device == "cpu":
                 torch.set_num_threads(max(1, os.cpu_count() or 1))
             try:

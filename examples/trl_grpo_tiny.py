@@ -75,9 +75,7 @@ def build_dataset(n: int = 16) -> Any:
     from datasets import Dataset
 
     rows = [QUESTIONS[i % len(QUESTIONS)] for i in range(n)]
-    return Dataset.from_dict(
-        {"prompt": [q for q, _ in rows], "answer": [a for _, a in rows]}
-    )
+    return Dataset.from_dict({"prompt": [q for q, _ in rows], "answer": [a for _, a in rows]})
 
 
 _DIGITS = re.compile(r"\d+")
@@ -136,7 +134,9 @@ def train(
     with RunLogger(run_dir, algorithm="grpo", model="tiny-qwen2-random") as logger:  # logscan
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=wrap_reward_functions([correctness_reward, brevity_reward], logger),  # logscan
+            reward_funcs=wrap_reward_functions(
+                [correctness_reward, brevity_reward], logger
+            ),  # logscan
             args=args,
             train_dataset=build_dataset(),
             eval_dataset=build_dataset(batch_size) if eval_steps else None,
@@ -149,13 +149,18 @@ def train(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="runs/tiny", help="run folder to write (default: runs/tiny)")
+    parser.add_argument(
+        "--output", default="runs/tiny", help="run folder to write (default: runs/tiny)"
+    )
     parser.add_argument("--max-steps", type=int, default=4)
     parser.add_argument("--num-generations", type=int, default=2)
     parser.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps")
     ns = parser.parse_args(argv)
     run_dir = train(
-        ns.output, max_steps=ns.max_steps, num_generations=ns.num_generations, eval_steps=ns.eval_steps
+        ns.output,
+        max_steps=ns.max_steps,
+        num_generations=ns.num_generations,
+        eval_steps=ns.eval_steps,
     )
     print(f"logscan run written to {run_dir}")
     return 0

@@ -212,7 +212,7 @@ def test_describe_lists_every_detector_with_keys() -> None:
 
     text = describe_detectors()
     for name, spec in REGISTRY.items():
-        assert f"\n{name}" in text
+        assert f"\n{name}: {spec.summary}" in text and spec.summary
         for key in spec.defaults:
             assert f"{name}.{key} = " in text
     assert "kl_explosion.budget_per_token = 0.5" in text

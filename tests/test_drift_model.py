@@ -26,9 +26,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def offline() -> None:
+def onnx_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logscan-user-cache")
+
+
+@pytest.fixture(scope="module")
+def offline(onnx_home: Path) -> None:
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("LOGSCAN_CACHE_DIR", str(onnx_home))  # the ONNX export goes here, not to ~/.cache
     yield
     mp.undo()
 
@@ -112,7 +118,9 @@ def test_thresholds_separate_healthy_forgetting_and_collapse(encoder: Encoder) -
 
 
 @pytest.mark.skipif(not onnx_available(), reason="onnxruntime is not installed")
-def test_onnx_backend_matches_pytorch_and_needs_no_torch_once_exported(offline: None, tmp_path: Path) -> None:
+def test_onnx_backend_matches_pytorch_and_needs_no_torch_once_exported(
+    offline: None, onnx_home: Path, tmp_path: Path
+) -> None:
     texts = ["The cat is sleeping on the sofa.", "<answer>42</answer>", "x " * 400, "Ünïcödé ✓ 👩‍👩‍👧"]
     onnx = Encoder(cache_dir=tmp_path / "a", backend="onnx", progress=False)
     torch_ = Encoder(cache_dir=tmp_path / "b", backend="torch", progress=False)
@@ -120,16 +128,17 @@ def test_onnx_backend_matches_pytorch_and_needs_no_torch_once_exported(offline: 
     assert (onnx.backend, torch_.backend) == ("onnx", "torch")
     assert a.shape == b.shape == (4, 384)
     assert float(np.min(np.sum(a * b, axis=1))) > 0.9999
-    assert (tmp_path / "a" / "onnx").is_dir()
+    exported = list((onnx_home / "onnx").glob("*/model.onnx"))
+    assert len(exported) == 1 and not (tmp_path / "a" / "onnx").exists()  # one export, shared by every run
     # a later run reuses the exported model: new texts are embedded without importing torch
     code = (
         "import sys\n"
         "from analyzer.embeddings import Encoder\n"
-        f"e = Encoder(cache_dir={str(tmp_path / 'a')!r}, progress=False)\n"
+        f"e = Encoder(cache_dir={str(tmp_path / 'c')!r}, progress=False)\n"
         "x = e.encode(['a brand new sentence'])\n"
         "print(e.backend, x.shape, 'torch' in sys.modules)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "LOGSCAN_CACHE_DIR": str(onnx_home)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["onnx", "(1,", "384)", "False"]

@@ -259,3 +259,13 @@ def test_importing_drift_modules_stays_light() -> None:
     )
     out = subprocess.check_output([sys.executable, "-c", code], text=True, timeout=60)
     assert out.strip() == "[]"
+
+
+def test_progress_bar_only_for_long_jobs(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    enc = Encoder(str(model_dir), cache_dir=None)  # progress=None: automatic
+    enc._model = CountingModel()
+    enc.encode([f"short job {i}" for i in range(10)])
+    assert "embedding" not in capsys.readouterr().err
+    enc.encode([f"long job {i}" for i in range(E.PROGRESS_MIN_TEXTS)])
+    err = capsys.readouterr().err
+    assert "embedding" in err and f"{E.PROGRESS_MIN_TEXTS}/{E.PROGRESS_MIN_TEXTS}" in err

@@ -46,13 +46,17 @@ def _check_jsonl(path: Path) -> list[dict]:
     parts = data.split(b"\n")
     complete, tail = parts[:-1], parts[-1]
     records = [json.loads(p) for p in complete]  # every complete line must parse
-    if tail:  # the one allowed torn last line: it must be a prefix of a record, never a complete one
+    if (
+        tail
+    ):  # the one allowed torn last line: it must be a prefix of a record, never a complete one
         try:
             json.loads(tail)
         except ValueError:
             pass
         else:
-            records.append(json.loads(tail))  # killed right before the newline: still a whole record
+            records.append(
+                json.loads(tail)
+            )  # killed right before the newline: still a whole record
     return records
 
 
@@ -116,7 +120,9 @@ def test_sigkill_at_random_moments(tmp_path: Path, fmt: str) -> None:
             for r in gens_csv:
                 assert r[schema.G_ANSWER] == r[schema.G_STEP] and r["nan_reward"] == "NaN"
         assert gsteps == sorted(gsteps) and len(set(gsteps)) == len(gsteps)
-        assert set(range(acked + 1)) <= set(gsteps), f"trial {trial}: acknowledged generations missing"
+        assert set(range(acked + 1)) <= set(gsteps), (
+            f"trial {trial}: acknowledged generations missing"
+        )
         manifest = json.loads((run / "run.json").read_text())
         assert manifest[schema.M_STATUS] == "running"  # killed: never closed
 
@@ -135,4 +141,7 @@ def test_sigkill_at_random_moments(tmp_path: Path, fmt: str) -> None:
                 bad += 1
         assert bad <= 1  # only the old torn tail, now on its own line
         assert parsed[-1][schema.E_PHASE] == "run_end" and parsed[-2][schema.E_STEP] == 10**9
-        assert json.loads((run / "run.json").read_text())[schema.M_RESUMES][0]["previous_status"] == "running"
+        assert (
+            json.loads((run / "run.json").read_text())[schema.M_RESUMES][0]["previous_status"]
+            == "running"
+        )

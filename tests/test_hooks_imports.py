@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 CODE = r"""
 import json, sys
 before = set(sys.modules)  # whatever the interpreter loads at start-up (site, .pth finders)
@@ -18,17 +20,28 @@ print(json.dumps({"new": new, "stdlib": sorted(sys.stdlib_module_names)}))
 
 
 def test_import_loads_only_the_standard_library() -> None:
-    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", CODE], capture_output=True, text=True, check=True
+    ).stdout
     data = json.loads(out)
     stdlib = set(data["stdlib"])
     foreign = [
-        m for m in data["new"] if m.split(".")[0] not in stdlib and m.split(".")[0] != "trainer_hooks"
+        m
+        for m in data["new"]
+        if m.split(".")[0] not in stdlib and m.split(".")[0] != "trainer_hooks"
     ]
     assert foreign == [], f"trainer_hooks imported non-stdlib modules: {foreign}"
-    assert "trainer_hooks.trl" in data["new"]  # the TRL module itself is importable without transformers
-    assert not any(m.startswith(("transformers", "torch", "trl")) for m in data["new"] if not m.startswith("trainer_hooks"))
+    assert (
+        "trainer_hooks.trl" in data["new"]
+    )  # the TRL module itself is importable without transformers
+    assert not any(
+        m.startswith(("transformers", "torch", "trl"))
+        for m in data["new"]
+        if not m.startswith("trainer_hooks")
+    )
 
 
+@pytest.mark.slow
 def test_callback_is_loaded_lazily() -> None:
     code = (
         "import sys, trainer_hooks\n"
@@ -38,5 +51,7 @@ def test_callback_is_loaded_lazily() -> None:
         "assert issubclass(cls, transformers.TrainerCallback)\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "ok"

@@ -18,8 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainer_hooks import RunLogger, TrainingEvent, TrainingPhase, question_id_for, request_stop
-from trainer_hooks import schema
+from trainer_hooks import (
+    RunLogger,
+    TrainingEvent,
+    TrainingPhase,
+    question_id_for,
+    request_stop,
+    schema,
+)
 from trainer_hooks.schema import decode_float
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,14 +65,32 @@ def manifest(run_dir: Path, rank: int = 0) -> dict[str, Any]:
 
 
 # --- strategies ----------------------------------------------------------------------------------
-TRICKY = ["\n", "\r", "\r\n", '"', ",", "\\", "\x00", "\u2028", "\ufeff", "é", "😀", "<answer>", "</answer>", "\t", '""']
+TRICKY = [
+    "\n",
+    "\r",
+    "\r\n",
+    '"',
+    ",",
+    "\\",
+    "\x00",
+    "\u2028",
+    "\ufeff",
+    "é",
+    "😀",
+    "<answer>",
+    "</answer>",
+    "\t",
+    '""',
+]
 # lone surrogates only: a high+low pair of separate code units is, in JSON, the astral character
 SURROGATES = ["\ud800x", "\udfff", "\udc80"]
-char_csv = st.one_of(st.characters(exclude_categories=("Cs",)), st.sampled_from(TRICKY))
+char_csv = st.one_of(st.characters(exclude_categories=["Cs"]), st.sampled_from(TRICKY))
 char_json = st.one_of(char_csv, st.sampled_from(SURROGATES))  # lone surrogates too (JSON only)
 
 
-def short(chars: st.SearchStrategy[str], min_size: int = 0, max_size: int = 30) -> st.SearchStrategy[str]:
+def short(
+    chars: st.SearchStrategy[str], min_size: int = 0, max_size: int = 30
+) -> st.SearchStrategy[str]:
     """Strings made of characters and tricky fragments (CRLF, quotes, tags, …)."""
     return st.lists(chars, min_size=min_size, max_size=max_size).map("".join)
 
@@ -78,10 +102,14 @@ def texts(chars: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 floats = st.floats(allow_nan=True, allow_infinity=True)
 finite = st.floats(allow_nan=False, allow_infinity=False)
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63), finite, short(char_json, max_size=20))
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63), finite, short(char_json, max_size=20)
+)
 nested = st.recursive(
     json_leaf,
-    lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(short(char_json, max_size=10), c, max_size=4)),
+    lambda c: st.one_of(
+        st.lists(c, max_size=4), st.dictionaries(short(char_json, max_size=10), c, max_size=4)
+    ),
     max_leaves=12,
 )
 RESERVED = {
@@ -90,7 +118,9 @@ RESERVED = {
 }  # fmt: skip
 extra_keys = short(char_json, min_size=1, max_size=10).filter(lambda k: k not in RESERVED)
 reward_names = st.text(
-    st.characters(categories=("Ll", "Lu", "Nd")) | st.sampled_from(["_", ",", '"', " "]), min_size=1, max_size=8
+    st.characters(categories=("Ll", "Lu", "Nd")) | st.sampled_from(["_", ",", '"', " "]),
+    min_size=1,
+    max_size=8,
 )
 
 
@@ -107,7 +137,11 @@ def gen_record(chars: st.SearchStrategy[str], csv_mode: bool) -> st.SearchStrate
             "group_id": st.one_of(st.none(), short(chars, min_size=1, max_size=12)),
             "extra": st.dictionaries(extra_keys, nested, max_size=3)
             if not csv_mode
-            else st.dictionaries(short(char_csv, min_size=1, max_size=8).filter(lambda k: k not in RESERVED), short(char_csv, max_size=10), max_size=2),
+            else st.dictionaries(
+                short(char_csv, min_size=1, max_size=8).filter(lambda k: k not in RESERVED),
+                short(char_csv, max_size=10),
+                max_size=2,
+            ),
         }
     )
 
@@ -118,7 +152,9 @@ def fresh_dir(base: Path) -> Path:
 
 
 HYP = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 
@@ -137,8 +173,14 @@ def _expected_total(rewards: dict[str, float]) -> float | None:
 
 
 @HYP
-@given(records=st.lists(gen_record(char_json, csv_mode=False), min_size=1, max_size=4), metrics=st.dictionaries(short(char_json, max_size=12), floats, max_size=5), meta=st.dictionaries(short(char_json, max_size=8), nested, max_size=4))
-def test_jsonl_round_trip(tmp_path: Path, records: list[dict[str, Any]], metrics: dict[str, float], meta: dict[str, Any]) -> None:
+@given(
+    records=st.lists(gen_record(char_json, csv_mode=False), min_size=1, max_size=4),
+    metrics=st.dictionaries(short(char_json, max_size=12), floats, max_size=5),
+    meta=st.dictionaries(short(char_json, max_size=8), nested, max_size=4),
+)
+def test_jsonl_round_trip(
+    tmp_path: Path, records: list[dict[str, Any]], metrics: dict[str, float], meta: dict[str, Any]
+) -> None:
     run = fresh_dir(tmp_path)
     with RunLogger(run) as lg:
         _log_all(lg, records)
@@ -160,7 +202,9 @@ def test_jsonl_round_trip(tmp_path: Path, records: list[dict[str, Any]], metrics
         assert set(row[schema.G_REWARDS]) == set(want["rewards"])
         for name, v in want["rewards"].items():
             assert same_float(v, decode_float(row[schema.G_REWARDS][name]))
-        assert same_float(_expected_total(want["rewards"]), decode_float(row[schema.G_TOTAL_REWARD]))
+        assert same_float(
+            _expected_total(want["rewards"]), decode_float(row[schema.G_TOTAL_REWARD])
+        )
     evs = events(run)
     assert [e[schema.E_PHASE] for e in evs] == ["run_start", "metrics", "checkpoint", "run_end"]
     for ev in (evs[1], evs[2]):
@@ -176,7 +220,9 @@ def test_jsonl_round_trip(tmp_path: Path, records: list[dict[str, Any]], metrics
 def test_csv_round_trip(tmp_path: Path, records: list[dict[str, Any]]) -> None:
     run = fresh_dir(tmp_path)
     names = list(dict.fromkeys(n for r in records for n in r["rewards"]))
-    collide = {f"{n}{schema.CSV_REWARD_SUFFIX}" for n in names} & set(schema.CSV_BASE_COLUMNS + schema.CSV_TAIL_COLUMNS)
+    collide = {f"{n}{schema.CSV_REWARD_SUFFIX}" for n in names} & set(
+        schema.CSV_BASE_COLUMNS + schema.CSV_TAIL_COLUMNS
+    )
     if collide:
         return  # a reward called "total" cannot have its own "total_reward" column
     with RunLogger(run, generations_format="csv") as lg:
@@ -195,7 +241,9 @@ def test_csv_round_trip(tmp_path: Path, records: list[dict[str, Any]]) -> None:
         for name in names:
             cell = row[f"{name}{schema.CSV_REWARD_SUFFIX}"]
             assert same_float(want["rewards"].get(name), decode_float(cell))
-        assert same_float(_expected_total(want["rewards"]), decode_float(row[schema.G_TOTAL_REWARD]))
+        assert same_float(
+            _expected_total(want["rewards"]), decode_float(row[schema.G_TOTAL_REWARD])
+        )
         extra = json.loads(row[schema.CSV_EXTRA_COLUMN]) if row[schema.CSV_EXTRA_COLUMN] else {}
         assert extra == want["extra"]
 
@@ -203,7 +251,9 @@ def test_csv_round_trip(tmp_path: Path, records: list[dict[str, Any]]) -> None:
 def test_nonfinite_encoding_is_strict_json(tmp_path: Path) -> None:
     with RunLogger(tmp_path) as lg:
         lg.log_metrics(1, {"nan": math.nan, "inf": math.inf, "ninf": -math.inf, "ok": 1.5})
-        lg.log_generation(step=1, question="q", model_output="o", rewards={"r": math.nan}, meta_nan=math.nan)
+        lg.log_generation(
+            step=1, question="q", model_output="o", rewards={"r": math.nan}, meta_nan=math.nan
+        )
     raw = (tmp_path / "events.jsonl").read_text() + (tmp_path / "generations.jsonl").read_text()
 
     def reject(token: str) -> None:
@@ -221,22 +271,44 @@ def test_nonfinite_encoding_is_strict_json(tmp_path: Path) -> None:
 def test_tags_extracted_and_question_id_stable(tmp_path: Path) -> None:
     out = "<reasoning>\n2 plus 3\n</reasoning>\n<answer> 5 </answer>"
     with RunLogger(tmp_path) as lg:
-        lg.log_generation(step=3, question="What is 2+3?", model_output=out, rewards={"a": 1, "b": 0.5}, ground_truth_answer="5")
+        lg.log_generation(
+            step=3,
+            question="What is 2+3?",
+            model_output=out,
+            rewards={"a": 1, "b": 0.5},
+            ground_truth_answer="5",
+        )
         lg.log_generation(step=3, question="q", model_output="no tags", rewards={})
     g1, g2 = read_jsonl(tmp_path / "generations.jsonl")
     assert g1[schema.G_REASONING] == "2 plus 3" and g1[schema.G_ANSWER] == "5"
     assert g1[schema.G_TOTAL_REWARD] == 1.5
     # sha256("What is 2+3?" + "\x1f" + "5")[:16]: fixed forever, any process, any Python
     assert g1[schema.G_QUESTION_ID] == "df093d767fa0545a" == question_id_for("What is 2+3?", "5")
-    assert g2[schema.G_REASONING] is None and g2[schema.G_ANSWER] is None and g2[schema.G_TOTAL_REWARD] is None
+    assert (
+        g2[schema.G_REASONING] is None
+        and g2[schema.G_ANSWER] is None
+        and g2[schema.G_TOTAL_REWARD] is None
+    )
     code = "from trainer_hooks import question_id_for; print(question_id_for('What is 2+3?', '5'))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip() == "df093d767fa0545a"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        ).stdout.strip()
+        == "df093d767fa0545a"
+    )
 
 
 def test_manifest_lifecycle_and_crash_status(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    lg = RunLogger(run, run_id="abc", algorithm="grpo", model="m", config={"lr": 1e-5, "nan": math.nan}, reward_names=["x"])
+    lg = RunLogger(
+        run,
+        run_id="abc",
+        algorithm="grpo",
+        model="m",
+        config={"lr": 1e-5, "nan": math.nan},
+        reward_names=["x"],
+    )
     m = manifest(run)
     assert m[schema.M_FORMAT] == schema.FORMAT and m[schema.M_STATUS] == "running"
     assert m[schema.M_RUN_ID] == "abc" and m[schema.M_CONFIG] == {"lr": 1e-5, "nan": "NaN"}
@@ -245,7 +317,13 @@ def test_manifest_lifecycle_and_crash_status(tmp_path: Path) -> None:
     assert lg.close() is True
     m = manifest(run)
     assert m[schema.M_STATUS] == "finished" and m[schema.M_ENDED]
-    assert m[schema.M_COUNTERS] == {"records_written": 3, "records_dropped": 0, "records_failed": 0, "blocked_waits": 0, "write_errors": 0}
+    assert m[schema.M_COUNTERS] == {
+        "records_written": 3,
+        "records_dropped": 0,
+        "records_failed": 0,
+        "blocked_waits": 0,
+        "write_errors": 0,
+    }
     assert m[schema.M_REWARD_NAMES] == ["x", "y"]
     assert not list(run.glob(".*tmp"))  # atomic rewrite leaves no temp files
 
@@ -265,7 +343,9 @@ def test_atexit_closes_a_forgotten_logger(tmp_path: Path, crash: bool) -> None:
         "for i in range(100): lg.log_metrics(i, {'loss': i})\n"
         + ("raise SystemExit(0)\n" if not crash else "raise ValueError('boom')\n")
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True
+    )
     assert proc.returncode == (1 if crash else 0)
     m = manifest(tmp_path)
     assert m[schema.M_STATUS] == ("crashed" if crash else "finished")
@@ -297,15 +377,21 @@ def test_csv_new_reward_mid_run_starts_a_part(tmp_path: Path) -> None:
     with RunLogger(tmp_path, generations_format="csv", reward_names=["acc"]) as lg:
         lg.log_generation(step=1, question="q", model_output="a,b", rewards={"acc": 1.0})
         assert lg.flush()
-        lg.log_generation(step=2, question="q", model_output='say "hi"\nbye', rewards={"acc": 0.0, "fmt": 0.5})
+        lg.log_generation(
+            step=2, question="q", model_output='say "hi"\nbye', rewards={"acc": 0.0, "fmt": 0.5}
+        )
         lg.log_generation(step=3, question="q", model_output="c", rewards={"fmt": 1.0})
-    with RunLogger(tmp_path, generations_format="csv") as lg:  # resume: a fresh part, never a rewrite
+    with RunLogger(
+        tmp_path, generations_format="csv"
+    ) as lg:  # resume: a fresh part, never a rewrite
         lg.log_generation(step=4, question="q", model_output="d", rewards={"acc": 1.0})
     files = sorted(p.name for p in tmp_path.glob("generations*.csv"))
     assert files == ["generations.csv", "generations.part2.csv", "generations.part3.csv"]
     with open(tmp_path / "generations.csv", newline="") as f:
         r1 = list(csv.reader(f))
-    assert r1[0][-5:] == ["total_reward", "acc_reward", "split", "group_id", "extra"] and len(r1) == 2
+    assert (
+        r1[0][-5:] == ["total_reward", "acc_reward", "split", "group_id", "extra"] and len(r1) == 2
+    )
     with open(tmp_path / "generations.part2.csv", newline="") as f:
         r2 = list(csv.DictReader(f))
     assert [r["global_step"] for r in r2] == ["2", "3"]
@@ -324,7 +410,9 @@ def test_rank_files_and_manifests(tmp_path: Path) -> None:
         "generations.jsonl", "generations.rank1.jsonl", "generations.rank2.jsonl",
         "run.json", "run.rank1.json", "run.rank2.json",
     ]  # fmt: skip
-    assert manifest(tmp_path, 2)[schema.M_RANK] == 2 and manifest(tmp_path)[schema.M_WORLD_SIZE] == 3
+    assert (
+        manifest(tmp_path, 2)[schema.M_RANK] == 2 and manifest(tmp_path)[schema.M_WORLD_SIZE] == 3
+    )
     assert read_jsonl(tmp_path / "generations.rank1.jsonl")[0][schema.G_RANK] == 1
     assert all(not m.get(schema.M_RESUMES) for m in (manifest(tmp_path, r) for r in (0, 1, 2)))
 
@@ -367,12 +455,23 @@ def _in_thread(fn: Any) -> threading.Thread:
     return t
 
 
+@pytest.mark.filterwarnings("ignore:logscan:RuntimeWarning")
 def test_stalled_sink_drop_mode_never_blocks_and_close_respects_timeout(tmp_path: Path) -> None:
     gate, entered = threading.Event(), threading.Event()
-    lg = RunLogger(tmp_path, max_queue_size=50, on_full="drop", sink_factory=lambda p: StalledSink(gate, entered))
+    lg = RunLogger(
+        tmp_path,
+        max_queue_size=50,
+        on_full="drop",
+        sink_factory=lambda p: StalledSink(gate, entered),
+    )
     lg.flush(timeout=0)  # wakes the writer, which then hangs in write() with run_start
     assert entered.wait(10)
-    t = _in_thread(lambda: [lg.log_generation(step=i, question="q", model_output="o", rewards={"r": i}) for i in range(1000)])
+
+    def produce() -> None:
+        for i in range(1000):
+            lg.log_generation(step=i, question="q", model_output="o", rewards={"r": i})
+
+    t = _in_thread(produce)
     t.join(30)
     assert not t.is_alive(), "log_generation blocked behind a stalled disk"
     assert lg.records_dropped >= 1000 - 50
@@ -387,9 +486,15 @@ def test_stalled_sink_drop_mode_never_blocks_and_close_respects_timeout(tmp_path
     gate.set()
 
 
+@pytest.mark.filterwarnings("ignore:logscan:RuntimeWarning")
 def test_stalled_sink_block_mode_counts_waits_and_close_releases(tmp_path: Path) -> None:
     gate, entered = threading.Event(), threading.Event()
-    lg = RunLogger(tmp_path, max_queue_size=10, on_full="block", sink_factory=lambda p: StalledSink(gate, entered))
+    lg = RunLogger(
+        tmp_path,
+        max_queue_size=10,
+        on_full="block",
+        sink_factory=lambda p: StalledSink(gate, entered),
+    )
     lg.flush(timeout=0)
     assert entered.wait(10)
     done = threading.Event()
@@ -434,7 +539,13 @@ def test_block_mode_waits_then_writes_everything(tmp_path: Path) -> None:
     lg.flush(timeout=0)
     assert entered.wait(10)
     done = threading.Event()
-    t = _in_thread(lambda: ([lg.log_metrics(i, {"i": i}) for i in range(50)], done.set()))
+
+    def produce() -> None:
+        for i in range(50):
+            lg.log_metrics(i, {"i": i})
+        done.set()
+
+    t = _in_thread(produce)
     assert not done.wait(0.1)
     gate.set()
     t.join(30)
@@ -446,7 +557,12 @@ def test_block_mode_waits_then_writes_everything(tmp_path: Path) -> None:
 
 def test_drop_mode_counts_drops(tmp_path: Path) -> None:
     gate, entered = threading.Event(), threading.Event()
-    lg = RunLogger(tmp_path, max_queue_size=3, on_full="drop", sink_factory=lambda p: StalledSink(gate, entered))
+    lg = RunLogger(
+        tmp_path,
+        max_queue_size=3,
+        on_full="drop",
+        sink_factory=lambda p: StalledSink(gate, entered),
+    )
     lg.flush(timeout=0)
     assert entered.wait(10)
     for i in range(10):
@@ -529,7 +645,9 @@ def test_stop_request_round_trip(tmp_path: Path) -> None:
 
 def test_emit_training_event_and_log_after_close(tmp_path: Path) -> None:
     lg = RunLogger(tmp_path)
-    ev = TrainingEvent(time=1.0, step=5, phase=TrainingPhase.POLICY_UPDATE, metrics={"loss": 0.1}, meta={"k": [1]})
+    ev = TrainingEvent(
+        time=1.0, step=5, phase=TrainingPhase.POLICY_UPDATE, metrics={"loss": 0.1}, meta={"k": [1]}
+    )
     with pytest.raises(AttributeError):
         ev.step = 6  # type: ignore[misc]
     lg.emit(ev)
@@ -540,7 +658,15 @@ def test_emit_training_event_and_log_after_close(tmp_path: Path) -> None:
     assert any("closed" in str(w.message) for w in caught)
     assert lg.records_dropped == 1
     e = events(tmp_path)[1]
-    assert e == {"time": 1.0, "step": 5, "phase": "policy_update", "split": "train", "metrics": {"loss": 0.1}, "meta": {"k": [1]}, "rank": 0}
+    assert e == {
+        "time": 1.0,
+        "step": 5,
+        "phase": "policy_update",
+        "split": "train",
+        "metrics": {"loss": 0.1},
+        "meta": {"k": [1]},
+        "rank": 0,
+    }
     assert ev.to_dict() == e
 
 
@@ -567,3 +693,27 @@ def test_flush_interval_bounds_latency_without_explicit_flush(tmp_path: Path) ->
     with RunLogger(tmp_path, flush_interval_s=0.05, sink_factory=Watch) as lg:
         lg.log_metrics(42, {"x": 1})
         assert seen.wait(30)  # written by the periodic wake-up alone
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=short(
+        st.sampled_from(["<answer>", "</answer>", "a", " ", "\n", "<", ">", "/"]), max_size=25
+    )
+)
+def test_tag_extraction_matches_the_regex_definition(text: str) -> None:
+    import re
+
+    from trainer_hooks import extract_tag
+
+    m = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
+    assert extract_tag(text, "answer") == (m.group(1).strip() if m else None)
+
+
+def test_unicode_line_separators_stay_inside_one_line(tmp_path: Path) -> None:
+    out = "a\u2028b\u2029c\x85d"
+    with RunLogger(tmp_path) as lg:
+        lg.log_generation(step=1, question="q", model_output=out, rewards={})
+    raw = (tmp_path / "generations.jsonl").read_text(encoding="utf-8")
+    assert len(raw.splitlines()) == 1 and "\\u2028" in raw
+    assert json.loads(raw)[schema.G_OUTPUT] == out

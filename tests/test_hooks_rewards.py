@@ -17,9 +17,13 @@ import pytest
 from trainer_hooks import RunLogger, question_id_for, schema, wrap_reward_functions
 
 
-def correctness(prompts: list[Any], completions: list[Any], answer: list[str], **kwargs: Any) -> list[float]:
+def correctness(
+    prompts: list[Any], completions: list[Any], answer: list[str], **kwargs: Any
+) -> list[float]:
     texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
-    return [1.0 if f"<answer>{a}</answer>" in t else 0.0 for t, a in zip(texts, answer, strict=True)]
+    return [
+        1.0 if f"<answer>{a}</answer>" in t else 0.0 for t, a in zip(texts, answer, strict=True)
+    ]
 
 
 def length_or_none(completions: list[Any], **kwargs: Any) -> list[float | None]:
@@ -39,7 +43,14 @@ class AsyncScorer:
 class FakeTrainer:
     """The attributes of TRL's GRPOTrainer that the wrapper reads (bound methods are passed in)."""
 
-    def __init__(self, *, training: bool = True, process_index: int = 0, weights: list[float] | None = None, names: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        training: bool = True,
+        process_index: int = 0,
+        weights: list[float] | None = None,
+        names: list[str] | None = None,
+    ) -> None:
         self.model = SimpleNamespace(training=training)
         self.num_generations = 2
         self.num_generations_eval = 4
@@ -56,7 +67,14 @@ class FakeTrainer:
         pass
 
 
-def call_like_trl(funcs: list[Any], trainer: FakeTrainer | None, inputs: list[dict[str, Any]], completions: list[Any], ids: list[list[int]], global_step: int) -> list[list[float]]:
+def call_like_trl(
+    funcs: list[Any],
+    trainer: FakeTrainer | None,
+    inputs: list[dict[str, Any]],
+    completions: list[Any],
+    ids: list[list[int]],
+    global_step: int,
+) -> list[list[float]]:
     """Mirror of trl 1.16 GRPOTrainer._calculate_rewards' calling convention for custom functions."""
     prompts = [x["prompt"] for x in inputs]
     keys = [k for k in inputs[0] if k not in ("prompt", "completion", "completion_ids")]
@@ -68,7 +86,9 @@ def call_like_trl(funcs: list[Any], trainer: FakeTrainer | None, inputs: list[di
     results: list[list[float]] = [[] for _ in funcs]
     async_funcs = []
     for i, f in enumerate(funcs):
-        if inspect.iscoroutinefunction(f) or inspect.iscoroutinefunction(getattr(f, "__call__", None)):
+        if inspect.iscoroutinefunction(f) or inspect.iscoroutinefunction(
+            getattr(f, "__call__", None)
+        ):
             async_funcs.append((i, f))
         else:
             out = f(prompts=prompts, completions=completions, completion_ids=ids, **reward_kwargs)
@@ -79,7 +99,12 @@ def call_like_trl(funcs: list[Any], trainer: FakeTrainer | None, inputs: list[di
         t.start()
 
         async def run_all() -> list[Any]:
-            return await asyncio.gather(*(f(prompts=prompts, completions=completions, completion_ids=ids, **reward_kwargs) for _, f in async_funcs))
+            return await asyncio.gather(
+                *(
+                    f(prompts=prompts, completions=completions, completion_ids=ids, **reward_kwargs)
+                    for _, f in async_funcs
+                )
+            )
 
         outs = asyncio.run_coroutine_threadsafe(run_all(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
@@ -93,7 +118,9 @@ def read_gens(run: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in (run / "generations.jsonl").read_text().split("\n") if x]
 
 
-def _batch(n_prompts: int = 2, g: int = 2) -> tuple[list[dict[str, Any]], list[str], list[list[int]]]:
+def _batch(
+    n_prompts: int = 2, g: int = 2
+) -> tuple[list[dict[str, Any]], list[str], list[list[int]]]:
     inputs, completions, ids = [], [], []
     for p in range(n_prompts):
         for k in range(g):
@@ -109,9 +136,11 @@ def test_names_and_async_preserved(tmp_path: Path) -> None:
     with RunLogger(tmp_path) as lg:
         wrapped = wrap_reward_functions([correctness, judge, AsyncScorer(), partial], lg)
     assert [f.__name__ for f in wrapped] == ["correctness", "judge", "AsyncScorer", "correctness"]
-    assert not inspect.iscoroutinefunction(wrapped[0]) and not inspect.iscoroutinefunction(wrapped[3])
+    assert not inspect.iscoroutinefunction(wrapped[0]) and not inspect.iscoroutinefunction(
+        wrapped[3]
+    )
     assert inspect.iscoroutinefunction(wrapped[1]) and inspect.iscoroutinefunction(wrapped[2])
-    assert wrapped[0].__doc__ == correctness.__doc__ and wrapped[0].__wrapped__ is correctness  # type: ignore[attr-defined]
+    assert wrapped[0].__doc__ == correctness.__doc__ and wrapped[0].__wrapped__ is correctness
     assert asyncio.run(wrapped[1](prompts=["p"], completions=["c"])) == [0.5]
 
 
@@ -140,7 +169,12 @@ def test_one_record_per_completion_with_all_rewards(tmp_path: Path) -> None:
         # weighted like TRL (trainer.reward_weights): NaN rewards are skipped, as nansum does
         r = g[schema.G_REWARDS]
         length = schema.decode_float(r["length_or_none"])
-        expect = 2.0 * r["correctness"] + (0.0 if math.isnan(length) else 0.0 * length) + 1.0 * r["judge"]
+        assert length is not None
+        expect = (
+            2.0 * r["correctness"]
+            + (0.0 if math.isnan(length) else 0.0 * length)
+            + 1.0 * r["judge"]
+        )
         assert g[schema.G_TOTAL_REWARD] == expect
     assert gens[2][schema.G_REWARDS]["length_or_none"] == "NaN"
     assert [g[schema.G_GROUP_ID] for g in gens] == ["s7-b1-g0", "s7-b1-g0", "s7-b1-g1", "s7-b1-g1"]
@@ -156,7 +190,12 @@ def test_groups_on_a_second_process_and_eval_split(tmp_path: Path) -> None:
         call_like_trl(funcs, FakeTrainer(training=False), inputs, completions, ids, global_step=3)
     gens = read_gens(tmp_path)
     # process 1 holds global positions 4..7 of its batch: groups 2 and 3 of num_generations=2
-    assert [g[schema.G_GROUP_ID] for g in gens[:4]] == ["s4-b1-g2", "s4-b1-g2", "s4-b1-g3", "s4-b1-g3"]
+    assert [g[schema.G_GROUP_ID] for g in gens[:4]] == [
+        "s4-b1-g2",
+        "s4-b1-g2",
+        "s4-b1-g3",
+        "s4-b1-g3",
+    ]
     # evaluation: split eval, TRL logs eval_* at global_step itself, num_generations_eval=4
     assert {g[schema.G_SPLIT] for g in gens[4:]} == {"eval"}
     assert [g[schema.G_GROUP_ID] for g in gens[4:]] == ["s3-b2-g0"] * 4
@@ -173,7 +212,14 @@ def test_without_trainer_groups_follow_prompts_and_steps_count_batches(tmp_path:
             f2(prompts=prompts, completions=completions)
     gens = read_gens(tmp_path)
     assert [g[schema.G_STEP] for g in gens] == [1] * 6 + [2] * 6
-    assert [g[schema.G_GROUP_ID].rsplit("-", 1)[1] for g in gens[:6]] == ["g0", "g0", "g0", "g1", "g1", "g2"]
+    assert [g[schema.G_GROUP_ID].rsplit("-", 1)[1] for g in gens[:6]] == [
+        "g0",
+        "g0",
+        "g0",
+        "g1",
+        "g1",
+        "g2",
+    ]
     assert gens[0][schema.G_TOTAL_REWARD] == 1.0 + 0.5 * len("<answer>1</answer>")
     assert gens[2][schema.G_TOTAL_REWARD] == 0.0  # length is None → NaN → skipped
     assert gens[0][schema.G_QUESTION_ID] == question_id_for("a", "1")
@@ -182,15 +228,27 @@ def test_without_trainer_groups_follow_prompts_and_steps_count_batches(tmp_path:
 def test_chat_prompts_and_completions(tmp_path: Path) -> None:
     with RunLogger(tmp_path) as lg:
         (f,) = wrap_reward_functions([correctness], lg, tags=("think", "answer"))
-        prompts = [[{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]] * 2
+        prompts = [
+            [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
+        ] * 2
         completions = [
             [{"role": "assistant", "content": "<think>easy</think><answer>4</answer>"}],
             [{"role": "assistant", "content": [{"type": "text", "text": "<answer>5</answer>"}]}],
         ]
-        f(prompts=prompts, completions=completions, answer=["4", "4"], trainer_state=SimpleNamespace(global_step=0))
+        f(
+            prompts=prompts,
+            completions=completions,
+            answer=["4", "4"],
+            trainer_state=SimpleNamespace(global_step=0),
+        )
     g1, g2 = read_gens(tmp_path)
-    assert g1[schema.G_QUESTION] == "2+2?" and g1[schema.G_OUTPUT] == "<think>easy</think><answer>4</answer>"
-    assert g1[schema.G_REASONING] == "easy" and g1[schema.G_ANSWER] == "4" and g1[schema.G_STEP] == 1
+    assert (
+        g1[schema.G_QUESTION] == "2+2?"
+        and g1[schema.G_OUTPUT] == "<think>easy</think><answer>4</answer>"
+    )
+    assert (
+        g1[schema.G_REASONING] == "easy" and g1[schema.G_ANSWER] == "4" and g1[schema.G_STEP] == 1
+    )
     assert g2[schema.G_OUTPUT] == "<answer>5</answer>" and g2[schema.G_ANSWER] == "5"
     assert g1[schema.G_REWARDS] == {"correctness": 1.0}
 
@@ -204,7 +262,9 @@ def test_a_batch_one_function_never_scored_is_logged_with_what_we_have(tmp_path:
         ok(prompts=["p"], completions=["abc"])
         with pytest.raises(RuntimeError):
             bad(prompts=["p"], completions=["abc"])  # the original's exception is not swallowed
-        ok(prompts=["p"], completions=["abcd"])  # next batch: the previous one is emitted as partial
+        ok(
+            prompts=["p"], completions=["abcd"]
+        )  # next batch: the previous one is emitted as partial
         # the last batch is incomplete too: close() emits it
     gens = read_gens(tmp_path)
     assert [g[schema.G_REWARDS] for g in gens] == [{"length_or_none": 3.0}, {"length_or_none": 4.0}]

@@ -24,7 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("trl_grpo_tiny", REPO_ROOT / "examples" / "trl_grpo_tiny.py")
+    spec = importlib.util.spec_from_file_location(
+        "trl_grpo_tiny", REPO_ROOT / "examples" / "trl_grpo_tiny.py"
+    )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -45,7 +47,9 @@ def _nanmean(values: list[Any]) -> float:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("trl")
     run = tmp_path_factory.mktemp("tiny") / "run"
-    _example().train(run, max_steps=2, num_generations=2, batch_size=4, max_completion_length=12, eval_steps=2)
+    _example().train(
+        run, max_steps=2, num_generations=2, batch_size=4, max_completion_length=12, eval_steps=2
+    )
     return run
 
 
@@ -82,21 +86,35 @@ def _question_id(question: str, truth: str) -> str:
 def test_logged_completions_match_trl_own_metrics(tiny_run: Path) -> None:
     gens = _jsonl(tiny_run / "generations.jsonl")
     events = _jsonl(tiny_run / "events.jsonl")
-    train_metrics = {e[schema.E_STEP]: e[schema.E_METRICS] for e in events if e[schema.E_PHASE] == "metrics"}
+    train_metrics = {
+        e[schema.E_STEP]: e[schema.E_METRICS] for e in events if e[schema.E_PHASE] == "metrics"
+    }
     assert sorted(train_metrics) == [1, 2]
     for step, m in train_metrics.items():
-        assert {"loss", "grad_norm", "learning_rate", "reward", "reward_std", "entropy", "completions/mean_length"} <= set(m)
+        assert {
+            "loss",
+            "grad_norm",
+            "learning_rate",
+            "reward",
+            "reward_std",
+            "entropy",
+            "completions/mean_length",
+        } <= set(m)
         rows = [g for g in gens if g[schema.G_SPLIT] == "train" and g[schema.G_STEP] == step]
         for name in ("correctness_reward", "brevity_reward"):
             ours = _nanmean([r[schema.G_REWARDS][name] for r in rows])
             assert m[f"rewards/{name}/mean"] == pytest.approx(ours, abs=1e-5)
-        assert m["reward"] == pytest.approx(_nanmean([r[schema.G_TOTAL_REWARD] for r in rows]), abs=1e-5)
+        assert m["reward"] == pytest.approx(
+            _nanmean([r[schema.G_TOTAL_REWARD] for r in rows]), abs=1e-5
+        )
         lengths = [r[schema.G_EXTRA]["completion_tokens"] for r in rows]
         assert m["completions/mean_length"] == pytest.approx(statistics.fmean(lengths))
     (ev,) = [e for e in events if e[schema.E_PHASE] == "evaluation"]
     assert ev[schema.E_SPLIT] == "eval" and ev[schema.E_STEP] == 2
     eval_rows = [g for g in gens if g[schema.G_SPLIT] == "eval"]
-    assert ev[schema.E_METRICS]["eval_reward"] == pytest.approx(_nanmean([r[schema.G_TOTAL_REWARD] for r in eval_rows]), abs=1e-5)
+    assert ev[schema.E_METRICS]["eval_reward"] == pytest.approx(
+        _nanmean([r[schema.G_TOTAL_REWARD] for r in eval_rows]), abs=1e-5
+    )
 
 
 def test_lifecycle_events_and_manifest(tiny_run: Path) -> None:
@@ -114,7 +132,9 @@ def test_lifecycle_events_and_manifest(tiny_run: Path) -> None:
     assert m[schema.M_STATUS] == "finished" and m[schema.M_ALGORITHM] == "grpo"
     assert m[schema.M_REWARD_NAMES] == ["correctness_reward", "brevity_reward"]
     assert m[schema.M_CONFIG]["num_generations"] == 2
-    assert m[schema.M_COUNTERS]["records_dropped"] == 0 and m[schema.M_COUNTERS]["records_failed"] == 0
+    assert (
+        m[schema.M_COUNTERS]["records_dropped"] == 0 and m[schema.M_COUNTERS]["records_failed"] == 0
+    )
     assert m[schema.M_COUNTERS]["records_written"] == len(events) + 16
 
 
@@ -126,7 +146,10 @@ def test_wrapped_functions_are_what_trl_expects(tmp_path: Path) -> None:
     ex = _example()
     with RunLogger(tmp_path) as lg:
         sync_f, async_f = wrap_reward_functions([ex.correctness_reward, ex.brevity_reward], lg)
-    assert (get_callable_name(sync_f), get_callable_name(async_f)) == ("correctness_reward", "brevity_reward")
+    assert (get_callable_name(sync_f), get_callable_name(async_f)) == (
+        "correctness_reward",
+        "brevity_reward",
+    )
     assert not is_async_callable(sync_f) and is_async_callable(async_f)
 
 
@@ -147,7 +170,14 @@ def test_example_script_cli(tmp_path: Path) -> None:
 
     out = tmp_path / "cli-run"
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "examples" / "trl_grpo_tiny.py"), "--output", str(out), "--max-steps", "1"],
+        [
+            sys.executable,
+            str(REPO_ROOT / "examples" / "trl_grpo_tiny.py"),
+            "--output",
+            str(out),
+            "--max-steps",
+            "1",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -155,3 +185,39 @@ def test_example_script_cli(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"logscan run written to {out}" in proc.stdout
     assert len(_jsonl(out / "generations.jsonl")) == 4
+
+
+def test_callback_events_without_a_trainer(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from trainer_hooks import LogscanCallback, RunLogger
+
+    args: Any = SimpleNamespace(output_dir="out", world_size=1, num_generations=4, max_steps=3)
+    state: Any = SimpleNamespace(global_step=3, max_steps=3, epoch=1.0)
+    control: Any = SimpleNamespace(should_training_stop=False)
+    with RunLogger(tmp_path) as lg:
+        cb = LogscanCallback(lg)
+        cb.on_log(args, state, control, logs={"loss": 0.5, "kl": float("nan"), "note": "hello"})
+        cb.on_log(args, state, control, logs={"eval_reward": 0.25, "epoch": 1.0})
+        cb.on_save(args, state, control)
+        cb.on_log(args, state, control, logs={"train_runtime": 1.5, "train_loss": 0.4})
+        cb.on_train_end(args, state, control)
+        assert cb.on_step_end(args, state, control).should_training_stop is False
+        request_stop(tmp_path, "enough")
+        assert cb.on_step_end(args, state, control).should_training_stop is True
+    evs = _jsonl(tmp_path / "events.jsonl")
+    by_phase = {e[schema.E_PHASE]: e for e in evs}
+    assert [
+        e[schema.E_METRICS] for e in evs if e[schema.E_PHASE] == "metrics" and e[schema.E_METRICS]
+    ] == [{"loss": 0.5, "kl": "NaN"}]
+    assert [e[schema.E_META] for e in evs if e[schema.E_META].get("non_numeric")] == [
+        {"non_numeric": {"note": "hello"}}
+    ]
+    assert by_phase["evaluation"][schema.E_SPLIT] == "eval"
+    assert by_phase["evaluation"][schema.E_METRICS] == {"eval_reward": 0.25, "epoch": 1.0}
+    assert by_phase["checkpoint"][schema.E_META] == {
+        "checkpoint": "checkpoint-3",
+        "output_dir": "out",
+    }
+    assert by_phase["train_end"][schema.E_METRICS] == {"train_runtime": 1.5, "train_loss": 0.4}
+    assert by_phase["early_stop"][schema.E_META] == {"reason": "enough"}

@@ -192,9 +192,9 @@ def _sanitize(obj: Any, depth: int = 0) -> Any:
         return obj.value if isinstance(obj, enum.Enum) else obj
     if isinstance(obj, dict):
         return {
-            (k if isinstance(k, str) else str(k.value if isinstance(k, enum.Enum) else k)): _sanitize(
-                v, depth + 1
-            )
+            (
+                k if isinstance(k, str) else str(k.value if isinstance(k, enum.Enum) else k)
+            ): _sanitize(v, depth + 1)
             for k, v in obj.items()
         }
     if isinstance(obj, list | tuple):
@@ -218,7 +218,7 @@ try:  # the C encoder built once: JSONEncoder.encode rebuilds it on every call
         return "".join(_c_iterencode(obj, 0))
 
 except ImportError:  # pragma: no cover - CPython always has the C accelerator
-    _fast_dumps = _dumps
+    _fast_dumps = _dumps  # type: ignore[assignment]
 _dumps_ascii = json.JSONEncoder(
     ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_json_default
 ).encode
@@ -374,7 +374,9 @@ class RunLogger:
         sink_factory: SinkFactory | None = None,
     ) -> None:
         if generations_format not in ("jsonl", "csv"):
-            raise ValueError(f"generations_format must be 'jsonl' or 'csv', not {generations_format!r}")
+            raise ValueError(
+                f"generations_format must be 'jsonl' or 'csv', not {generations_format!r}"
+            )
         if on_full not in ("block", "drop"):
             raise ValueError(f"on_full must be 'block' or 'drop', not {on_full!r}")
         if max_queue_size < 1:
@@ -411,12 +413,12 @@ class RunLogger:
         self.records_failed = 0
         self.blocked_waits = 0
         self.write_errors = 0
+        self._qid_cache: dict[tuple[Any, Any], str] = {}
         self._reward_names: list[str] = list(dict.fromkeys(reward_names or ()))
         self._reward_name_set = set(self._reward_names)
 
         self._events_sink: Sink | None = None
         self._gens_sink: Sink | None = None
-        self._failed_paths: set[Path] = set()
 
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -425,7 +427,9 @@ class RunLogger:
 
         self._manifest_path = self.run_dir / schema.manifest_file(self.rank)
         previous = self._read_previous_manifest()
-        self.resumed = previous is not None or (self.run_dir / schema.events_file(self.rank)).exists()
+        self.resumed = (
+            previous is not None or (self.run_dir / schema.events_file(self.rank)).exists()
+        )
         self._csv: _CsvStream | None = None
         if generations_format == "csv":
             self._csv = _CsvStream(
@@ -434,9 +438,7 @@ class RunLogger:
 
         now = _utc_now_iso()
         prev = previous or {}
-        self._base_counters = {
-            k: int(prev.get(schema.M_COUNTERS, {}).get(k, 0) or 0) for k in schema.COUNTER_KEYS
-        }
+        self._base_counters = _previous_counters(prev.get(schema.M_COUNTERS))
         self.run_id = str(prev.get(schema.M_RUN_ID) or run_id or uuid.uuid4().hex[:12])
         previous_names = [str(n) for n in prev.get(schema.M_REWARD_NAMES) or []]
         for n in previous_names:
@@ -458,7 +460,9 @@ class RunLogger:
             schema.M_CREATED: prev.get(schema.M_CREATED, now),
             schema.M_ENDED: None,
             schema.M_STATUS: schema.RunStatus.RUNNING.value,
-            schema.M_ALGORITHM: algorithm if algorithm is not None else prev.get(schema.M_ALGORITHM),
+            schema.M_ALGORITHM: algorithm
+            if algorithm is not None
+            else prev.get(schema.M_ALGORITHM),
             schema.M_MODEL: model if model is not None else prev.get(schema.M_MODEL),
             schema.M_CONFIG: _sanitize(config) if config is not None else prev.get(schema.M_CONFIG),
             schema.M_REWARD_NAMES: list(dict.fromkeys([*previous_names, *self._reward_names])),
@@ -575,7 +579,10 @@ class RunLogger:
         if self._closed:
             self._count_dropped(1)
             if not self._forked:
-                self._warn_once("closed", "logscan: RunLogger is closed; records logged after close() are dropped")
+                self._warn_once(
+                    "closed",
+                    "logscan: RunLogger is closed; records logged after close() are dropped",
+                )
             return
         q = self._q
         if len(q) >= self._max:
@@ -652,7 +659,11 @@ class RunLogger:
     ) -> None:
         """Set manifest fields learnt after construction (the TRL callback fills them in)."""
         changed = False
-        for key, value in ((schema.M_ALGORITHM, algorithm), (schema.M_MODEL, model), (schema.M_CONFIG, config)):
+        for key, value in (
+            (schema.M_ALGORITHM, algorithm),
+            (schema.M_MODEL, model),
+            (schema.M_CONFIG, config),
+        ):
             if value is None or (only_missing and self._manifest.get(key) is not None):
                 continue
             self._manifest[key] = _sanitize(value)
@@ -692,7 +703,12 @@ class RunLogger:
             self._space.notify_all()
         self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         done = not self._thread.is_alive()
-        if not done:
+        if done:
+            # a log_* call that raced close() may have appended after the writer's last drain
+            late = sum(1 for x in list(self._q) if not isinstance(x, _FlushMarker))
+            if late:
+                self._count_dropped(late)
+        else:
             lost = sum(1 for x in list(self._q) if not isinstance(x, _FlushMarker)) + self._inflight
             self._count_dropped(lost)
             self._warn_once(
@@ -821,24 +837,60 @@ class RunLogger:
         )
 
     def _gen_fields(self, item: tuple[Any, ...]) -> tuple[Any, ...]:
+        # The writer's hot loop (one call per completion): str.find instead of regexes, a cached
+        # question id per prompt (a GRPO group repeats it), a C-level sum in the common case.
         _, ts, step, question, output, rewards, truth, qid, split, group_id, extra = item
-        reasoning = extra.pop(schema.G_REASONING, None) if extra else None
-        answer = extra.pop(schema.G_ANSWER, None) if extra else None
-        total = extra.pop(schema.G_TOTAL_REWARD, None) if extra else None
+        if extra:
+            reasoning = extra.pop(schema.G_REASONING, None)
+            answer = extra.pop(schema.G_ANSWER, None)
+            total = extra.pop(schema.G_TOTAL_REWARD, None)
+        else:
+            reasoning = answer = total = None
         text = output if isinstance(output, str) else _text(output)
         if reasoning is None:
             reasoning = self._reasoning_tag(text)
         if answer is None:
             answer = self._answer_tag(text)
-        if total is None:
-            total = _nan_sum(rewards.values())
+        if total is None and rewards:
+            try:
+                total = sum(rewards.values())
+                if total != total:  # NaN somewhere: skip NaNs as TRL's nansum does
+                    total = _nan_sum(rewards.values())
+            except TypeError:  # None values
+                total = _nan_sum(rewards.values())
         if qid is None:
-            qid = question_id_for(_text(question), None if truth is None else _text(truth))
-        for name in rewards:
-            if name not in self._reward_name_set:
-                self._reward_name_set.add(name)
-                self._reward_names.append(name)
-        return ts, step, qid, question, truth, output, reasoning, answer, total, rewards, split, group_id, extra
+            key = (question, truth)
+            cacheable = True
+            try:
+                qid = self._qid_cache.get(key)
+            except TypeError:  # an unhashable (chat) question
+                cacheable = False
+            if qid is None:
+                qid = question_id_for(_text(question), None if truth is None else _text(truth))
+                if cacheable:
+                    if len(self._qid_cache) > 4096:
+                        self._qid_cache.clear()
+                    self._qid_cache[key] = qid
+        if not self._reward_name_set.issuperset(rewards):
+            for name in rewards:
+                if name not in self._reward_name_set:
+                    self._reward_name_set.add(name)
+                    self._reward_names.append(name)
+        return (
+            ts,
+            step,
+            qid,
+            question,
+            truth,
+            output,
+            reasoning,
+            answer,
+            total,
+            rewards,
+            split,
+            group_id,
+            extra,
+        )
 
     def _gen_record(self, item: tuple[Any, ...]) -> dict[str, Any]:
         ts, step, qid, q, truth, out, reasoning, answer, total, rewards, split, gid, extra = (
@@ -893,7 +945,10 @@ class RunLogger:
                     except OSError:
                         pass
                     st.sink = None
-                if st.header_written or (self.run_dir / schema.generations_part_file(self.rank, st.part)).exists():
+                if (
+                    st.header_written
+                    or (self.run_dir / schema.generations_part_file(self.rank, st.part)).exists()
+                ):
                     st.part += 1
                 st.header_written = False
             start = end
@@ -904,7 +959,21 @@ class RunLogger:
         if not st.header_written:
             w.writerow(st.header())
         names = st.reward_names or []
-        for ts, step, qid, q, truth, out, reasoning, answer, total, rewards, split, gid, extra in rows:
+        for (
+            ts,
+            step,
+            qid,
+            q,
+            truth,
+            out,
+            reasoning,
+            answer,
+            total,
+            rewards,
+            split,
+            gid,
+            extra,
+        ) in rows:
             w.writerow(
                 (
                     _num_cell(ts),
@@ -952,7 +1021,10 @@ class RunLogger:
         try:
             return self._sink_factory(path)
         except OSError as exc:
-            self._warn_once(f"open:{path}", f"logscan: cannot open {path}: {exc}; its records are lost (see run.json counters)")
+            self._warn_once(
+                f"open:{path}",
+                f"logscan: cannot open {path}: {exc}; its records are lost (see run.json counters)",
+            )
             with self._counter_lock:
                 self.write_errors += 1
             return None
@@ -1034,9 +1106,9 @@ class RunLogger:
         path = self._manifest_path
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            data = (json.dumps(_sanitize(self._manifest), ensure_ascii=False, indent=2) + "\n").encode(
-                "utf-8", "backslashreplace"
-            )
+            data = (
+                json.dumps(_sanitize(self._manifest), ensure_ascii=False, indent=2) + "\n"
+            ).encode("utf-8", "backslashreplace")
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -1069,6 +1141,16 @@ def _escape_breaks(data: str) -> str:
     if "\u2028" not in data and "\u2029" not in data and "\x85" not in data:
         return data
     return data.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
+
+
+def _previous_counters(value: Any) -> dict[str, int]:
+    """The counters of earlier sessions from a manifest (tolerating a damaged one)."""
+    out = dict.fromkeys(schema.COUNTER_KEYS, 0)
+    if isinstance(value, dict):
+        for k in schema.COUNTER_KEYS:
+            with contextlib.suppress(TypeError, ValueError):
+                out[k] = int(value.get(k) or 0)
+    return out
 
 
 def _is_utf8_safe(s: str) -> bool:

@@ -102,7 +102,9 @@ def _float(v: Any) -> float:
 class _Batch:
     __slots__ = ("completion_ids", "completions", "key", "kwargs", "prompts", "values")
 
-    def __init__(self, key: tuple[int, ...], prompts: Any, completions: Any, kwargs: dict[str, Any]):
+    def __init__(
+        self, key: tuple[int, ...], prompts: Any, completions: Any, kwargs: dict[str, Any]
+    ):
         self.key = key
         # holding the list keeps its id() from being reused while this batch is open
         self.prompts = prompts
@@ -211,15 +213,14 @@ class _Collector:
             split = "eval" if training is False else "train"
         state = kw.get("trainer_state")
         gs = getattr(state, "global_step", None)
-        if isinstance(gs, int):
-            # evaluation runs after the step it evaluates and TRL logs it at global_step itself
-            step = gs + (self.step_offset if split == "train" else 0)
-        else:
-            step = seq
+        # evaluation runs after the step it evaluates, and TRL logs it at global_step itself
+        step = gs + (self.step_offset if split == "train" else 0) if isinstance(gs, int) else seq
         num_gen = None
         offset = 0
         if trainer is not None:
-            num_gen = getattr(trainer, "num_generations" if split == "train" else "num_generations_eval", None)
+            num_gen = getattr(
+                trainer, "num_generations" if split == "train" else "num_generations_eval", None
+            )
             if num_gen is None:
                 num_gen = getattr(trainer, "num_generations", None)
             acc = getattr(trainer, "accelerator", None)
@@ -285,7 +286,7 @@ class _Collector:
 
 
 def wrap_reward_functions(
-    funcs: Sequence[Callable[..., Any]] | Callable[..., Any],
+    funcs: Sequence[Any] | Callable[..., Any],
     logger: RunLogger,
     *,
     tags: tuple[str, str] = ("reasoning", "answer"),
@@ -294,7 +295,7 @@ def wrap_reward_functions(
     id_columns: Sequence[str] = DEFAULT_ID_COLUMNS,
     split: str | None = None,
     step_offset: int = 1,
-) -> list[Callable[..., Any]]:
+) -> list[Any]:
     """Wrap TRL reward functions so every scored completion is logged with all its rewards.
 
     Returns a list of functions with the same ``__name__`` (TRL names the ``rewards/<name>``
@@ -319,7 +320,9 @@ def wrap_reward_functions(
     if callable(funcs) and not isinstance(funcs, Sequence):
         funcs = [funcs]
     funcs = list(funcs)
-    loggable = [f for f in funcs if callable(f) and not isinstance(f, str) and not hasattr(f, "forward")]
+    loggable = [
+        f for f in funcs if callable(f) and not isinstance(f, str) and not hasattr(f, "forward")
+    ]
     names: list[str] = []
     for f in loggable:
         base = _callable_name(f)
@@ -351,7 +354,7 @@ def wrap_reward_functions(
         split=split,
         step_offset=step_offset,
     )
-    out: list[Callable[..., Any]] = []
+    out: list[Any] = []
     it_names = iter(names)
     for f in funcs:
         if f not in loggable:

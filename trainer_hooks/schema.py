@@ -72,9 +72,13 @@ M_RESUMES: Final = "resumes"  # [{"time": float, "previous_status": str, "pid": 
 
 # run.json["counters"] keys (cumulative over resumes)
 C_RECORDS_WRITTEN: Final = "records_written"  # lines confirmed written (events + generations)
-C_RECORDS_DROPPED: Final = "records_dropped"  # queue full with on_full="drop", or unwritten at close timeout
+C_RECORDS_DROPPED: Final = (
+    "records_dropped"  # queue full with on_full="drop", or unwritten at close timeout
+)
 C_RECORDS_FAILED: Final = "records_failed"  # lost to a write error (disk full, permission, …)
-C_BLOCKED_WAITS: Final = "blocked_waits"  # times a log_* call waited for queue space (on_full="block")
+C_BLOCKED_WAITS: Final = (
+    "blocked_waits"  # times a log_* call waited for queue space (on_full="block")
+)
 C_WRITE_ERRORS: Final = "write_errors"  # failed write/fsync calls
 COUNTER_KEYS: Final = (
     C_RECORDS_WRITTEN,
@@ -97,7 +101,9 @@ E_RANK: Final = "rank"
 class TrainingPhase(enum.StrEnum):
     """The lifecycle of an RL fine-tuning run, as logged in ``events.jsonl``'s ``phase``."""
 
-    RUN_START = "run_start"  # written by RunLogger when it opens a fresh run folder (meta: manifest)
+    RUN_START = (
+        "run_start"  # written by RunLogger when it opens a fresh run folder (meta: manifest)
+    )
     RUN_END = "run_end"  # written by RunLogger.close() (meta: status, counters)
     RUN_RESUME = "run_resume"  # a second RunLogger opened the same folder + rank (a resumed run)
     TRAIN_START = "train_start"  # the trainer's on_train_begin (meta: max_steps, epochs, …)

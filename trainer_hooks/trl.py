@@ -29,7 +29,13 @@ if TYPE_CHECKING:
 
 __all__ = ["LogscanCallback", "make_callback_class"]
 
-_SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
+_SUMMARY_KEYS = (
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "total_flos",
+    "train_loss",
+)
 _ARG_KEYS = (
     "max_steps",
     "num_train_epochs",
@@ -132,20 +138,34 @@ def make_callback_class() -> type:
                 self.logger.flush(timeout=30.0)
 
         def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.logger.log_event(TrainingPhase.EPOCH_START, state.global_step, meta={"epoch": state.epoch})
+            self.logger.log_event(
+                TrainingPhase.EPOCH_START, state.global_step, meta={"epoch": state.epoch}
+            )
 
         def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.logger.log_event(TrainingPhase.EPOCH_END, state.global_step, meta={"epoch": state.epoch})
+            self.logger.log_event(
+                TrainingPhase.EPOCH_END, state.global_step, meta={"epoch": state.epoch}
+            )
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.logger.log_event(
                 TrainingPhase.CHECKPOINT,
                 state.global_step,
-                meta={"checkpoint": f"checkpoint-{state.global_step}", "output_dir": str(args.output_dir)},
+                meta={
+                    "checkpoint": f"checkpoint-{state.global_step}",
+                    "output_dir": str(args.output_dir),
+                },
             )
 
         # -- metrics --
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        def on_log(
+            self,
+            args: Any,
+            state: Any,
+            control: Any,
+            logs: dict[str, Any] | None = None,
+            **kwargs: Any,
+        ) -> None:
             if not logs:
                 return
             metrics, other = _split_logs(logs)
@@ -159,7 +179,9 @@ def make_callback_class() -> type:
             else:
                 self.logger.log_metrics(state.global_step, metrics)
             if other:
-                self.logger.log_event(TrainingPhase.METRICS, state.global_step, meta={"non_numeric": other})
+                self.logger.log_event(
+                    TrainingPhase.METRICS, state.global_step, meta={"non_numeric": other}
+                )
 
         # -- stop requests --
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
@@ -196,8 +218,9 @@ def make_callback_class() -> type:
 
 
 if TYPE_CHECKING:
+    from transformers import TrainerCallback
 
-    class LogscanCallback:
+    class LogscanCallback(TrainerCallback):
         def __init__(self, logger: RunLogger, *, flush_on_train_end: bool = True) -> None: ...
 
 

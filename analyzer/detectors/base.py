@@ -55,7 +55,9 @@ class DetectorSpec:
 
     @property
     def summary(self) -> str:
-        return (self.fn.__doc__ or "").strip().splitlines()[0] if self.fn.__doc__ else ""
+        """The first line of the detector function's docstring (what it finds)."""
+        doc = (self.fn.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
 
 
 REGISTRY: dict[str, DetectorSpec] = {}
@@ -357,7 +359,7 @@ def describe_detectors() -> str:
     lines.append("")
     for name, spec in REGISTRY.items():
         head = name if spec.kind == name else f"{name} (kind: {spec.kind})"
-        lines.append(head)
+        lines.append(f"{head}: {spec.summary}" if spec.summary else head)
         lines.append(f"    reads:    {spec.signals}")
         if spec.requires:
             lines.append(f"    requires: {', '.join(spec.requires)}")

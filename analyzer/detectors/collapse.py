@@ -9,7 +9,7 @@ import numpy as np
 from analyzer import columns as C
 from analyzer.detectors._common import find_excursion, per_step
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
-from analyzer.detectors.text import CORRECT, GROUP, NORM_TEXT, jaccard, shingles
+from analyzer.detectors.text import CORRECT, GROUP, NORM_TEXT, jaccard, normalised_text, shingles
 from analyzer.model import Alert, Severity
 
 
@@ -232,7 +232,7 @@ def _near_dup_rates(
     """
     import polars as pl
 
-    s = ctx.train_samples().select(C.STEP, GROUP, C.SAMPLE_ID, NORM_TEXT)
+    s = ctx.train_samples().select(C.STEP, GROUP, C.SAMPLE_ID, C.OUTPUT)
     max_groups = int(cfg["max_groups_per_step"])
     max_size = int(cfg["max_group_size"])
     thr = float(cfg["near_duplicate_jaccard"])
@@ -249,6 +249,10 @@ def _near_dup_rates(
     parts = (
         s.with_columns(pl.int_range(pl.len()).over(key).alias("_i"))
         .filter(pl.col("_i") < max_size)
+        .filter(
+            pl.col(key[-1]).rank("dense").over(C.STEP) <= max_groups if use_groups else pl.lit(True)
+        )
+        .with_columns(normalised_text(pl.col(C.OUTPUT)).alias(NORM_TEXT))
         .group_by(key, maintain_order=True)
         .agg(pl.col(C.SAMPLE_ID), pl.col(NORM_TEXT))
         .sort(C.STEP)

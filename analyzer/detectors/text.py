@@ -20,7 +20,7 @@ CORRECT = "_correct"  # 1.0 / 0.0 exact match, null without ground truth
 FORMAT_OK = "_format_ok"
 N_TOKENS = "_n_tokens"  # whitespace tokens
 NGRAM_RATE = "_ngram_rate"
-NORM_TEXT = "_norm_text"  # case-folded, whitespace-collapsed completion (for duplicate checks)
+NORM_TEXT = "_norm_text"  # case-folded, whitespace-collapsed completion (see normalised_text)
 GROUP = "_group"  # group_id, else step|question_id
 HAS_ANSWER = "_has_answer"
 
@@ -62,31 +62,20 @@ def sample_features(
     out = out.with_columns(
         exact_match(answer, col(C.GROUND_TRUTH, pl.Utf8())).alias(CORRECT),
         format_ok(pl.col(C.OUTPUT), tags).alias(FORMAT_OK),
-        pl.col(C.OUTPUT).str.split(" ").list.len().alias("_tmp_len"),
-        pl.col(C.OUTPUT)
-        .str.replace_all(r"\s+", " ")
-        .str.strip_chars()
-        .str.count_matches(" ")
-        .alias("_spaces"),
-        pl.col(C.OUTPUT)
-        .str.to_lowercase()
-        .str.replace_all(r"\s+", " ")
-        .str.strip_chars()
-        .alias(NORM_TEXT),
+        pl.col(C.OUTPUT).str.count_matches(r"\S+").cast(pl.Float64).alias(N_TOKENS),
         group.alias(GROUP),
         (answer.is_not_null() & (answer.str.strip_chars() != "")).alias(HAS_ANSWER),
     )
-    out = out.with_columns(
-        pl.when(pl.col(NORM_TEXT) == "")
-        .then(0)
-        .otherwise(pl.col("_spaces") + 1)
-        .cast(pl.Float64)
-        .alias(N_TOKENS)
-    ).drop("_tmp_len", "_spaces")
     return out
 
 
 _WORD = re.compile(r"\w+")
+
+
+def normalised_text(output: pl.Expr) -> pl.Expr:
+    """Case-folded, whitespace-collapsed completion: the unit of "identical" in duplicate checks.
+    Computed only where needed — on a million long completions it is not free."""
+    return output.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
 
 
 def ngram_rate(text: str, n: int = 4) -> float | None:

@@ -32,8 +32,12 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
-from trainer_hooks import RunLogger, extract_tag, question_id_for  # noqa: E402
-from trainer_hooks import schema  # noqa: E402
+from trainer_hooks import (  # noqa: E402
+    RunLogger,
+    extract_tag,
+    question_id_for,
+    schema,
+)
 
 
 def make_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -47,7 +51,9 @@ def make_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
             {
                 "step": i // 64,
                 "question": f"Question {i % 500}: what is {i % 97} + {i % 89}?",
-                "model_output": f"<reasoning>{body[:900]}</reasoning><answer>{i % 186}</answer>"[:1024],
+                "model_output": f"<reasoning>{body[:900]}</reasoning><answer>{i % 186}</answer>"[
+                    :1024
+                ],
                 "rewards": {"correctness": float(i % 2), "format": 0.5},
                 "ground_truth_answer": str(i % 186),
                 "group_id": f"s{i // 64}-b1-g{(i % 64) // 8}",
@@ -74,7 +80,8 @@ def bench_runlogger(records: list[dict[str, Any]], folder: Path) -> dict[str, fl
     t_enqueued = time.perf_counter()
     lg.close(timeout=600)
     t1 = time.perf_counter()
-    lines = sum(1 for _ in open(folder / "generations.jsonl", "rb"))
+    with open(folder / "generations.jsonl", "rb") as f:
+        lines = sum(1 for _ in f)
     assert lines == len(records), (lines, len(records))
     us = [x / 1000 for x in lat]
     return {
@@ -215,13 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {summary['machine']}; {ns.records} records of 1 KB; best of {ns.repeat}")
     print("| contender | caller median µs | caller p99 µs | records/s to disk |")
     print("|---|---:|---:|---:|")
-    print(f"| RunLogger (enqueue; writer thread) | {rl['median_us']:.2f} | {rl['p99_us']:.2f} | {rl['records_per_s']:,.0f} |")
-    print(f"| seed: csv.DictWriter per batch of {ns.batch} | {seed['median_us']:.2f} | {seed['p99_us']:.2f} | {seed['records_per_s']:,.0f} |")
+    print(
+        f"| RunLogger (enqueue; writer thread) | {rl['median_us']:.2f} | {rl['p99_us']:.2f} | {rl['records_per_s']:,.0f} |"
+    )
+    print(
+        f"| seed: csv.DictWriter per batch of {ns.batch} | {seed['median_us']:.2f} | {seed['p99_us']:.2f} | {seed['records_per_s']:,.0f} |"
+    )
     print(f"| limit: bare json.dumps + buffered write | – | – | {bare['records_per_s']:,.0f} |")
     r = summary["ratios"]
-    print(f"RunLogger throughput = {r['runlogger_vs_bare_throughput']:.2f}x the bare limit, "
-          f"{r['runlogger_vs_seed_throughput']:.2f}x the seed; seed caller cost = "
-          f"{r['seed_vs_runlogger_caller_median']:.1f}x RunLogger's")
+    print(
+        f"RunLogger throughput = {r['runlogger_vs_bare_throughput']:.2f}x the bare limit, "
+        f"{r['runlogger_vs_seed_throughput']:.2f}x the seed; seed caller cost = "
+        f"{r['seed_vs_runlogger_caller_median']:.1f}x RunLogger's"
+    )
     return 0
 
 
