@@ -81,7 +81,7 @@ def analysis_options(fn: F) -> F:
             "overrides",
             multiple=True,
             metavar="KEY=VALUE",
-            help="Override one config value, e.g. --set kl_explosion.budget=0.2 (repeatable).",
+            help="Override one config value, e.g. --set kl_explosion.budget_per_token=0.2 (repeatable).",
         ),
     ]
     for option in reversed(options):

@@ -41,8 +41,8 @@ DEFAULT_PER_GROUP = 8  # completions of one GRPO group kept in the sample
 MIN_PER_STEP = 4  # below this many per step, fewer steps are sampled instead (evenly spaced)
 OUTLIER_MIN_DISTANCE = 0.2  # never call a completion an outlier closer than this to an early one
 OUTLIER_QUANTILE = 0.99  # ... nor closer than this quantile of early completions' own NN distances
-MAX_OUTLIER_REFERENCE = 1000
-MIN_EARLY_REFERENCE = 100  # completions in the "early" reference (extended over more steps if needed)  # early completions kept as the outlier reference (evenly spaced)
+MAX_OUTLIER_REFERENCE = 1000  # early completions kept as the outlier reference (evenly spaced)
+MIN_EARLY_REFERENCE = 100  # completions in the "early" reference (extended over more steps if needed)
 DIFF_MAX_CHARS = 5000  # difflib's character matching is quadratic: compare at most this much
 DIFF_MAX_LINES = 200
 

@@ -440,7 +440,7 @@ class Encoder:
         *,
         device: str | None = None,
         cache_dir: Path | str | None = None,
-        batch_size: int = 64,
+        batch_size: int = 32,
         progress: bool | None = None,
         hf_cache: Path | None = None,
         backend: str = "auto",

@@ -47,6 +47,15 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
+def _clip_middle(text: str, limit: int) -> str:
+    """Keep both ends: chat prompts start with a shared system prompt and end with the question."""
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    tail = limit - head
+    return f"{text[:head]} … ({len(text) - limit} characters) … {text[-tail:]}"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "–"
@@ -155,7 +164,7 @@ def format_samples(
     lines: list[str] = [
         f"question_id: {terminal_safe(str(first['_qid']))}  ({' · '.join(splits)} · {len(all_steps)} steps · "
         f"{chosen.height} completions)",
-        f"prompt: {terminal_safe(_clip(first['_q'] or '', MAX_PROMPT_CHARS))}",
+        f"prompt: {terminal_safe(_clip_middle(first['_q'] or '', MAX_PROMPT_CHARS))}",
     ]
     truth = first.get(C.GROUND_TRUTH)
     if truth is not None:

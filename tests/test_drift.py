@@ -354,3 +354,57 @@ def test_default_model_that_cannot_load_falls_back_to_tfidf(monkeypatch: pytest.
     assert min(late_values(result, "drift_eval_mean")) > 0.5
     with pytest.raises(ModelUnavailableError):  # a model the user named stays an error
         score_drift(make_run("forget"), options=DriftOptions(embedding_model="all-MiniLM-L6-v2"))
+
+
+def test_real_rollout_log(realdata) -> None:
+    """A real GRPO/DAPO run's rollout dump (37 steps x 16 completions, each prompt seen once)."""
+    from analyzer.ingest import load_run
+
+    path = realdata / "JuncyLu__trl_DAPO" / "training_logs__20251022_181457__rollout_results.md"
+    if not path.is_file():
+        pytest.skip("rollout dump not present")
+    run = load_run(path)
+    result = score_drift(run, encoder=HashingEncoder(), options=DriftOptions())
+    assert result.per_step is not None and result.per_step.height == 37
+    assert result.per_step.get_column("drift_n").sum() == run.generations.height  # type: ignore[union-attr]
+    # prompts never recur, so there is no per-prompt drift, and the result says why
+    assert result.top_drifting == [] and result.sample_diffs == []
+    assert any("more than one step" in n for n in result.notes)
+    # but diversity, shift and outliers are scored at every step
+    for column in ("drift_diversity_group", "drift_diversity_step", "drift_step_shift", "drift_outlier_frac"):
+        assert result.per_step.get_column(column).null_count() == 0, column
+
+
+def test_grown_log_embeds_only_new_completions(tmp_path) -> None:
+    """Re-analysing a run that grew: the cache serves the old completions, only new ones are embedded."""
+    from analyzer.embeddings import Encoder
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+
+    class Counting:
+        def __init__(self) -> None:
+            self.seen = 0
+
+        def encode(self, texts, **kwargs):
+            self.seen += len(texts)
+            return HashingEncoder().encode(texts)
+
+    def encoder() -> tuple[Encoder, Counting]:
+        enc = Encoder(str(model_dir), cache_dir=tmp_path / "cache", progress=False)
+        enc._model = Counting()
+        return enc, enc._model
+
+    full = make_run("healthy", steps=16)
+    assert full.generations is not None
+    half = RunData(path="half", steps=full.steps, generations=full.generations.filter(pl.col(C.STEP) < 8),
+                   report=IngestReport("t"))
+    enc, model = encoder()
+    first = score_drift(half, encoder=enc, options=DriftOptions())
+    distinct_half = half.generations.get_column(C.OUTPUT).n_unique()  # type: ignore[union-attr]
+    assert first.embedded == model.seen == distinct_half and first.cached == 0
+    enc, model = encoder()
+    second = score_drift(full, encoder=enc, options=DriftOptions())
+    distinct_full = full.generations.get_column(C.OUTPUT).n_unique()
+    assert second.cached == distinct_half and second.embedded == model.seen == distinct_full - distinct_half

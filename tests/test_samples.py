@@ -161,3 +161,23 @@ def test_terminal_safe() -> None:
     assert terminal_safe("\x07bell\r") == "\\x07bell\\x0d"
     assert terminal_safe("x\ud800y") == "x\ufffdy"
     assert terminal_safe("zero\u200bwidth") == "zero\\u200bwidth"
+
+
+def test_long_chat_prompts_keep_the_question_visible() -> None:
+    system = "system\nYou are a precise assistant. " * 20
+    rows = [{C.STEP: 0, C.QUESTION_ID: "q", C.QUESTION: system + "user\nWhat body of water is this?", C.OUTPUT: "A"}]
+    text = format_samples(frame_run(rows), question_id="q")
+    header = text.split("\n\n── ")[0]
+    assert header.splitlines()[1] == "prompt: system"
+    assert header.endswith("What body of water is this?") and "characters) …" in header
+
+
+def test_real_rollout_log_samples(realdata) -> None:
+    path = realdata / "JuncyLu__trl_DAPO" / "training_logs__20251022_181457__rollout_results.md"
+    if not path.is_file():
+        pytest.skip("rollout dump not present")
+    res = invoke(str(path), "--prompt", "identical twins")
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("question_id: ") and "── step 32 · sample " in res.output
+    header = res.output.split("\n\n── ")[0]
+    assert "twins" in header and "ground truth: " in header  # the question, not only the system prompt
