@@ -44,8 +44,8 @@ _GKEY = "__group_key"
 _NG = "__ngram_rate"
 _TAGGED = "__tagged"
 
-# whitespace_token_counts: texts per numpy slice (≈ 40 MB of text at typical completion lengths)
-_TOKEN_SLICE = 1 << 17
+# whitespace_token_counts: texts per numpy slice (≈ 10 MB of text at typical completion lengths)
+_TOKEN_SLICE = 1 << 15
 
 # Direction of "better" for summarize_metrics' ``best`` (matched on the name without split prefix).
 _HIGHER_IS_BETTER = re.compile(

@@ -6,7 +6,9 @@ subprocess (so peak RSS is per case).
     python benchmarks/ingest/bench_ingest.py     # prints a Markdown table for benchmarks/RESULTS.md
 
 ``--skip-pandas`` leaves the (slow, memory-hungry) pandas baseline out; ``--repeat N`` keeps the
-best of N runs of each case.
+best of N runs of each case (pandas is always run once); ``--cli`` adds, for information, the whole
+``logscan analyze --no-embeddings --no-plots --no-html`` (ingest, metrics, detectors, drift, reports)
+on each run; ``--only jsonl|csv`` measures one format.
 """
 
 from __future__ import annotations
@@ -47,6 +49,26 @@ def _case(name: str) -> dict[str, object]:
             metrics = compute_metrics(run)
             extra["metrics_s"] = round(time.perf_counter() - t1, 2)
             extra["metric_rows"] = metrics.height
+    elif name in ("cli_jsonl", "cli_csv"):
+        import shutil
+        import tempfile
+
+        run_dir = JSONL_RUN if name == "cli_jsonl" else CSV_RUN
+        out_dir = Path(tempfile.mkdtemp(prefix="logscan-bench-"))
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "analyzer.cli", "analyze", str(run_dir), "--no-embeddings", "--no-plots",
+                 "--no-html", "-q", "--fail-on", "never", "-o", str(out_dir)],
+                capture_output=True, text=True, check=False,
+            )
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"logscan analyze exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+        extra["verdict"] = proc.stdout.strip().splitlines()[-1][:80] if proc.stdout.strip() else ""
+        extra["seconds"] = round(time.perf_counter() - t0, 2)
+        extra["peak_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+        return extra
     elif name in ("polars_jsonl", "polars_csv"):
         import polars as pl
 
@@ -98,6 +120,12 @@ def _case(name: str) -> dict[str, object]:
     return extra
 
 
+def _ratio(res: dict[str, object], base: dict[str, object] | None) -> str:
+    if base is None or "seconds" not in base or "seconds" not in res:
+        return ""
+    return f"{float(res['seconds']) / float(base['seconds']):.2f}×"  # type: ignore[arg-type]
+
+
 def _run(name: str, repeat: int) -> dict[str, object]:
     best: dict[str, object] | None = None
     for _ in range(repeat):
@@ -116,6 +144,8 @@ def main() -> None:
     ap.add_argument("--case")
     ap.add_argument("--skip-pandas", action="store_true")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--cli", action="store_true")
+    ap.add_argument("--only", choices=("jsonl", "csv"))
     args = ap.parse_args()
     if args.case:
         print(json.dumps(_case(args.case)))
@@ -125,24 +155,27 @@ def main() -> None:
     sizes = {k: (p / f"generations.{k}").stat().st_size / 1e9 for k, p in (("jsonl", JSONL_RUN), ("csv", CSV_RUN))}
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, "
           f"{__import__('os').cpu_count()} cores; JSONL {sizes['jsonl']:.2f} GB, CSV {sizes['csv']:.2f} GB")
-    print("| format | case | seconds | peak RSS (MB) | vs bare polars | notes |")
-    print("|---|---|---|---|---|---|")
+    print("| format | case | seconds | peak RSS (MB) | vs bare polars | vs pandas | notes |")
+    print("|---|---|---|---|---|---|---|")
     for fmt in ("jsonl", "csv"):
-        results = {kind: _run(f"{kind}_{fmt}", args.repeat) for kind in ("polars", "polarsfull", "logscan", "pandas") if not (kind == "pandas" and args.skip_pandas)}
-        base = results["polars"].get("seconds")
+        if args.only and fmt != args.only:
+            continue
+        kinds = ["polars", "polarsfull", "logscan"] + ([] if args.skip_pandas else ["pandas"]) + (["cli"] if args.cli else [])
+        results = {kind: _run(f"{kind}_{fmt}", 1 if kind in ("pandas", "cli") else args.repeat) for kind in kinds}
+        base = results["polars"] if "error" not in results["polars"] else None
+        pandas = results.get("pandas") if "error" not in results.get("pandas", {"error": 1}) else None
         for kind, res in results.items():
             if "error" in res:
-                print(f"| {fmt} | {kind} | error | | | {res['error']} |")
+                print(f"| {fmt} | {kind} | error | | | | {res['error']} |")
                 continue
-            ratio = float(res["seconds"]) / float(base) if base else float("nan")  # type: ignore[arg-type]
             notes = ", ".join(f"{k}={v}" for k, v in res.items() if k not in ("seconds", "peak_mb", "issue_texts"))
-            print(f"| {fmt} | {kind} | {res['seconds']} | {res['peak_mb']} | {ratio:.2f}× | {notes} |")
+            print(f"| {fmt} | {kind} | {res['seconds']} | {res['peak_mb']} | {_ratio(res, base)} | {_ratio(res, pandas)} | {notes} |")
         if fmt == "jsonl" and (DIRTY_RUN / "generations.jsonl").is_file():
             res = _run("logscan_dirty", args.repeat)
             if "error" not in res:
-                ratio = float(res["seconds"]) / float(base) if base else float("nan")  # type: ignore[arg-type]
                 print(f"| jsonl (1 malformed line + torn tail) | logscan | {res['seconds']} | {res['peak_mb']} | "
-                      f"{ratio:.2f}× | ingest_s={res.get('ingest_s')}, issues: {'; '.join(res['issue_texts'])} |")  # type: ignore[arg-type]
+                      f"{_ratio(res, base)} | {_ratio(res, pandas)} | ingest_s={res.get('ingest_s')}, "
+                      f"issues: {'; '.join(res['issue_texts'])} |")  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
