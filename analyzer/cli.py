@@ -237,6 +237,9 @@ def detectors() -> None:
 
 
 def main() -> None:
+    from analyzer.ingest._common import return_freed_memory_promptly
+
+    return_freed_memory_promptly()  # before anything imports polars: lower peak RSS on big runs
     try:
         cli.main(prog_name="logscan", standalone_mode=True)
     except LogscanError as exc:  # pragma: no cover - LogscanGroup handles these

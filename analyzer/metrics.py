@@ -44,6 +44,8 @@ _GKEY = "__group_key"
 _NG = "__ngram_rate"
 _TAGGED = "__tagged"
 
+# Whitespace (regex ``\s``) other than the space itself, for repeated_ngram_rates' word split.
+_OTHER_SPACE = "[\t\n\x0b\x0c\r\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 # whitespace_token_counts: texts per numpy slice (≈ 10 MB of text at typical completion lengths)
 _TOKEN_SLICE = 1 << 15
 
@@ -130,23 +132,27 @@ def repeated_ngram_rates(texts: pl.Series, n: int = NGRAM_N) -> pl.Series:
     """
     import polars as pl
 
+    rows = pl.DataFrame({"__t": texts.cast(pl.Utf8)}).lazy().with_row_index("__r")
+    # Words: every whitespace character becomes a space, the text is split on spaces and the
+    # empty pieces dropped (a regex collapsing whitespace runs pays per run: 3× slower).
     words = (
-        pl.DataFrame({"__t": texts.cast(pl.Utf8)})
-        .lazy()
-        .with_row_index("__r")
-        .select("__r", pl.col("__t").str.replace_all(r"\s+", " ").str.strip_chars().str.split(" ").alias("__w"))
+        rows.select("__r", pl.col("__t").str.replace_all(_OTHER_SPACE, " ").str.split(" ").alias("__w"))
         .explode("__w")
+        .filter(pl.col("__w") != "")
         .with_columns(pl.col("__w").hash().alias("__h"))
     )
     same_text = pl.col("__r").shift(-(n - 1)) == pl.col("__r")
     gram = pl.when(same_text & pl.col("__w").shift(-(n - 1)).is_not_null()).then(
         pl.struct([pl.col("__h").shift(-k).alias(f"__h{k}") for k in range(n)]).hash()
     )
-    counts = (
+    per_text = (
         words.with_columns(gram.alias("__g"))
         .group_by("__r")
         .agg(pl.col("__g").drop_nulls().n_unique().alias("u"), pl.col("__g").drop_nulls().len().alias("c"))
-        .sort("__r")
+    )
+    counts = (
+        rows.select("__r")
+        .join(per_text, on="__r", how="left", maintain_order="left")  # texts without words: null
         .select(pl.when(pl.col("c") > 0).then(1.0 - pl.col("u") / pl.col("c")).alias("rate"))
         .collect()
     )
@@ -165,13 +171,14 @@ def whitespace_token_counts(texts: pl.Series) -> pl.Series:
 
     s = texts.cast(pl.Utf8)
     out = np.zeros(len(s), dtype=np.uint32)
-    for off in range(0, len(s), _TOKEN_SLICE):
+
+    def count(off: int) -> None:
         arr = s.slice(off, _TOKEN_SLICE).to_arrow(compat_level=pl.CompatLevel.oldest())  # large_string
         _, obuf, dbuf = arr.buffers()
         offs = np.frombuffer(obuf, dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
         size = int(offs[-1] - offs[0])
         if dbuf is None or size == 0:
-            continue
+            return
         data = np.frombuffer(dbuf, dtype=np.uint8, count=size, offset=int(offs[0]))
         offs = offs - offs[0]
         ws = _whitespace_bytes(data)
@@ -180,6 +187,17 @@ def whitespace_token_counts(texts: pl.Series) -> pl.Series:
         firsts = offs[:-1][offs[:-1] < size]
         start[firsts] = ~ws[firsts]
         out[off : off + len(arr)] = np.diff(np.searchsorted(np.flatnonzero(start), offs))
+
+    slices = range(0, len(s), _TOKEN_SLICE)
+    if len(slices) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # numpy releases the GIL in these loops: slices run on every core Polars uses
+        with ThreadPoolExecutor(min(len(slices), pl.thread_pool_size())) as pool:
+            list(pool.map(count, slices))
+    else:
+        for off in slices:
+            count(off)
     counts = pl.Series(texts.name, out)
     if s.null_count():
         counts = pl.select(pl.when(s.is_null()).then(None).otherwise(counts)).to_series().rename(texts.name)

@@ -1,9 +1,8 @@
 """``analyze()``: ingest → metrics → drift → detectors → verdict → files, and the exit code.
 
 The CLI's ``analyze``, ``html-report``, ``compare`` and ``watch`` all go through here, so a run is
-judged the same way everywhere. Later stages are optional at import time: while a stage's module
-is not installed the pipeline records why it was skipped and carries on, so a partial install
-still ingests and rebuilds metrics.
+judged the same way everywhere. Each stage is imported inside the function that runs it, so
+``logscan --help`` does not load Polars, the detectors or Jinja.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
 from analyzer.errors import ConfigError, InputError
-from analyzer.model import Alert, Analysis, DetectorStatus, DriftResult, RunData, Severity
+from analyzer.model import Alert, Analysis, DriftResult, RunData, Severity
 
 if TYPE_CHECKING:
     import polars as pl
@@ -80,17 +79,14 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
     if not run_path.exists():
         raise InputError(f"{run_path} does not exist; give a run folder, a generations.csv or a trainer_state.json")
     # The config first: a typo in --set should fail before a gigabyte is read.
-    notes: list[str] = []
-    config = _load_config(run_path, options, notes)
+    config = _load_config(run_path, options)
     _resolve_fail_on(options, config)
     timings: dict[str, float] = {}
     with _timed(timings, "ingest"):
-        try:
-            from analyzer.ingest import load_run
-        except ImportError as exc:
-            raise InputError(f"cannot read runs: analyzer.ingest is not available ({exc})") from exc
+        from analyzer.ingest import load_run
+
         run = load_run(run_path)
-    return analyze_run(run, options, run_path=run_path, timings=timings, config=config, notes=notes)
+    return analyze_run(run, options, run_path=run_path, timings=timings, config=config)
 
 
 def analyze_run(
@@ -111,7 +107,7 @@ def analyze_run(
     notes = list(notes or [])
 
     if config is None:
-        config = _load_config(run_path, options, notes)
+        config = _load_config(run_path, options)
     fail_on = _resolve_fail_on(options, config)
 
     with _timed(timings, "metrics"):
@@ -120,15 +116,21 @@ def analyze_run(
         tags = _section(config, "general").get("tags") or DEFAULT_TAGS
         metrics = compute_metrics(run, tags=tuple(tags))
 
+    out_dir = output_dir_for(run_path, options)
     drift: DriftResult | None = None
     if options.drift:
         with _timed(timings, "drift"):
-            drift = _score_drift(run, options, output_dir_for(run_path, options), notes)
+            drift = _score_drift(run, options, out_dir, notes)
         if drift is not None and drift.per_step is not None and C.STEP in drift.per_step.columns:
-            metrics = _join_drift(metrics, drift.per_step)
+            from analyzer.detectors.base import join_drift
+
+            # joined here too (not only inside the detectors) so metrics.parquet has the drift columns
+            metrics = join_drift(metrics, drift)
 
     with _timed(timings, "detectors"):
-        alerts, statuses = _run_detectors(run, metrics, drift, config, notes)
+        from analyzer.detectors import run_detectors
+
+        alerts, statuses = run_detectors(run, metrics, drift, config)
     alerts = sorted(alerts, key=lambda a: (-a.severity.rank, a.step if a.step is not None else -1, a.kind))
 
     analysis = Analysis(
@@ -144,13 +146,12 @@ def analyze_run(
         notes=notes,
     )
     if options.write_outputs:
-        out_dir = output_dir_for(run_path, options)
         analysis.output_dir = str(out_dir)
         with _timed(timings, "write"):
             analysis.outputs.extend(str(p) for p in write_outputs(analysis, out_dir))
         if options.write_reports:
             with _timed(timings, "reports"):
-                analysis.outputs.extend(str(p) for p in _write_reports(analysis, out_dir, options, notes))
+                analysis.outputs.extend(str(p) for p in _write_reports(analysis, out_dir, options))
         timings["total"] = time.perf_counter() - started
         # analysis.json carries the timings, so it is rewritten last (cheap: a few KB).
         _write_json(analysis, out_dir / "analysis.json")
@@ -185,8 +186,7 @@ def exit_code(analysis: Analysis) -> int:
     fail_on = str(analysis.config.get("fail_on") or DEFAULT_FAIL_ON)
     if fail_on == "never":
         return 0
-    threshold = Severity(fail_on).rank
-    return 1 if any(a.severity.rank >= threshold for a in analysis.alerts) else 0
+    return 1 if alerts_at_or_above(analysis, fail_on) else 0
 
 
 def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -205,34 +205,25 @@ def _resolve_fail_on(options: AnalyzeOptions, config: dict[str, Any]) -> str:
     return str(value)
 
 
-# --- the optional stages ----------------------------------------------------------------------
+# --- the stages -------------------------------------------------------------------------------
 
 
-def _load_config(run_path: Path, options: AnalyzeOptions, notes: list[str]) -> dict[str, Any]:
-    try:
-        from analyzer.config import load_config, register_section
-    except ImportError as exc:
-        if options.config_path is not None or options.overrides:
-            raise ConfigError(f"--config/--set need analyzer.config, which is not available ({exc})") from exc
-        notes.append("config: defaults only (analyzer.config is not available)")
-        return {}
-    # [tool.logscan.analyze] fail_on = "warning": the CI gate's default, below the --fail-on flag.
-    register_section("analyze", {"fail_on": DEFAULT_FAIL_ON})
+def _load_config(run_path: Path, options: AnalyzeOptions) -> dict[str, Any]:
+    from analyzer.config import load_config, register_section
     from analyzer.report_data import REPORT_CONFIG_DEFAULTS
 
+    # [tool.logscan.analyze] fail_on = "warning": the CI gate's default, below the --fail-on flag.
+    register_section("analyze", {"fail_on": DEFAULT_FAIL_ON})
     register_section("report", REPORT_CONFIG_DEFAULTS)
     return dict(load_config(run_path, options.config_path, list(options.overrides)))
 
 
 def _score_drift(run: RunData, options: AnalyzeOptions, out_dir: Path, notes: list[str]) -> DriftResult | None:
-    try:
-        from analyzer import drift as drift_mod
-    except ImportError as exc:
-        notes.append(f"drift: skipped (analyzer.drift is not available: {exc})")
-        return None
     if run.generations is None or run.generations.height == 0:
         notes.append("drift: skipped (no completions in this run)")
         return None
+    from analyzer import drift as drift_mod
+
     drift_options = drift_mod.DriftOptions(
         no_embeddings=options.no_embeddings,
         embedding_model=options.embedding_model,
@@ -240,37 +231,12 @@ def _score_drift(run: RunData, options: AnalyzeOptions, out_dir: Path, notes: li
         device=options.device,
         cache_dir=out_dir / "cache" if options.write_outputs else None,
     )
-    result: DriftResult = drift_mod.score_drift(run, options=drift_options)
-    return result
+    return drift_mod.score_drift(run, options=drift_options)
 
 
-def _join_drift(metrics: pl.DataFrame, per_step: pl.DataFrame) -> pl.DataFrame:
-    import polars as pl
+def _write_reports(analysis: Analysis, out_dir: Path, options: AnalyzeOptions) -> list[Path]:
+    from analyzer.render import write_reports
 
-    extra = per_step.with_columns(pl.col(C.STEP).cast(pl.Int64))
-    extra = extra.select([C.STEP, *[c for c in extra.columns if c != C.STEP and c not in metrics.columns]])
-    return metrics.join(extra, on=C.STEP, how="full", coalesce=True).sort(C.STEP)
-
-
-def _run_detectors(
-    run: RunData, metrics: pl.DataFrame, drift: DriftResult | None, config: dict[str, Any], notes: list[str]
-) -> tuple[list[Alert], list[DetectorStatus]]:
-    try:
-        from analyzer.detectors import run_detectors
-    except ImportError as exc:
-        reason = f"analyzer.detectors is not available ({exc})"
-        notes.append(f"detectors: skipped ({reason})")
-        return [], [DetectorStatus(name="detectors", ran=False, reason=reason)]
-    alerts, statuses = run_detectors(run, metrics, drift, config)
-    return list(alerts), list(statuses)
-
-
-def _write_reports(analysis: Analysis, out_dir: Path, options: AnalyzeOptions, notes: list[str]) -> list[Path]:
-    try:
-        from analyzer.render import write_reports
-    except ImportError as exc:
-        notes.append(f"reports: skipped (analyzer.render is not available: {exc})")
-        return []
     paths = write_reports(
         analysis,
         out_dir,
@@ -342,8 +308,6 @@ def verdict_line(analysis: Analysis) -> str:
     extra = ""
     if analysis.verdict == "too_short":
         extra = f" (fewer than {_min_steps(analysis.config)} steps: too short to judge trends)"
-    if any(d.name == "detectors" and not d.ran for d in analysis.detectors):
-        extra += " (detectors not run)"
     fail_on = analysis.config.get("fail_on", DEFAULT_FAIL_ON)
     return f"logscan: {label} — {alerts}{extra}; exit {exit_code(analysis)} (--fail-on {fail_on})"
 
@@ -354,7 +318,9 @@ def summary_text(analysis: Analysis, quiet: bool = False) -> str:
     if quiet:
         return first
     run, report = analysis.run, analysis.run.report
-    summary = _run_summary(analysis)
+    from analyzer.report_data import run_summary
+
+    summary = run_summary(analysis)
     lines = [first]
     kind = SOURCE_KIND_NAMES.get(report.source_kind, report.source_kind)
     described = [kind]
@@ -389,7 +355,7 @@ def summary_text(analysis: Analysis, quiet: bool = False) -> str:
     not_run = [d for d in analysis.detectors if not d.ran]
     for note in analysis.notes:
         lines.append(f"note:        {note}")
-    if not_run and not any(n.startswith("detectors:") for n in analysis.notes):
+    if not_run:
         by_reason: dict[str, list[str]] = {}
         for d in not_run:
             by_reason.setdefault(d.reason or "no reason given", []).append(d.name)
@@ -405,12 +371,6 @@ def summary_text(analysis: Analysis, quiet: bool = False) -> str:
     if analysis.output_dir:
         lines.append(f"written:     {analysis.output_dir}/ ({_outputs_list(analysis)})")
     return "\n".join(lines)
-
-
-def _run_summary(analysis: Analysis) -> dict[str, Any]:
-    from analyzer.report_data import run_summary
-
-    return run_summary(analysis)
 
 
 def _outputs_list(analysis: Analysis) -> str:

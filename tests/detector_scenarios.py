@@ -258,6 +258,19 @@ def _text(rng: np.random.Generator, n_words: int) -> str:
     return " ".join(rng.choice(_WORDS, size=max(3, n_words)).tolist())
 
 
+# columns of a completion that describe its prompt (shared by the group) / the completion itself
+_PROMPT_COLUMNS = ("step", "split", "question_id", "group_id", "question", "ground_truth_answer")
+_COMPLETION_COLUMNS = (
+    "model_output",
+    "reasoning",
+    "model_answer",
+    "total_reward",
+    "reward/correctness",
+    "reward/format",
+    "reward/quality",
+)
+
+
 def _generations(
     rng: np.random.Generator,
     kind: str | None,
@@ -275,24 +288,7 @@ def _generations(
     noise: float,
     k0: int,
 ) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
-    rows: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "step",
-            "split",
-            "question_id",
-            "group_id",
-            "question",
-            "ground_truth_answer",
-            "model_output",
-            "reasoning",
-            "model_answer",
-            "total_reward",
-            "reward/correctness",
-            "reward/format",
-            "reward/quality",
-        )
-    }
+    rows: dict[str, list[Any]] = {k: [] for k in (*_PROMPT_COLUMNS, *_COMPLETION_COLUMNS)}
     cap = 320
     reward_mean = np.zeros(n)
     frac_zero = np.zeros(n)
@@ -366,16 +362,8 @@ def _generations(
             # mode collapse: completions copy the group's first completion verbatim
             for j in range(1, group):
                 if rng.random() < dup[i]:
-                    for key in rows:
-                        if key not in (
-                            "step",
-                            "split",
-                            "question_id",
-                            "group_id",
-                            "question",
-                            "ground_truth_answer",
-                        ):
-                            rows[key][start + j] = rows[key][start]
+                    for key in _COMPLETION_COLUMNS:
+                        rows[key][start + j] = rows[key][start]
                     group_rewards[j] = group_rewards[0]
             rewards.extend(group_rewards)
             zero += float(max(group_rewards) - min(group_rewards)) <= 1e-9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 
 import polars as pl
@@ -263,13 +264,7 @@ def test_forgetting_from_eval_completions() -> None:
 
 def test_truncation_from_completions_alone() -> None:
     sc = make_scenario("truncation", with_generations=True)
-    run = RunData(
-        sc.run.path,
-        sc.run.steps.drop("clipped_ratio"),
-        sc.run.generations,
-        sc.run.report,
-        sc.run.info,
-    )
+    run = dataclasses.replace(sc.run, steps=sc.run.steps.drop("clipped_ratio"))
     alerts, _ = run_detectors(run, compute_metrics(run), None, None)
     tr = [a for a in alerts if a.kind == "truncation"]
     assert tr and "completions without an answer" in tr[0].evidence["signal"]
@@ -279,13 +274,7 @@ def test_truncation_from_completions_alone() -> None:
 
 def test_reward_std_collapse_from_completions_alone() -> None:
     sc = make_scenario("reward_std_collapse", with_generations=True)
-    run = RunData(
-        sc.run.path,
-        sc.run.steps.drop("frac_reward_zero_std"),
-        sc.run.generations,
-        sc.run.report,
-        sc.run.info,
-    )
+    run = dataclasses.replace(sc.run, steps=sc.run.steps.drop("frac_reward_zero_std"))
     alerts, _ = run_detectors(
         run, run.steps, None, None
     )  # no gen_* columns either: rebuilt from text
@@ -493,23 +482,16 @@ def test_forgetting_from_five_sparse_eval_drift_points() -> None:
     from analyzer.model import DriftResult
 
     sc = make_scenario(None, seed=1, with_generations=False, n_steps=60)
-    drift = DriftResult(
-        "fake",
-        None,
-        pl.DataFrame(
-            {"step": [20, 30, 40, 50, 60], "drift_eval_mean": [0.05, 0.055, 0.2, 0.48, 0.41]}
-        ),
-    )
+
+    def eval_drift(values: list[float]) -> DriftResult:
+        per_step = pl.DataFrame({"step": [20, 30, 40, 50, 60], "drift_eval_mean": values})
+        return DriftResult("fake", None, per_step)
+
+    drift = eval_drift([0.05, 0.055, 0.2, 0.48, 0.41])
     alerts, _ = run_detectors(sc.run, sc.run.steps, drift, None)
     cf = [a for a in alerts if a.kind == "catastrophic_forgetting"]
     assert cf and cf[0].step == 40 and cf[0].severity.value == "warning"
     # healthy sparse eval drift stays quiet
-    calm = DriftResult(
-        "fake",
-        None,
-        pl.DataFrame(
-            {"step": [20, 30, 40, 50, 60], "drift_eval_mean": [0.05, 0.03, 0.06, 0.04, 0.05]}
-        ),
-    )
+    calm = eval_drift([0.05, 0.03, 0.06, 0.04, 0.05])
     alerts, _ = run_detectors(sc.run, sc.run.steps, calm, None)
     assert not [a for a in alerts if a.kind == "catastrophic_forgetting"]

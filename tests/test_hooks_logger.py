@@ -455,17 +455,37 @@ def _in_thread(fn: Any) -> threading.Thread:
     return t
 
 
+def _stuck_logger(
+    tmp_path: Path, entered: threading.Event, sink_factory: Any, **kwargs: Any
+) -> RunLogger:
+    """A RunLogger whose writer thread is inside the sink's write() (with run_start) and stays there."""
+    lg = RunLogger(tmp_path, sink_factory=sink_factory, **kwargs)
+    lg.flush(timeout=0)  # wakes the writer, which then hangs in write()
+    assert entered.wait(10)
+    return lg
+
+
+def _stalled_logger(tmp_path: Path, **kwargs: Any) -> tuple[RunLogger, threading.Event]:
+    """A RunLogger behind a StalledSink, its writer already hung; set the returned gate to free it."""
+    gate, entered = threading.Event(), threading.Event()
+    return _stuck_logger(tmp_path, entered, lambda p: StalledSink(gate, entered), **kwargs), gate
+
+
+def _log_metrics_in_thread(lg: RunLogger, n: int) -> tuple[threading.Thread, threading.Event]:
+    """Log steps 0..n-1 from another thread; the event is set once every call returned."""
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(n):
+            lg.log_metrics(i, {"i": i})
+        done.set()
+
+    return _in_thread(produce), done
+
+
 @pytest.mark.filterwarnings("ignore:logscan:RuntimeWarning")
 def test_stalled_sink_drop_mode_never_blocks_and_close_respects_timeout(tmp_path: Path) -> None:
-    gate, entered = threading.Event(), threading.Event()
-    lg = RunLogger(
-        tmp_path,
-        max_queue_size=50,
-        on_full="drop",
-        sink_factory=lambda p: StalledSink(gate, entered),
-    )
-    lg.flush(timeout=0)  # wakes the writer, which then hangs in write() with run_start
-    assert entered.wait(10)
+    lg, gate = _stalled_logger(tmp_path, max_queue_size=50, on_full="drop")
 
     def produce() -> None:
         for i in range(1000):
@@ -488,23 +508,8 @@ def test_stalled_sink_drop_mode_never_blocks_and_close_respects_timeout(tmp_path
 
 @pytest.mark.filterwarnings("ignore:logscan:RuntimeWarning")
 def test_stalled_sink_block_mode_counts_waits_and_close_releases(tmp_path: Path) -> None:
-    gate, entered = threading.Event(), threading.Event()
-    lg = RunLogger(
-        tmp_path,
-        max_queue_size=10,
-        on_full="block",
-        sink_factory=lambda p: StalledSink(gate, entered),
-    )
-    lg.flush(timeout=0)
-    assert entered.wait(10)
-    done = threading.Event()
-
-    def produce() -> None:
-        for i in range(100):
-            lg.log_metrics(i, {"i": i})
-        done.set()
-
-    t = _in_thread(produce)
+    lg, gate = _stalled_logger(tmp_path, max_queue_size=10, on_full="block")
+    t, done = _log_metrics_in_thread(lg, 100)
     assert not done.wait(0.2)  # blocked: the queue is full and the disk hangs
     assert lg.blocked_waits >= 1
     assert lg.close(timeout=0.2) is False  # close releases the blocked producer
@@ -535,17 +540,8 @@ def test_block_mode_waits_then_writes_everything(tmp_path: Path) -> None:
         def close(self) -> None:
             self.inner.close()
 
-    lg = RunLogger(tmp_path, max_queue_size=5, on_full="block", sink_factory=GatedFile)
-    lg.flush(timeout=0)
-    assert entered.wait(10)
-    done = threading.Event()
-
-    def produce() -> None:
-        for i in range(50):
-            lg.log_metrics(i, {"i": i})
-        done.set()
-
-    t = _in_thread(produce)
+    lg = _stuck_logger(tmp_path, entered, GatedFile, max_queue_size=5, on_full="block")
+    t, done = _log_metrics_in_thread(lg, 50)
     assert not done.wait(0.1)
     gate.set()
     t.join(30)
@@ -556,15 +552,7 @@ def test_block_mode_waits_then_writes_everything(tmp_path: Path) -> None:
 
 
 def test_drop_mode_counts_drops(tmp_path: Path) -> None:
-    gate, entered = threading.Event(), threading.Event()
-    lg = RunLogger(
-        tmp_path,
-        max_queue_size=3,
-        on_full="drop",
-        sink_factory=lambda p: StalledSink(gate, entered),
-    )
-    lg.flush(timeout=0)
-    assert entered.wait(10)
+    lg, gate = _stalled_logger(tmp_path, max_queue_size=3, on_full="drop")
     for i in range(10):
         lg.log_metrics(i, {"i": i})
     assert lg.records_dropped == 7

@@ -146,3 +146,49 @@ def test_hypothesis_round_trip(tmp_path_factory: pytest.TempPathFactory, questio
     got = row["reward/r"]
     assert (math.isnan(got) and math.isnan(reward)) or got == reward
     assert row["question_id"] == question_id_for(question, truth)
+
+
+def test_allocator_setting_is_made_only_before_polars_loads() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from analyzer.ingest._common import POLARS_ALLOCATOR_ENV, return_freed_memory_promptly as f\n"
+        "print(f(), os.environ.get(POLARS_ALLOCATOR_ENV[0]) == POLARS_ALLOCATOR_ENV[1])\n"
+        "import polars\n"
+        "del os.environ[POLARS_ALLOCATOR_ENV[0]]\n"
+        "print(f(), POLARS_ALLOCATOR_ENV[0] in os.environ)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True", "False", "False"]
+    # a value the user chose is left alone
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+                          env=env | {"_RJEM_MALLOC_CONF": "narenas:1"})
+    assert proc.stdout.split()[:2] == ["False", "False"]
+
+
+def test_a_rejected_chunk_is_narrowed_to_pieces_before_the_line_by_line_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logscan_run, "CHUNK_BYTES", 4000)
+    monkeypatch.setattr(logscan_run, "PIECE_BYTES", 300)
+    careful_lines: list[int] = []
+    real = logscan_run._read_jsonl_careful
+
+    def spy(path, col, raw_lines=None):  # type: ignore[no-untyped-def]
+        lines = list(raw_lines or [])
+        careful_lines.extend(n for n, _ in lines)
+        return real(path, col, iter(lines))
+
+    monkeypatch.setattr(logscan_run, "_read_jsonl_careful", spy)
+    lines = [_gen(s // 4 + 1, f"out {s}") for s in range(60)]
+    lines[33] = '{"global_step": 9, "model_output": "x", "total_reward": "much"}\n'
+    (tmp_path / "generations.jsonl").write_text("".join(lines))
+    run = load_run(tmp_path)
+    assert run.generations is not None and run.generations.height == 60
+    assert [str(i) for i in run.report.issues] == ["generations.jsonl:34: total_reward is 'much', not a number; set to null"]
+    assert 34 in careful_lines and len(careful_lines) < 10  # one small piece, not the whole chunk
+    assert run.generations["model_output"].to_list()[:2] == ["out 0", "out 1"]
+    assert run.report.records_read == 60

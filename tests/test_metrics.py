@@ -6,6 +6,8 @@ import math
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyzer import columns as C
 from analyzer.metrics import (
@@ -284,3 +286,58 @@ def test_direction_strips_split_prefixes():
     assert direction("probe/loss") == "min"
     assert direction("gen_reward/correctness_mean") == "max"
     assert direction("kl") is None
+
+
+# --- the fast paths agree with their plain definitions ----------------------------------------------
+# Regex ``\s`` (Rust, Unicode): the characters the numpy word counter and the n-gram split treat as
+# whitespace; the alphabet also holds look-alikes that are not whitespace (U+200B, U+001C, "…").
+_SPACES = " \t\n\x0b\x0c\r\x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000"
+_ALPHABET = _SPACES + "\u200b\x1c\u2026ab日é😀"
+
+
+def _words(text: str) -> list[str]:
+    import re
+
+    return [w for w in re.split(f"[{re.escape(_SPACES)}]+", text) if w]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=_ALPHABET, max_size=30)), max_size=40), st.integers(1, 5))
+def test_whitespace_token_counts_match_the_regex_and_plain_splitting(texts, slice_rows):
+    import analyzer.metrics as M
+
+    s = pl.Series("t", texts, dtype=pl.String)
+    old = M._TOKEN_SLICE
+    M._TOKEN_SLICE = slice_rows  # many slices (and the thread pool) even on a short column
+    try:
+        got = M.whitespace_token_counts(s)
+    finally:
+        M._TOKEN_SLICE = old
+    assert got.dtype == pl.UInt32
+    assert got.to_list() == s.str.count_matches(r"\S+").to_list()
+    assert got.to_list() == [None if t is None else len(_words(t)) for t in texts]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=_SPACES[:3] + "\xa0\u3000ab", max_size=30)), max_size=30))
+def test_repeated_ngram_rates_match_a_plain_python_count(texts):
+    got = repeated_ngram_rates(pl.Series("t", texts, dtype=pl.String)).to_list()
+    want = []
+    for t in texts:
+        words = _words(t or "")
+        grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
+        want.append(1.0 - len(set(grams)) / len(grams) if grams else None)
+    assert got == pytest.approx(want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([None, "", " 1,000 ", "1000", "$1e3", "Paris.", "paris", "x", "nan", "-0", "0"]),
+                          st.sampled_from([None, "", "1000", "paris", "0", "X"])), min_size=1, max_size=12))
+def test_staged_accuracy_equals_the_exact_match_expression(pairs):
+    rows = [gen(1 + i % 2, answer=a, truth=t) for i, (a, t) in enumerate(pairs)]
+    m = compute_metrics(make_run(rows))
+    frame = pl.DataFrame(rows, infer_schema_length=None).with_columns(
+        exact_match(pl.col(C.ANSWER).cast(pl.String), pl.col(C.GROUND_TRUTH).cast(pl.String)).alias("em")
+    )
+    want = frame.group_by(C.STEP).agg(pl.col("em").mean()).sort(C.STEP)["em"].to_list()
+    assert m.sort(C.STEP)[C.GEN_ACCURACY].to_list() == want

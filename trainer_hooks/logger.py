@@ -790,34 +790,32 @@ class RunLogger:
 
     def _write_lines(self, events: list[Any], gens: list[Any]) -> None:
         if events:
-            lines = []
-            bad = 0
-            for item in events:
-                try:
-                    lines.append(self._event_line(item))
-                except Exception as exc:
-                    bad += 1
-                    self._warn_once("encode", f"logscan: cannot encode a record: {exc!r}")
-            if bad:
-                self._fail(bad, count_error=False)
-            if lines:
-                self._write_stream("events", lines)
+            self._encode_and_write("events", events, self._event_line)
         if gens:
             if self._csv is not None:
                 self._write_csv(gens)
             else:
-                lines = []
-                bad = 0
-                for item in gens:
-                    try:
-                        lines.append(encode_json(self._gen_record(item)) + "\n")
-                    except Exception as exc:
-                        bad += 1
-                        self._warn_once("encode", f"logscan: cannot encode a record: {exc!r}")
-                if bad:
-                    self._fail(bad, count_error=False)
-                if lines:
-                    self._write_stream("gens", lines)
+                self._encode_and_write(
+                    "gens", gens, lambda item: encode_json(self._gen_record(item)) + "\n"
+                )
+
+    def _encode_and_write(
+        self, stream: str, items: list[Any], encode: Callable[[Any], str]
+    ) -> None:
+        """Append the encoded ``items`` to ``stream``; a record that cannot be encoded is counted
+        as lost (and warned about once), never raised into the training loop."""
+        lines = []
+        bad = 0
+        for item in items:
+            try:
+                lines.append(encode(item))
+            except Exception as exc:
+                bad += 1
+                self._warn_once("encode", f"logscan: cannot encode a record: {exc!r}")
+        if bad:
+            self._fail(bad, count_error=False)
+        if lines:
+            self._write_stream(stream, lines)
 
     def _event_line(self, item: tuple[Any, ...]) -> str:
         _, ts, step, phase, split, metrics, meta = item

@@ -36,15 +36,20 @@ DEFAULT_ANSWER_COLUMNS = ("answer", "ground_truth", "solution")
 DEFAULT_ID_COLUMNS = ("question_id", "id")
 
 
-def _callable_name(func: Any) -> str:
+def _unwrap(func: Any) -> Any:
+    """The function inside any layers of ``functools.partial``."""
     while isinstance(func, functools.partial):
         func = func.func
+    return func
+
+
+def _callable_name(func: Any) -> str:
+    func = _unwrap(func)
     return getattr(func, "__name__", type(func).__name__)
 
 
 def _is_async(func: Any) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
+    func = _unwrap(func)
     if inspect.iscoroutinefunction(func):
         return True
     call = getattr(func, "__call__", None)  # noqa: B004 - async callable class instances

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from analyzer import columns as C
 from analyzer.detectors import stats
+from analyzer.detectors.base import alert
 from analyzer.detectors.text import CORRECT, FORMAT_OK, N_TOKENS
+from analyzer.model import Alert, Severity
 
 if TYPE_CHECKING:
     import polars as pl
@@ -29,6 +31,38 @@ class Excursion:
     extreme: float  # most extreme smoothed value from the detection on
     last: float  # smoothed value at the end of the run
     warmup: int
+
+    def evidence(
+        self, extreme_key: str = "peak_rolling_median", baseline_key: str = "baseline"
+    ) -> dict[str, Any]:
+        """What every excursion alert reports: baseline, extreme (named ``extreme_key``), last, detection."""
+        return {
+            baseline_key: self.baseline,
+            extreme_key: self.extreme,
+            "last": self.last,
+            "detected_at": self.detect_step,
+        }
+
+
+def excursion_alert(
+    kind: str,
+    exc: Excursion,
+    message: str,
+    *,
+    critical: bool,
+    extreme_key: str = "peak_rolling_median",
+    baseline_key: str = "baseline",
+    **evidence: Any,
+) -> Alert:
+    """A warning (critical when ``critical``) dated at the excursion's onset, with its evidence."""
+    return alert(
+        kind,
+        Severity.CRITICAL if critical else Severity.WARNING,
+        exc.onset_step,
+        message,
+        **exc.evidence(extreme_key, baseline_key),
+        **evidence,
+    )
 
 
 def _windows(ctx: DetectorContext, n: int) -> tuple[int, int]:
@@ -92,6 +126,29 @@ def find_excursion(
     )
 
 
+def find_rise(
+    ctx: DetectorContext,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: dict[str, Any],
+    *,
+    threshold: str = "threshold",
+    increase: str = "min_increase",
+    smooth_with: str = "median",
+) -> Excursion | None:
+    """``find_excursion`` upward with the detector's ``cfg[threshold]`` and ``cfg[increase]``: the
+    rolling median stays at or above the threshold and that far above the warm-up."""
+    return find_excursion(
+        ctx,
+        x,
+        y,
+        above=True,
+        threshold=float(cfg[threshold]),
+        min_delta=float(cfg[increase]),
+        smooth_with=smooth_with,
+    )
+
+
 def per_step(
     frame: pl.DataFrame, column: str, *, agg: str = "mean"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -109,56 +166,63 @@ def per_step(
     return x[keep], y[keep]
 
 
-def reward_signal(ctx: DetectorContext) -> tuple[str, np.ndarray, np.ndarray] | None:
+Signal = tuple[str, np.ndarray, np.ndarray]  # (what it was read from, steps, values)
+
+
+def _logged(ctx: DetectorContext, columns: list[str]) -> Signal | None:
+    col = ctx.first_present(columns)
+    if col is None:
+        return None
+    x, y = ctx.series(col)
+    return col, x, y
+
+
+def _rebuilt(ctx: DetectorContext, feature: str, name: str) -> Signal | None:
+    if not ctx.has_generations:
+        return None
+    x, y = per_step(ctx.train_samples(), feature)
+    return (name, x, y) if x.size else None
+
+
+def reward_signal(ctx: DetectorContext) -> Signal | None:
     """The training reward per step: logged ``reward``, else rebuilt ``gen_reward_mean``/completions."""
-    col = ctx.first_present([C.REWARD, C.GEN_REWARD_MEAN])
-    if col is not None:
-        x, y = ctx.series(col)
-        return col, x, y
-    if ctx.has_generations:
-        x, y = per_step(ctx.train_samples(), C.TOTAL_REWARD)
-        if x.size:
-            return "total_reward (completions)", x, y
-    return None
+    return _logged(ctx, [C.REWARD, C.GEN_REWARD_MEAN]) or _rebuilt(
+        ctx, C.TOTAL_REWARD, "total_reward (completions)"
+    )
 
 
-def length_signal(ctx: DetectorContext) -> tuple[str, np.ndarray, np.ndarray] | None:
+def length_signal(ctx: DetectorContext) -> Signal | None:
     """Completion length per step: logged tokens, else whitespace tokens of the completions."""
-    col = ctx.first_present([C.COMPLETION_LENGTH, C.GEN_LEN_TOKENS])
-    if col is not None:
-        x, y = ctx.series(col)
-        return col, x, y
-    if ctx.has_generations:
-        x, y = per_step(ctx.train_samples(), N_TOKENS)
-        if x.size:
-            return "completion tokens (completions)", x, y
-    return None
+    return _logged(ctx, [C.COMPLETION_LENGTH, C.GEN_LEN_TOKENS]) or _rebuilt(
+        ctx, N_TOKENS, "completion tokens (completions)"
+    )
 
 
-def accuracy_signal(ctx: DetectorContext) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """Exact-match accuracy per step recomputed from the completions (train split)."""
-    if ctx.has_generations:
-        x, y = per_step(ctx.train_samples(), CORRECT)
-        if x.size:
-            return "exact-match accuracy", x, y
-    if ctx.has(C.GEN_ACCURACY):
-        x, y = ctx.series(C.GEN_ACCURACY)
-        return C.GEN_ACCURACY, x, y
-    return None
+def accuracy_signal(ctx: DetectorContext) -> Signal | None:
+    """Exact-match accuracy per step recomputed from the completions (train split), else logged."""
+    return _rebuilt(ctx, CORRECT, "exact-match accuracy") or _logged(ctx, [C.GEN_ACCURACY])
 
 
-def format_signal(ctx: DetectorContext) -> tuple[str, np.ndarray, np.ndarray] | None:
-    if ctx.has_generations:
-        x, y = per_step(ctx.train_samples(), FORMAT_OK)
-        if x.size:
-            return "format compliance", x, y
-    if ctx.has(C.GEN_FORMAT_OK):
-        x, y = ctx.series(C.GEN_FORMAT_OK)
-        return C.GEN_FORMAT_OK, x, y
-    return None
+def format_signal(ctx: DetectorContext) -> Signal | None:
+    """Format compliance per step recomputed from the completions (train split), else logged."""
+    return _rebuilt(ctx, FORMAT_OK, "format compliance") or _logged(ctx, [C.GEN_FORMAT_OK])
 
 
 _COMPONENT_RE = re.compile(r"^(?:gen_)?rewards?/(?P<name>.+?)(?:/mean|_mean)?$")
+
+
+def reward_around(ctx: DetectorContext, onset: int) -> tuple[float, float, bool] | None:
+    """(median before, median from ``onset`` on, fell by more than 2 robust scales) of the train
+    reward; None without a reward or with fewer than 3 points on either side."""
+    rs = reward_signal(ctx)
+    if rs is None:
+        return None
+    _, x, y = rs
+    before, after = y[x < onset], y[x >= onset]
+    if before.size < 3 or after.size < 3:
+        return None
+    b, a = float(np.median(before)), float(np.median(after))
+    return b, a, a < b - 2 * stats.robust_scale(before)
 
 
 def component_columns(ctx: DetectorContext) -> dict[str, str]:

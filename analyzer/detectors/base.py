@@ -175,11 +175,12 @@ class DetectorContext:
         return min(w, max(n - 1, 0))
 
     def too_short(self) -> str | None:
-        n = self.n_steps
-        need = int(self.general["min_steps"])
-        if n < need:
-            return f"run too short to judge trends ({n} logged steps < general.min_steps = {need})"
-        return None
+        return too_short_reason(self.metrics, {"general": self.general})
+
+    def skip_if_too_short(self) -> None:
+        """Raise ``Skip`` when the run has fewer logged steps than ``general.min_steps``."""
+        if (why := self.too_short()) is not None:
+            raise Skip(why)
 
     def require_length(self, n_points: int, what: str) -> None:
         need = max(int(self.general["min_steps"]), int(self.general["warmup_min_points"]) + 3)

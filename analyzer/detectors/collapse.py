@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 
 from analyzer import columns as C
-from analyzer.detectors._common import find_excursion, per_step
-from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors._common import excursion_alert, find_excursion, find_rise, per_step
+from analyzer.detectors.base import DetectorContext, Skip, register
 from analyzer.detectors.text import CORRECT, GROUP, NORM_TEXT, jaccard, normalised_text, shingles
-from analyzer.model import Alert, Severity
+from analyzer.model import Alert
 
 
 @register(
@@ -26,8 +26,7 @@ def entropy_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Policy entropy falling toward zero."""
     if not ctx.has(C.ENTROPY):
         raise Skip("entropy was not logged")
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     x, y = ctx.series(C.ENTROPY)
     ctx.require_length(y.size, "entropy")
     w = ctx.warmup_points(y.size)
@@ -37,24 +36,20 @@ def entropy_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     exc = find_excursion(ctx, x, y, above=False, threshold=float(cfg["collapse_fraction"]) * base)
     if exc is None:
         return []
-    crit = exc.extreme <= float(cfg["critical_fraction"]) * base
     ids: list[int] = []
     if ctx.has_generations:
         import polars as pl
 
         ids = ctx.pick_samples(ctx.train_samples().filter(pl.col(C.STEP) >= exc.detect_step))
     return [
-        alert(
+        excursion_alert(
             "entropy_collapse",
-            Severity.CRITICAL if crit else Severity.WARNING,
-            exc.onset_step,
+            exc,
             f"entropy fell from {base:.4g} to {exc.extreme:.4g} ({exc.extreme / base:.0%} of its warm-up level) "
             f"from step {exc.onset_step}",
-            baseline=base,
-            lowest_rolling_median=exc.extreme,
-            last=exc.last,
+            critical=exc.extreme <= float(cfg["critical_fraction"]) * base,
+            extreme_key="lowest_rolling_median",
             threshold=float(cfg["collapse_fraction"]) * base,
-            detected_at=exc.detect_step,
             sample_ids=ids,
         )
     ]
@@ -99,8 +94,7 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
     """GRPO groups with zero reward spread dominate (no learning signal)."""
     import polars as pl
 
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     groups = None
     source = ctx.first_present([C.FRAC_REWARD_ZERO_STD, C.GEN_ZERO_SPREAD_GROUPS])
     if source is not None:
@@ -123,15 +117,7 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
     # matter (a run without signal from its first step is the same failure). Small groups have
     # many zero-spread groups by chance (2 completions at 65 % accuracy: over half), hence the
     # required increase.
-    grown = find_excursion(
-        ctx,
-        x,
-        y,
-        above=True,
-        threshold=float(cfg["threshold"]),
-        min_delta=float(cfg["min_increase"]),
-        smooth_with="mean",
-    )
+    grown = find_rise(ctx, x, y, cfg, smooth_with="mean")
     extreme = find_excursion(
         ctx, x, y, above=True, threshold=float(cfg["critical_threshold"]), smooth_with="mean"
     )
@@ -139,7 +125,6 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
     if not found:
         return []
     exc = min(found, key=lambda e: e.onset_step)
-    crit = exc.extreme >= float(cfg["critical_threshold"])
     cause = "unknown (no completions to tell all-correct from all-wrong groups)"
     ev: dict[str, Any] = {}
     ids: list[int] = []
@@ -184,19 +169,15 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
             if ctx.has(c):
                 ev[c] = float(np.median(ctx.series(c)[1][-max(3, y.size // 4) :]))
     return [
-        alert(
+        excursion_alert(
             "reward_std_collapse",
-            Severity.CRITICAL if crit else Severity.WARNING,
-            exc.onset_step,
+            exc,
             f"{exc.extreme:.0%} of GRPO groups have zero reward spread from step {exc.onset_step} "
             f"(warm-up {exc.baseline:.0%}): no learning signal; {cause}",
+            critical=exc.extreme >= float(cfg["critical_threshold"]),
             signal=source,
-            baseline=exc.baseline,
-            peak_rolling_median=exc.extreme,
-            last=exc.last,
             threshold=float(cfg["threshold"]),
             cause=cause,
-            detected_at=exc.detect_step,
             sample_ids=ids,
             **ev,
         )
@@ -298,18 +279,10 @@ def _near_dup_rates(
 def mode_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Completions of one prompt becoming (near-)identical."""
     ctx.require_generations("completions (mode collapse is read from their text)")
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     x, y, worst = _near_dup_rates(ctx, cfg)
     ctx.require_length(y.size, "steps with ≥ 2 completions")
-    exc = find_excursion(
-        ctx,
-        x,
-        y,
-        above=True,
-        threshold=float(cfg["threshold"]),
-        min_delta=float(cfg["min_increase"]),
-    )
+    exc = find_rise(ctx, x, y, cfg)
     if exc is None:
         return []
     ev: dict[str, Any] = {}
@@ -325,20 +298,15 @@ def mode_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         (worst[int(s)] for s in x if int(s) >= exc.onset_step and worst.get(int(s))), []
     )
     return [
-        alert(
+        excursion_alert(
             "mode_collapse",
-            Severity.CRITICAL
-            if exc.extreme >= float(cfg["critical_threshold"])
-            else Severity.WARNING,
-            exc.onset_step,
+            exc,
             f"{exc.extreme:.0%} of completion pairs within a group are (near-)identical from step "
             f"{exc.onset_step} (warm-up {exc.baseline:.0%})",
-            near_duplicate_pair_share=exc.extreme,
-            baseline=exc.baseline,
-            last=exc.last,
+            critical=exc.extreme >= float(cfg["critical_threshold"]),
+            extreme_key="near_duplicate_pair_share",
             threshold=float(cfg["threshold"]),
             jaccard_threshold=float(cfg["near_duplicate_jaccard"]),
-            detected_at=exc.detect_step,
             sample_ids=ids[: int(ctx.general["max_sample_ids"])],
             **ev,
         )

@@ -13,10 +13,13 @@ import numpy as np
 from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import (
+    Excursion,
     eval_quality_columns,
+    excursion_alert,
     find_drop_from_peak,
     find_excursion,
-    reward_signal,
+    find_rise,
+    reward_around,
 )
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
 from analyzer.detectors.text import CORRECT
@@ -28,17 +31,27 @@ TRAIN_DRIFT = "drift_train_mean"
 _EVAL_UP = ("loss",)
 
 
-def _train_holds(ctx: DetectorContext, onset: int) -> tuple[bool, dict[str, Any]]:
-    rs = reward_signal(ctx)
-    if rs is None:
-        return True, {}
-    _, x, y = rs
-    before, after = y[x < onset], y[x >= onset]
-    if before.size < 3 or after.size < 3:
-        return True, {}
-    b, a = float(np.median(before)), float(np.median(after))
-    holds = a >= b - 2 * stats.robust_scale(before)
-    return holds, {"train_reward_before": b, "train_reward_after": a}
+def _unless_train_fell(
+    ctx: DetectorContext, exc: Excursion, message: str, *, critical: bool, **evidence: Any
+) -> list[Alert]:
+    """The forgetting alert — none when the train reward fell too (the whole run degraded)."""
+    held: dict[str, Any] = {}
+    if (around := reward_around(ctx, exc.onset_step)) is not None:
+        b, a, fell = around
+        if fell:
+            return []
+        held = {"train_reward_before": b, "train_reward_after": a}
+    return [
+        excursion_alert(
+            "catastrophic_forgetting",
+            exc,
+            f"{message} while the train reward held",
+            critical=critical,
+            **evidence,
+            sample_ids=_eval_ids(ctx, exc.onset_step),
+            **held,
+        )
+    ]
 
 
 def _eval_ids(ctx: DetectorContext, onset: int) -> list[int]:
@@ -79,46 +92,25 @@ def _eval_ids(ctx: DetectorContext, onset: int) -> list[int]:
 )
 def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Eval/probe answers drifting away, or eval scores falling, while training reward holds."""
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     out: list[Alert] = []
     drift_cols = [c for c in EVAL_DRIFT if ctx.has(c)]
     for col in drift_cols:
         x, y = ctx.series(col)
         if y.size < 4:
             continue
-        exc = find_excursion(
-            ctx,
-            x,
-            y,
-            above=True,
-            threshold=float(cfg["drift_threshold"]),
-            min_delta=float(cfg["drift_increase"]),
-        )
+        exc = find_rise(ctx, x, y, cfg, threshold="drift_threshold", increase="drift_increase")
         if exc is None:
             continue
-        holds, ev = _train_holds(ctx, exc.onset_step)
-        if not holds:
-            continue
-        out.append(
-            alert(
-                "catastrophic_forgetting",
-                Severity.CRITICAL
-                if exc.extreme >= float(cfg["drift_critical"])
-                else Severity.WARNING,
-                exc.onset_step,
-                f"answers to {col.split('_')[1]} prompts drifted {exc.extreme:.2f} (cosine distance) from their "
-                f"baseline from step {exc.onset_step} while the train reward held",
-                signal=col,
-                baseline=exc.baseline,
-                peak_rolling_median=exc.extreme,
-                last=exc.last,
-                threshold=float(cfg["drift_threshold"]),
-                detected_at=exc.detect_step,
-                top_drifting=(ctx.drift.top_drifting[:3] if ctx.drift else []),
-                sample_ids=_eval_ids(ctx, exc.onset_step),
-                **ev,
-            )
+        out += _unless_train_fell(
+            ctx,
+            exc,
+            f"answers to {col.split('_')[1]} prompts drifted {exc.extreme:.2f} (cosine distance) from their "
+            f"baseline from step {exc.onset_step}",
+            critical=exc.extreme >= float(cfg["drift_critical"]),
+            signal=col,
+            threshold=float(cfg["drift_threshold"]),
+            top_drifting=(ctx.drift.top_drifting[:3] if ctx.drift else []),
         )
     if out:
         return out
@@ -152,28 +144,17 @@ def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
             exc = find_drop_from_peak(ctx, x, y, drop=need)
         if exc is None:
             continue
-        holds, ev = _train_holds(ctx, exc.onset_step)
-        if not holds:
-            continue
-        change = exc.extreme - exc.baseline
-        crit = is_acc and -change >= float(cfg["critical_accuracy_drop"])
-        out.append(
-            alert(
-                "catastrophic_forgetting",
-                Severity.CRITICAL if crit else Severity.WARNING,
-                exc.onset_step,
-                f"{col} {'rose' if up else 'fell'} from {exc.baseline:.4g} to {exc.extreme:.4g} from step "
-                f"{exc.onset_step} while the train reward held",
-                signal=col,
-                baseline=exc.baseline,
-                extreme_rolling_median=exc.extreme,
-                last=exc.last,
-                detected_at=exc.detect_step,
-                sample_ids=_eval_ids(ctx, exc.onset_step),
-                **ev,
-            )
+        out = _unless_train_fell(
+            ctx,
+            exc,
+            f"{col} {'rose' if up else 'fell'} from {exc.baseline:.4g} to {exc.extreme:.4g} from step "
+            f"{exc.onset_step}",
+            critical=is_acc and exc.baseline - exc.extreme >= float(cfg["critical_accuracy_drop"]),
+            extreme_key="extreme_rolling_median",
+            signal=col,
         )
-        break
+        if out:
+            break  # one eval metric is enough evidence
     return out
 
 
@@ -189,18 +170,10 @@ def semantic_drift(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Completions drifting from their baseline (informational)."""
     if not ctx.has(TRAIN_DRIFT):
         raise Skip("no drift_train_mean (drift was not scored, e.g. no completions or --no-drift)")
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     x, y = ctx.series(TRAIN_DRIFT)
     ctx.require_length(y.size, TRAIN_DRIFT)
-    exc = find_excursion(
-        ctx,
-        x,
-        y,
-        above=True,
-        threshold=float(cfg["threshold"]),
-        min_delta=float(cfg["min_increase"]),
-    )
+    exc = find_rise(ctx, x, y, cfg)
     if exc is None:
         return []
     top = ctx.drift.top_drifting[:3] if ctx.drift else []

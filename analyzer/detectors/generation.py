@@ -7,18 +7,19 @@ from typing import Any
 import numpy as np
 
 from analyzer import columns as C
-from analyzer.detectors import stats
 from analyzer.detectors._common import (
     component_columns,
+    excursion_alert,
     find_drop_from_peak,
     find_excursion,
+    find_rise,
     format_signal,
     per_step,
-    reward_signal,
+    reward_around,
 )
-from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors.base import DetectorContext, Skip, register
 from analyzer.detectors.text import FORMAT_OK, HAS_ANSWER, N_TOKENS, NGRAM_RATE, with_ngram_rates
-from analyzer.model import Alert, Severity
+from analyzer.model import Alert
 
 
 @register(
@@ -39,8 +40,7 @@ def repetition(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Degenerate loops / repeated n-grams rising in the completions."""
     import polars as pl
 
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     rated = None
     if ctx.has_generations:
         rated = with_ngram_rates(ctx.train_samples(), per_step=int(cfg["max_per_step"]))
@@ -52,34 +52,21 @@ def repetition(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     else:
         raise Skip("needs completions (repetition is read from their text)")
     ctx.require_length(y.size, source)
-    exc = find_excursion(
-        ctx,
-        x,
-        y,
-        above=True,
-        threshold=float(cfg["threshold"]),
-        min_delta=float(cfg["min_increase"]),
-    )
+    exc = find_rise(ctx, x, y, cfg)
     if exc is None:
         return []
     ids: list[int] = []
     if rated is not None:
         ids = ctx.pick_samples(rated.filter(pl.col(C.STEP) >= exc.onset_step), order_by=NGRAM_RATE)
     return [
-        alert(
+        excursion_alert(
             "repetition",
-            Severity.CRITICAL
-            if exc.extreme >= float(cfg["critical_threshold"])
-            else Severity.WARNING,
-            exc.onset_step,
+            exc,
             f"repeated 4-grams rose to {exc.extreme:.0%} of each completion (warm-up {exc.baseline:.0%}) "
             f"from step {exc.onset_step}",
+            critical=exc.extreme >= float(cfg["critical_threshold"]),
             signal=source,
-            baseline=exc.baseline,
-            peak_rolling_median=exc.extreme,
-            last=exc.last,
             threshold=float(cfg["threshold"]),
-            detected_at=exc.detect_step,
             sample_ids=ids,
         )
     ]
@@ -99,8 +86,7 @@ def format_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Format compliance falling after it was learned."""
     import polars as pl
 
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     sig = format_signal(ctx)
     scalar = False
     if sig is None:
@@ -120,32 +106,25 @@ def format_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     )
     if exc is None:
         return []
-    onset, low, drop = exc.onset_step, exc.extreme, exc.baseline - exc.extreme
-    sev = (
-        Severity.CRITICAL
-        if drop >= float(cfg["critical_drop"]) and not scalar
-        else Severity.WARNING
-    )
+    drop = exc.baseline - exc.extreme
     ids: list[int] = []
     if ctx.has_generations:
         ids = ctx.pick_samples(
             ctx.train_samples()
-            .filter((pl.col(C.STEP) >= onset) & (pl.col(FORMAT_OK) < 1))
+            .filter((pl.col(C.STEP) >= exc.onset_step) & (pl.col(FORMAT_OK) < 1))
             .sort(C.STEP)
         )
     return [
-        alert(
+        excursion_alert(
             "format_regression",
-            sev,
-            onset,
-            f"format compliance fell from {exc.baseline:.0%} to {low:.0%} from step {onset}"
+            exc,
+            f"format compliance fell from {exc.baseline:.0%} to {exc.extreme:.0%} from step {exc.onset_step}"
             + (f" (read from the scaled reward {source})" if scalar else ""),
+            critical=drop >= float(cfg["critical_drop"]) and not scalar,
+            extreme_key="lowest_rolling_median",
+            baseline_key="learned_peak",
             signal=source,
-            learned_peak=exc.baseline,
-            lowest_rolling_median=low,
             drop=drop,
-            last=exc.last,
-            detected_at=exc.detect_step,
             sample_ids=ids,
         )
     ]
@@ -180,8 +159,7 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Completions hitting the generation length limit, cut before the answer."""
     import polars as pl
 
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     trunc = None
     if ctx.has(C.CLIPPED_RATIO):
         x, y = ctx.series(C.CLIPPED_RATIO)
@@ -206,16 +184,9 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         return []
     ev: dict[str, Any] = {}
     reward_falls = False
-    rs = reward_signal(ctx)
-    if rs is not None and rs[2].size >= 6:
-        _, rx, ry = rs
-        before = ry[rx < exc.onset_step]
-        after = ry[rx >= exc.onset_step]
-        if before.size >= 3 and after.size >= 3:
-            b, a = float(np.median(before)), float(np.median(after))
-            scale = stats.robust_scale(before)
-            reward_falls = a < b - 2 * scale
-            ev = {"reward_before": b, "reward_after": a, "reward_falls": reward_falls}
+    if (around := reward_around(ctx, exc.onset_step)) is not None:
+        b, a, reward_falls = around
+        ev = {"reward_before": b, "reward_after": a, "reward_falls": reward_falls}
     cap = _cap_from_info(ctx)
     ids: list[int] = []
     if ctx.has_generations:
@@ -226,22 +197,17 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         )
         cand = frame.filter((pl.col(C.STEP) >= exc.onset_step) & ~pl.col(HAS_ANSWER))
         ids = ctx.pick_samples(cand, order_by=N_TOKENS)
-    crit = exc.extreme >= float(cfg["critical_threshold"]) or reward_falls
     return [
-        alert(
+        excursion_alert(
             "truncation",
-            Severity.CRITICAL if crit else Severity.WARNING,
-            exc.onset_step,
+            exc,
             f"completions hit the length limit: {exc.extreme:.0%} of them at the worst (rolling median, "
             f"warning at {float(cfg['threshold']):.0%}) from step {exc.onset_step}"
             + (" while the reward fell" if reward_falls else ""),
+            critical=exc.extreme >= float(cfg["critical_threshold"]) or reward_falls,
             signal=source,
-            baseline=exc.baseline,
-            peak_rolling_median=exc.extreme,
-            last=exc.last,
             threshold=float(cfg["threshold"]),
             max_completion_length=cap,
-            detected_at=exc.detect_step,
             sample_ids=ids,
             **ev,
         )

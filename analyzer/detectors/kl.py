@@ -65,8 +65,7 @@ def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         raise Skip(
             "kl was not logged" + (" (TRL GRPO logs no kl when beta = 0)" if algo == "grpo" else "")
         )
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     x, y = ctx.series(C.KL)
     ctx.require_length(y.size, "kl")
     unit = kl_unit(ctx.run, str(cfg["unit"]))

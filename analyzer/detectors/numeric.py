@@ -119,8 +119,7 @@ def loss_spike(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     cols = [c for c in cfg["columns"] if ctx.has(c)]
     if not cols:
         raise Skip(f"none of {', '.join(cfg['columns'])} was logged")
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     out: list[Alert] = []
     for col in cols:
         x, y = ctx.series(col)

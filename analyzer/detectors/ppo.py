@@ -26,8 +26,7 @@ def value_reward_mismatch(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Ale
     """The value head stops explaining returns (PPO)."""
     if not (ctx.has(C.VALUE_EXPLAINED_VARIANCE) or ctx.has(C.VALUE_LOSS)):
         raise Skip("no explained_variance or value_loss logged (not a PPO run with a critic)")
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     if ctx.has(C.VALUE_EXPLAINED_VARIANCE):
         x, y = ctx.series(C.VALUE_EXPLAINED_VARIANCE)
         ctx.require_length(y.size, C.VALUE_EXPLAINED_VARIANCE)

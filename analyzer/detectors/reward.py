@@ -13,7 +13,9 @@ from analyzer.detectors._common import (
     accuracy_signal,
     component_columns,
     eval_quality_columns,
+    excursion_alert,
     find_excursion,
+    find_rise,
     length_signal,
     per_step,
     reward_signal,
@@ -150,13 +152,8 @@ def _verifier_disagreement(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Al
         x, y = per_step(flagged, "_dis")
         if y.size < int(ctx.general["min_steps"]):
             continue
-        exc = find_excursion(
-            ctx,
-            x,
-            y,
-            above=True,
-            threshold=float(cfg["disagreement_threshold"]),
-            min_delta=float(cfg["disagreement_increase"]),
+        exc = find_rise(
+            ctx, x, y, cfg, threshold="disagreement_threshold", increase="disagreement_increase"
         )
         if exc is None:
             continue
@@ -164,22 +161,17 @@ def _verifier_disagreement(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Al
             flagged.filter((pl.col("_dis") == 1) & (pl.col(C.STEP) >= exc.onset_step)).sort(C.STEP)
         )
         out.append(
-            alert(
+            excursion_alert(
                 "reward_hacking",
-                Severity.CRITICAL
-                if exc.extreme >= float(cfg["disagreement_critical"])
-                else Severity.WARNING,
-                exc.onset_step,
+                exc,
                 f"the verifier '{name}' calls {exc.extreme:.0%} of completions correct that are wrong by exact match "
                 f"(warm-up {exc.baseline:.0%}) from step {exc.onset_step}: a lenient check is being exploited",
+                critical=exc.extreme >= float(cfg["disagreement_critical"]),
+                extreme_key="disagreement_rate",
                 check="verifier_disagreement",
                 reward=name,
                 correct_at_or_above=float(cfg["correct_fraction"]) * top,
-                disagreement_rate=exc.extreme,
-                baseline=exc.baseline,
-                last=exc.last,
                 threshold=float(cfg["disagreement_threshold"]),
-                detected_at=exc.detect_step,
                 sample_ids=ids,
             )
         )
@@ -266,8 +258,7 @@ def _component_dominance(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Aler
 )
 def reward_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """The proxy reward rising while a truer signal falls, or the verifier disagreeing with the answer."""
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     have_truth = bool(_truth_signals(ctx, cfg))
     have_components = len(component_columns(ctx)) >= 2 or (
         ctx.has_generations and sum(c.startswith(C.REWARD_PREFIX) for c in ctx.samples.columns) >= 2
@@ -352,8 +343,7 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Reward gains explained by growing completion length."""
     import polars as pl
 
-    if (why := ctx.too_short()) is not None:
-        raise Skip(why)
+    ctx.skip_if_too_short()
     ls_ = length_signal(ctx)
     rs = reward_signal(ctx)
     if ls_ is None or rs is None:

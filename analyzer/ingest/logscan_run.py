@@ -163,6 +163,9 @@ def read_events(folder: Path, col: Collector) -> pl.DataFrame:
 # near the size of the frame instead of twice the file, and a bad line only sends its own chunk
 # down the careful path, which then knows exact line numbers.
 CHUNK_BYTES: Final = 64 << 20
+# A chunk Polars rejects is cut into pieces of this size and only the rejected pieces are read line
+# by line (~25 ms per MB in Python, against ~1.5 s for a whole chunk).
+PIECE_BYTES: Final = 1 << 20
 
 
 def _discover(path: Path, reward_hint: list[str]) -> tuple[list[str], list[str]]:
@@ -362,6 +365,45 @@ def _series(name: str, values: list[Any]) -> pl.Series:
     return pl.Series(name, [None if v is None else v if isinstance(v, str) else json.dumps(v) for v in values], dtype=pl.String)
 
 
+def _read_chunk(
+    path: Path, col: Collector, schema: dict[str, pl.DataType], first_line: int, n_lines: int, chunk: bytes
+) -> pl.DataFrame | None:
+    """One chunk: Polars when it can vouch for every line, else smaller pieces, and line by line
+    only for the pieces (≤ ``PIECE_BYTES``) that hold a problem."""
+    import polars as pl
+
+    try:
+        raw = pl.read_ndjson(chunk, schema=schema)
+        if raw.height != n_lines:
+            # Polars' reader is lenient: a broken line can come back as extra or missing rows;
+            # a chunk vouches for itself only with one row per line (blank lines also land here)
+            raise Dirty
+        df = _typed(raw)
+    except (Dirty, pl.exceptions.PolarsError):
+        pieces = list(_pieces(chunk, first_line)) if len(chunk) > PIECE_BYTES else []
+        if len(pieces) > 1:  # narrow it down before paying for Python per line
+            parts = [_read_chunk(path, col, schema, *piece) for piece in pieces]
+            kept = [p for p in parts if p is not None and p.height]
+            return pl.concat(kept, how="diagonal_relaxed", rechunk=False) if kept else None
+        # polars cannot say which line: re-read this piece line by line
+        return _read_jsonl_careful(path, col, buffer_raw_lines(chunk, first_line))
+    col.report.records_read += df.height
+    return df.with_columns(pl.int_range(first_line, first_line + df.height, dtype=pl.Int64).alias(LINE_COL))
+
+
+def _pieces(chunk: bytes, first_line: int) -> Iterator[tuple[int, int, bytes]]:
+    """``chunk`` cut at line ends into ``(first line, number of lines, bytes)`` of ≈ PIECE_BYTES."""
+    start, line = 0, first_line
+    while start < len(chunk):
+        nl = chunk.find(b"\n", min(start + PIECE_BYTES, len(chunk)) - 1)
+        end = len(chunk) if nl < 0 else nl + 1
+        piece = chunk[start:end]
+        n_lines = piece.count(b"\n") + (not piece.endswith(b"\n"))
+        yield line, n_lines, piece
+        line += n_lines
+        start = end
+
+
 def read_generations_jsonl(path: Path, col: Collector, *, reward_hint: list[str] | None = None) -> pl.DataFrame | None:
     import polars as pl
 
@@ -373,20 +415,7 @@ def read_generations_jsonl(path: Path, col: Collector, *, reward_hint: list[str]
     schema = _scan_schema(keys, rewards)
     frames: list[pl.DataFrame] = []
     for first_line, n_lines, chunk in _chunks(path):
-        df: pl.DataFrame | None
-        try:
-            raw = pl.read_ndjson(chunk, schema=schema)
-            if raw.height != n_lines:
-                # Polars' reader is lenient: a broken line can come back as extra or missing rows;
-                # a chunk vouches for itself only with one row per line (blank lines also land here)
-                raise Dirty
-            df = _typed(raw)
-        except (Dirty, pl.exceptions.PolarsError):
-            # polars cannot say which line: re-read this chunk line by line
-            df = _read_jsonl_careful(path, col, buffer_raw_lines(chunk, first_line))
-        else:
-            col.report.records_read += df.height
-            df = df.with_columns(pl.int_range(first_line, first_line + df.height, dtype=pl.Int64).alias(LINE_COL))
+        df = _read_chunk(path, col, schema, first_line, n_lines, chunk)
         if df is not None and df.height:
             frames.append(df)
     if not frames:

@@ -8,7 +8,9 @@ subprocess (so peak RSS is per case).
 ``--skip-pandas`` leaves the (slow, memory-hungry) pandas baseline out; ``--repeat N`` keeps the
 best of N runs of each case (pandas is always run once); ``--cli`` adds, for information, the whole
 ``logscan analyze --no-embeddings --no-plots --no-html`` (ingest, metrics, detectors, drift, reports)
-on each run; ``--only jsonl|csv`` measures one format.
+on each run; ``--only jsonl|csv`` measures one format. ``logscan`` runs as the ``logscan`` command
+does (jemalloc told to return freed memory at once, see ``return_freed_memory_promptly``),
+``logscanjem`` the same code with the allocator's defaults.
 """
 
 from __future__ import annotations
@@ -31,10 +33,16 @@ DIRTY_RUN = DATA / "big_run_jsonl_dirty"
 def _case(name: str) -> dict[str, object]:
     t0 = time.perf_counter()
     extra: dict[str, object] = {}
-    if name in ("logscan_jsonl", "logscan_csv", "logscan_dirty"):
+    if name in ("logscan_jsonl", "logscan_csv", "logscan_dirty", "logscanjem_jsonl", "logscanjem_csv"):
+        from analyzer.ingest._common import return_freed_memory_promptly
+
+        if not name.startswith("logscanjem"):
+            # what the logscan command does first; "logscanjem" keeps jemalloc's defaults
+            extra["alloc_env_set"] = return_freed_memory_promptly()
         from analyzer.ingest import load_run
 
-        run = load_run({"logscan_jsonl": JSONL_RUN, "logscan_csv": CSV_RUN, "logscan_dirty": DIRTY_RUN}[name])
+        run = load_run({"logscan_jsonl": JSONL_RUN, "logscan_csv": CSV_RUN, "logscan_dirty": DIRTY_RUN,
+                        "logscanjem_jsonl": JSONL_RUN, "logscanjem_csv": CSV_RUN}[name])
         extra["issue_texts"] = [str(i) for i in run.report.issues[:3]]
         assert run.generations is not None
         extra["rows"] = run.generations.height
@@ -160,7 +168,7 @@ def main() -> None:
     for fmt in ("jsonl", "csv"):
         if args.only and fmt != args.only:
             continue
-        kinds = ["polars", "polarsfull", "logscan"] + ([] if args.skip_pandas else ["pandas"]) + (["cli"] if args.cli else [])
+        kinds = ["polars", "polarsfull", "logscan", "logscanjem"] + ([] if args.skip_pandas else ["pandas"]) + (["cli"] if args.cli else [])
         results = {kind: _run(f"{kind}_{fmt}", 1 if kind in ("pandas", "cli") else args.repeat) for kind in kinds}
         base = results["polars"] if "error" not in results["polars"] else None
         pandas = results.get("pandas") if "error" not in results.get("pandas", {"error": 1}) else None
