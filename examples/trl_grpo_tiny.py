@@ -125,6 +125,9 @@ def train(
         logging_steps=1,
         report_to=[],
         save_strategy="no",
+        # TRL's own records, so the same run can also be read as a TRL output folder:
+        # completions/completions_*.parquet here, trainer_state.json by save_state() below.
+        log_completions=True,
         eval_strategy="steps" if eval_steps else "no",
         eval_steps=eval_steps,
         seed=seed,
@@ -144,6 +147,7 @@ def train(
             callbacks=[LogscanCallback(logger)],
         )
         trainer.train()
+        trainer.save_state()
     return run_dir
 
 

@@ -169,7 +169,7 @@ def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
 def semantic_drift(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Completions drifting from their baseline (informational)."""
     if not ctx.has(TRAIN_DRIFT):
-        raise Skip("no drift_train_mean (drift was not scored, e.g. no completions or --no-drift)")
+        raise Skip("no drift_train_mean (drift was not scored: no completions, or no prompt seen at two steps)")
     ctx.skip_if_too_short()
     x, y = ctx.series(TRAIN_DRIFT)
     ctx.require_length(y.size, TRAIN_DRIFT)
