@@ -17,6 +17,7 @@ from analyzer.metrics import (
     format_ok,
     repeated_ngram_rates,
     summarize_metrics,
+    with_exact_match,
 )
 from analyzer.model import IngestReport, RunData
 
@@ -341,3 +342,5 @@ def test_staged_accuracy_equals_the_exact_match_expression(pairs):
     )
     want = frame.group_by(C.STEP).agg(pl.col("em").mean()).sort(C.STEP)["em"].to_list()
     assert m.sort(C.STEP)[C.GEN_ACCURACY].to_list() == want
+    staged = with_exact_match(frame.lazy(), pl.col(C.ANSWER).cast(pl.String), pl.col(C.GROUND_TRUTH).cast(pl.String), "s")
+    assert staged.collect()["s"].to_list() == frame["em"].to_list()

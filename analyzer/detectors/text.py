@@ -30,7 +30,7 @@ def sample_features(
 ) -> pl.DataFrame:
     import polars as pl
 
-    from analyzer.metrics import exact_match, format_ok
+    from analyzer.metrics import format_ok, whitespace_token_counts, with_exact_match
 
     def col(name: str, dtype: pl.DataType) -> pl.Expr:
         return (
@@ -59,14 +59,13 @@ def sample_features(
         )
     )
     answer = col(C.ANSWER, pl.Utf8())
-    out = out.with_columns(
-        exact_match(answer, col(C.GROUND_TRUTH, pl.Utf8())).alias(CORRECT),
+    out = with_exact_match(out.lazy(), answer, col(C.GROUND_TRUTH, pl.Utf8()), CORRECT).collect()
+    return out.with_columns(
         format_ok(pl.col(C.OUTPUT), tags).alias(FORMAT_OK),
-        pl.col(C.OUTPUT).str.count_matches(r"\S+").cast(pl.Float64).alias(N_TOKENS),
+        whitespace_token_counts(out[C.OUTPUT]).cast(pl.Float64).alias(N_TOKENS),
         group.alias(GROUP),
         (answer.is_not_null() & (answer.str.strip_chars() != "")).alias(HAS_ANSWER),
     )
-    return out
 
 
 _WORD = re.compile(r"\w+")

@@ -28,16 +28,17 @@ MAX_ISSUES_PER_FILE: Final = 100
 SKIPPING_KINDS: Final = frozenset({"torn_line", "malformed", "not_utf8", "no_step", "not_object"})
 
 
-# Polars allocates with jemalloc, which by default keeps freed pages for ~10 s before giving them
-# back. Ingest frees a parse buffer per chunk, so on a gigabyte run ~0.3-0.5 GB of freed pages
-# count in the peak RSS; returning them at once costs no measurable time (benchmarks/RESULTS.md).
-# jemalloc reads this variable once, when Polars is first imported.
-POLARS_ALLOCATOR_ENV: Final = ("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+# Polars allocates with jemalloc and configures it to keep freed pages for 0.5 s, then to hold them
+# as "muzzy" (still counted in RSS) for 1 s more. Ingest frees a parse buffer per chunk, so on a
+# gigabyte run ~0.25 GB of freed pages counted in the peak RSS (benchmarks/RESULTS.md). Polars
+# appends this variable to its own settings when it is first imported. 100 ms costs no measurable
+# time; 0 ms would save ~0.2 GB more but re-faults every buffer (~12 % slower).
+POLARS_ALLOCATOR_ENV: Final = ("_RJEM_MALLOC_CONF", "dirty_decay_ms:100,muzzy_decay_ms:0")
 
 
 def return_freed_memory_promptly() -> bool:
     """For a process about to load a big run (the ``logscan`` command calls this first): make
-    Polars' allocator return freed memory at once. Returns False when Polars is already imported
+    Polars' allocator give freed memory back within 100 ms. Returns False when Polars is already imported
     (too late) or the user set the variable; the process is otherwise unchanged."""
     name, value = POLARS_ALLOCATOR_ENV
     if "polars" in sys.modules or name in os.environ:
