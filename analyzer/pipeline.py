@@ -348,9 +348,10 @@ def summary_text(analysis: Analysis, quiet: bool = False) -> str:
         if len(report.issues) > MAX_ISSUES_SHOWN:
             lines.append(f"  … and {len(report.issues) - MAX_ISSUES_SHOWN} more (see analysis.json)")
     for resume in report.resumes:
+        where = f"{resume.get('file')}:{resume.get('line')}" if resume.get("line") else str(resume.get("file"))
+        came_from = "" if resume.get("from_step") is None else f"step {resume['from_step']} → "
         lines.append(
-            f"resumed:     at {resume.get('file')}:{resume.get('line')} step {resume.get('from_step')} → "
-            f"{resume.get('to_step')} (the latest segment wins)"
+            f"resumed:     at {where}: {came_from}back to step {resume.get('to_step')} (the latest segment wins)"
         )
     not_run = [d for d in analysis.detectors if not d.ran]
     for note in analysis.notes:
