@@ -3,14 +3,13 @@
 ``compute_metrics`` is the one place that turns ``RunData.generations`` (one row per completion)
 into ``gen_*`` columns (one row per step). Everything is a Polars expression over
 ``group_by(step, split)`` — no Python code runs per completion — so a million completions take
-seconds, not minutes. ``summarize_metrics`` condenses the frame for ``analysis.json``.
+seconds, not minutes.
 
 Column names come from ``analyzer.columns``; docs/metrics.md documents each one.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -48,17 +47,6 @@ _TAGGED = "__tagged"
 _OTHER_SPACE = "[\t\n\x0b\x0c\r\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 # whitespace_token_counts: texts per numpy slice (≈ 10 MB of text at typical completion lengths)
 _TOKEN_SLICE = 1 << 15
-
-# Direction of "better" for summarize_metrics' ``best`` (matched on the name without split prefix).
-_HIGHER_IS_BETTER = re.compile(
-    r"^(reward|reward_mean|rewards/.*|reward/.*|gen_reward_(mean|p10|p50|p90)|gen_reward/.*_(mean|p50)"
-    r"|gen_accuracy|gen_format_ok|accuracy|explained_variance|objective/rlhf_reward)$"
-)
-_LOWER_IS_BETTER = re.compile(
-    r"^(loss|policy_loss|value_loss|.*_loss|gen_repeated_ngram_rate|gen_frac_zero_spread_groups"
-    r"|gen_frac_zero_spread_all_wrong|gen_frac_zero_spread_all_correct|frac_reward_zero_std"
-    r"|clipped_ratio|gen_reward_nonfinite)$"
-)
 
 
 def split_prefix(split: str) -> str:
@@ -455,62 +443,3 @@ def _ngram(rows: pl.DataFrame, sample: int) -> pl.DataFrame:
         .group_by(keys)
         .agg(pl.col(_NG).mean().alias(C.GEN_REPEAT_NGRAM))
     )
-
-
-# --- summary for analysis.json --------------------------------------------------------------------
-
-
-def direction(column: str) -> str | None:
-    """``"max"`` when higher is better, ``"min"`` when lower is better, None when unknown."""
-    base = column
-    for prefix in C.SPLIT_PREFIXES:
-        if base.startswith(prefix):
-            base = base[len(prefix) :]
-    if _HIGHER_IS_BETTER.match(base):
-        return "max"
-    if _LOWER_IS_BETTER.match(base):
-        return "min"
-    return None
-
-
-def summarize_metrics(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per numeric column: first, last, min, max, mean, best, trend_slope, n, first_step,
-    last_step (JSON-safe: no NaN).
-
-    ``first``/``last`` are the first/last finite values by step; ``best`` is the max or min for
-    columns whose direction is known (``direction``), else null; ``trend_slope`` is the
-    least-squares slope of the value against ``step`` (units per step), null with < 2 points.
-    """
-    import numpy as np
-    import polars as pl
-
-    out: dict[str, dict[str, Any]] = {}
-    if C.STEP not in metrics.columns:
-        return out
-    steps = metrics[C.STEP].cast(pl.Float64).to_numpy()
-    for name, dtype in metrics.schema.items():
-        if name == C.STEP or not dtype.is_numeric() or dtype == pl.Boolean:
-            continue
-        values = metrics[name].cast(pl.Float64).to_numpy()
-        mask = np.isfinite(values) & np.isfinite(steps)
-        x, y = steps[mask], values[mask]
-        n = int(y.size)
-        summary: dict[str, Any] = dict.fromkeys(("first", "last", "min", "max", "mean", "best", "trend_slope"))
-        summary.update(n=n, first_step=None, last_step=None)
-        if n:
-            summary.update(
-                first=_f(y[0]), last=_f(y[-1]), min=_f(y.min()), max=_f(y.max()), mean=_f(y.mean()),
-                first_step=int(x[0]), last_step=int(x[-1]),
-            )
-            d = direction(name)
-            summary["best"] = summary["max"] if d == "max" else summary["min"] if d == "min" else None
-            if n >= 2 and np.ptp(x) > 0:
-                xc = x - x.mean()
-                summary["trend_slope"] = _f(float((xc * (y - y.mean())).sum() / (xc * xc).sum()))
-        out[name] = summary
-    return out
-
-
-def _f(value: Any) -> float | None:
-    v = float(value)
-    return v if math.isfinite(v) else None

@@ -86,7 +86,7 @@ LABELS: Mapping[str, str] = {
     C.POLICY_LOSS: "policy loss",
     C.VALUE_LOSS: "value loss",
     C.REWARD: "logged reward",
-    C.GEN_REWARD_MEAN: "reward rebuilt from completions",
+    C.GEN_REWARD_MEAN: "reward (from completions)",
     C.KL: "KL to reference",
     C.ENTROPY: "entropy",
     C.COMPLETION_LENGTH: "logged completion length (tokens)",
@@ -105,10 +105,12 @@ LABELS: Mapping[str, str] = {
     C.GEN_REPEAT_NGRAM: "repeated n-gram rate",
     "drift_train_mean": "drift from baseline (train)",
     "drift_eval_mean": "drift from baseline (eval/probe)",
-    "drift_diversity_group": "within-prompt diversity",
-    "drift_diversity_step": "within-step diversity",
-    "drift_outlier_frac": "outlier share",
+    # Mean pairwise cosine *similarity*: a rise means completions are getting alike.
+    "drift_diversity_group": "within-prompt similarity (↑ = less diverse)",
+    "drift_diversity_step": "within-step similarity (↑ = less diverse)",
+    "drift_outlier_frac": "share of outlier completions",
     "eval/gen_accuracy": "eval accuracy",
+    "eval/gen_format_ok": "eval format compliance",
     "probe/gen_accuracy": "probe accuracy",
     "eval/gen_reward_mean": "eval reward",
     "eval/reward": "logged eval reward",
@@ -187,50 +189,91 @@ def _style(ax: Axes, title: str, ylabel: str) -> None:
     ax.spines["right"].set_visible(False)
 
 
-def _legend(ax: Axes, extra: Iterable[Any] = (), *, outside: bool = False) -> None:
+def _legend(ax: Axes, extra: Iterable[Any] = ()) -> None:
+    """A legend under the axes (below the step label), in as many columns as fit: never on the data.
+
+    A single series needs none (the panel title names it)."""
+    from matplotlib.transforms import ScaledTranslation
+
     handles, labels_ = ax.get_legend_handles_labels()
     for other in extra:
         h, lab = other.get_legend_handles_labels()
         handles += h
         labels_ += lab
-    if handles:
-        seen: dict[str, Any] = {}
-        for h, lab in zip(handles, labels_, strict=False):
-            seen.setdefault(lab, h)
-        if outside:  # many series: beside the axes, where it hides no line
-            ax.legend(
-                list(seen.values()),
-                list(seen.keys()),
-                fontsize=8,
-                loc="upper left",
-                bbox_to_anchor=(1.01, 1.0),
-                frameon=False,
-            )
-        else:
-            ax.legend(
-                list(seen.values()), list(seen.keys()), fontsize=8, loc="best", framealpha=0.85
-            )
+    seen: dict[str, Any] = {}
+    for h, lab in zip(handles, labels_, strict=False):
+        seen.setdefault(lab, h)
+    if len(seen) < 2:
+        return
+    fig: Any = ax.get_figure()
+    width_pt = ax.get_position().width * fig.get_figwidth() * 72
+    longest = max(len(k) for k in seen)
+    ncol = max(1, min(len(seen), int(width_pt // (longest * 4.3 + 22))))
+    # Anchored in points below the axes' bottom edge, past the tick labels and the "step" label.
+    below = ax.transAxes + ScaledTranslation(0, -30 / 72, fig.dpi_scale_trans)
+    ax.legend(
+        list(seen.values()),
+        list(seen.keys()),
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        bbox_transform=below,
+        ncol=ncol,
+        frameon=False,
+        columnspacing=1.2,
+        handlelength=2.2,
+    )
 
 
 def _mark_alerts(axes: Sequence[Axes], alerts: Sequence[Alert]) -> tuple[str, ...]:
-    """Dashed vertical lines at each alert's first step, coloured by severity; one legend entry per kind."""
+    """Dashed vertical lines at each alert's first step, coloured by severity, each named by small
+    rotated text at the top of the axes (not a legend entry each: a run can raise dozens).
+    Onsets too close to label apart share one label listing their kinds."""
+    from matplotlib.transforms import blended_transform_factory
+
     kinds: list[str] = []
-    for i, alert in enumerate(sorted(alerts, key=lambda a: (-a.severity.rank, a.step or 0))):
+    onsets: dict[float, tuple[str, list[str]]] = {}  # step -> (worst colour, kinds)
+    for alert in sorted(alerts, key=lambda a: (a.step or 0, -a.severity.rank)):
         if alert.step is None:
             continue
         color = SEVERITY_COLORS.get(alert.severity.value, "#555555")
-        for j, ax in enumerate(axes):
-            ax.axvline(
-                alert.step,
-                color=color,
-                linestyle="--",
-                linewidth=1.2,
-                alpha=0.9,
-                label=f"{alert.kind} @ {alert.step}" if j == 0 and i < 6 else None,
-                zorder=1,
-            )
+        entry = onsets.setdefault(float(alert.step), (color, []))
+        if alert.kind not in entry[1]:
+            entry[1].append(alert.kind)
         if alert.kind not in kinds:
             kinds.append(alert.kind)
+    for ax in axes:
+        for step, (color, _) in onsets.items():
+            ax.axvline(step, color=color, linestyle="--", linewidth=1.1, alpha=0.85, zorder=1)
+        if not onsets:
+            continue
+        lo, hi = ax.get_xlim()
+        fig: Any = ax.get_figure()
+        px_per_step = ax.get_position().width * fig.get_figwidth() * 72 / max(hi - lo, 1e-9)
+        trans = blended_transform_factory(ax.transData, ax.transAxes)
+        groups: list[tuple[float, str, list[str]]] = []
+        free = -math.inf  # first x (in points) not covered by the previous label
+        for step, (color, ks) in sorted(onsets.items()):
+            x_pt = (step - lo) * px_per_step
+            if groups and x_pt < free:
+                groups[-1][2].extend(k for k in ks if k not in groups[-1][2])
+            else:
+                groups.append((step, color, list(ks)))
+            free = (groups[-1][0] - lo) * px_per_step + 9.5 * len(groups[-1][2]) + 2
+        for step, color, ks in groups:
+            ax.text(
+                step,
+                0.98,
+                "\n".join(ks),
+                transform=trans,
+                rotation=90,
+                ha="left",
+                va="top",
+                fontsize=7,
+                color=color,
+                zorder=5,
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.7, "lw": 0},
+            )
     return tuple(kinds)
 
 
@@ -252,7 +295,7 @@ def _trend(ax: Axes, xy: tuple[np.ndarray, np.ndarray]) -> None:
     )
 
 
-def _nested(config: Mapping[str, Any], dotted: str) -> Any:
+def config_get(config: Mapping[str, Any], dotted: str) -> Any:
     """``config["a"]["b"]`` or ``config["a.b"]``, whichever exists."""
     if dotted in config:
         return config[dotted]
@@ -275,7 +318,7 @@ def kl_thresholds(analysis: Analysis) -> list[tuple[str, float]]:
             if isinstance(al.evidence.get("critical_level"), int | float):
                 out.append(("critical level", float(al.evidence["critical_level"])))
             return out
-    section = _nested(analysis.config, "kl_explosion")
+    section = config_get(analysis.config, "kl_explosion")
     if not isinstance(section, Mapping):
         section = {
             k.split(".", 1)[1]: v
@@ -409,20 +452,30 @@ def _draw_reward(a: Analysis) -> DrawResult:
         _style(ax, "Reward per function (mean per step)", "reward")
     kinds = _mark_alerts(axes, _alerts_for(a, "reward"))
     for ax in axes:
-        _legend(ax, outside=ax is axes[-1] and len(comps) > 3)
+        _legend(ax)
     return fig, tuple(used), kinds
 
 
-def _draw_kl(a: Analysis) -> DrawResult:
-    xy = _series(a.metrics, C.KL)
+def _one_panel(a: Analysis, column: str, missing: str) -> tuple[Any, Axes, Any] | str:
+    """(figure, its one axes, the column's series), or ``missing`` when the column has no value."""
+    xy = _series(a.metrics, column)
     if xy is None:
-        return "no kl column (TRL logs none when beta = 0)"
+        return missing
     fig, axes = _figure(1)
-    ax = axes[0]
+    return fig, axes[0], xy
+
+
+def _draw_kl(a: Analysis) -> DrawResult:
+    made = _one_panel(a, C.KL, "no kl column (TRL logs none when beta = 0)")
+    if isinstance(made, str):
+        return made
+    fig, ax, xy = made
+    axes = [ax]
     _line(ax, xy, C.KL, "#6a1b9a")
     top = float(xy[1].max())
     hidden = []
-    for i, (name, value) in enumerate(kl_thresholds(a)):
+    limits = kl_thresholds(a)
+    for i, (name, value) in enumerate(limits):
         # A limit far above the curve would squash it flat: name it instead of drawing it.
         if value <= max(1.6 * top, 1e-12):
             ax.axhline(
@@ -445,7 +498,10 @@ def _draw_kl(a: Analysis) -> DrawResult:
             fontsize=8,
             color="#4e342e",
         )
-    _style(ax, "KL divergence to the reference policy", "KL (nats)")
+    unit = next((u for u in ("token", "sequence") if any(u in n for n, _ in limits)), None)
+    _style(
+        ax, "KL divergence to the reference policy", f"KL (nats{f' per {unit}' if unit else ''})"
+    )
     kinds = _mark_alerts(axes, _alerts_for(a, "kl"))
     _legend(ax)
     return fig, (C.KL,), kinds
@@ -489,10 +545,11 @@ def _draw_length(a: Analysis) -> DrawResult:
 
 
 def _draw_entropy(a: Analysis) -> DrawResult:
-    xy = _series(a.metrics, C.ENTROPY)
-    if xy is None:
-        return "no entropy column"
-    fig, axes = _figure(1)
+    made = _one_panel(a, C.ENTROPY, "no entropy column")
+    if isinstance(made, str):
+        return made
+    fig, ax, xy = made
+    axes = [ax]
     _line(axes[0], xy, C.ENTROPY, PALETTE[2])
     _style(axes[0], "Policy entropy", "entropy (nats per token)")
     kinds = _mark_alerts(axes, _alerts_for(a, "entropy"))
@@ -546,7 +603,7 @@ def _draw_quality(a: Analysis) -> DrawResult:
             xy = _series(m, col)
             assert xy is not None
             _line(ax, xy, col, PALETTE[(j + 3) % len(PALETTE)])
-        _style(ax, "Diversity, drift and repetition", "cosine distance / share")
+        _style(ax, "Drift, similarity and repetition", "cosine distance / similarity / share")
     kinds = _mark_alerts(axes, _alerts_for(a, "quality"))
     for ax in axes:
         _legend(ax)
@@ -594,6 +651,17 @@ def _draw_mechanics(a: Analysis) -> DrawResult:
         ax = axes[i]
         _line(ax, xy, col, PALETTE[i % len(PALETTE)])
         _style(ax, label(col).capitalize(), _MECH_UNITS.get(col, col))
+        if float(xy[1].max()) == float(xy[1].min()):
+            # A flat line alone looks like a rendering bug: say that the value never moved.
+            ax.text(
+                0.5,
+                0.62,
+                f"constant {xy[1][0]:g} at every logged step",
+                transform=ax.transAxes,
+                ha="center",
+                fontsize=8,
+                color="#555555",
+            )
         if col == C.LEARNING_RATE:
             # Tick labels like 2.0e-05 instead of an offset text that collides with the title.
             from matplotlib.ticker import FuncFormatter
@@ -603,9 +671,6 @@ def _draw_mechanics(a: Analysis) -> DrawResult:
         ax.set_visible(False)
     used = axes[: len(cols)]
     kinds = _mark_alerts(used, _alerts_for(a, "mechanics"))
-    if kinds:  # one series per panel, named by its title: a legend only for the alert marks
-        for ax in used:
-            _legend(ax)
     fig.suptitle("Optimisation mechanics", fontsize=12, x=0.01, ha="left")
     return fig, tuple(cols), kinds
 
@@ -651,6 +716,15 @@ def render_plots(
                 continue
             fig, cols, kinds = result
             try:
+                # Room for the legends under the axes, so the plots keep their height.
+                rows = [
+                    math.ceil(len(lg.get_texts()) / max(1, getattr(lg, "_ncols", 1)))
+                    for ax in fig.axes
+                    if (lg := ax.get_legend()) is not None
+                ]
+                if rows:
+                    w, h = fig.get_size_inches()
+                    fig.set_size_inches(w, h + 0.18 * max(rows) + 0.1)
                 fig.tight_layout()
                 buf = io.BytesIO()
                 fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})

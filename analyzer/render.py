@@ -207,15 +207,9 @@ def environment(template_dir: str | None = None) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(
-        md=md_escape,
-        md_html=md_html,
-        md_code=md_code,
-        md_fence=md_fence,
-        excerpt=excerpt,
-        fmt=fmt,
-        fmt_signed=fmt_signed,
-    )
+    filters = (md_escape, md_html, md_code, md_fence, excerpt, fmt, fmt_signed)
+    names = ("md", "md_html", "md_code", "md_fence", "excerpt", "fmt", "fmt_signed")
+    env.filters.update(zip(names, filters, strict=True))
     return env
 
 
@@ -227,14 +221,9 @@ def template_source(env: jinja2.Environment, name: str) -> str:
 
 
 def _config_get(config: Mapping[str, Any], dotted: str) -> Any:
-    if dotted in config:
-        return config[dotted]
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+    from analyzer.plots import config_get
+
+    return config_get(config, dotted)
 
 
 def resolve_template_dir(analysis: Analysis, template_dir: str | Path | None = None) -> str | None:
@@ -600,17 +589,21 @@ def completions_table(
 
 
 def _num(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+    from analyzer.report_data import finite_or_none
+
+    return finite_or_none(value)
 
 
 def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def _display_path(path: str) -> str:
+    """The run path as the user typed it, unless that names no folder (``.``, ``..``, ``./``):
+    then the resolved folder's name, so the report says ``run sample-grpo`` rather than ``run .``."""
+    if Path(path).name in ("", ".", ".."):
+        return Path(path).resolve().name or path
+    return path
 
 
 def report_context(
@@ -635,10 +628,12 @@ def report_context(
     detectors = data["detectors"]
     drift = data["drift"]
     run = data["run"]
-    title_id = run.get("run_id") or Path(str(run["path"])).name or str(run["path"])
+    run_display = _display_path(str(run["path"]))
+    title_id = run.get("run_id") or Path(run_display).name or run_display
     return {
         "title": f"logscan report — {title_id}",
         "run_label": title_id,
+        "run_display": run_display,
         "data": data,
         "run": run,
         "summary": data["summary"],

@@ -80,7 +80,8 @@ def metric_direction(name: str) -> int:
     return 0
 
 
-def _finite(x: Any) -> float | None:
+def finite_or_none(x: Any) -> float | None:
+    """``x`` as a float, or None when it is not a finite number (None, text, NaN, ±inf)."""
     try:
         f = float(x)
     except (TypeError, ValueError):
@@ -122,7 +123,7 @@ def summarize_metrics(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
             "max": float(y.max()),
             "mean": float(y.mean()),
             "best": best,
-            "trend_slope": _finite(slope),
+            "trend_slope": finite_or_none(slope),
             "n": len(y),
             "first_step": int(x[0]),
             "last_step": int(x[-1]),

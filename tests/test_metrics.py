@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -12,11 +10,9 @@ from hypothesis import strategies as st
 from analyzer import columns as C
 from analyzer.metrics import (
     compute_metrics,
-    direction,
     exact_match,
     format_ok,
     repeated_ngram_rates,
-    summarize_metrics,
     with_exact_match,
 )
 from analyzer.model import IngestReport, RunData
@@ -256,37 +252,6 @@ def test_ngram_sample_caps_completions_per_step():
     capped = row_of(compute_metrics(make_run(rows), ngram_sample=3), 1)[C.GEN_REPEAT_NGRAM]
     assert full == pytest.approx((0 + 0 + 0 + 0.8 * 3) / 6)
     assert capped == 0.0  # only the three lowest sample_ids
-
-
-def test_summarize_metrics():
-    m = pl.DataFrame(
-        {
-            C.STEP: [0, 1, 2, 3],
-            C.LOSS: [4.0, 3.0, float("nan"), 1.0],
-            C.GEN_ACCURACY: [0.1, 0.5, 0.3, None],
-            C.KL: [0.0, 0.1, 0.2, 0.3],
-            "all_null": pl.Series([None, None, None, None], dtype=pl.Float64),
-        }
-    )
-    s = summarize_metrics(m)
-    assert s[C.LOSS]["first"] == 4.0 and s[C.LOSS]["last"] == 1.0 and s[C.LOSS]["n"] == 3
-    assert (s[C.LOSS]["first_step"], s[C.LOSS]["last_step"]) == (0, 3)
-    assert s[C.LOSS]["best"] == 1.0  # lower is better
-    assert s[C.GEN_ACCURACY]["best"] == 0.5  # higher is better
-    assert s[C.KL]["best"] is None  # no "better" direction
-    assert s[C.KL]["trend_slope"] == pytest.approx(0.1)
-    assert s[C.LOSS]["trend_slope"] == pytest.approx(-1.0)  # least squares over (0,4) (1,3) (3,1)
-    assert s["all_null"]["n"] == 0 and s["all_null"]["first"] is None
-    for col in s.values():
-        for v in col.values():
-            assert v is None or isinstance(v, int) or math.isfinite(v)
-
-
-def test_direction_strips_split_prefixes():
-    assert direction("eval/gen_accuracy") == "max"
-    assert direction("probe/loss") == "min"
-    assert direction("gen_reward/correctness_mean") == "max"
-    assert direction("kl") is None
 
 
 # --- the fast paths agree with their plain definitions ----------------------------------------------

@@ -139,3 +139,43 @@ def test_kl_limits_prefer_the_alert_then_the_config():
         ("budget", 0.3)
     ]
     assert kl_thresholds(_analysis(metrics)) == []
+
+
+def test_legends_sit_below_the_axes_and_alerts_are_labelled_on_the_lines():
+    """Legends never cover data (they sit under the axes) and alert onsets are named by text at the
+    line, not by one legend entry per alert."""
+    import matplotlib.pyplot as plt
+
+    from analyzer.plots import FIGURES
+
+    analysis = render_fixture.analysis()
+    kinds = {al.kind for al in analysis.alerts}
+    with_legend = labelled = 0
+    for _name, _title, draw in FIGURES:
+        result = draw(analysis)
+        if isinstance(result, str):
+            continue
+        fig = result[0]
+        try:
+            fig.tight_layout()
+            fig.canvas.draw()
+            renderer = fig.canvas.get_renderer()
+            for ax in fig.axes:
+                legend = ax.get_legend()
+                if legend is not None and ax.get_visible():
+                    with_legend += 1
+                    assert legend.get_window_extent(renderer).y1 <= ax.bbox.y0 + 1
+                    assert not any("@" in t.get_text() for t in legend.get_texts())
+                texts = {k for t in ax.texts for k in t.get_text().split("\n")}
+                labelled += bool(texts & kinds)
+        finally:
+            plt.close(fig)
+    assert with_legend >= 3
+    assert labelled >= 1
+
+
+def test_similarity_is_not_labelled_diversity():
+    from analyzer.plots import label
+
+    for col in ("drift_diversity_group", "drift_diversity_step"):
+        assert "similarity" in label(col) and "less diverse" in label(col)

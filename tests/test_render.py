@@ -623,9 +623,24 @@ def test_pipeline_output_validates_and_reports_are_written(tmp_path):
             for p in range(2):
                 for k in range(3):
                     out = f"<reasoning>s{step} | `x` <script>alert(1)</script></reasoning><answer>{p + k % 2}</answer>"
-                    w.writerow([1.7e9 + step, step, f"q{p}", f"{p}+1?", str(p + 1), out, "", str(p + k % 2), k % 2, k % 2])
+                    w.writerow(
+                        [
+                            1.7e9 + step,
+                            step,
+                            f"q{p}",
+                            f"{p}+1?",
+                            str(p + 1),
+                            out,
+                            "",
+                            str(p + k % 2),
+                            k % 2,
+                            k % 2,
+                        ]
+                    )
     out = tmp_path / "out"
-    analysis = pipeline.analyze(run, pipeline.AnalyzeOptions(output_dir=out, no_embeddings=True, junit=True))
+    analysis = pipeline.analyze(
+        run, pipeline.AnalyzeOptions(output_dir=out, no_embeddings=True, junit=True)
+    )
     data = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
     jsonschema.validate(data, load_schema())
     assert data["verdict"] == analysis.verdict and data["summary"]["completions"] == 60
@@ -644,13 +659,31 @@ def test_report_config_section_drives_svg_and_templates(fixture_analysis, tmp_pa
     config.register_section("report", REPORT_CONFIG_DEFAULTS)
     (tmp_path / "tpl").mkdir()
     (tmp_path / "tpl" / "report.md.j2").write_text("mine: {{ verdict.key }}\n", encoding="utf-8")
-    loaded = config.load_config(None, None, ["report.svg=true", f"report.template_dir={tmp_path / 'tpl'}"], cwd=tmp_path)
+    loaded = config.load_config(
+        None, None, ["report.svg=true", f"report.template_dir={tmp_path / 'tpl'}"], cwd=tmp_path
+    )
     assert loaded["report"] == {"template_dir": str(tmp_path / "tpl"), "svg": True}
     saved = fixture_analysis.config
     fixture_analysis.config = {**saved, "report": loaded["report"]}
     try:
-        paths = write_reports(fixture_analysis, tmp_path / "out", junit=False, md_inline_images=False, plots=True, html=False)
+        paths = write_reports(
+            fixture_analysis,
+            tmp_path / "out",
+            junit=False,
+            md_inline_images=False,
+            plots=True,
+            html=False,
+        )
     finally:
         fixture_analysis.config = saved
     assert sum(p.suffix == ".svg" for p in paths) == 7
     assert (tmp_path / "out" / "report.md").read_text(encoding="utf-8") == "mine: critical\n"
+
+
+def test_a_run_given_as_dot_is_named_by_its_folder(tmp_path, monkeypatch):
+    run_dir = tmp_path / "my-grpo-run"
+    run_dir.mkdir()
+    monkeypatch.chdir(run_dir)
+    assert render._display_path(".") == "my-grpo-run"
+    assert render._display_path("./") == "my-grpo-run"
+    assert render._display_path("runs/a") == "runs/a"
