@@ -138,25 +138,33 @@ def _fast(path: Path, col: Collector) -> pl.DataFrame:
     return out.with_columns((pl.col(ORDER_COL) + 2).cast(pl.Int64).alias(LINE_COL))
 
 
+
+def _extra_rewards(text: str | None, path: Path, line: int | None, col: Collector, *, where: str = "") -> dict[str, float | None]:
+    """The ``extra_rewards`` JSON cell as {name: value}; a bad cell or value becomes a located issue."""
+    if not text:
+        return {}
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        col.issue(path, line, f"{where}extra_rewards is not a JSON object: {short(text)}", "wrong_type", skipped=False)
+        return {}
+    out: dict[str, float | None] = {}
+    for k, v in obj.items():
+        f, ok = to_float(v)
+        if not ok:
+            col.issue(path, line, f"{where}reward {k!r} is {short(v)}, not a number; set to null", "wrong_type", skipped=False)
+        out[k] = f
+    return out
+
 def _expand_extra_rewards(df: pl.DataFrame, path: Path, col: Collector) -> pl.DataFrame:
     import polars as pl
 
     values = df[EXTRA_REWARDS_COL].to_list()
     parsed: dict[str, list[float | None]] = {}
     for i, text in enumerate(values):
-        if text is None or text == "":
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError:
-            obj = None
-        if not isinstance(obj, dict):
-            col.issue(path, None, f"row {i + 1}: extra_rewards is not a JSON object: {short(text)}", "wrong_type", skipped=False)
-            continue
-        for k, v in obj.items():
-            f, ok = to_float(v)
-            if not ok:
-                col.issue(path, None, f"row {i + 1}: reward {k!r} is {short(v)}, not a number; set to null", "wrong_type", skipped=False)
+        for k, f in _extra_rewards(text, path, None, col, where=f"row {i + 1}: ").items():
             parsed.setdefault(k, [None] * len(values))[i] = f
     new = []
     for k, vals in parsed.items():
@@ -232,19 +240,8 @@ def _careful(path: Path, col: Collector) -> pl.DataFrame | None:
                     col.issue(path, line, f"{name} is {short(value)}, not a number; set to null", "wrong_type", skipped=False)
                 row[C.REWARD_PREFIX + rn if rn else C.TOTAL_REWARD] = f
             elif name == EXTRA_REWARDS_COL:
-                if value:
-                    try:
-                        obj = json.loads(value)
-                    except json.JSONDecodeError:
-                        obj = None
-                    if not isinstance(obj, dict):
-                        col.issue(path, line, f"extra_rewards is not a JSON object: {short(value)}", "wrong_type", skipped=False)
-                        continue
-                    for k, v in obj.items():
-                        f, ok = to_float(v)
-                        if not ok:
-                            col.issue(path, line, f"reward {k!r} is {short(v)}, not a number; set to null", "wrong_type", skipped=False)
-                        row.setdefault(C.REWARD_PREFIX + k, f)
+                for k, f in _extra_rewards(value, path, line, col).items():
+                    row.setdefault(C.REWARD_PREFIX + k, f)
             elif name == S.G_EXTRA:
                 if value:
                     try:
