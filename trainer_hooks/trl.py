@@ -20,6 +20,7 @@ What it logs (into the RunLogger you give it):
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import TYPE_CHECKING, Any
 
 from .schema import TrainingPhase
@@ -199,10 +200,13 @@ def make_callback_class() -> type:
             reason = self.logger.stop_requested()
             if getattr(args, "world_size", 1) <= 1:
                 return reason
+            # A process group exists only if the training process already loaded torch.distributed,
+            # so take it from sys.modules: trainer_hooks itself never imports torch.
+            torch = sys.modules.get("torch")
+            dist = sys.modules.get("torch.distributed")
+            if torch is None or dist is None:
+                return reason
             try:
-                import torch
-                import torch.distributed as dist
-
                 if not (dist.is_available() and dist.is_initialized()):
                     return reason
                 flag = torch.tensor([1 if reason is not None else 0], device=args.device)
