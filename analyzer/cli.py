@@ -15,6 +15,7 @@ import click
 
 from analyzer import __version__
 from analyzer.errors import EXIT_USAGE, LogscanError
+from analyzer.pipeline import FAIL_ON_CHOICES  # cheap: the stages are imported when they run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,7 +100,7 @@ def _analyze(run: Path, **kwargs: Any) -> Any:
 @run_argument
 @click.option(
     "--fail-on",
-    type=click.Choice(["info", "warning", "critical", "never"]),
+    type=click.Choice(FAIL_ON_CHOICES),
     default=None,
     help="Exit 1 when an alert at or above this severity fired (default: critical).",
 )
@@ -152,6 +153,9 @@ def analyze(run: Path, fail_on: str | None, quiet: bool, **kwargs: Any) -> None:
 def html_report(run: Path, output_file: Path | None, **kwargs: Any) -> None:
     """Render one self-contained HTML report (plots inline, model text escaped).
 
+    Runs the analysis afresh (current logs, --config and --set), so the page never shows a stale
+    result; analysis.json and the parquet files in RUN/logscan/ are refreshed to match it.
+
     \b
     Example:
         logscan html-report runs/001 -o report.html
@@ -186,6 +190,7 @@ def samples(run: Path, question_id: str | None, prompt: str | None, split: str |
 
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_A RUN_B ...")
+# Accepted (and ignored) so `compare` takes analyze's flag: compare always scores drift lexically.
 @click.option("--no-embeddings", is_flag=True, default=True, hidden=True)
 def compare(runs: tuple[Path, ...], no_embeddings: bool) -> None:
     """Compare runs side by side: verdicts, alerts and key metrics first/last.

@@ -6,13 +6,13 @@ into the runs), so a comparison never disagrees with the individual verdicts.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from analyzer import columns as C
 from analyzer.model import Analysis, Severity
+from analyzer.report_data import finite_or_none, run_summary
 
 # The rows compare shows, in order, when at least one run has the column.
 KEY_METRICS: tuple[str, ...] = (
@@ -33,28 +33,28 @@ KEY_METRICS: tuple[str, ...] = (
 )
 
 
-def compare_analyses(paths: Sequence[str | Path], *, no_embeddings: bool = True) -> list[Analysis]:
+def compare_analyses(paths: Sequence[str | Path]) -> list[Analysis]:
     from analyzer.pipeline import AnalyzeOptions, analyze
 
-    options = AnalyzeOptions(no_embeddings=no_embeddings, write_outputs=False, write_reports=False)
+    options = AnalyzeOptions(no_embeddings=True, write_outputs=False)
     return [analyze(Path(p), options) for p in paths]
 
 
-def compare_text(paths: Sequence[str | Path], *, no_embeddings: bool = True) -> str:
+def compare_text(paths: Sequence[str | Path]) -> str:
     """A plain-text table: one column per run; rows for verdict, steps, alerts and key metrics."""
-    analyses = compare_analyses(paths, no_embeddings=no_embeddings)
-    return format_comparison(analyses, [Path(p) for p in paths])
+    return format_comparison(compare_analyses(paths), [Path(p) for p in paths])
 
 
 def format_comparison(analyses: Sequence[Analysis], paths: Sequence[Path]) -> str:
     names = [p.name or str(p) for p in paths]
     if len(set(names)) < len(names):
         names = [str(p) for p in paths]
+    summaries = [run_summary(a) for a in analyses]
     rows: list[tuple[str, list[str]]] = [
         ("verdict", [a.verdict for a in analyses]),
         ("source", [a.run.report.source_kind for a in analyses]),
-        ("steps", [_steps(a) for a in analyses]),
-        ("completions", [str(a.run.generations.height if a.run.generations is not None else 0) for a in analyses]),
+        ("steps", [_steps(s) for s in summaries]),
+        ("completions", [str(s["completions"]) for s in summaries]),
         ("alerts crit/warn/info", [_alert_counts(a) for a in analyses]),
     ]
     # one row per alert kind any run raised: its worst severity and count in each run
@@ -72,12 +72,10 @@ def format_comparison(analyses: Sequence[Analysis], paths: Sequence[Path]) -> st
     return "\n".join(lines)
 
 
-def _steps(a: Analysis) -> str:
-    if C.STEP not in a.metrics.columns or a.metrics.height == 0:
+def _steps(summary: dict[str, Any]) -> str:
+    if not summary["steps"]:
         return "-"
-    s = a.metrics.get_column(C.STEP).drop_nulls()
-    first, last = str(s.min()), str(s.max())
-    return f"{first}..{last} ({s.n_unique()})"
+    return f"{summary['first_step']}..{summary['last_step']} ({summary['steps']})"
 
 
 def _alert_counts(a: Analysis) -> str:
@@ -97,14 +95,10 @@ def _kind_cell(a: Analysis, kind: str) -> str:
 def _first_last(a: Analysis, key: str) -> str:
     if key not in a.metrics.columns:
         return "-"
-    values = [v for v in a.metrics.get_column(key).to_list() if _finite(v)]
+    values = [v for v in a.metrics.get_column(key).to_list() if finite_or_none(v) is not None]
     if not values:
         return "-"
     return f"{_fmt(values[0])} → {_fmt(values[-1])}"
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and math.isfinite(v)
 
 
 def _fmt(v: float) -> str:

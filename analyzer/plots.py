@@ -138,6 +138,13 @@ def _series(metrics: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]
     return x[mask], y[mask]
 
 
+def _present(
+    metrics: pl.DataFrame, columns: Iterable[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{column: (steps, values)}`` of the ``columns`` that have a finite value, in their order."""
+    return {c: xy for c in columns if (xy := _series(metrics, c)) is not None}
+
+
 def _smooth(y: np.ndarray) -> np.ndarray:
     """Exponential moving average whose span grows with the series length (≈ 1/20 of it)."""
     import numpy as np
@@ -379,14 +386,12 @@ def _reward_components(metrics: pl.DataFrame) -> list[str]:
 
 
 def _draw_losses(a: Analysis) -> DrawResult:
-    cols = [c for c in (C.LOSS, C.POLICY_LOSS, C.VALUE_LOSS) if _series(a.metrics, c) is not None]
+    cols = _present(a.metrics, (C.LOSS, C.POLICY_LOSS, C.VALUE_LOSS))
     if not cols:
         return "no loss, policy_loss or value_loss column"
     # Value loss is often orders of magnitude above the policy loss: separate panels.
     fig, axes = _figure(len(cols), height=3.4)
-    for i, (ax, col) in enumerate(zip(axes, cols, strict=True)):
-        xy = _series(a.metrics, col)
-        assert xy is not None
+    for i, (ax, (col, xy)) in enumerate(zip(axes, cols.items(), strict=True)):
         _line(ax, xy, col, PALETTE[i])
         _style(ax, label(col).capitalize(), "loss")
     kinds = _mark_alerts(axes, _alerts_for(a, "losses"))
@@ -397,16 +402,14 @@ def _draw_losses(a: Analysis) -> DrawResult:
 
 def _draw_reward(a: Analysis) -> DrawResult:
     m = a.metrics
-    main = next((c for c in (C.GEN_REWARD_MEAN, C.REWARD) if _series(m, c) is not None), None)
-    comps = [c for c in _reward_components(m) if _series(m, c) is not None]
+    main, xy = next(iter(_present(m, (C.GEN_REWARD_MEAN, C.REWARD)).items()), (None, None))
+    comps = _present(m, _reward_components(m))
     if main is None and not comps:
         return "no reward column (logged reward or rebuilt gen_reward_mean)"
     fig, axes = _figure(2 if (main and comps) else 1)
     used: list[str] = []
-    if main:
+    if main and xy is not None:
         ax = axes[0]
-        xy = _series(m, main)
-        assert xy is not None
         p10, p90 = _series(m, C.GEN_REWARD_P10), _series(m, C.GEN_REWARD_P90)
         if (
             main == C.GEN_REWARD_MEAN
@@ -432,9 +435,7 @@ def _draw_reward(a: Analysis) -> DrawResult:
         _style(ax, "Reward per step", "reward")
     if comps:
         ax = axes[-1]
-        for i, col in enumerate(comps):
-            cxy = _series(m, col)
-            assert cxy is not None
+        for i, (col, cxy) in enumerate(comps.items()):
             name = (
                 col[len("gen_reward/") : -len("_mean")]
                 if col.startswith("gen_reward/")
@@ -456,22 +457,25 @@ def _draw_reward(a: Analysis) -> DrawResult:
     return fig, tuple(used), kinds
 
 
-def _one_panel(a: Analysis, column: str, missing: str) -> tuple[Any, Axes, Any] | str:
-    """(figure, its one axes, the column's series), or ``missing`` when the column has no value."""
-    xy = _series(a.metrics, column)
-    if xy is None:
-        return missing
-    fig, axes = _figure(1)
-    return fig, axes[0], xy
+def _one_panel(
+    a: Analysis, columns: Sequence[str], color: str, missing: str
+) -> tuple[Any, Axes, str, Any] | str:
+    """The first of ``columns`` with a value, drawn as a line on a one-panel figure:
+    (figure, its axes, the column, its series); or ``missing`` when none has a value."""
+    for column in columns:
+        xy = _series(a.metrics, column)
+        if xy is not None:
+            fig, axes = _figure(1)
+            _line(axes[0], xy, column, color)
+            return fig, axes[0], column, xy
+    return missing
 
 
 def _draw_kl(a: Analysis) -> DrawResult:
-    made = _one_panel(a, C.KL, "no kl column (TRL logs none when beta = 0)")
+    made = _one_panel(a, (C.KL,), "#6a1b9a", "no kl column (TRL logs none when beta = 0)")
     if isinstance(made, str):
         return made
-    fig, ax, xy = made
-    axes = [ax]
-    _line(ax, xy, C.KL, "#6a1b9a")
+    fig, ax, _, xy = made
     top = float(xy[1].max())
     hidden = []
     limits = kl_thresholds(a)
@@ -502,58 +506,52 @@ def _draw_kl(a: Analysis) -> DrawResult:
     _style(
         ax, "KL divergence to the reference policy", f"KL (nats{f' per {unit}' if unit else ''})"
     )
-    kinds = _mark_alerts(axes, _alerts_for(a, "kl"))
+    kinds = _mark_alerts([ax], _alerts_for(a, "kl"))
     _legend(ax)
     return fig, (C.KL,), kinds
 
 
 def _draw_length(a: Analysis) -> DrawResult:
-    m = a.metrics
-    length = next(
-        (c for c in (C.COMPLETION_LENGTH, C.GEN_LEN_TOKENS) if _series(m, c) is not None), None
+    made = _one_panel(
+        a,
+        (C.COMPLETION_LENGTH, C.GEN_LEN_TOKENS),
+        PALETTE[0],
+        "no completion_length or gen_length_tokens_mean column",
     )
-    if length is None:
-        return "no completion_length or gen_length_tokens_mean column"
-    fig, axes = _figure(1)
-    ax = axes[0]
-    xy = _series(m, length)
-    assert xy is not None
-    _line(ax, xy, length, PALETTE[0])
+    if isinstance(made, str):
+        return made
+    fig, ax, length, _ = made
     used = [length]
     # Shares on a second axis: accuracy (is the extra length buying anything?) and the share cut
     # at the length limit (truncation).
-    shares = [c for c in (C.GEN_ACCURACY, C.CLIPPED_RATIO) if _series(m, c) is not None]
+    shares = _present(a.metrics, (C.GEN_ACCURACY, C.CLIPPED_RATIO))
     twins = []
     if shares:
         tw = ax.twinx()
-        for col, color in zip(shares, (PALETTE[1], PALETTE[3]), strict=False):
-            sxy = _series(m, col)
-            assert sxy is not None
+        for (col, sxy), color in zip(shares.items(), (PALETTE[1], PALETTE[3]), strict=False):
             _line(tw, sxy, col, color, linestyle="-" if col == C.GEN_ACCURACY else "--")
         tw.set_ylabel("share of completions")
         tw.set_ylim(-0.02, 1.02)
         tw.spines["top"].set_visible(False)
         twins.append(tw)
-        used += shares
+        used += list(shares)
     title = "Completion length" + (" and accuracy" if C.GEN_ACCURACY in shares else "")
     if C.CLIPPED_RATIO in shares:
         title += (", " if C.GEN_ACCURACY in shares else " and ") + "truncation"
     _style(ax, title, "tokens per completion")
-    kinds = _mark_alerts(axes, _alerts_for(a, "length"))
+    kinds = _mark_alerts([ax], _alerts_for(a, "length"))
     _legend(ax, twins)
     return fig, tuple(used), kinds
 
 
 def _draw_entropy(a: Analysis) -> DrawResult:
-    made = _one_panel(a, C.ENTROPY, "no entropy column")
+    made = _one_panel(a, (C.ENTROPY,), PALETTE[2], "no entropy column")
     if isinstance(made, str):
         return made
-    fig, ax, xy = made
-    axes = [ax]
-    _line(axes[0], xy, C.ENTROPY, PALETTE[2])
-    _style(axes[0], "Policy entropy", "entropy (nats per token)")
-    kinds = _mark_alerts(axes, _alerts_for(a, "entropy"))
-    _legend(axes[0])
+    fig, ax, _, _ = made
+    _style(ax, "Policy entropy", "entropy (nats per token)")
+    kinds = _mark_alerts([ax], _alerts_for(a, "entropy"))
+    _legend(ax)
     return fig, (C.ENTROPY,), kinds
 
 
@@ -576,17 +574,15 @@ QUALITY_DRIFT = (
 
 def _draw_quality(a: Analysis) -> DrawResult:
     m = a.metrics
-    shares = [c for c in QUALITY_SHARES if _series(m, c) is not None]
-    drift = [c for c in QUALITY_DRIFT if _series(m, c) is not None]
+    shares = _present(m, QUALITY_SHARES)
+    drift = _present(m, QUALITY_DRIFT)
     if not shares and not drift:
         return "no accuracy, format, diversity or drift column"
     fig, axes = _figure(int(bool(shares)) + int(bool(drift)))
     i = 0
     if shares:
         ax = axes[i]
-        for j, col in enumerate(shares):
-            xy = _series(m, col)
-            assert xy is not None
+        for j, (col, xy) in enumerate(shares.items()):
             _line(
                 ax,
                 xy,
@@ -599,15 +595,13 @@ def _draw_quality(a: Analysis) -> DrawResult:
         i += 1
     if drift:
         ax = axes[i]
-        for j, col in enumerate(drift):
-            xy = _series(m, col)
-            assert xy is not None
+        for j, (col, xy) in enumerate(drift.items()):
             _line(ax, xy, col, PALETTE[(j + 3) % len(PALETTE)])
         _style(ax, "Drift, similarity and repetition", "cosine distance / similarity / share")
     kinds = _mark_alerts(axes, _alerts_for(a, "quality"))
     for ax in axes:
         _legend(ax)
-    return fig, tuple(shares + drift), kinds
+    return fig, (*shares, *drift), kinds
 
 
 MECHANICS = (
@@ -638,16 +632,14 @@ def _draw_mechanics(a: Analysis) -> DrawResult:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    cols = [c for c in MECHANICS if _series(a.metrics, c) is not None]
+    cols = _present(a.metrics, MECHANICS)
     if not cols:
         return "no clip fraction, advantage, grad norm, learning rate or zero-spread column"
     ncols = min(3, len(cols))
     nrows = math.ceil(len(cols) / ncols)
     fig, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.0 * nrows), squeeze=False)
     axes = [ax for row in grid for ax in row]
-    for i, col in enumerate(cols):
-        xy = _series(a.metrics, col)
-        assert xy is not None
+    for i, (col, xy) in enumerate(cols.items()):
         ax = axes[i]
         _line(ax, xy, col, PALETTE[i % len(PALETTE)])
         _style(ax, label(col).capitalize(), _MECH_UNITS.get(col, col))

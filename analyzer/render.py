@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from analyzer import __version__
 from analyzer import columns as C
 from analyzer.errors import ConfigError
+from analyzer.plots import config_get, label  # stdlib + columns at import: no matplotlib
+from analyzer.report_data import analysis_to_dict, finite_or_none
 
 if TYPE_CHECKING:
     import jinja2
@@ -220,14 +222,8 @@ def template_source(env: jinja2.Environment, name: str) -> str:
     return source
 
 
-def _config_get(config: Mapping[str, Any], dotted: str) -> Any:
-    from analyzer.plots import config_get
-
-    return config_get(config, dotted)
-
-
 def resolve_template_dir(analysis: Analysis, template_dir: str | Path | None = None) -> str | None:
-    chosen = template_dir or _config_get(analysis.config or {}, "report.template_dir")
+    chosen = template_dir or config_get(analysis.config or {}, "report.template_dir")
     # Absolute, so the cached environment does not depend on a later working directory.
     return str(Path(str(chosen)).expanduser().absolute()) if chosen else None
 
@@ -235,13 +231,11 @@ def resolve_template_dir(analysis: Analysis, template_dir: str | Path | None = N
 def default_output_dir(analysis: Analysis) -> Path:
     """The pipeline's ``output_dir`` when it recorded one, else ``RUN/logscan/`` (next to the run
     file when RUN is a file)."""
-    chosen = getattr(analysis, "output_dir", None) or _config_get(
-        analysis.config or {}, "output_dir"
-    )
-    if chosen:
-        return Path(chosen)
-    run = Path(analysis.run.path)
-    return (run if run.is_dir() else run.parent) / "logscan"
+    from analyzer.pipeline import AnalyzeOptions, output_dir_for
+
+    if analysis.output_dir:
+        return Path(analysis.output_dir)
+    return output_dir_for(Path(analysis.run.path), AnalyzeOptions())
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,8 +327,6 @@ def _trend(summary: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _metric_row(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
-    from analyzer.plots import label
-
     arrow, change = _trend(s)
     return {
         "name": name,
@@ -489,18 +481,17 @@ def _diffs_view(analysis: Analysis, limit: int) -> list[dict[str, Any]]:
 
 
 def completions_table(
-    analysis: Analysis, alerts: Sequence[Alert] | None = None, *, limit: int = TABLE_ROW_LIMIT
+    analysis: Analysis, *, limit: int = TABLE_ROW_LIMIT
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of the HTML completions table, sampled to ``limit``: every alert's evidence samples,
     the diffed samples, then a stratified sample per (step, split). Returns (rows, info)."""
     import polars as pl
 
     gens = analysis.run.generations
-    alerts = analysis.alerts if alerts is None else alerts
     if gens is None or gens.height == 0:
         return [], {"total": 0, "shown": 0, "sampled": False}
     linked: dict[int, list[str]] = {}
-    for a in alerts:
+    for a in analysis.alerts:
         for sid in _sample_ids(a):
             kinds = linked.setdefault(sid, [])
             if a.kind not in kinds:
@@ -572,8 +563,8 @@ def completions_table(
                 "cut": len(r.get(C.OUTPUT) or "") > TABLE_TEXT_LIMIT,
                 "ans": r.get(C.ANSWER),
                 "gt": r.get(C.GROUND_TRUTH),
-                "r": _num(r.get(C.TOTAL_REWARD)),
-                "rw": {c[len(C.REWARD_PREFIX) :]: _num(r.get(c)) for c in reward_cols},
+                "r": finite_or_none(r.get(C.TOTAL_REWARD)),
+                "rw": {c[len(C.REWARD_PREFIX) :]: finite_or_none(r.get(c)) for c in reward_cols},
                 "al": linked.get(sid, []),
             }
         )
@@ -586,12 +577,6 @@ def completions_table(
         "alert_linked": sum(1 for r in rows if r["al"]),
     }
     return rows, info
-
-
-def _num(value: Any) -> float | None:
-    from analyzer.report_data import finite_or_none
-
-    return finite_or_none(value)
 
 
 def _data_uri(data: bytes, mime: str) -> str:
@@ -614,11 +599,13 @@ def report_context(
     image_src: Callable[[Plot], str] | None = None,
     generated_at: str | None = None,
     diffs: int = MD_DIFFS,
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything report.md.j2 / report.html.j2 render. Pure data, no markup."""
-    from analyzer.report_data import analysis_to_dict
-
-    data = analysis_to_dict(analysis, generated_at=generated_at)
+    """Everything report.md.j2 / report.html.j2 render. Pure data, no markup. ``data`` is
+    ``analysis_to_dict(analysis)`` when the caller already has it (``write_reports`` renders two
+    reports from one)."""
+    if data is None:
+        data = analysis_to_dict(analysis, generated_at=generated_at)
     summary = data["metrics"]
     alerts = _alerts_view(analysis)
     key_names = _expand(KEY_METRICS, summary.keys())
@@ -673,7 +660,7 @@ def report_context(
         "timings": data["timings"],
         "total_seconds": data["timings"].get("total")
         or sum(v for v in data["timings"].values() if isinstance(v, int | float)),
-        "notes": [str(n) for n in getattr(analysis, "notes", None) or []],
+        "notes": [str(n) for n in analysis.notes],
         "version": __version__,
         "generated_at": data["generated_at"],
     }
@@ -691,11 +678,17 @@ def render_markdown(
     inline_images: bool = False,
     template_dir: str | Path | None = None,
     generated_at: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> str:
     env = environment(resolve_template_dir(analysis, template_dir))
     src = (lambda p: _data_uri(p.png, "image/png")) if inline_images else None
     ctx = report_context(
-        analysis, plots=plots, skipped_plots=skipped_plots, image_src=src, generated_at=generated_at
+        analysis,
+        plots=plots,
+        skipped_plots=skipped_plots,
+        image_src=src,
+        generated_at=generated_at,
+        data=data,
     )
     return env.get_template(MD_TEMPLATE).render(**ctx)
 
@@ -708,6 +701,7 @@ def render_html(
     template_dir: str | Path | None = None,
     generated_at: str | None = None,
     table_limit: int = TABLE_ROW_LIMIT,
+    data: dict[str, Any] | None = None,
 ) -> str:
     """The self-contained page: plots as data URIs, table data as escaped JSON, CSP by hash."""
     from markupsafe import Markup
@@ -720,6 +714,7 @@ def render_html(
         image_src=lambda p: _data_uri(p.png, "image/png"),
         generated_at=generated_at,
         diffs=HTML_DIFFS,
+        data=data,
     )
     rows, info = completions_table(analysis, limit=table_limit)
     script = template_source(env, HTML_SCRIPT)
@@ -746,8 +741,9 @@ def _xml_text(value: Any) -> str:
 
 
 def fail_threshold(analysis: Analysis, fail_on: str | None = None) -> str:
-    chosen = fail_on or _config_get(analysis.config or {}, "fail_on") or "critical"
-    return str(chosen)
+    from analyzer.pipeline import DEFAULT_FAIL_ON
+
+    return str(fail_on or (analysis.config or {}).get("fail_on") or DEFAULT_FAIL_ON)
 
 
 def render_junit(analysis: Analysis, *, fail_on: str | None = None) -> str:
@@ -850,9 +846,10 @@ def write_reports(
     skipped: list[SkippedPlot] = []
     if plots:
         rendered, skipped = render_plots(
-            analysis, svg=svg or bool(_config_get(analysis.config or {}, "report.svg"))
+            analysis, svg=svg or bool(config_get(analysis.config or {}, "report.svg"))
         )
         written += write_plots(rendered, out_dir / "plots")
+    data = analysis_to_dict(analysis)  # once for both reports
     md_path = out_dir / "report.md"
     md_path.write_text(
         render_markdown(
@@ -861,6 +858,7 @@ def write_reports(
             skipped_plots=skipped,
             inline_images=md_inline_images,
             template_dir=template_dir,
+            data=data,
         ),
         encoding="utf-8",
     )
@@ -868,7 +866,13 @@ def write_reports(
     if html:
         html_path = out_dir / "report.html"
         html_path.write_text(
-            render_html(analysis, plots=rendered, skipped_plots=skipped, template_dir=template_dir),
+            render_html(
+                analysis,
+                plots=rendered,
+                skipped_plots=skipped,
+                template_dir=template_dir,
+                data=data,
+            ),
             encoding="utf-8",
         )
         written.append(html_path)

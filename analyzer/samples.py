@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
-from analyzer.drift import compare_texts
+from analyzer.drift import compare_texts, evenly_spaced
 from analyzer.errors import InputError
 
 if TYPE_CHECKING:
@@ -88,8 +88,7 @@ def _pick_steps(steps: list[int], limit: int) -> list[int]:
         return steps
     if limit == 1:
         return [steps[-1]]
-    idx = sorted({round(i * (len(steps) - 1) / (limit - 1)) for i in range(limit)})
-    return [steps[i] for i in idx]
+    return [steps[i] for i in evenly_spaced(len(steps), limit)]
 
 
 def format_samples(
@@ -135,7 +134,6 @@ def format_samples(
             raise InputError(
                 f"no prompt contains {prompt!r}; some valid ids: {_some_ids(df)} (use --question-id ID)"
             )
-    if question_id is None:
         # several prompts may contain the substring: show the one logged at the most steps
         by_prompt = (
             chosen.group_by(["_qid", "_q"])

@@ -10,7 +10,6 @@ polls) the first time an alert at or above that severity fires.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from analyzer import columns as C
 from analyzer.errors import InputError
 from analyzer.model import Analysis
+from analyzer.report_data import finite_or_none
 
 WATCHED: tuple[str, ...] = (
     C.REWARD,
@@ -37,7 +37,7 @@ FINISHED_STATUSES = ("finished", "crashed")
 def snapshot(path: Path) -> Analysis:
     from analyzer.pipeline import AnalyzeOptions, analyze
 
-    return analyze(path, AnalyzeOptions(no_embeddings=True, write_outputs=False, write_reports=False, drift=False))
+    return analyze(path, AnalyzeOptions(write_outputs=False, drift=False))
 
 
 def snapshot_text(analysis: Analysis) -> str:
@@ -50,7 +50,7 @@ def snapshot_text(analysis: Analysis) -> str:
     for key in WATCHED:
         if key not in m.columns:
             continue
-        pairs = [(s, v) for s, v in zip(m.get_column(C.STEP).to_list(), m.get_column(key).to_list(), strict=True) if _finite(v)]
+        pairs = [(s, v) for s, v in zip(m.get_column(C.STEP).to_list(), m.get_column(key).to_list(), strict=True) if finite_or_none(v) is not None]
         if pairs:
             step, value = pairs[-1]
             lines.append(f"  {key:24s} {value:>12.4g}  (step {step})")
@@ -114,7 +114,3 @@ def request_stop(path: Path, alert: Any) -> str:
     reason = f"logscan watch: {alert.severity.value} {alert.kind}{at}: {alert.message}"
     _request_stop(run_dir, reason)
     return f"requested stop: wrote {run_dir / 'STOP'} ({reason})"
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and math.isfinite(v)

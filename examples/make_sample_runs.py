@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from trainer_hooks import RunLogger  # noqa: E402
+from trainer_hooks import RunLogger, extract_tag  # noqa: E402
 
 SEED = 20251121
 STEPS = 60
@@ -82,9 +82,12 @@ def format_reward(output: str) -> float:
     return 0.5 if -1 < r0 < r1 < a0 < a1 else 0.0
 
 
-def extract_answer(output: str) -> str | None:
-    a0, a1 = output.find("<answer>"), output.find("</answer>")
-    return output[a0 + len("<answer>") : a1].strip() if -1 < a0 < a1 else None
+def score(output: str, truth: str) -> dict[str, float]:
+    """The two reward functions' values for one completion."""
+    return {
+        "correctness": lenient_correctness(extract_tag(output, "answer"), truth),
+        "format": format_reward(output),
+    }
 
 
 class Policy:
@@ -178,11 +181,7 @@ def write_run(out: Path, *, hacks: bool, seed: int) -> None:
                 group = []
                 for _ in range(GROUP_SIZE):
                     output = policy.solve(q, step)
-                    answer = extract_answer(output)
-                    rewards = {
-                        "correctness": lenient_correctness(answer, str(q.answer)),
-                        "format": format_reward(output),
-                    }
+                    rewards = score(output, str(q.answer))
                     logger.log_generation(
                         step=step,
                         question=q.text,
@@ -224,11 +223,7 @@ def write_run(out: Path, *, hacks: bool, seed: int) -> None:
                 for q in evals:
                     for _ in range(2):
                         output = policy.solve(q, step)
-                        answer = extract_answer(output)
-                        rewards = {
-                            "correctness": lenient_correctness(answer, str(q.answer)),
-                            "format": format_reward(output),
-                        }
+                        rewards = score(output, str(q.answer))
                         eval_totals.append(sum(rewards.values()))
                         logger.log_generation(
                             step=step, question=q.text, model_output=output, rewards=rewards,
@@ -236,10 +231,8 @@ def write_run(out: Path, *, hacks: bool, seed: int) -> None:
                         )
                 for qid, text, truth in PROBES:
                     output = policy.probe(truth, step)
-                    answer = extract_answer(output)
                     logger.log_generation(
-                        step=step, question=text, model_output=output,
-                        rewards={"correctness": lenient_correctness(answer, truth), "format": format_reward(output)},
+                        step=step, question=text, model_output=output, rewards=score(output, truth),
                         ground_truth_answer=truth, question_id=qid, split="probe",
                     )
                 logger.log_metrics(step, {"reward": statistics.fmean(eval_totals)}, split="eval")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from analyzer.model import DriftResult, IngestIssue, IngestReport, RunData
+from analyzer.model import DriftResult, IngestIssue, IngestReport, RunData, Severity
 
 # kind -> (needs completions?, minimum expected severity)
 KINDS: dict[str, tuple[bool, str]] = {
@@ -389,22 +389,9 @@ def _generations(
     return frame, reward_mean, frac_zero, clipped
 
 
-def healthy_grid(
-    seeds: tuple[int, ...] = (0, 1, 2), noises: tuple[float, ...] = (0.5, 1.0, 2.0)
-) -> list[Scenario]:
-    """Healthy controls: every seed × noise level, with completions and scalar-only."""
-    out = []
-    for s in seeds:
-        for nz in noises:
-            out.append(make_scenario(None, seed=s, noise=nz, with_generations=True))
-            out.append(
-                make_scenario(None, seed=s, noise=nz, with_generations=False, ppo=s % 2 == 1)
-            )
-    return out
-
-
 def severity_rank(name: str) -> int:
-    return {"none": -1, "info": 0, "warning": 1, "critical": 2}[name]
+    """``Severity.rank`` of a severity name; -1 for "none" (a healthy scenario expects no alert)."""
+    return -1 if name == "none" else Severity(name).rank
 
 
 def delay_tolerance(n_steps: int) -> int:

@@ -7,8 +7,11 @@ payloads on purpose.
 
 from __future__ import annotations
 
+import csv
 import difflib
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -40,6 +43,35 @@ STEPS = 60
 PROMPTS = 3
 PER_PROMPT = 4
 REWARDS = ("correctness", "format")
+
+
+SEED_CSV_COLUMNS = (
+    "timestamp",
+    "global_step",
+    "question_id",
+    "question",
+    "ground_truth_answer",
+    "model_output",
+    "reasoning",
+    "model_answer",
+    "total_reward",
+    "correctness_reward",
+)
+
+
+def write_seed_csv(path: Path, *, steps: int, per_prompt: int, reasoning: Callable[[int], str]) -> None:
+    """A small seed-schema ``generations.csv`` (two prompts, ``per_prompt`` completions each per
+    step) for the tests that go through ingest; ``reasoning(step)`` is the reasoning text, so a test
+    can plant a payload. Completion ``k`` answers ``prompt + k % 2`` and is rewarded ``k % 2``."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(SEED_CSV_COLUMNS)
+        for step in range(steps):
+            for p in range(2):
+                for k in range(per_prompt):
+                    answer = str(p + k % 2)
+                    out = f"<reasoning>{reasoning(step)}</reasoning><answer>{answer}</answer>"
+                    w.writerow([1.7e9 + step, step, f"q{p}", f"{p}+1?", str(p + 1), out, "", answer, k % 2, k % 2])
 
 
 def _output(step: int, prompt: int, k: int) -> str:

@@ -295,3 +295,17 @@ def test_sample_onset_is_where_its_readme_says(hacked, runs, tmp_path):
     assert first_exploit(out / "generations.parquet") == HACK_ONSET
     invoke("analyze", runs["healthy-grpo"], "-o", tmp_path, "--fail-on", "never", *FAST)
     assert first_exploit(tmp_path / "generations.parquet") is None
+
+
+def test_html_report_analyzes_afresh_and_refreshes_the_data_files(tmp_path):
+    # docs/cli.md: the page comes from a fresh analysis; the data files in RUN/logscan/ match it.
+    run = Path(shutil.copytree(SAMPLES / "healthy-grpo", tmp_path / "healthy-grpo"))
+    page = tmp_path / "page" / "report.html"
+    result = invoke("html-report", run, "--no-embeddings", "--set", "general.min_steps=100000", "-o", page)
+    assert result.exit_code == 0, result.output
+    assert page.is_file() and result.output.strip() == f"Wrote {page}"
+    data = json.loads((run / "logscan" / "analysis.json").read_text(encoding="utf-8"))
+    assert data["verdict"] == "too_short"  # this call's --set, not an earlier analysis
+    assert data["config"]["general"]["min_steps"] == 100000
+    assert (run / "logscan" / "metrics.parquet").is_file()
+    assert not (run / "logscan" / "report.md").exists()

@@ -24,14 +24,6 @@ def test_rolling_median_trailing_and_short_prefix():
     assert stats.rolling_median(np.array([]), 5).size == 0
 
 
-def test_rolling_mad_matches_mad_of_each_window():
-    rng = np.random.default_rng(5)
-    y = rng.normal(0, 1, 60)
-    out = stats.rolling_mad(y, 10)
-    for i in (0, 5, 9, 30, 59):
-        assert out[i] == pytest.approx(stats.mad(y[max(0, i - 9) : i + 1]))
-
-
 def test_theil_sen_recovers_slope_despite_outliers():
     x = np.arange(100, dtype=float)
     y = 3.0 * x + 7.0

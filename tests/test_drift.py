@@ -243,12 +243,12 @@ def test_tiny_budget_spreads_over_steps() -> None:
 
 
 def test_max_embed_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("analyzer.drift._gpu_present", lambda: False)
+    monkeypatch.setattr("analyzer.embeddings.nvidia_visible", lambda: False)
     assert effective_max_embed(DriftOptions()) == DEFAULT_MAX_EMBED
     assert effective_max_embed(DriftOptions(device="cuda:0")) == 0
     assert effective_max_embed(DriftOptions(max_embed=0)) == 0
     assert effective_max_embed(DriftOptions(max_embed=123, device="cuda")) == 123
-    monkeypatch.setattr("analyzer.drift._gpu_present", lambda: True)
+    monkeypatch.setattr("analyzer.embeddings.nvidia_visible", lambda: True)
     assert effective_max_embed(DriftOptions()) == 0
 
 

@@ -175,6 +175,24 @@ def test_cache_embeds_only_new_texts(model_dir: Path, tmp_path: Path) -> None:
     assert enc3.cache is not None and enc3.cache.count() == 70
 
 
+def test_interrupted_encode_keeps_finished_chunks(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(E, "CHUNK", 10)
+    enc, fake = counting_encoder(model_dir, tmp_path / "cache")
+    calls = 0
+
+    def fail_on_third_chunk(texts, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return CountingModel.encode(fake, texts, **kwargs)
+
+    monkeypatch.setattr(fake, "encode", fail_on_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        enc.encode([f"completion number {i}" for i in range(50)])
+    assert enc.cache is not None and enc.cache.count() == 20
+
+
 def test_cache_is_keyed_by_model(model_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other-model"
     other.mkdir()

@@ -46,17 +46,13 @@ def _check_jsonl(path: Path) -> list[dict]:
     parts = data.split(b"\n")
     complete, tail = parts[:-1], parts[-1]
     records = [json.loads(p) for p in complete]  # every complete line must parse
-    if (
-        tail
-    ):  # the one allowed torn last line: it must be a prefix of a record, never a complete one
+    # the one allowed torn last line: a prefix of a record, or (killed right before the newline)
+    # a whole record
+    if tail:
         try:
-            json.loads(tail)
+            records.append(json.loads(tail))
         except ValueError:
             pass
-        else:
-            records.append(
-                json.loads(tail)
-            )  # killed right before the newline: still a whole record
     return records
 
 

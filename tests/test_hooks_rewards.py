@@ -292,3 +292,19 @@ def test_reward_models_pass_through(tmp_path: Path) -> None:
     with RunLogger(tmp_path) as lg:
         out = wrap_reward_functions(["org/reward-model", rm, correctness], lg)
     assert out[0] == "org/reward-model" and out[1] is rm and out[2].__name__ == "correctness"
+
+
+def test_own_tags_win_over_the_loggers(tmp_path: Path) -> None:
+    # the wrapper's tags decide, also when a completion lacks them (no fallback to the logger's)
+    with RunLogger(tmp_path) as lg:
+        (f,) = wrap_reward_functions([length_or_none], lg, tags=("think", "ans"))
+        f(
+            prompts=["p", "p"],
+            completions=[
+                "<reasoning>r</reasoning><answer>5</answer>",
+                "<think>t</think><ans>6</ans>",
+            ],
+        )
+    gens = read_gens(tmp_path)
+    assert [(g[schema.G_REASONING], g[schema.G_ANSWER]) for g in gens] == [(None, None), ("t", "6")]
+    assert gens[0][schema.G_QUESTION_ID] == question_id_for("p")

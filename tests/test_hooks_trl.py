@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from trainer_hooks import request_stop, schema
+from trainer_hooks import question_id_for, request_stop, schema
 
 pytestmark = pytest.mark.slow
 
@@ -68,19 +68,13 @@ def test_every_completion_logged_with_both_rewards(tiny_run: Path) -> None:
         question, truth = g[schema.G_QUESTION], g[schema.G_GROUND_TRUTH]
         a, b = question.removeprefix("What is ").removesuffix("? ").split("+")
         assert truth == str(int(a) + int(b))
-        assert g[schema.G_QUESTION_ID] == _question_id(question, truth)
+        assert g[schema.G_QUESTION_ID] == question_id_for(question, truth)
         assert 0 < g[schema.G_EXTRA]["completion_tokens"] <= 12
     # GRPO groups: consecutive pairs share the prompt and the group id, groups differ within a batch
     for batch in (train[:4], train[4:], evals[:4], evals[4:]):
         ids = [g[schema.G_GROUP_ID] for g in batch]
         assert ids[0] == ids[1] != ids[2] == ids[3]
         assert batch[0][schema.G_QUESTION] == batch[1][schema.G_QUESTION]
-
-
-def _question_id(question: str, truth: str) -> str:
-    from trainer_hooks import question_id_for
-
-    return question_id_for(question, truth)
 
 
 def test_logged_completions_match_trl_own_metrics(tiny_run: Path) -> None:

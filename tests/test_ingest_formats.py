@@ -237,6 +237,25 @@ def test_seed_csv_extra_rewards_column(tmp_path: Path) -> None:
     assert "extra_rewards" not in g.columns
 
 
+def test_seed_csv_folder_of_ranks_and_parts(tmp_path: Path) -> None:
+    # Files of one folder are separate sequences (rank and part from the name), not one
+    # interleaved sequence whose steps "go back" (spurious resumes, dropped completions).
+    header = "timestamp,global_step,question_id,question,ground_truth_answer,model_output,reasoning,model_answer,total_reward\n"
+
+    def write(name: str, steps: list[int]) -> None:
+        (tmp_path / name).write_text(header + "".join(f"1.0,{s},q,Q,1,out,,1,1.0\n" for s in steps))
+
+    write("generations.rank0.csv", [1, 1, 2, 2])
+    write("generations.rank1.csv", [1, 1, 2, 2])
+    write("generations.rank0.part1.csv", [3, 3])
+    run = load_run(tmp_path)
+    g = run.generations
+    assert run.report.source_kind == "seed_csv" and g is not None
+    assert g["step"].to_list() == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3]
+    assert g["rank"].to_list() == [0, 0, 1, 1, 0, 0, 1, 1, 0, 0]
+    assert run.report.resumes == [] and run.report.notes == []
+
+
 def test_missing_path_is_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"nope: no such file or folder$"):
         load_run(tmp_path / "nope")

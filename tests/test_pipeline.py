@@ -118,7 +118,8 @@ def test_analyze_run_writes_outputs(tmp_path):
     assert data["metrics"][C.LOSS]["n"] == 11  # the NaN is not a value
     assert data["verdict"] in ("healthy", "warnings", "critical")
     assert data["config"]["fail_on"] == "critical"
-    assert {"metrics", "detectors", "write", "total"} <= set(data["timings"])
+    assert {"metrics", "detectors", "write", "reports", "total"} <= set(data["timings"])
+    assert data["timings"]["total"] == pytest.approx(analysis.timings["total"])
     assert isinstance(data["alerts"], list)
     for a in data["alerts"]:
         assert set(a) == {"kind", "severity", "step", "message", "evidence"}
@@ -218,3 +219,15 @@ def test_timings_are_recorded(tmp_path):
     analysis = analyze_run(memory_run(), AnalyzeOptions(output_dir=tmp_path, **FAST))
     assert all(isinstance(v, float) and v >= 0 and math.isfinite(v) for v in analysis.timings.values())
     assert analysis.timings["total"] >= analysis.timings["metrics"]
+
+
+def test_analysis_json_is_written_once_and_listed_after_the_frames(tmp_path, monkeypatch):
+    from analyzer import pipeline
+
+    written: list[Path] = []
+    real = pipeline._write_json
+    monkeypatch.setattr(pipeline, "_write_json", lambda a, path: (written.append(path), real(a, path)))
+    analysis = analyze_run(memory_run(), AnalyzeOptions(output_dir=tmp_path, **FAST))
+    assert written == [tmp_path / "analysis.json"]
+    names = [Path(p).name for p in analysis.outputs]
+    assert names[:3] == ["metrics.parquet", "generations.parquet", "analysis.json"]

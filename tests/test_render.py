@@ -612,31 +612,10 @@ def test_md_fence_property_round_trips():
 def test_pipeline_output_validates_and_reports_are_written(tmp_path):
     jsonschema = pytest.importorskip("jsonschema")
     pipeline = pytest.importorskip("analyzer.pipeline")
-    import csv
-
     run = tmp_path / "generations.csv"
-    with run.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["timestamp", "global_step", "question_id", "question", "ground_truth_answer", "model_output",
-                    "reasoning", "model_answer", "total_reward", "correctness_reward"])  # fmt: skip
-        for step in range(10):
-            for p in range(2):
-                for k in range(3):
-                    out = f"<reasoning>s{step} | `x` <script>alert(1)</script></reasoning><answer>{p + k % 2}</answer>"
-                    w.writerow(
-                        [
-                            1.7e9 + step,
-                            step,
-                            f"q{p}",
-                            f"{p}+1?",
-                            str(p + 1),
-                            out,
-                            "",
-                            str(p + k % 2),
-                            k % 2,
-                            k % 2,
-                        ]
-                    )
+    render_fixture.write_seed_csv(
+        run, steps=10, per_prompt=3, reasoning=lambda step: f"s{step} | `x` <script>alert(1)</script>"
+    )
     out = tmp_path / "out"
     analysis = pipeline.analyze(
         run, pipeline.AnalyzeOptions(output_dir=out, no_embeddings=True, junit=True)

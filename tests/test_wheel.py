@@ -8,7 +8,6 @@ and run with ``PYTHONPATH`` = that target from a scratch directory.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from render_fixture import write_seed_csv
 
 pytestmark = pytest.mark.slow
 
@@ -25,40 +25,11 @@ REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "analyzer", "trainer_hooks", "templates")
 
 
-def _write_csv(path: Path) -> None:
-    cols = [
-        "timestamp",
-        "global_step",
-        "question_id",
-        "question",
-        "ground_truth_answer",
-        "model_output",
-        "reasoning",
-        "model_answer",
-        "total_reward",
-        "correctness_reward",
-    ]
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for step in range(8):
-            for p in range(2):
-                for k in range(2):
-                    out = f"<reasoning>step {step} <script>window.__pwned=1</script></reasoning><answer>{p + k}</answer>"
-                    w.writerow(
-                        [
-                            1.7e9 + step,
-                            step,
-                            f"q{p}",
-                            f"{p} + 1?",
-                            str(p + 1),
-                            out,
-                            "",
-                            str(p + k),
-                            float(k),
-                            float(k),
-                        ]
-                    )
+def _pip(*args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--quiet"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -72,24 +43,7 @@ def wheel(tmp_path_factory) -> Path:
         elif p.exists():
             shutil.copy2(p, src / name)
     dist = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--quiet",
-            "-w",
-            str(dist),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src))
     wheels = list(dist.glob("logscan-*.whl"))
     assert len(wheels) == 1
     return wheels[0]
@@ -115,26 +69,15 @@ def test_wheel_contains_templates_and_schema(wheel):
 
 def test_html_report_from_a_non_editable_install(wheel, tmp_path):
     site = tmp_path / "site"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--quiet",
-            "--target",
-            str(site),
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _pip("install", "--no-deps", "--target", str(site), str(wheel))
     work = tmp_path / "work"
     work.mkdir()
-    _write_csv(work / "generations.csv")
+    write_seed_csv(
+        work / "generations.csv",
+        steps=8,
+        per_prompt=2,
+        reasoning=lambda step: f"step {step} <script>window.__pwned=1</script>",
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONPATH"] = str(site)
     env["MPLBACKEND"] = "Agg"

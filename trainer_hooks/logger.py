@@ -84,15 +84,30 @@ class TrainingEvent:
     rank: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            schema.E_TIME: self.time,
-            schema.E_STEP: self.step,
-            schema.E_PHASE: self.phase.value,
-            schema.E_SPLIT: self.split,
-            schema.E_METRICS: dict(self.metrics),
-            schema.E_META: dict(self.meta),
-            schema.E_RANK: self.rank,
-        }
+        return _event_dict(
+            self.time, self.step, self.phase, self.split, self.metrics, self.meta, self.rank
+        )
+
+
+def _event_dict(
+    ts: float,
+    step: int | None,
+    phase: TrainingPhase | str,
+    split: str,
+    metrics: Mapping[str, Any] | None,
+    meta: Mapping[str, Any] | None,
+    rank: int,
+) -> dict[str, Any]:
+    """The ``events.jsonl`` record (``TrainingEvent.to_dict`` and the writer thread both use it)."""
+    return {
+        schema.E_TIME: ts,
+        schema.E_STEP: step,
+        schema.E_PHASE: phase.value if isinstance(phase, enum.Enum) else str(phase),
+        schema.E_SPLIT: split,
+        schema.E_METRICS: dict(metrics) if metrics else {},
+        schema.E_META: dict(meta) if meta else {},
+        schema.E_RANK: rank,
+    }
 
 
 # --- sinks: where the writer thread's bytes go (the seam tests use to inject a slow disk) -------
@@ -180,14 +195,17 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+def _nonfinite(f: float) -> str:
+    """The NONFINITE string of a NaN/±inf float."""
+    return schema.NAN if math.isnan(f) else (schema.POS_INF if f > 0 else schema.NEG_INF)
+
+
 def _sanitize(obj: Any, depth: int = 0) -> Any:
     """The slow path: non-finite floats → NONFINITE strings, odd keys → str, unknown objects → JSON."""
     if depth > 100:
         return str(obj)
     if isinstance(obj, float):
-        if math.isfinite(obj):
-            return obj
-        return schema.NAN if math.isnan(obj) else (schema.POS_INF if obj > 0 else schema.NEG_INF)
+        return obj if math.isfinite(obj) else _nonfinite(obj)
     if obj is None or isinstance(obj, str | int):
         return obj.value if isinstance(obj, enum.Enum) else obj
     if isinstance(obj, dict):
@@ -237,9 +255,7 @@ def _num_cell(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        if math.isfinite(v):
-            return repr(v)
-        return schema.NAN if math.isnan(v) else (schema.POS_INF if v > 0 else schema.NEG_INF)
+        return repr(v) if math.isfinite(v) else _nonfinite(v)
     if isinstance(v, int):
         return str(v)
     try:
@@ -283,6 +299,9 @@ _GEN = 0
 _EVENT = 1
 
 
+_UNSET: Any = object()  # "not passed" (None passed means "none")
+
+
 class _FlushMarker:
     __slots__ = ("done", "ok")
 
@@ -290,8 +309,6 @@ class _FlushMarker:
         self.done = threading.Event()
         self.ok = False
 
-
-_EXTRA_PROMOTED = (schema.G_REASONING, schema.G_ANSWER, schema.G_TOTAL_REWARD)
 
 _live_loggers: weakref.WeakSet[RunLogger] = weakref.WeakSet()
 
@@ -324,10 +341,9 @@ class _CsvStream:
         return self.run_dir / schema.generations_part_file(self.rank, self.part, "csv")
 
     def header(self) -> list[str]:
-        names = self.reward_names or []
         return [
             *schema.CSV_BASE_COLUMNS,
-            *(f"{n}{schema.CSV_REWARD_SUFFIX}" for n in names),
+            *(f"{n}{schema.CSV_REWARD_SUFFIX}" for n in self.reward_names or ()),
             *schema.CSV_TAIL_COLUMNS,
             schema.CSV_EXTRA_COLUMN,
         ]
@@ -392,7 +408,8 @@ class RunLogger:
         self._flush_interval = float(flush_interval_s)
         self._drop_when_full = on_full == "drop"
         self._sink_factory: SinkFactory = sink_factory or FileSink
-        self._reasoning_tag, self._answer_tag = (TagExtractor(t) for t in tags)
+        self._tags = (str(tags[0]), str(tags[1]))
+        self._reasoning_tag, self._answer_tag = (TagExtractor(t) for t in self._tags)
 
         self._q: collections.deque[Any] = collections.deque()
         self._wake = threading.Event()
@@ -441,10 +458,11 @@ class RunLogger:
         self._base_counters = _previous_counters(prev.get(schema.M_COUNTERS))
         self.run_id = str(prev.get(schema.M_RUN_ID) or run_id or uuid.uuid4().hex[:12])
         previous_names = [str(n) for n in prev.get(schema.M_REWARD_NAMES) or []]
-        for n in previous_names:
-            if n not in self._reward_name_set and self._csv is None:
-                self._reward_names.append(n)
-                self._reward_name_set.add(n)
+        if self._csv is None:  # a CSV part's header starts from this session's names only
+            for n in previous_names:
+                if n not in self._reward_name_set:
+                    self._reward_names.append(n)
+                    self._reward_name_set.add(n)
         resumes = list(prev.get(schema.M_RESUMES) or [])
         resume_meta: dict[str, Any] | None = None
         if self.resumed:
@@ -497,7 +515,7 @@ class RunLogger:
         split: str = "train",
     ) -> None:
         """Log scalars for ``step`` (keys kept as given: the analyzer maps TRL/verl names)."""
-        self._put((_EVENT, time.time(), step, phase, split, dict(metrics), None))
+        self._put_event(time.time(), step, phase, split, metrics, None)
 
     def log_event(
         self,
@@ -509,29 +527,31 @@ class RunLogger:
         split: str = "train",
     ) -> None:
         """Log a lifecycle event (``TrainingPhase``) with optional metrics and free-form meta."""
+        self._put_event(time.time(), step, phase, split, metrics, meta)
+
+    def emit(self, event: TrainingEvent) -> None:
+        """Log a prepared :class:`TrainingEvent` (its ``rank`` is replaced by this logger's)."""
+        self._put_event(event.time, event.step, event.phase, event.split, event.metrics, event.meta)
+
+    def _put_event(
+        self,
+        ts: float,
+        step: int | None,
+        phase: TrainingPhase | str,
+        split: str,
+        metrics: Mapping[str, Any] | None,
+        meta: Mapping[str, Any] | None,
+    ) -> None:
+        # copied now: the caller may mutate its dicts before the writer thread encodes them
         self._put(
             (
                 _EVENT,
-                time.time(),
+                ts,
                 step,
                 phase,
                 split,
                 dict(metrics) if metrics else None,
                 dict(meta) if meta else None,
-            )
-        )
-
-    def emit(self, event: TrainingEvent) -> None:
-        """Log a prepared :class:`TrainingEvent` (its ``rank`` is replaced by this logger's)."""
-        self._put(
-            (
-                _EVENT,
-                event.time,
-                event.step,
-                event.phase,
-                event.split,
-                dict(event.metrics) or None,
-                dict(event.meta) or None,
             )
         )
 
@@ -550,9 +570,10 @@ class RunLogger:
     ) -> None:
         """Log one completion with each reward function's value.
 
-        ``reasoning``, ``model_answer`` and ``total_reward`` may be passed in ``extra``; when they
-        are not, the writer extracts the tags from ``model_output`` and sums the rewards (NaN
-        ignored, as TRL's ``nansum``). Anything else in ``extra`` is kept under ``extra``.
+        ``reasoning``, ``model_answer`` and ``total_reward`` may be passed in ``extra`` (``None``
+        included: it is kept); when they are not, the writer extracts the tags from
+        ``model_output`` and sums the rewards (NaN ignored, as TRL's ``nansum``). Anything else in
+        ``extra`` is kept under ``extra``.
         """
         self._put(
             (
@@ -703,14 +724,14 @@ class RunLogger:
             self._space.notify_all()
         self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         done = not self._thread.is_alive()
-        if done:
-            # a log_* call that raced close() may have appended after the writer's last drain
-            late = sum(1 for x in list(self._q) if not isinstance(x, _FlushMarker))
-            if late:
-                self._count_dropped(late)
-        else:
-            lost = sum(1 for x in list(self._q) if not isinstance(x, _FlushMarker)) + self._inflight
+        # left in the queue: when the writer finished, a log_* call that raced close() appended
+        # after its last drain; when it timed out, everything it did not get to (+ its batch)
+        lost = sum(1 for x in list(self._q) if not isinstance(x, _FlushMarker))
+        if not done:
+            lost += self._inflight
+        if lost:
             self._count_dropped(lost)
+        if not done:
             self._warn_once(
                 "timeout",
                 f"logscan: close() timed out after {timeout}s; {lost} records not written to {self.run_dir}",
@@ -753,10 +774,13 @@ class RunLogger:
             if stopping and not self._q:
                 break
         self._sync_all()
-        for sink in (self._events_sink, self._gens_sink, self._csv.sink if self._csv else None):
-            if sink is not None:
-                with contextlib.suppress(OSError):
-                    sink.close()
+        for sink in self._open_sinks():
+            with contextlib.suppress(OSError):
+                sink.close()
+
+    def _open_sinks(self) -> list[Sink]:
+        sinks = (self._events_sink, self._gens_sink, self._csv.sink if self._csv else None)
+        return [s for s in sinks if s is not None]
 
     def _drain(self) -> None:
         q = self._q
@@ -819,43 +843,33 @@ class RunLogger:
 
     def _event_line(self, item: tuple[Any, ...]) -> str:
         _, ts, step, phase, split, metrics, meta = item
-        return (
-            encode_json(
-                {
-                    schema.E_TIME: ts,
-                    schema.E_STEP: step,
-                    schema.E_PHASE: phase.value if isinstance(phase, enum.Enum) else str(phase),
-                    schema.E_SPLIT: split,
-                    schema.E_METRICS: metrics or {},
-                    schema.E_META: meta or {},
-                    schema.E_RANK: self.rank,
-                }
-            )
-            + "\n"
-        )
+        return encode_json(_event_dict(ts, step, phase, split, metrics, meta, self.rank)) + "\n"
 
     def _gen_fields(self, item: tuple[Any, ...]) -> tuple[Any, ...]:
         # The writer's hot loop (one call per completion): str.find instead of regexes, a cached
         # question id per prompt (a GRPO group repeats it), a C-level sum in the common case.
         _, ts, step, question, output, rewards, truth, qid, split, group_id, extra = item
+        # passed explicitly (None included: "there is none") wins over deriving
         if extra:
-            reasoning = extra.pop(schema.G_REASONING, None)
-            answer = extra.pop(schema.G_ANSWER, None)
-            total = extra.pop(schema.G_TOTAL_REWARD, None)
+            reasoning = extra.pop(schema.G_REASONING, _UNSET)
+            answer = extra.pop(schema.G_ANSWER, _UNSET)
+            total = extra.pop(schema.G_TOTAL_REWARD, _UNSET)
         else:
-            reasoning = answer = total = None
-        text = output if isinstance(output, str) else _text(output)
-        if reasoning is None:
+            reasoning = answer = total = _UNSET
+        text = _text(output)
+        if reasoning is _UNSET:
             reasoning = self._reasoning_tag(text)
-        if answer is None:
+        if answer is _UNSET:
             answer = self._answer_tag(text)
-        if total is None and rewards:
-            try:
-                total = sum(rewards.values())
-                if total != total:  # NaN somewhere: skip NaNs as TRL's nansum does
+        if total is _UNSET:
+            total = None
+            if rewards:
+                try:
+                    total = sum(rewards.values())
+                    if total != total:  # NaN somewhere: skip NaNs as TRL's nansum does
+                        total = _nan_sum(rewards.values())
+                except TypeError:  # None values
                     total = _nan_sum(rewards.values())
-            except TypeError:  # None values
-                total = _nan_sum(rewards.values())
         if qid is None:
             key = (question, truth)
             cacheable = True
@@ -943,10 +957,7 @@ class RunLogger:
                     except OSError:
                         pass
                     st.sink = None
-                if (
-                    st.header_written
-                    or (self.run_dir / schema.generations_part_file(self.rank, st.part)).exists()
-                ):
+                if st.header_written or st.path.exists():
                     st.part += 1
                 st.header_written = False
             start = end
@@ -1064,9 +1075,7 @@ class RunLogger:
 
     def _sync_all(self) -> bool:
         ok = True
-        for sink in (self._events_sink, self._gens_sink, self._csv.sink if self._csv else None):
-            if sink is None:
-                continue
+        for sink in self._open_sinks():
             try:
                 sink.sync()
             except OSError as exc:
@@ -1097,27 +1106,18 @@ class RunLogger:
         return part
 
     def _write_manifest(self) -> None:
-        with self._manifest_lock:
-            self._write_manifest_locked()
-
-    def _write_manifest_locked(self) -> None:
         path = self._manifest_path
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            data = (
-                json.dumps(_sanitize(self._manifest), ensure_ascii=False, indent=2) + "\n"
-            ).encode("utf-8", "backslashreplace")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            with self._counter_lock:
-                self.write_errors += 1
-            self._warn_once("manifest", f"logscan: cannot write {path}: {exc}")
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        with self._manifest_lock:
+            try:
+                data = json.dumps(_sanitize(self._manifest), ensure_ascii=False, indent=2) + "\n"
+                _write_atomic(path, tmp, data.encode("utf-8", "backslashreplace"))
+            except OSError as exc:
+                with self._counter_lock:
+                    self.write_errors += 1
+                self._warn_once("manifest", f"logscan: cannot write {path}: {exc}")
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     def _warn_once(self, key: str, message: str) -> None:
         if key in self._warned:
@@ -1127,6 +1127,15 @@ class RunLogger:
         # warnings configured as errors (-W error) must not reach training
         with contextlib.suppress(Exception):
             warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+def _write_atomic(path: Path, tmp: Path, data: bytes) -> None:
+    """Write ``data`` to ``tmp``, fsync, and rename it over ``path`` (readers never see half)."""
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _escape_breaks(data: str) -> str:
@@ -1196,9 +1205,7 @@ def read_stop_request(run_dir: str | os.PathLike[str]) -> str | None:
     path = Path(run_dir) / schema.STOP_FILE
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError:
+    except OSError:  # no STOP file (or an unreadable one)
         return None
     return text.strip() or "stop requested"
 
@@ -1213,9 +1220,5 @@ def request_stop(run_dir: str | os.PathLike[str], reason: str = "stop requested"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / schema.STOP_FILE
     tmp = folder / f".{schema.STOP_FILE}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(reason.strip() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_atomic(path, tmp, (reason.strip() + "\n").encode("utf-8"))
     return path

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .logger import TagExtractor, question_id_for
+from .logger import TagExtractor, _nan_sum
 
 if TYPE_CHECKING:
     from .logger import RunLogger
@@ -105,7 +105,7 @@ def _float(v: Any) -> float:
 
 
 class _Batch:
-    __slots__ = ("completion_ids", "completions", "key", "kwargs", "prompts", "values")
+    __slots__ = ("completions", "key", "kwargs", "prompts", "values")
 
     def __init__(
         self, key: tuple[int, ...], prompts: Any, completions: Any, kwargs: dict[str, Any]
@@ -114,7 +114,6 @@ class _Batch:
         # holding the list keeps its id() from being reused while this batch is open
         self.prompts = prompts
         self.completions = completions
-        self.completion_ids = kwargs.get("completion_ids")
         self.kwargs = kwargs
         self.values: dict[str, list[Any]] = {}
 
@@ -136,7 +135,10 @@ class _Collector:
     ) -> None:
         self.names = names
         self.logger = logger
-        self.reasoning_tag, self.answer_tag = (TagExtractor(t) for t in tags)
+        # with the logger's own tags its writer thread extracts them, off the training thread
+        self.extractors = (
+            None if tuple(tags) == logger._tags else (TagExtractor(tags[0]), TagExtractor(tags[1]))
+        )
         self.weights = dict(weights) if weights is not None else None
         self.answer_columns = tuple(answer_columns)
         self.id_columns = tuple(id_columns)
@@ -145,16 +147,13 @@ class _Collector:
         self.lock = threading.Lock()
         self.current: _Batch | None = None
         self.batches = 0
-        self.warned = False
         logger.add_close_hook(self.flush_pending)
 
     def report(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         try:
             self._report(name, args, kwargs, out)
         except Exception as exc:  # logging must never break a reward function
-            if not self.warned:
-                self.warned = True
-                self.logger._warn_once("rewards", f"logscan: could not log reward batch: {exc!r}")
+            self.logger._warn_once("rewards", f"logscan: could not log reward batch: {exc!r}")
 
     def _report(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         prompts = kwargs.get("prompts", args[0] if args else None)
@@ -176,16 +175,13 @@ class _Collector:
                 self.current = None
                 ready.append(b)
             for r in ready:
-                self.batches += 1
-                seq = self.batches
-                self._emit(r, seq)
+                self._emit(r)
 
     def flush_pending(self) -> None:
         with self.lock:
             b, self.current = self.current, None
             if b is not None:
-                self.batches += 1
-                self._emit(b, self.batches)
+                self._emit(b)
 
     def _trainer(self, kwargs: Mapping[str, Any]) -> Any:
         # TRL passes bound methods of the trainer (log_metric, log_extra): the trainer itself is
@@ -207,7 +203,10 @@ class _Collector:
         except Exception:  # no trainer, or not TRL's: unweighted sum
             return {}
 
-    def _emit(self, b: _Batch, seq: int) -> None:
+    def _emit(self, b: _Batch) -> None:
+        """Log batch ``b`` (the next in sequence) one record per completion; under ``self.lock``."""
+        self.batches += 1
+        seq = self.batches
         kw = b.kwargs
         trainer = self._trainer(kw)
         n = len(b.completions)
@@ -248,7 +247,7 @@ class _Collector:
         id_col = next((c for c in self.id_columns if c in kw), None)
         weights = self._weights(trainer)
         missing = [name for name in self.names if name not in b.values]
-        ids = b.completion_ids
+        ids = kw.get("completion_ids")
         log = self.logger.log_generation
         for i in range(n):
             text = completion_text(b.completions[i])
@@ -257,13 +256,9 @@ class _Collector:
             truth = None if truth is None else str(truth)
             question = questions[i]
             qid = kw[id_col][i] if id_col is not None else None
-            qid = question_id_for(question, truth) if qid is None else str(qid)
-            total = 0.0
-            counted = False
-            for name, v in rewards.items():
-                if not math.isnan(v):
-                    total += v * weights.get(name, 1.0)
-                    counted = True
+            if qid is not None:  # else the writer thread hashes question_id_for(question, truth)
+                qid = str(qid)
+            total = _nan_sum(v * weights.get(name, 1.0) for name, v in rewards.items())
             extra: dict[str, Any] = {}
             if ids is not None and i < len(ids):
                 try:
@@ -274,6 +269,9 @@ class _Collector:
                     pass
             if missing:
                 extra["missing_rewards"] = missing
+            if self.extractors is not None:
+                extra["reasoning"] = self.extractors[0](text)
+                extra["model_answer"] = self.extractors[1](text)
             log(
                 step=step,
                 question=question,
@@ -283,9 +281,7 @@ class _Collector:
                 question_id=qid,
                 split=split,
                 group_id=f"s{step}-b{seq}-g{groups[i]}",
-                reasoning=self.reasoning_tag(text),
-                model_answer=self.answer_tag(text),
-                total_reward=total if counted else (math.nan if rewards else None),
+                total_reward=total,
                 **extra,
             )
 
@@ -325,16 +321,14 @@ def wrap_reward_functions(
     if callable(funcs) and not isinstance(funcs, Sequence):
         funcs = [funcs]
     funcs = list(funcs)
-    loggable = [
-        f for f in funcs if callable(f) and not isinstance(f, str) and not hasattr(f, "forward")
-    ]
-    names: list[str] = []
-    for f in loggable:
-        base = _callable_name(f)
-        name, k = base, 2
-        while name in names:
-            name, k = f"{base}_{k}", k + 1
-        names.append(name)
+    name_at: dict[int, str] = {}  # position in funcs → unique name, for the loggable ones
+    for i, f in enumerate(funcs):
+        if callable(f) and not isinstance(f, str) and not hasattr(f, "forward"):
+            base = _callable_name(f)
+            name, k = base, 2
+            while name in name_at.values():
+                name, k = f"{base}_{k}", k + 1
+            name_at[i] = name
     weight_map: dict[str, float] | None
     if weights is None:
         weight_map = None
@@ -344,13 +338,9 @@ def wrap_reward_functions(
         ws = [float(w) for w in weights]
         if len(ws) != len(funcs):
             raise ValueError(f"weights has {len(ws)} values for {len(funcs)} reward functions")
-        weight_map = {}
-        it = iter(names)
-        for f, w in zip(funcs, ws, strict=True):
-            if f in loggable:
-                weight_map[next(it)] = w
+        weight_map = {name: ws[i] for i, name in name_at.items()}
     collector = _Collector(
-        names,
+        list(name_at.values()),
         logger,
         tags=tags,
         weights=weight_map,
@@ -359,14 +349,7 @@ def wrap_reward_functions(
         split=split,
         step_offset=step_offset,
     )
-    out: list[Any] = []
-    it_names = iter(names)
-    for f in funcs:
-        if f not in loggable:
-            out.append(f)
-            continue
-        out.append(_wrap_one(f, next(it_names), collector))
-    return out
+    return [_wrap_one(f, name_at[i], collector) if i in name_at else f for i, f in enumerate(funcs)]
 
 
 def _wrap_one(func: Callable[..., Any], name: str, collector: _Collector) -> Callable[..., Any]:

@@ -247,13 +247,6 @@ def component_columns(ctx: DetectorContext) -> dict[str, str]:
     return found
 
 
-def level_change(y: np.ndarray, w: int) -> tuple[float, float]:
-    """(warm-up median, median of the last quarter): a curve's start and end levels."""
-    n = y.size
-    tail = max(3, n // 4)
-    return float(np.median(y[: max(w, 1)])), float(np.median(y[-tail:]))
-
-
 def find_drop_from_peak(
     ctx: DetectorContext,
     x: np.ndarray,

@@ -96,13 +96,14 @@ def register(
 
 def default_config() -> dict[str, dict[str, Any]]:
     """Built-in defaults: ``{"general": {...}, "<detector>": {...}, ...}`` (fresh copies)."""
-    out: dict[str, dict[str, Any]] = {"general": _copy(GENERAL_DEFAULTS)}
+    out: dict[str, dict[str, Any]] = {"general": copy_section(GENERAL_DEFAULTS)}
     for name, spec in REGISTRY.items():
-        out[name] = _copy(spec.defaults)
+        out[name] = copy_section(spec.defaults)
     return out
 
 
-def _copy(d: Mapping[str, Any]) -> dict[str, Any]:
+def copy_section(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A config section's copy that shares no list with ``d``."""
     return {k: (list(v) if isinstance(v, list) else v) for k, v in d.items()}
 
 
@@ -119,6 +120,10 @@ class DetectorContext:
     metrics: pl.DataFrame
     drift: DriftResult | None
     general: dict[str, Any]
+    # (column, finite) -> (steps, values): ``has`` and every detector read the same few columns
+    _series: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     # ---- scalar series -------------------------------------------------------------------
     @property
@@ -139,10 +144,14 @@ class DetectorContext:
         return None
 
     def series(self, column: str, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of one metrics column, nulls dropped, non-finite dropped unless asked."""
+        """(steps, values) of one metrics column, nulls dropped, non-finite dropped unless asked.
+
+        Read once per context and shared: the arrays are read-only."""
         import numpy as np
         import polars as pl
 
+        if (column, finite) in self._series:
+            return self._series[column, finite]
         if column not in self.metrics.columns:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         df = self.metrics.select(
@@ -153,6 +162,9 @@ class DetectorContext:
         if finite:
             keep = np.isfinite(y)
             x, y = x[keep], y[keep]
+        x.setflags(write=False)
+        y.setflags(write=False)
+        self._series[column, finite] = (x, y)
         return x, y
 
     def numeric_columns(self) -> list[str]:
@@ -308,7 +320,7 @@ def run_detectors(
     alerts: list[Alert] = []
     statuses: list[DetectorStatus] = []
     for name, spec in REGISTRY.items():
-        dcfg = cfg.get(name, dict(spec.defaults))
+        dcfg = cfg[name]
         if not dcfg.get("enabled", True):
             statuses.append(
                 DetectorStatus(

@@ -69,7 +69,7 @@ def _zero_spread_groups(ctx: DetectorContext) -> Any:
             (r.max() - r.min()).alias("spread"),
             r.mean().alias("reward"),
             pl.col(CORRECT).mean().alias("acc"),
-            pl.col(C.SAMPLE_ID).first().alias("sid"),
+            pl.col(C.SAMPLE_ID).first(),
         )
         .filter(pl.col("n") >= 2)
     )
@@ -160,10 +160,7 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
                 cause = "mostly all-wrong groups: the prompts are too hard or the reward is broken"
             else:
                 cause = "a mix of all-correct and all-wrong groups"
-            ids = [
-                int(v)
-                for v in late.sort(C.STEP)["sid"].head(int(ctx.general["max_sample_ids"])).to_list()
-            ]
+            ids = ctx.pick_samples(late.sort(C.STEP))
     else:
         for c in (C.GEN_ZERO_SPREAD_ALL_CORRECT, C.GEN_ZERO_SPREAD_ALL_WRONG):
             if ctx.has(c):

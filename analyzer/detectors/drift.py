@@ -25,7 +25,7 @@ from analyzer.detectors.base import DetectorContext, Skip, alert, register
 from analyzer.detectors.text import CORRECT
 from analyzer.model import Alert, Severity
 
-EVAL_DRIFT = ("drift_eval_mean", "drift_probe_mean")
+EVAL_DRIFT = "drift_eval_mean"  # eval and probe prompts together (analyzer.drift)
 TRAIN_DRIFT = "drift_train_mean"
 # eval/probe metrics where higher is worse (lower-is-worse ones: _common.eval_quality_columns)
 _EVAL_UP = ("loss",)
@@ -73,7 +73,7 @@ def _eval_ids(ctx: DetectorContext, onset: int) -> list[int]:
 
 @register(
     "catastrophic_forgetting",
-    signals="answers to eval/probe prompts drifting from their baseline (drift_eval_mean / drift_probe_mean: "
+    signals="answers to eval/probe prompts drifting from their baseline (drift_eval_mean: "
     "mean cosine distance from each prompt's first answers) — or, without drift, eval/probe accuracy or "
     "reward falling (eval loss rising) — while the train reward holds.",
     defaults={
@@ -85,7 +85,7 @@ def _eval_ids(ctx: DetectorContext, onset: int) -> list[int]:
         "critical_accuracy_drop": 0.3,
         "loss_growth": 0.5,
     },
-    requires=("drift_eval_mean / drift_probe_mean, or eval/probe metrics",),
+    requires=("drift_eval_mean, or eval/probe metrics",),
     severity="warning when eval drift stays ≥ drift_threshold (and ≥ drift_increase above the warm-up) or an eval "
     "metric falls by ≥ min_accuracy_drop (accuracy) / max(4 × its noise, min_relative_drop × its level); critical at drift ≥ drift_critical or "
     "accuracy drop ≥ critical_accuracy_drop. Not raised when the train reward fell too.",
@@ -94,36 +94,35 @@ def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
     """Eval/probe answers drifting away, or eval scores falling, while training reward holds."""
     ctx.skip_if_too_short()
     out: list[Alert] = []
-    drift_cols = [c for c in EVAL_DRIFT if ctx.has(c)]
-    for col in drift_cols:
-        x, y = ctx.series(col)
-        if y.size < 4:
-            continue
-        exc = find_rise(ctx, x, y, cfg, threshold="drift_threshold", increase="drift_increase")
-        if exc is None:
-            continue
+    has_drift = ctx.has(EVAL_DRIFT)
+    exc = None
+    if has_drift:
+        x, y = ctx.series(EVAL_DRIFT)
+        if y.size >= 4:
+            exc = find_rise(ctx, x, y, cfg, threshold="drift_threshold", increase="drift_increase")
+    if exc is not None:
         out += _unless_train_fell(
             ctx,
             exc,
-            f"answers to {col.split('_')[1]} prompts drifted {exc.extreme:.2f} (cosine distance) from their "
+            f"answers to eval/probe prompts drifted {exc.extreme:.2f} (cosine distance) from their "
             f"baseline from step {exc.onset_step}",
             critical=exc.extreme >= float(cfg["drift_critical"]),
-            signal=col,
+            signal=EVAL_DRIFT,
             threshold=float(cfg["drift_threshold"]),
             top_drifting=(ctx.drift.top_drifting[:3] if ctx.drift else []),
         )
     if out:
         return out
-    present = [(c, False) for c, _acc in eval_quality_columns(ctx)] + [
-        (f"{p}{m}", True) for p in C.SPLIT_PREFIXES for m in _EVAL_UP if ctx.has(f"{p}{m}")
+    # (column, higher is worse, is an accuracy)
+    present = [(c, False, acc) for c, acc in eval_quality_columns(ctx)] + [
+        (f"{p}{m}", True, False) for p in C.SPLIT_PREFIXES for m in _EVAL_UP if ctx.has(f"{p}{m}")
     ]
-    if not present and not drift_cols:
+    if not present and not has_drift:
         raise Skip("no eval/probe signal: neither drift_eval_mean nor eval/probe metrics")
-    for col, up in present:
+    for col, up, is_acc in present:
         x, y = ctx.series(col)
         if y.size < 6:
             continue
-        is_acc = "acc" in col.split("/", 1)[1].lower() and "reward" not in col.lower()
         # point-to-point noise: the warm-up's spread would include the early learning trend
         noise = stats.noise_scale(y)
         if up:

@@ -160,7 +160,6 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     import polars as pl
 
     ctx.skip_if_too_short()
-    trunc = None
     if ctx.has(C.CLIPPED_RATIO):
         x, y = ctx.series(C.CLIPPED_RATIO)
         source = C.CLIPPED_RATIO
@@ -190,12 +189,7 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     cap = _cap_from_info(ctx)
     ids: list[int] = []
     if ctx.has_generations:
-        frame = (
-            trunc
-            if trunc is not None
-            else ctx.train_samples().with_columns(pl.lit(1.0).alias("_cut"))
-        )
-        cand = frame.filter((pl.col(C.STEP) >= exc.onset_step) & ~pl.col(HAS_ANSWER))
+        cand = ctx.train_samples().filter((pl.col(C.STEP) >= exc.onset_step) & ~pl.col(HAS_ANSWER))
         ids = ctx.pick_samples(cand, order_by=N_TOKENS)
     return [
         excursion_alert(

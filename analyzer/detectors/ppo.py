@@ -6,9 +6,9 @@ from typing import Any
 
 from analyzer import columns as C
 from analyzer.detectors import stats
-from analyzer.detectors._common import find_drop_from_peak, find_excursion
-from analyzer.detectors.base import DetectorContext, Skip, alert, register
-from analyzer.model import Alert, Severity
+from analyzer.detectors._common import excursion_alert, find_drop_from_peak, find_excursion
+from analyzer.detectors.base import DetectorContext, Skip, register
+from analyzer.model import Alert
 
 
 @register(
@@ -35,19 +35,17 @@ def value_reward_mismatch(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Ale
         )
         if exc is None:
             return []
-        onset, low = exc.onset_step, exc.extreme
         return [
-            alert(
+            excursion_alert(
                 "value_reward_mismatch",
-                Severity.CRITICAL if low <= float(cfg["critical_level"]) else Severity.WARNING,
-                onset,
-                f"the value head's explained variance fell from {exc.baseline:.2f} to {low:.2f} from step {onset}",
+                exc,
+                f"the value head's explained variance fell from {exc.baseline:.2f} to {exc.extreme:.2f} "
+                f"from step {exc.onset_step}",
+                critical=exc.extreme <= float(cfg["critical_level"]),
+                extreme_key="lowest_rolling_median",
+                baseline_key="peak",
                 signal=C.VALUE_EXPLAINED_VARIANCE,
-                peak=exc.baseline,
-                lowest_rolling_median=low,
-                last=exc.last,
                 drop_threshold=float(cfg["drop"]),
-                detected_at=exc.detect_step,
                 sample_ids=[],
             )
         ]
@@ -57,16 +55,12 @@ def value_reward_mismatch(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Ale
     if exc is None or not stats.trend(x, y).rising(0.01):
         return []
     return [
-        alert(
+        excursion_alert(
             "value_reward_mismatch",
-            Severity.WARNING,
-            exc.onset_step,
+            exc,
             f"value loss grew {exc.extreme / max(exc.baseline, 1e-12):.1f}× its warm-up level from step {exc.onset_step}",
+            critical=False,
             signal=C.VALUE_LOSS,
-            baseline=exc.baseline,
-            peak_rolling_median=exc.extreme,
-            last=exc.last,
-            detected_at=exc.detect_step,
             sample_ids=[],
         )
     ]

@@ -10,6 +10,7 @@ import numpy as np
 from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import (
+    Signal,
     accuracy_signal,
     component_columns,
     eval_quality_columns,
@@ -48,13 +49,15 @@ def _truth_signals(
     return out
 
 
-def _proxy_vs_truth(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
-    rs = reward_signal(ctx)
-    if rs is None:
-        return []
-    rname, rx, ry = rs
+def _proxy_vs_truth(
+    ctx: DetectorContext,
+    cfg: dict[str, Any],
+    proxy: Signal,
+    truths: list[tuple[str, np.ndarray, np.ndarray, bool]],
+) -> list[Alert]:
+    rname, rx, ry = proxy
     out: list[Alert] = []
-    for tname, tx, ty, is_acc in _truth_signals(ctx, cfg):
+    for tname, tx, ty, is_acc in truths:
         n = ty.size
         if n < max(8, int(ctx.general["min_steps"]) // 2):
             continue
@@ -178,9 +181,11 @@ def _verifier_disagreement(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Al
     return out
 
 
-def _component_dominance(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+def _component_dominance(
+    ctx: DetectorContext, cfg: dict[str, Any], columns: dict[str, str]
+) -> list[Alert]:
     comps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, col in component_columns(ctx).items():
+    for name, col in columns.items():
         comps[name] = ctx.series(col)
     if len(comps) < 2 and ctx.has_generations:
         s = ctx.train_samples()
@@ -259,19 +264,21 @@ def _component_dominance(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Aler
 def reward_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """The proxy reward rising while a truer signal falls, or the verifier disagreeing with the answer."""
     ctx.skip_if_too_short()
-    have_truth = bool(_truth_signals(ctx, cfg))
-    have_components = len(component_columns(ctx)) >= 2 or (
+    truths = _truth_signals(ctx, cfg)
+    components = component_columns(ctx)
+    have_components = len(components) >= 2 or (
         ctx.has_generations and sum(c.startswith(C.REWARD_PREFIX) for c in ctx.samples.columns) >= 2
     )
-    if reward_signal(ctx) is None or not (have_truth or have_components):
+    proxy = reward_signal(ctx)
+    if proxy is None or not (truths or have_components):
         raise Skip(
             "needs a reward and a truer signal (completions with ground_truth_answer, eval accuracy or "
             "reward_hacking.gold_columns) or ≥ 2 reward components"
         )
     return (
-        _proxy_vs_truth(ctx, cfg)
+        _proxy_vs_truth(ctx, cfg, proxy, truths)
         + _verifier_disagreement(ctx, cfg)
-        + _component_dominance(ctx, cfg)
+        + _component_dominance(ctx, cfg, components)
     )
 
 
@@ -330,14 +337,13 @@ def _bucket_explained(
         "max_accuracy_gain": 0.05,
         "correlation_threshold": 0.4,
         "explained_threshold": 0.6,
-        "explained_critical": 0.8,
         "buckets": 5,
         "min_z": 3.0,
     },
     requires=("completion length and reward",),
-    severity="warning when length grew, the reward rose and accuracy did not, with the gain explained by "
-    "length (bucket share ≥ explained_threshold or correlation ≥ correlation_threshold); critical when "
-    "length explains ≥ explained_critical of the gain; info on scalar-only runs (no accuracy to tell).",
+    severity="warning when length grew and the reward rose while accuracy stayed flat, or (without ground "
+    "truth) the gain is explained by length (bucket share ≥ explained_threshold or correlation ≥ "
+    "correlation_threshold); critical when both hold; info on scalar-only runs (no accuracy to tell).",
 )
 def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Reward gains explained by growing completion length."""

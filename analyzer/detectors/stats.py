@@ -68,23 +68,6 @@ def rolling_mean(y: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[start]) / (idx - start)
 
 
-def rolling_mad(y: np.ndarray, window: int) -> np.ndarray:
-    """Trailing rolling MAD (scaled to a standard deviation), same alignment as ``rolling_median``."""
-    y = np.asarray(y, dtype=float)
-    n = y.size
-    out = np.zeros(n)
-    window = max(1, min(int(window), n)) if n else 1
-    if n >= window > 1:
-        from numpy.lib.stride_tricks import sliding_window_view
-
-        win = sliding_window_view(y, window)
-        med = np.median(win, axis=1, keepdims=True)
-        out[window - 1 :] = MAD_SCALE * np.median(np.abs(win - med), axis=1)
-    for i in range(min(window - 1, n)):
-        out[i] = mad(y[: i + 1])
-    return out
-
-
 def window_for(n: int, fraction: float = 0.05, lo: int = 3, hi: int = 25) -> int:
     """A smoothing window that scales with the run's length."""
     return int(min(hi, max(lo, round(n * fraction))))

@@ -77,20 +77,13 @@ def normalised_text(output: pl.Expr) -> pl.Expr:
     return output.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
 
 
-def ngram_rate(text: str, n: int = 4) -> float | None:
-    """Share of a completion's word n-grams that repeat an earlier one (``1 - unique / total``),
-    the definition of ``analyzer.metrics.repeated_ngram_rate``; None under ``n`` words."""
-    words = text.split()
-    total = len(words) - n + 1
-    if total <= 0:
-        return None
-    return 1.0 - len(set(zip(*(words[k:] for k in range(n)), strict=False))) / total
-
-
 def with_ngram_rates(samples: pl.DataFrame, *, per_step: int = 32) -> pl.DataFrame:
     """``samples`` (at most ``per_step`` completions per step and split, lowest sample ids first)
-    with the ``NGRAM_RATE`` column: exact per completion, sampled to keep big runs fast."""
+    with the ``NGRAM_RATE`` column (``analyzer.metrics.repeated_ngram_rates``, the definition of
+    ``gen_repeated_ngram_rate``): per completion, sampled to keep big runs fast."""
     import polars as pl
+
+    from analyzer.metrics import repeated_ngram_rates
 
     sub = (
         samples.sort(C.SAMPLE_ID)
@@ -98,8 +91,7 @@ def with_ngram_rates(samples: pl.DataFrame, *, per_step: int = 32) -> pl.DataFra
         .filter(pl.col("_k") < per_step)
         .drop("_k")
     )
-    rates = [ngram_rate(t) for t in sub[C.OUTPUT].to_list()]
-    return sub.with_columns(pl.Series(NGRAM_RATE, rates, dtype=pl.Float64))
+    return sub.with_columns(repeated_ngram_rates(sub[C.OUTPUT]).alias(NGRAM_RATE))
 
 
 def shingles(text: str, n: int = 3, max_words: int = 120) -> frozenset[tuple[str, ...]]:

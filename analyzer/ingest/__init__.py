@@ -48,7 +48,6 @@ def _first_json_object(path: Path) -> object | None:
             for raw in fh:
                 if raw.strip():
                     return json.loads(raw.decode("utf-8"))
-                continue
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return None

@@ -4,7 +4,6 @@ the last normalisation step every generations frame goes through (canonical colu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from analyzer import columns as C
+from analyzer.ingest.keymap import map_record
 from analyzer.model import IngestIssue, IngestReport
 from trainer_hooks import schema as S
 
@@ -51,10 +51,16 @@ class Dirty(Exception):
     """A fast path met something it cannot locate: the caller re-reads the file carefully."""
 
 
+# Internal columns of a generations frame before finalize_generations: the input order, the
+# source line (for located issues) and the index of the source file.
+ORDER_COL: Final = "__order"
+LINE_COL: Final = "__line"
+FILE_COL: Final = "__file"
+
 # Canonical names an extra key must not overwrite (it becomes ``extra/<key>`` instead).
 RESERVED: Final = frozenset({
     C.STEP, C.SPLIT, C.SAMPLE_ID, C.QUESTION_ID, C.GROUP_ID, C.QUESTION, C.GROUND_TRUTH, C.OUTPUT,
-    C.REASONING, C.ANSWER, C.TOTAL_REWARD, C.TIMESTAMP, C.RANK, "__order", "__line", "__file",
+    C.REASONING, C.ANSWER, C.TOTAL_REWARD, C.TIMESTAMP, C.RANK, ORDER_COL, LINE_COL, FILE_COL,
 })
 
 
@@ -66,13 +72,19 @@ class Collector:
         self.root = root
         self._per_file: dict[str, int] = {}
         self._unknown: dict[str, None] = dict.fromkeys(report.unknown_keys)
+        self._rel: dict[Path, str] = {}  # issues of a garbage file: one resolve() per file, not per line
 
     def rel(self, path: Path) -> str:
-        try:
-            rel = path.resolve().relative_to(self.root.resolve())
-            return str(rel) if str(rel) != "." else path.name
-        except ValueError:
-            return path.name
+        """``path`` as the report names it: relative to the run's root, else its file name."""
+        name = self._rel.get(path)
+        if name is None:
+            try:
+                rel = str(path.resolve().relative_to(self.root.resolve()))
+                name = rel if rel != "." else path.name
+            except ValueError:
+                name = path.name
+            self._rel[path] = name
+        return name
 
     def issue(self, path: Path, line: int | None, reason: str, kind: str, *, skipped: bool | None = None) -> None:
         name = self.rel(path)
@@ -89,10 +101,14 @@ class Collector:
             self.report.files_read.append(name)
 
     def unknown(self, keys: list[str] | set[str]) -> None:
-        for k in keys:
-            if k not in self._unknown:
-                self._unknown[k] = None
-        self.report.unknown_keys = list(self._unknown)
+        new = [k for k in keys if k not in self._unknown]
+        if new:
+            self._unknown.update(dict.fromkeys(new))
+            self.report.unknown_keys = list(self._unknown)
+
+    def resume(self, path: Path, line: int | None, from_step: int | None, to_step: int) -> None:
+        """The step went back (``from_step`` → ``to_step``) at ``path``:``line``."""
+        self.report.resumes.append({"file": self.rel(path), "line": line, "from_step": from_step, "to_step": to_step})
 
     def note(self, text: str) -> None:
         if text not in self.report.notes:
@@ -143,6 +159,61 @@ def to_int(value: Any) -> int | None:
     if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
         return int(value)
     return None
+
+
+def metric_values(
+    pairs: dict[Any, Any], path: Path, line: int | None, col: Collector, *, label: str = "{}", prefix: str = ""
+) -> dict[str, float | None]:
+    """One logged record's ``{key: value}`` → ``{canonical name: float}`` (``keymap.map_record``).
+
+    A value that is not a number is a located ``wrong_type`` issue (``label`` formats the key in
+    it) and is left out; keys no rule knows are added to the report's unknown keys.
+    """
+    values: dict[str, float | None] = {}
+    for key, value in pairs.items():
+        f, ok = to_float(value)
+        if not ok:
+            col.issue(path, line, f"{label.format(key)} is {short(value)}, not a number; ignored", "wrong_type", skipped=False)
+            continue
+        values[str(key)] = f
+    mapped, unknown = map_record(values, prefix=prefix)
+    col.unknown(unknown)
+    return mapped
+
+
+def why_empty(report: IngestReport, none: str) -> str:
+    """For an "is there nothing usable?" error: the first issue (and how many more), else ``none``."""
+    if not report.issues:
+        return none
+    more = f" and {len(report.issues) - 1} more issues" if len(report.issues) > 1 else ""
+    return f"{report.issues[0]}{more}"
+
+
+class Columns:
+    """Rows with varying keys → one list per key (first-seen order), padded with None."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, list[Any]] = {}
+        self.n = 0
+
+    def append(self, row: dict[str, Any]) -> None:
+        n = self.n = self.n + 1
+        data = self.data
+        for k, v in row.items():
+            lst = data.get(k)
+            if lst is None:
+                lst = data[k] = [None] * (n - 1)
+            lst.append(v)
+        for lst in data.values():
+            if len(lst) < n:
+                lst.append(None)
+
+
+def json_text(value: Any) -> str | None:
+    """Text as it is; a number, list or object (a JSON value where text belongs) as its JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def short(value: Any, n: int = 40) -> str:
@@ -246,31 +317,12 @@ def merge_steps(frames: list[pl.DataFrame]) -> pl.DataFrame:
     return out.sort(C.STEP)
 
 
-# --- question ids -------------------------------------------------------------------------------
-def _fallback_question_id(question: str, answer: str) -> str:
-    return hashlib.sha256((question + "\x1f" + answer).encode("utf-8")).hexdigest()[:16]
-
-
-def question_id_function() -> Any:
-    """trainer_hooks' own ``question_id_for`` when it exists, so ids match what the hooks write."""
-    for mod in ("trainer_hooks", "trainer_hooks.rewards", "trainer_hooks.logger", "trainer_hooks.schema"):
-        try:
-            module = __import__(mod, fromlist=["question_id_for"])
-        except ImportError:
-            continue
-        fn = getattr(module, "question_id_for", None)
-        if callable(fn):
-            return fn
-    return _fallback_question_id
-
-
 # --- the generations frame ------------------------------------------------------------------------
 STRING_COLS: Final = (C.SPLIT, C.QUESTION_ID, C.GROUP_ID, C.QUESTION, C.GROUND_TRUTH, C.OUTPUT, C.REASONING, C.ANSWER)
 BASE_ORDER: Final = (
     C.STEP, C.SPLIT, C.SAMPLE_ID, C.QUESTION_ID, C.GROUP_ID, C.QUESTION, C.GROUND_TRUTH, C.OUTPUT,
     C.REASONING, C.ANSWER, C.TOTAL_REWARD,
 )
-ORDER_COL: Final = "__order"
 _REASONING_RE: Final = r"(?s)<reasoning>(.*?)</reasoning>"
 _ANSWER_RE: Final = r"(?s)<answer>(.*?)</answer>"
 
@@ -339,11 +391,13 @@ def finalize_generations(df: pl.DataFrame, col: Collector) -> pl.DataFrame:
         exprs.append(pl.col(C.RANK).cast(pl.Int64, strict=False).fill_null(0))
     if df.schema.get(C.STEP) != pl.Int64:
         exprs.append(pl.col(C.STEP).cast(pl.Int64))
+    exprs += [
+        float_expr(name).alias(name)
+        for name, dtype in df.schema.items()
+        if (name.startswith(C.REWARD_PREFIX) or name == C.ADVANTAGE) and dtype != pl.Float64
+    ]
     if exprs:
         df = df.with_columns(exprs)
-    for name in [c for c in df.columns if c.startswith(C.REWARD_PREFIX) or c == C.ADVANTAGE]:
-        if df.schema[name] != pl.Float64:
-            df = df.with_columns(float_expr(name).alias(name))
 
     fill: list[pl.Expr] = []
     if df[C.SPLIT].null_count():
@@ -375,10 +429,11 @@ def finalize_generations(df: pl.DataFrame, col: Collector) -> pl.DataFrame:
 def _fill_question_ids(df: pl.DataFrame) -> pl.DataFrame:
     import polars as pl
 
-    fn = question_id_function()
+    from trainer_hooks import question_id_for  # the hooks' own ids, so they match
+
     missing = df.filter(pl.col(C.QUESTION_ID).is_null()).select(C.QUESTION, C.GROUND_TRUTH).unique()
     ids = [
-        fn(q or "", a or "")
+        question_id_for(q or "", a or "")
         for q, a in zip(missing[C.QUESTION].to_list(), missing[C.GROUND_TRUTH].to_list(), strict=True)
     ]
     lookup = missing.with_columns(pl.Series("__qid", ids, dtype=pl.String))
@@ -412,13 +467,9 @@ def expand_object(df: pl.DataFrame, name: str, prefix: str, *, numeric: bool) ->
     for f in fields:
         s = decoded[f]
         target = prefix + f if prefix or f not in RESERVED else f"extra/{f}"
-        if numeric:
-            cast = s.cast(pl.Float64, strict=False)
-            if int((s.is_not_null() & cast.is_null()).sum()):
-                raise Dirty
-            out.append(cast.alias(target))
-        else:
-            cast = s.cast(pl.Float64, strict=False)
-            ok = int((s.is_not_null() & cast.is_null()).sum()) == 0
-            out.append((cast if ok else s).alias(target))
+        cast = s.cast(pl.Float64, strict=False)
+        text = int((s.is_not_null() & cast.is_null()).sum()) > 0  # a value that is not a number
+        if text and numeric:
+            raise Dirty
+        out.append((s if text else cast).alias(target))
     return df.drop(name).with_columns(out)

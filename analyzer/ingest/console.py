@@ -18,10 +18,20 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
+from analyzer import columns as C
 from analyzer.errors import InputError
-from analyzer.ingest._common import Collector, iter_lines, short, steps_frame, to_float
+from analyzer.ingest._common import (
+    ORDER_COL,
+    Collector,
+    empty_steps,
+    finalize_generations,
+    iter_lines,
+    metric_values,
+    short,
+    steps_frame,
+    to_float,
+)
 from analyzer.ingest.hf_trainer_state import SUMMARY_KEYS
-from analyzer.ingest.keymap import map_record
 from analyzer.model import IngestReport, RunData
 
 ANSI_RE: Final = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -32,40 +42,31 @@ MAX_DICT_CHARS: Final = 1 << 20  # a metrics dict is a few KB; bigger "dicts" ar
 ROLLOUT_MD_RE: Final = re.compile(r"^## === Rollout Step \d+ ===", re.MULTILINE)
 
 
-def sniff(path: Path) -> str | None:
-    """``verl_console`` | ``trl_console`` | ``rollout_markdown`` | None, from the first 4 MB."""
-    with path.open("rb") as fh:
-        head = fh.read(4 << 20).decode("utf-8", errors="replace")
-    if ROLLOUT_MD_RE.search(head):
-        return "rollout_markdown"
-    clean = ANSI_RE.sub("", head)
+def _console_kind(text: str) -> str | None:
+    """``verl_console`` | ``trl_console`` | None for a stretch of a console log."""
+    clean = ANSI_RE.sub("", text)
     if VERL_STEP_RE.search(clean):
         return "verl_console"
     for seg in re.split(r"[\r\n]", clean):
         s = seg.strip()
         if s.startswith("{'") and s.endswith("}"):
             return "trl_console"
-    if path.stat().st_size > len(head.encode("utf-8", errors="replace")):
-        with path.open("rb") as fh:
-            fh.seek(-(4 << 20), 2)
-            tail = fh.read().decode("utf-8", errors="replace")
-        tail = ANSI_RE.sub("", tail)
-        if VERL_STEP_RE.search(tail):
-            return "verl_console"
-        if any(s.strip().startswith("{'") and s.strip().endswith("}") for s in re.split(r"[\r\n]", tail)):
-            return "trl_console"
     return None
 
 
-def _values(pairs: dict[str, Any], path: Path, lineno: int, col: Collector) -> dict[str, float | None]:
-    values: dict[str, float | None] = {}
-    for key, value in pairs.items():
-        f, ok = to_float(value)
-        if not ok:
-            col.issue(path, lineno, f"{key} is {short(value)}, not a number; ignored", "wrong_type", skipped=False)
-            continue
-        values[str(key)] = f
-    return values
+def sniff(path: Path) -> str | None:
+    """``verl_console`` | ``trl_console`` | ``rollout_markdown`` | None, from the first 4 MB (and
+    the last 4 MB of a bigger file)."""
+    with path.open("rb") as fh:
+        raw = fh.read(4 << 20)
+        head = raw.decode("utf-8", errors="replace")
+        if ROLLOUT_MD_RE.search(head):
+            return "rollout_markdown"
+        kind = _console_kind(head)
+        if kind is None and path.stat().st_size > len(raw):
+            fh.seek(-(4 << 20), 2)
+            kind = _console_kind(fh.read().decode("utf-8", errors="replace"))
+    return kind
 
 
 def load_verl_console(path: Path, report: IngestReport) -> RunData:
@@ -77,7 +78,7 @@ def load_verl_console(path: Path, report: IngestReport) -> RunData:
         clean = ANSI_RE.sub("", text)
         resume = VERL_RESUME_RE.search(clean)
         if resume:
-            report.resumes.append({"file": col.rel(path), "line": lineno, "from_step": prev, "to_step": int(resume.group(1))})
+            col.resume(path, lineno, prev, int(resume.group(1)))
             continue
         m = VERL_STEP_RE.search(clean)
         if not m:
@@ -95,15 +96,13 @@ def load_verl_console(path: Path, report: IngestReport) -> RunData:
                 continue
             pairs[key] = value
         if prev is not None and step < prev:
-            report.resumes.append({"file": col.rel(path), "line": lineno, "from_step": prev, "to_step": step})
+            col.resume(path, lineno, prev, step)
         prev = step
-        mapped, unknown = map_record(_values(pairs, path, lineno, col))
-        col.unknown(unknown)
-        rows[step] = {**rows.get(step, {}), **mapped}
+        rows.setdefault(step, {}).update(metric_values(pairs, path, lineno, col))
     col.finish()
     if not rows:
         raise InputError(f"{path}: no verl 'step:N - key:value' lines")
-    info = {"run_id": path.stem, "algorithm": None, "world_size": None}
+    info = {"run_id": path.stem}
     return RunData(path=str(path), steps=steps_frame(rows), generations=None, report=report, info=info)
 
 
@@ -111,10 +110,10 @@ def load_trl_console(path: Path, report: IngestReport) -> RunData:
     col = Collector(report, path.parent)
     col.read(path)
     found: list[tuple[int, int | None, dict[str, Any]]] = []  # (line, last bar since previous dict, dict)
-    info: dict[str, Any] = {"run_id": path.stem, "algorithm": None, "world_size": None}
+    info: dict[str, Any] = {"run_id": path.stem}
     seen: int | None = None
     for lineno, text, _ in iter_lines(path, col):
-        for seg in re.split(r"\r", text):
+        for seg in text.split("\r"):
             clean = ANSI_RE.sub("", seg).strip()
             if clean.startswith("{'") and not clean.endswith("}"):
                 col.issue(path, lineno, "a metrics dict line without its closing brace (cut short?); skipped", "malformed")
@@ -149,9 +148,7 @@ def load_trl_console(path: Path, report: IngestReport) -> RunData:
     rows: dict[int, dict[str, float | None]] = {}
     for i, (lineno, bar, obj) in enumerate(found):
         step = bar if use_bar and bar is not None else i + 1
-        mapped, unknown = map_record(_values(obj, path, lineno, col))
-        col.unknown(unknown)
-        rows[step] = {**rows.get(step, {}), **mapped}
+        rows.setdefault(step, {}).update(metric_values(obj, path, lineno, col))
     col.finish()
     if not rows:
         raise InputError(f"{path}: no metric dict lines ({{'loss': ...}}) found")
@@ -171,9 +168,6 @@ def load_rollout_markdown(path: Path, report: IngestReport) -> RunData:
     ``**Prompt:**`` / ``**Completion:**`` / ``**Solution:**`` / ``**Rewards:** a=1.0, total=2.0``),
     as some GRPO scripts write next to their console log. ``Step: X/N`` gives the step."""
     import polars as pl
-
-    from analyzer import columns as C
-    from analyzer.ingest._common import ORDER_COL, empty_steps, finalize_generations
 
     col = Collector(report, path.parent)
     col.read(path)
@@ -240,6 +234,5 @@ def load_rollout_markdown(path: Path, report: IngestReport) -> RunData:
     for name in [C.TOTAL_REWARD, *names]:
         data[name] = pl.Series(name, [r.get(name) for r in usable], dtype=pl.Float64)
     gens = finalize_generations(pl.DataFrame(data).with_row_index(ORDER_COL), col)
-    info: dict[str, Any] = {"run_id": path.stem, "algorithm": None, "world_size": None,
-                            "reward_names": [n[len(C.REWARD_PREFIX):] for n in names]}
+    info: dict[str, Any] = {"run_id": path.stem, "reward_names": [n[len(C.REWARD_PREFIX):] for n in names]}
     return RunData(path=str(path), steps=empty_steps(), generations=gens, report=report, info=info)

@@ -14,16 +14,18 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
+from analyzer import columns as C
 from analyzer.errors import InputError
 from analyzer.ingest._common import (
     Collector,
     iter_json_objects,
+    metric_values,
     short,
     steps_frame,
-    to_float,
     to_int,
+    why_empty,
 )
-from analyzer.ingest.keymap import map_record
+from analyzer.ingest.keymap import canonical_key
 from analyzer.model import IngestReport, RunData
 
 STATE_FILE: Final = "trainer_state.json"
@@ -31,7 +33,6 @@ LLAMAFACTORY_LOG: Final = "trainer_log.jsonl"
 SUMMARY_KEYS: Final = frozenset(
     {"train_runtime", "train_loss", "train_samples_per_second", "train_steps_per_second", "total_flos"}
 )
-_NOT_METRICS: Final = frozenset({"step"})
 _LLAMAFACTORY_PROGRESS: Final = frozenset({"current_steps", "total_steps", "percentage", "elapsed_time", "remaining_time"})
 _CHECKPOINT_RE: Final = re.compile(r"checkpoint-(\d+)$")
 
@@ -39,11 +40,12 @@ _CHECKPOINT_RE: Final = re.compile(r"checkpoint-(\d+)$")
 def find_states(folder: Path) -> list[Path]:
     """``trainer_state.json`` of the folder itself and of each ``checkpoint-*/``."""
     found = [folder / STATE_FILE] if (folder / STATE_FILE).is_file() else []
-    found += sorted(
-        (p / STATE_FILE for p in folder.iterdir() if p.is_dir() and _CHECKPOINT_RE.search(p.name) and (p / STATE_FILE).is_file()),
-        key=lambda p: int(_CHECKPOINT_RE.search(p.parent.name).group(1)),  # type: ignore[union-attr]
+    checkpoints = sorted(
+        (int(m.group(1)), p / STATE_FILE)
+        for p in folder.iterdir()
+        if (m := _CHECKPOINT_RE.search(p.name)) and (p / STATE_FILE).is_file()
     )
-    return found
+    return found + [state for _, state in checkpoints]
 
 
 def _load_state(path: Path, col: Collector) -> dict[str, Any] | None:
@@ -73,17 +75,13 @@ def _pick_state(path: Path, col: Collector) -> tuple[Path, dict[str, Any]]:
     candidates = [path] if path.is_file() else find_states(path)
     loaded = [(p, d) for p in candidates if (d := _load_state(p, col)) is not None]
     if not loaded:
-        raise InputError(f"{path}: no readable trainer_state.json ({_first_issue(col)})")
+        raise InputError(f"{path}: no readable trainer_state.json ({why_empty(col.report, 'nothing found')})")
     # the latest state wins: highest global_step; the output folder's own state wins a tie
     best = max(loaded, key=lambda pd: (to_int(pd[1].get("global_step")) or 0, pd[0].parent == path))
     if len(loaded) > 1:
         others = ", ".join(col.rel(p) for p, _ in loaded if p is not best[0])
         col.note(f"several Trainer states; using {col.rel(best[0])} (highest global_step), not {others}")
     return best
-
-
-def _first_issue(col: Collector) -> str:
-    return str(col.report.issues[0]) if col.report.issues else "nothing found"
 
 
 def guess_algorithm(keys: set[str]) -> str | None:
@@ -115,20 +113,10 @@ def parse_log_history(entries: list[Any], path: Path, col: Collector, info: dict
             info["train_summary"] = {k: v for k, v in entry.items() if k != "step"}
             continue
         if prev is not None and step < prev:
-            col.report.resumes.append({"file": col.rel(path), "line": None, "from_step": prev, "to_step": step})
+            col.resume(path, None, prev, step)
         prev = step
-        values: dict[str, float | None] = {}
-        for key, value in entry.items():
-            if key in _NOT_METRICS:
-                continue
-            f, ok = to_float(value)
-            if not ok:
-                col.issue(path, None, f"{where}: {key} is {short(value)}, not a number; ignored", "wrong_type", skipped=False)
-                continue
-            values[key] = f
-        mapped, unknown = map_record(values)
-        col.unknown(unknown)
-        rows.setdefault(step, {}).update(mapped)
+        pairs = {k: v for k, v in entry.items() if k != "step"}
+        rows.setdefault(step, {}).update(metric_values(pairs, path, None, col, label=where + ": {}"))
     return rows
 
 
@@ -152,7 +140,7 @@ def load_trainer_state(path: Path, report: IngestReport) -> RunData:
     col = Collector(report, root)
     state_path, state = _pick_state(path, col)
     col.read(state_path)
-    info: dict[str, Any] = {"run_id": (root if root.name != "" else root.resolve()).resolve().name}
+    info: dict[str, Any] = {"run_id": root.resolve().name}
     rows = parse_log_history(state["log_history"], state_path, col, info)
     keys = {k for e in state["log_history"] if isinstance(e, dict) for k in e}
     info["algorithm"] = guess_algorithm(keys)
@@ -162,10 +150,12 @@ def load_trainer_state(path: Path, report: IngestReport) -> RunData:
     info["model"] = _model_name(state_path.parent) or _model_name(root)
     info["world_size"] = 1
     info["status"] = "finished" if "train_summary" in info else None
-    reward_names = sorted(
-        {m.group(1) for k in keys if (m := re.fullmatch(r"rewards/(.+)/mean", k))}
-        | {m.group(1) for k in keys if (m := re.fullmatch(r"rewards/([^/]+)", k)) and m.group(1) not in ("chosen", "rejected", "margins", "accuracies")}
-    )
+    # per-function reward means (TRL's rewards/<name>/mean, older rewards/<name>), by the keymap's rules
+    reward_names = sorted({
+        name[len(C.REWARD_PREFIX) :]
+        for k in keys
+        if k.startswith("rewards/") and not k.endswith("/std") and (name := canonical_key(k)[0]).startswith(C.REWARD_PREFIX)
+    })
     info["reward_names"] = reward_names
     steps = steps_frame(rows)
     gens = None
@@ -177,7 +167,7 @@ def load_trainer_state(path: Path, report: IngestReport) -> RunData:
         report.source_kind = "hf_trainer_state+trl_completions"
     col.finish()
     if steps.height == 0 and gens is None:
-        raise InputError(f"{state_path}: log_history holds no step entries ({_first_issue(col)})")
+        raise InputError(f"{state_path}: log_history holds no step entries ({why_empty(report, 'nothing found')})")
     return RunData(path=str(path), steps=steps, generations=gens, report=report, info=info)
 
 
@@ -196,23 +186,13 @@ def load_llamafactory(path: Path, report: IngestReport) -> RunData:
             continue
         if "total_steps" in obj:
             info["max_steps"] = obj["total_steps"]
-        values: dict[str, float | None] = {}
-        for key, value in obj.items():
-            if key in _LLAMAFACTORY_PROGRESS:
-                continue
-            f, ok = to_float(value)
-            if not ok:
-                col.issue(file, lineno, f"{key} is {short(value)}, not a number; ignored", "wrong_type", skipped=False)
-                continue
-            values[key] = f
-        if set(values) <= {"epoch"}:
+        mapped = metric_values({k: v for k, v in obj.items() if k not in _LLAMAFACTORY_PROGRESS}, file, lineno, col)
+        if set(mapped) <= {C.EPOCH}:
             continue  # the final progress-only line
-        mapped, unknown = map_record(values)
-        col.unknown(unknown)
         rows.setdefault(step, {}).update(mapped)
     col.finish()
     if not rows:
-        raise InputError(f"{file}: no step entries with metrics ({_first_issue(col)})")
+        raise InputError(f"{file}: no step entries with metrics ({why_empty(report, 'nothing found')})")
     return RunData(path=str(path), steps=steps_frame(rows), generations=None, report=report, info=info)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from analyzer import columns as C
@@ -120,6 +121,7 @@ def _lookup(key: str) -> tuple[int, str] | None:
     return None
 
 
+@lru_cache(maxsize=1 << 14)  # a run logs the same few dozen keys on every record
 def canonical_key(key: str) -> tuple[str, int, bool]:
     """``(canonical name, priority, known)``; lower priority wins a clash in one record.
 

@@ -18,36 +18,39 @@ from typing import TYPE_CHECKING, Any, Final
 from analyzer import columns as C
 from analyzer.errors import InputError
 from analyzer.ingest._common import (
+    FILE_COL,
+    LINE_COL,
     ORDER_COL,
     RESERVED,
     Collector,
+    Columns,
     Dirty,
     buffer_raw_lines,
     expand_object,
     finalize_generations,
     iter_json_objects,
+    json_text,
     merge_steps,
+    metric_values,
     short,
     sorted_order,
     steps_frame,
     to_float,
     to_int,
+    why_empty,
 )
-from analyzer.ingest.keymap import map_record
-from analyzer.ingest.seed_csv import LINE_COL, read_generations_csv
+from analyzer.ingest.seed_csv import read_generations_csv
+from analyzer.metrics import split_prefix
 from analyzer.model import IngestReport, RunData
 from trainer_hooks import schema as S
 
 if TYPE_CHECKING:
     import polars as pl
 
-FILE_COL: Final = "__file"
 _RANK_RE: Final = re.compile(r"\.rank(\d+)\.")
 _PART_RE: Final = re.compile(r"\.part(\d+)\.")
 TEXT_FIELDS: Final = (S.G_QUESTION_ID, S.G_QUESTION, S.G_GROUND_TRUTH, S.G_OUTPUT, S.G_REASONING, S.G_ANSWER, S.G_SPLIT, S.G_GROUP_ID)
 KNOWN_TOP: Final = (S.G_TIMESTAMP, S.G_STEP, *TEXT_FIELDS, S.G_TOTAL_REWARD, S.G_REWARDS, S.G_RANK, S.G_EXTRA)
-
-
 
 
 def is_logscan_folder(path: Path) -> bool:
@@ -135,21 +138,12 @@ def read_events(folder: Path, col: Collector) -> pl.DataFrame:
                 col.issue(path, lineno, f"step is {short(obj.get(S.E_STEP))}, not an integer; record skipped", "no_step")
                 continue
             if prev_step is not None and step < prev_step:
-                col.report.resumes.append({"file": col.rel(path), "line": lineno, "from_step": prev_step, "to_step": step})
+                col.resume(path, lineno, prev_step, step)
             prev_step = step
             rank = to_int(obj.get(S.E_RANK))
             rank = rank_default if rank is None else rank
-            values: dict[str, float | None] = {}
-            for key, value in metrics.items():
-                f, ok = to_float(value)
-                if not ok:
-                    col.issue(path, lineno, f"metric {key!r} is {short(value)}, not a number; ignored", "wrong_type", skipped=False)
-                    continue
-                values[str(key)] = f
-            split = obj.get(S.E_SPLIT) or "train"
-            prefix = "" if split == "train" else f"{split}/"
-            mapped, unknown = map_record(values, prefix=prefix)
-            col.unknown(unknown)
+            prefix = split_prefix(obj.get(S.E_SPLIT) or "train")
+            mapped = metric_values(metrics, path, lineno, col, label="metric {!r}", prefix=prefix)
             # later records of a step win (a resumed segment re-logs the steps it repeats)
             per_rank.setdefault(rank, {}).setdefault(step, {}).update(mapped)
     frames = [steps_frame(per_rank[r]) for r in sorted(per_rank)]
@@ -287,15 +281,7 @@ def _typed(df: pl.DataFrame) -> pl.DataFrame:
 def _read_jsonl_careful(path: Path, col: Collector, raw_lines: Iterable[tuple[int, bytes]] | None = None) -> pl.DataFrame | None:
     import polars as pl
 
-    cols: dict[str, list[Any]] = {}
-    n = 0
-
-    def put(key: str, value: Any) -> None:
-        lst = cols.get(key)
-        if lst is None:
-            lst = cols[key] = [None] * (n - 1)  # called after n counted this row
-        lst.append(value)
-
+    cols = Columns()
     for lineno, obj in iter_json_objects(path, col, raw_lines):
         step = to_int(obj.get(S.G_STEP))
         if step is None:
@@ -315,7 +301,7 @@ def _read_jsonl_careful(path: Path, col: Collector, raw_lines: Iterable[tuple[in
             value = obj.get(key)
             if value is not None and not isinstance(value, str):
                 col.issue(path, lineno, f"{key} is {type(value).__name__}, not text; kept as its JSON text", "wrong_type", skipped=False)
-                value = json.dumps(value, ensure_ascii=False)
+                value = json_text(value)
             row[key] = value
         ts = obj.get(S.G_TIMESTAMP)
         row[C.TIMESTAMP] = None if ts is None else str(ts)
@@ -337,15 +323,10 @@ def _read_jsonl_careful(path: Path, col: Collector, raw_lines: Iterable[tuple[in
                 extras[key] = value
         for key, value in extras.items():
             row[key if key not in RESERVED else f"extra/{key}"] = value
-        n += 1
-        for k, v in row.items():
-            put(k, v)
-        for lst in cols.values():
-            if len(lst) < n:
-                lst.append(None)
-    if n == 0:
+        cols.append(row)
+    if cols.n == 0:
         return None
-    return pl.DataFrame([_series(k, lst) for k, lst in cols.items()])
+    return pl.DataFrame([_series(k, lst) for k, lst in cols.data.items()])
 
 
 def _series(name: str, values: list[Any]) -> pl.Series:
@@ -425,16 +406,15 @@ def read_generations_jsonl(path: Path, col: Collector, *, reward_hint: list[str]
 
 
 # --- resumes ------------------------------------------------------------------------------------------
-def resolve_resumes(df: pl.DataFrame, col: Collector, *, files_by_seq: list[str] | None) -> pl.DataFrame:
-    """Within one rank's sequence of records, a step going back starts a new segment: for every
-    step logged by several segments only the latest segment's records are kept."""
+def resolve_resumes(df: pl.DataFrame, col: Collector, *, files_by_seq: list[str]) -> pl.DataFrame:
+    """Within one rank's sequence of records (``FILE_COL`` = index into ``files_by_seq``, then
+    ``ORDER_COL``), a step going back starts a new segment: for every step logged by several
+    segments only the latest segment's records are kept."""
     import polars as pl
 
     if C.RANK not in df.columns:
         df = df.with_columns(pl.lit(0, dtype=pl.Int64).alias(C.RANK))
     df = df.with_columns(pl.col(C.RANK).fill_null(0))
-    if FILE_COL not in df.columns:
-        df = df.with_columns(pl.lit(0, dtype=pl.Int64).alias(FILE_COL))
     df = sorted_order(df, [C.RANK, FILE_COL, ORDER_COL])
     prev = pl.col(C.STEP).shift(1).over(C.RANK)
     df = df.with_columns((pl.col(C.STEP) < prev).fill_null(False).alias("__back"))
@@ -443,8 +423,7 @@ def resolve_resumes(df: pl.DataFrame, col: Collector, *, files_by_seq: list[str]
         return df.drop("__back").with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER_COL))
     prev_rows = df.with_columns(prev.alias("__prev")).filter(pl.col("__back"))
     for row in prev_rows.select(FILE_COL, LINE_COL, "__prev", C.STEP, C.RANK).iter_rows():
-        fname = files_by_seq[row[0]] if files_by_seq else (col.report.files_read[-1] if col.report.files_read else "")
-        col.report.resumes.append({"file": fname, "line": row[1], "from_step": row[2], "to_step": row[3], "rank": row[4]})
+        col.report.resumes.append({"file": files_by_seq[row[0]], "line": row[1], "from_step": row[2], "to_step": row[3], "rank": row[4]})
     df = df.with_columns(pl.col("__back").cast(pl.Int64).cum_sum().over(C.RANK).alias("__seg"))
     keep = pl.col("__seg") == pl.col("__seg").max().over([C.RANK, C.STEP])
     dropped = df.filter(~keep)
@@ -460,14 +439,19 @@ def resolve_resumes(df: pl.DataFrame, col: Collector, *, files_by_seq: list[str]
 
 
 def read_generations(folder: Path, col: Collector, reward_hint: list[Any] | None = None) -> pl.DataFrame | None:
+    files = [*folder.glob(f"{S.GENERATIONS_STEM}*.jsonl"), *folder.glob(f"{S.GENERATIONS_STEM}*.csv")]
+    return read_generation_files(files, col, reward_hint)
+
+
+def read_generation_files(files: list[Path], col: Collector, reward_hint: list[Any] | None = None) -> pl.DataFrame | None:
+    """JSONL / CSV generations files → one frame (not yet finalised), in (rank, part, name) order:
+    the rank a file's name carries fills a missing ``rank``; resumes are resolved per rank."""
     import polars as pl
 
     hint = [str(r) for r in reward_hint or []]
-    jsonl = sorted(folder.glob(f"{S.GENERATIONS_STEM}*.jsonl"), key=_file_key)
-    csvs = sorted(folder.glob(f"{S.GENERATIONS_STEM}*.csv"), key=_file_key)
     frames: list[pl.DataFrame] = []
     names: list[str] = []
-    for path in sorted(jsonl + csvs, key=_file_key):
+    for path in sorted(files, key=_file_key):
         df = (
             read_generations_jsonl(path, col, reward_hint=hint)
             if path.suffix == ".jsonl"
@@ -489,8 +473,6 @@ def read_generations(folder: Path, col: Collector, reward_hint: list[Any] | None
 
 
 def load_logscan_run(folder: Path, report: IngestReport) -> RunData:
-    from analyzer.ingest.seed_csv import _why
-
     col = Collector(report, folder)
     info = read_manifest(folder, col)
     steps = read_events(folder, col)
@@ -500,7 +482,7 @@ def load_logscan_run(folder: Path, report: IngestReport) -> RunData:
         gens = finalize_generations(gens, col)
     col.finish()
     if gens is None and steps.height == 0:
-        raise InputError(f"{folder}: nothing readable in this logscan run folder ({_why(report)})")
+        raise InputError(f"{folder}: nothing readable in this logscan run folder ({why_empty(report, 'no rows')})")
     names = list(info.get(S.M_REWARD_NAMES) or [])
     if gens is not None:
         names += [c[len(C.REWARD_PREFIX):] for c in gens.columns if c.startswith(C.REWARD_PREFIX) and c[len(C.REWARD_PREFIX):] not in names]

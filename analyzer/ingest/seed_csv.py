@@ -21,15 +21,19 @@ from typing import TYPE_CHECKING, Any, Final
 from analyzer import columns as C
 from analyzer.errors import InputError
 from analyzer.ingest._common import (
+    LINE_COL,
     ORDER_COL,
     RESERVED,
     Collector,
+    Columns,
     Dirty,
+    empty_steps,
     expand_object,
     finalize_generations,
     short,
     to_float,
     to_int,
+    why_empty,
 )
 from analyzer.model import IngestReport, RunData
 from trainer_hooks import schema as S
@@ -38,9 +42,7 @@ if TYPE_CHECKING:
     import polars as pl
 
 EXTRA_REWARDS_COL: Final = "extra_rewards"
-LINE_COL: Final = "__line"
 STEP_ALIASES: Final = (S.G_STEP, C.STEP)
-RENAMES: Final = {S.G_STEP: C.STEP}
 
 
 def looks_like_seed_csv(path: Path) -> bool:
@@ -59,7 +61,7 @@ def reward_name(column: str) -> str | None:
     return None
 
 
-def read_generations_csv(path: Path, col: Collector, *, rank: int | None = None) -> pl.DataFrame | None:
+def read_generations_csv(path: Path, col: Collector) -> pl.DataFrame | None:
     """One CSV of generations → a frame with canonical columns + ``__line`` (not yet finalised)."""
     if path.stat().st_size == 0:
         col.issue(path, None, "empty file", "empty", skipped=False)
@@ -70,13 +72,7 @@ def read_generations_csv(path: Path, col: Collector, *, rank: int | None = None)
         df = _fast(path, col)
     except Dirty:
         df = _careful(path, col)
-    if df is None or df.height == 0:
-        return None
-    import polars as pl
-
-    if rank is not None:
-        df = df.with_columns(pl.lit(rank, dtype=pl.Int64).alias(C.RANK))
-    return df
+    return None if df is None or df.height == 0 else df
 
 
 def _header_check(names: list[str], path: Path) -> str:
@@ -138,9 +134,9 @@ def _fast(path: Path, col: Collector) -> pl.DataFrame:
     return out.with_columns((pl.col(ORDER_COL) + 2).cast(pl.Int64).alias(LINE_COL))
 
 
-
-def _extra_rewards(text: str | None, path: Path, line: int | None, col: Collector, *, where: str = "") -> dict[str, float | None]:
-    """The ``extra_rewards`` JSON cell as {name: value}; a bad cell or value becomes a located issue."""
+def _object_cell(text: str | None, name: str, path: Path, line: int | None, col: Collector, *, where: str = "") -> dict[str, Any]:
+    """A JSON-object cell (``extra_rewards``, ``extra``) as a dict; a cell that is not one is a
+    located issue and reads as empty."""
     if not text:
         return {}
     try:
@@ -148,8 +144,14 @@ def _extra_rewards(text: str | None, path: Path, line: int | None, col: Collecto
     except json.JSONDecodeError:
         obj = None
     if not isinstance(obj, dict):
-        col.issue(path, line, f"{where}extra_rewards is not a JSON object: {short(text)}", "wrong_type", skipped=False)
+        col.issue(path, line, f"{where}{name} is not a JSON object: {short(text)}", "wrong_type", skipped=False)
         return {}
+    return obj
+
+
+def _extra_rewards(text: str | None, path: Path, line: int | None, col: Collector, *, where: str = "") -> dict[str, float | None]:
+    """The ``extra_rewards`` JSON cell as {name: value}; a bad cell or value becomes a located issue."""
+    obj = _object_cell(text, EXTRA_REWARDS_COL, path, line, col, where=where)
     out: dict[str, float | None] = {}
     for k, v in obj.items():
         f, ok = to_float(v)
@@ -157,6 +159,7 @@ def _extra_rewards(text: str | None, path: Path, line: int | None, col: Collecto
             col.issue(path, line, f"{where}reward {k!r} is {short(v)}, not a number; set to null", "wrong_type", skipped=False)
         out[k] = f
     return out
+
 
 def _expand_extra_rewards(df: pl.DataFrame, path: Path, col: Collector) -> pl.DataFrame:
     import polars as pl
@@ -192,9 +195,8 @@ def _careful(path: Path, col: Collector) -> pl.DataFrame | None:
         col.issue(path, 1, "no header row", "empty", skipped=False)
         return None
     step_col = _header_check(header, path)
-    rows: dict[str, list[Any]] = {C.STEP: [], LINE_COL: []}
+    rows = Columns()
     prev_end = reader.line_num
-    nrows = 0
     records: list[tuple[int, list[str]]] = []
     while True:
         try:
@@ -228,7 +230,6 @@ def _careful(path: Path, col: Collector) -> pl.DataFrame | None:
             continue
         if idx == last_index and torn:
             col.note(f"{col.rel(path)}: the last row has no line end (written while the run was live?)")
-        nrows += 1
         row: dict[str, Any] = {C.STEP: step, LINE_COL: line}
         for name, value in rec.items():
             if name == step_col:
@@ -243,28 +244,16 @@ def _careful(path: Path, col: Collector) -> pl.DataFrame | None:
                 for k, f in _extra_rewards(value, path, line, col).items():
                     row.setdefault(C.REWARD_PREFIX + k, f)
             elif name == S.G_EXTRA:
-                if value:
-                    try:
-                        obj = json.loads(value)
-                    except json.JSONDecodeError:
-                        obj = None
-                    if not isinstance(obj, dict):
-                        col.issue(path, line, f"extra is not a JSON object: {short(value)}", "wrong_type", skipped=False)
-                        continue
-                    for k, v in obj.items():
-                        row.setdefault(k if k not in RESERVED else f"extra/{k}", v if isinstance(v, str | int | float) else json.dumps(v))
+                for k, v in _object_cell(value, S.G_EXTRA, path, line, col).items():
+                    row.setdefault(k if k not in RESERVED else f"extra/{k}", v if isinstance(v, str | int | float) else json.dumps(v))
             else:
                 row[name] = value if value != "" else None
-        for k, v in row.items():
-            rows.setdefault(k, [None] * (nrows - 1)).append(v)
-        for lst in rows.values():
-            if len(lst) < nrows:
-                lst.append(None)
-    col.report.records_read += nrows
-    if nrows == 0:
+        rows.append(row)
+    col.report.records_read += rows.n
+    if rows.n == 0:
         return None
     data: dict[str, pl.Series] = {}
-    for k, lst in rows.items():
+    for k, lst in rows.data.items():
         if k in (C.STEP, LINE_COL):
             dtype: Any = pl.Int64
         elif k.startswith(C.REWARD_PREFIX) or k == C.TOTAL_REWARD or all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in lst):
@@ -285,31 +274,17 @@ def find_seed_csv(folder: Path) -> list[Path]:
 
 
 def load_seed_csv(path: Path, report: IngestReport) -> RunData:
-    """A bare seed-schema CSV (or a folder holding CSVs of that schema)."""
-    import polars as pl
-
-    from analyzer.ingest._common import empty_steps
+    """A bare seed-schema CSV (or a folder holding CSVs of that schema), read like a logscan run's
+    CSV generations (file-name ranks and parts, resumes)."""
+    from analyzer.ingest.logscan_run import read_generation_files
 
     root = path if path.is_dir() else path.parent
     col = Collector(report, root)
-    files = find_seed_csv(path) if path.is_dir() else [path]
-    frames = [f for f in (read_generations_csv(p, col) for p in files) if f is not None]
+    df = read_generation_files(find_seed_csv(path) if path.is_dir() else [path], col)
     col.finish()
-    if not frames:
-        raise InputError(f"{path}: no readable generations in the CSV ({_why(report)})")
-    df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
-    from analyzer.ingest.logscan_run import resolve_resumes
-
-    df = resolve_resumes(df, col, files_by_seq=None)
-    gens = finalize_generations(df.drop([c for c in (LINE_COL, "__file") if c in df.columns]), col)
+    if df is None:
+        raise InputError(f"{path}: no readable generations in the CSV ({why_empty(report, 'no rows')})")
+    gens = finalize_generations(df, col)
     reward_names = [c[len(C.REWARD_PREFIX) :] for c in gens.columns if c.startswith(C.REWARD_PREFIX)]
     info = {"run_id": path.stem if path.is_file() else path.name, "reward_names": reward_names, "world_size": 1}
     return RunData(path=str(path), steps=empty_steps(), generations=gens, report=report, info=info)
-
-
-def _why(report: IngestReport) -> str:
-    if report.issues:
-        first = report.issues[0]
-        more = f" and {len(report.issues) - 1} more issues" if len(report.issues) > 1 else ""
-        return f"{first}{more}"
-    return "no rows"

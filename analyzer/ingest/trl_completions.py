@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from analyzer import columns as C
 from analyzer.errors import InputError
-from analyzer.ingest._common import ORDER_COL, Collector, empty_steps, finalize_generations
+from analyzer.ingest._common import (
+    FILE_COL,
+    ORDER_COL,
+    Collector,
+    empty_steps,
+    finalize_generations,
+)
 from analyzer.model import IngestReport, RunData
 
 if TYPE_CHECKING:
@@ -79,7 +85,7 @@ def read_completions(files: list[Path], col: Collector, reward_names: list[str] 
             col.issue(path, None, f"not a TRL completions file (no {', '.join(sorted(missing))} column); skipped", "malformed", skipped=False)
             continue
         col.report.records_read += df.height
-        frames.append(df.with_columns(pl.lit(i, dtype=pl.Int64).alias("__file")).with_row_index(ORDER_COL))
+        frames.append(df.with_columns(pl.lit(i, dtype=pl.Int64).alias(FILE_COL)).with_row_index(ORDER_COL))
     if not frames:
         return None
     df = pl.concat(frames, how="diagonal_relaxed")
@@ -97,7 +103,7 @@ def read_completions(files: list[Path], col: Collector, reward_names: list[str] 
     ).drop([c for c in ("completion", "prompt") if c in df.columns] + (["step"] if C.STEP != "step" else []))
     out = out.rename(renames)
     # order: file (= step) then row; finalize sorts by step, rank, __order
-    out = out.sort(["__file", ORDER_COL]).drop("__file", ORDER_COL).with_row_index(ORDER_COL)
+    out = out.sort([FILE_COL, ORDER_COL]).drop(FILE_COL, ORDER_COL).with_row_index(ORDER_COL)
     return finalize_generations(out, col)
 
 

@@ -6,7 +6,6 @@ the reward function's extra infos).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Final
@@ -16,15 +15,18 @@ from analyzer.errors import InputError
 from analyzer.ingest._common import (
     ORDER_COL,
     Collector,
+    Columns,
     empty_steps,
     finalize_generations,
     iter_json_objects,
+    json_text,
+    metric_values,
     short,
     steps_frame,
     to_float,
     to_int,
+    why_empty,
 )
-from analyzer.ingest.keymap import map_record
 from analyzer.model import IngestReport, RunData
 
 _DUMP_RE: Final = re.compile(r"^\d+\.jsonl$")
@@ -58,34 +60,15 @@ def load_verl_jsonl(path: Path, report: IngestReport) -> RunData:
             col.issue(path, lineno, f"data is {type(data).__name__}, not an object; skipped", "wrong_type", skipped=True)
             continue
         if prev is not None and step < prev:
-            col.report.resumes.append({"file": col.rel(path), "line": lineno, "from_step": prev, "to_step": step})
+            col.resume(path, lineno, prev, step)
         prev = step
-        values: dict[str, float | None] = {}
-        for key, value in data.items():
-            f, ok = to_float(value)
-            if not ok:
-                col.issue(path, lineno, f"{key} is {short(value)}, not a number; ignored", "wrong_type", skipped=False)
-                continue
-            values[key] = f
-        mapped, unknown = map_record(values)
-        col.unknown(unknown)
         # a resumed segment re-logs steps: the later line wins
-        rows[step] = {**rows.get(step, {}), **mapped}
+        rows.setdefault(step, {}).update(metric_values(data, path, lineno, col))
     col.finish()
     if not rows:
-        raise InputError(f"{path}: no verl metric lines ({_first(col)})")
-    info: dict[str, Any] = {"run_id": path.stem, "world_size": None, "algorithm": None}
+        raise InputError(f"{path}: no verl metric lines ({why_empty(report, 'empty')})")
+    info: dict[str, Any] = {"run_id": path.stem}
     return RunData(path=str(path), steps=steps_frame(rows), generations=None, report=report, info=info)
-
-
-def _first(col: Collector) -> str:
-    return str(col.report.issues[0]) if col.report.issues else "empty"
-
-
-def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def load_verl_rollouts(path: Path, report: IngestReport) -> RunData:
@@ -95,8 +78,7 @@ def load_verl_rollouts(path: Path, report: IngestReport) -> RunData:
     root = path if path.is_dir() else path.parent
     col = Collector(report, root)
     split = "eval" if re.search(r"val", root.name, re.IGNORECASE) else "train"
-    cols: dict[str, list[Any]] = {}
-    n = 0
+    cols = Columns()
     for path_i in files:
         if path_i.stat().st_size == 0:
             col.issue(path_i, None, "empty file", "empty", skipped=False)
@@ -113,9 +95,9 @@ def load_verl_rollouts(path: Path, report: IngestReport) -> RunData:
                 col.issue(path_i, lineno, f"score is {short(obj.get('score'))}, not a number; set to null", "wrong_type", skipped=False)
             row: dict[str, Any] = {
                 C.STEP: step,
-                C.QUESTION: _text(obj.get("input")),
-                C.OUTPUT: _text(obj.get("output")),
-                C.GROUND_TRUTH: _text(obj.get("gts")),
+                C.QUESTION: json_text(obj.get("input")),
+                C.OUTPUT: json_text(obj.get("output")),
+                C.GROUND_TRUTH: json_text(obj.get("gts")),
                 C.TOTAL_REWARD: score,
                 C.SPLIT: split,
             }
@@ -124,22 +106,14 @@ def load_verl_rollouts(path: Path, report: IngestReport) -> RunData:
                     continue
                 # keep the reward function's extra infos as they are: numbers (and booleans, e.g.
                 # ``acc``) as floats, text as text (a ``pred`` of "4" stays the string "4")
-                kept: Any = float(value) if isinstance(value, bool | int | float) else _text(value)
+                kept: Any = float(value) if isinstance(value, bool | int | float) else json_text(value)
                 row[key if key not in row else f"extra/{key}"] = kept
-            n += 1
-            for k, v in row.items():
-                lst = cols.get(k)
-                if lst is None:
-                    lst = cols[k] = [None] * (n - 1)
-                lst.append(v)
-            for lst in cols.values():
-                if len(lst) < n:
-                    lst.append(None)
+            cols.append(row)
     col.finish()
-    if n == 0:
-        raise InputError(f"{path}: no readable verl rollout records ({_first(col)})")
+    if cols.n == 0:
+        raise InputError(f"{path}: no readable verl rollout records ({why_empty(report, 'empty')})")
     data = {}
-    for k, lst in cols.items():
+    for k, lst in cols.data.items():
         kinds = {type(v) for v in lst if v is not None}
         if k == C.STEP:
             data[k] = pl.Series(k, lst, dtype=pl.Int64)
@@ -149,5 +123,5 @@ def load_verl_rollouts(path: Path, report: IngestReport) -> RunData:
             data[k] = pl.Series(k, [None if v is None else str(v) for v in lst], dtype=pl.String)
     df = pl.DataFrame(data).with_row_index(ORDER_COL)
     gens = finalize_generations(df, col)
-    info: dict[str, Any] = {"run_id": root.resolve().name, "reward_names": [], "world_size": None, "algorithm": None}
+    info: dict[str, Any] = {"run_id": root.resolve().name}
     return RunData(path=str(path), steps=empty_steps(), generations=gens, report=report, info=info)

@@ -29,44 +29,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-WORDS = [
-    "the",
-    "apples",
-    "cost",
-    "each",
-    "so",
-    "total",
-    "number",
-    "many",
-    "how",
-    "if",
-    "then",
-    "we",
-    "add",
-    "subtract",
-    "multiply",
-    "divide",
-    "answer",
-    "because",
-    "first",
-    "second",
-    "third",
-    "therefore",
-    "result",
-    "step",
-    "check",
-    "value",
-    "equals",
-    "twice",
-    "half",
-    "more",
-    "less",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
+from gen_big_run import _text  # the ingest benchmark's vocabulary
 
 
 def completion(rng: random.Random) -> str:
-    words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(40, 110)))
-    return f"<reasoning>{words}</reasoning>\n<answer>{rng.randint(1, 999)}</answer>"
+    return f"<reasoning>{_text(rng, rng.randint(40, 110))}</reasoning>\n<answer>{rng.randint(1, 999)}</answer>"
 
 
 def texts_with_duplicates(n: int, dup_share: float, seed: int = 1) -> list[str]:
