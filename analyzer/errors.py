@@ -26,3 +26,7 @@ class ConfigError(LogscanError):
 
 class ModelUnavailableError(LogscanError):
     """No embedding model could be loaded offline."""
+
+
+class OutputError(LogscanError):
+    """An output file could not be written (a full disk, a read-only folder)."""

@@ -252,7 +252,10 @@ def compute_metrics(
     gens = run.generations
     if gens is None or gens.height == 0 or C.STEP not in gens.columns:
         return steps.sort(C.STEP)
-    rebuilt = generation_metrics(gens, tags=tags, ngram_sample=ngram_sample)
+    rows = _row_features(gens, tags=tags)
+    if rows.height == gens.height:  # no row dropped: aligned with the frame, row for row
+        run.derived[shared_features_key(tags)] = rows.select(C.SAMPLE_ID, _ACC, _TOK)
+    rebuilt = generation_metrics(gens, tags=tags, ngram_sample=ngram_sample, rows=rows)
     joined = steps.join(rebuilt, on=C.STEP, how="full", coalesce=True)
     return joined.sort(C.STEP)
 
@@ -262,11 +265,14 @@ def generation_metrics(
     *,
     tags: Sequence[str] = DEFAULT_TAGS,
     ngram_sample: int = NGRAM_SAMPLE_PER_STEP,
+    rows: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """The ``gen_*`` columns alone: ``step`` + one prefixed block per split."""
+    """The ``gen_*`` columns alone: ``step`` + one prefixed block per split. ``rows``: the
+    per-completion features of ``gens`` when the caller already has them (``_row_features``)."""
     import polars as pl
 
-    rows = _row_features(gens, tags=tags)
+    if rows is None:
+        rows = _row_features(gens, tags=tags)
     keys = [C.STEP, C.SPLIT]
     reward_cols = [c for c in gens.columns if c.startswith(C.REWARD_PREFIX)]
 
@@ -314,6 +320,17 @@ def generation_metrics(
     for block in blocks[1:]:
         out = out.join(block, on=C.STEP, how="full", coalesce=True)
     return out.sort(C.STEP)
+
+
+def shared_features_key(tags: Sequence[str]) -> str:
+    """Where ``compute_metrics`` leaves, in ``RunData.derived``, the per-completion features the
+    detectors reuse: a frame of ``sample_id``, exact match (``SHARED_CORRECT``, the rule of
+    ``gen_accuracy``) and whitespace words (``SHARED_TOKENS``), row for row with the generations."""
+    return "completion_features:" + "/".join(tags)
+
+
+SHARED_CORRECT = _ACC
+SHARED_TOKENS = _TOK
 
 
 def _row_features(gens: pl.DataFrame, *, tags: Sequence[str]) -> pl.DataFrame:

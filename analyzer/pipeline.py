@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
-from analyzer.errors import EXIT_ALERTS, EXIT_OK, ConfigError, InputError
+from analyzer.errors import EXIT_ALERTS, EXIT_OK, ConfigError, InputError, OutputError
 from analyzer.model import Alert, Analysis, DriftResult, RunData, Severity
 
 if TYPE_CHECKING:
@@ -147,15 +147,37 @@ def analyze_run(
     if options.write_outputs:
         analysis.output_dir = str(out_dir)
         with _timed(timings, "write"):
-            analysis.outputs.extend(str(p) for p in write_frames(analysis, out_dir))
+            try:
+                analysis.outputs.extend(str(p) for p in write_frames(analysis, out_dir))
+            except OSError as exc:
+                raise _output_error(exc, out_dir) from exc
         analysis.outputs.append(str(out_dir / "analysis.json"))
         if options.write_reports:
-            with _timed(timings, "reports"):
-                analysis.outputs.extend(str(p) for p in _write_reports(analysis, out_dir, options))
+            try:
+                with _timed(timings, "reports"):
+                    analysis.outputs.extend(str(p) for p in _write_reports(analysis, out_dir, options))
+            except Exception as exc:
+                # the findings are worth keeping when a report cannot be written (a full disk, an
+                # unwritable file): analysis.json still lands, saying what failed
+                analysis.notes.append(f"reports not written: {type(exc).__name__}: {exc}")
+                timings["total"] = time.perf_counter() - started
+                with suppress(OSError):  # the disk that failed the report may fail this too
+                    _write_json(analysis, out_dir / "analysis.json")
+                if isinstance(exc, OSError):
+                    raise _output_error(exc, out_dir) from exc
+                raise
     timings["total"] = time.perf_counter() - started
     if options.write_outputs:  # once, last: it carries the timings of every stage
-        _write_json(analysis, out_dir / "analysis.json")
+        try:
+            _write_json(analysis, out_dir / "analysis.json")
+        except OSError as exc:
+            raise _output_error(exc, out_dir) from exc
     return analysis
+
+
+def _output_error(exc: OSError, out_dir: Path) -> OutputError:
+    where = exc.filename or out_dir
+    return OutputError(f"cannot write {where}: {exc.strerror or exc}; free some space or pass -o DIR")
 
 
 # --- verdict and exit code --------------------------------------------------------------------

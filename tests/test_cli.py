@@ -119,6 +119,23 @@ def test_output_dir_option(runs, tmp_path):
     assert sorted(p.name for p in runs["healthy-grpo"].iterdir()) == before
 
 
+@pytest.mark.parametrize("blocked", ["metrics.parquet", "report.md"])
+def test_unwritable_output_is_one_line_error_and_keeps_the_findings(runs, tmp_path, blocked):
+    """A file logscan must write is a folder (as when the disk refuses it): `Error:` and exit 2, not
+    a traceback; when only a report failed, analysis.json still holds the findings and says so."""
+    out = tmp_path / "out"
+    (out / blocked).mkdir(parents=True)
+    result = CliRunner().invoke(cli, ["analyze", str(runs["healthy-grpo"]), "-o", str(out), "--no-embeddings"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: cannot write ") and blocked in lines[-1]
+    assert "Traceback" not in result.output
+    if blocked == "report.md":
+        data = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
+        assert data["verdict"] == "healthy"
+        assert any(n.startswith("reports not written: IsADirectoryError") for n in data["notes"])
+
+
 def test_bad_path_is_one_line_error(tmp_path):
     result = CliRunner().invoke(cli, ["analyze", str(tmp_path / "missing")])
     assert result.exit_code == 2

@@ -309,3 +309,32 @@ def test_staged_accuracy_equals_the_exact_match_expression(pairs):
     assert m.sort(C.STEP)[C.GEN_ACCURACY].to_list() == want
     staged = with_exact_match(frame.lazy(), pl.col(C.ANSWER).cast(pl.String), pl.col(C.GROUND_TRUTH).cast(pl.String), "s")
     assert staged.collect()["s"].to_list() == frame["em"].to_list()
+
+
+def test_detectors_reuse_the_metrics_features_and_get_the_same_frame():
+    """compute_metrics leaves its per-completion exact match and word counts for the detectors;
+    the detectors' feature frame is the same whether it reuses them or computes them itself."""
+    from analyzer.detectors.text import CORRECT, N_TOKENS, sample_features
+    from analyzer.metrics import SHARED_CORRECT, shared_features_key
+
+    run = make_run([
+        gen(1, "<reasoning>a b</reasoning><answer>4</answer>", answer="4", truth="4", group="g1"),
+        gen(1, "<reasoning>a  b\tc</reasoning><answer>5</answer>", answer="5", truth="4", group="g1"),
+        gen(2, "no tags at all", answer=None, truth="1,000", group="g2"),
+        gen(2, "<answer>1000.0</answer>", answer="1000.0", truth="1,000", group="g2"),
+    ])
+    assert run.derived == {}
+    compute_metrics(run)
+    shared = run.derived[shared_features_key(("reasoning", "answer"))]
+    assert shared[SHARED_CORRECT].to_list() == [1.0, 0.0, 0.0, 1.0]
+    assert run.generations is not None
+    reused = sample_features(run.generations, shared=shared)
+    computed = sample_features(run.generations)
+    assert reused.equals(computed)
+    assert reused[N_TOKENS].to_list() == [2.0, 3.0, 4.0, 1.0]  # whitespace-separated words
+    assert reused[CORRECT].to_list() == [1.0, 0.0, 0.0, 1.0]
+    # not aligned (another frame): computed, not borrowed
+    other = sample_features(run.generations.head(2), shared=shared)
+    assert other[CORRECT].to_list() == [1.0, 0.0]
+    # other tags: a different key, nothing to reuse
+    assert shared_features_key(("think", "answer")) not in run.derived

@@ -213,9 +213,12 @@ class DetectorContext:
     def samples(self) -> pl.DataFrame:
         """One row per completion with per-sample features (see ``analyzer.detectors.text``)."""
         from analyzer.detectors.text import sample_features
+        from analyzer.metrics import shared_features_key
 
         assert self.run.generations is not None
-        return sample_features(self.run.generations, tags=tuple(self.general["tags"]))
+        tags = tuple(self.general["tags"])
+        shared = self.run.derived.get(shared_features_key(tags))
+        return sample_features(self.run.generations, tags=tags, shared=shared)
 
     def train_samples(self) -> pl.DataFrame:
         import polars as pl

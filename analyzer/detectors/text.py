@@ -26,11 +26,23 @@ HAS_ANSWER = "_has_answer"
 
 
 def sample_features(
-    gens: pl.DataFrame, *, tags: Sequence[str] = ("reasoning", "answer")
+    gens: pl.DataFrame,
+    *,
+    tags: Sequence[str] = ("reasoning", "answer"),
+    shared: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
+    """``gens`` plus the feature columns above. ``shared``: the exact match and word counts
+    ``compute_metrics`` already computed (``analyzer.metrics.shared_features_key``); used when
+    they line up with ``gens`` row for row, else computed here (same definitions)."""
     import polars as pl
 
-    from analyzer.metrics import format_ok, whitespace_token_counts, with_exact_match
+    from analyzer.metrics import (
+        SHARED_CORRECT,
+        SHARED_TOKENS,
+        format_ok,
+        whitespace_token_counts,
+        with_exact_match,
+    )
 
     def col(name: str, dtype: pl.DataType) -> pl.Expr:
         return (
@@ -59,10 +71,22 @@ def sample_features(
         )
     )
     answer = col(C.ANSWER, pl.Utf8())
-    out = with_exact_match(out.lazy(), answer, col(C.GROUND_TRUTH, pl.Utf8()), CORRECT).collect()
+    aligned = (
+        shared is not None
+        and shared.height == out.height
+        and bool((shared[C.SAMPLE_ID] == out[C.SAMPLE_ID]).all())
+    )
+    if aligned:
+        assert shared is not None
+        out = out.with_columns(
+            shared[SHARED_CORRECT].alias(CORRECT),
+            shared[SHARED_TOKENS].cast(pl.Float64).alias(N_TOKENS),
+        )
+    else:
+        out = with_exact_match(out.lazy(), answer, col(C.GROUND_TRUTH, pl.Utf8()), CORRECT).collect()
+        out = out.with_columns(whitespace_token_counts(out[C.OUTPUT]).cast(pl.Float64).alias(N_TOKENS))
     return out.with_columns(
         format_ok(pl.col(C.OUTPUT), tags).alias(FORMAT_OK),
-        whitespace_token_counts(out[C.OUTPUT]).cast(pl.Float64).alias(N_TOKENS),
         group.alias(GROUP),
         (answer.is_not_null() & (answer.str.strip_chars() != "")).alias(HAS_ANSWER),
     )
