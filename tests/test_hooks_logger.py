@@ -373,6 +373,32 @@ def test_resume_appends_and_records_it(tmp_path: Path) -> None:
     assert phases == ["run_start", "run_end", "run_resume", "run_end"]
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_new_reward_name_is_in_run_json_before_its_records_are_on_disk(tmp_path: Path, fmt: str) -> None:
+    """A reward function that first appears mid-run is listed in run.json by the time a record
+    carrying it can be read back — without close(), as after a crash — so readers learn every
+    reward name from the manifest instead of scanning every record for it."""
+    lg = RunLogger(tmp_path, generations_format=fmt, reward_names=["acc"])
+    try:
+        lg.log_generation(step=1, question="q", model_output="a", rewards={"acc": 1.0})
+        assert lg.flush()
+        assert json.loads((tmp_path / "run.json").read_text())["reward_names"] == ["acc"]
+        before = (tmp_path / "run.json").stat().st_mtime_ns
+        lg.log_generation(step=2, question="q", model_output="b", rewards={"acc": 0.0, "judge": 0.5})
+        assert lg.flush()
+        manifest = json.loads((tmp_path / "run.json").read_text())
+        assert manifest["reward_names"] == ["acc", "judge"] and manifest["status"] == "running"
+        # known names cost no manifest write
+        lg.log_generation(step=3, question="q", model_output="c", rewards={"judge": 1.0})
+        assert lg.flush()
+        after = (tmp_path / "run.json").stat().st_mtime_ns
+        lg.log_generation(step=4, question="q", model_output="d", rewards={"acc": 1.0})
+        assert lg.flush()
+        assert (tmp_path / "run.json").stat().st_mtime_ns == after >= before
+    finally:
+        lg.close()
+
+
 def test_csv_new_reward_mid_run_starts_a_part(tmp_path: Path) -> None:
     with RunLogger(tmp_path, generations_format="csv", reward_names=["acc"]) as lg:
         lg.log_generation(step=1, question="q", model_output="a,b", rewards={"acc": 1.0})

@@ -192,3 +192,30 @@ def test_a_rejected_chunk_is_narrowed_to_pieces_before_the_line_by_line_path(tmp
     assert 34 in careful_lines and len(careful_lines) < 10  # one small piece, not the whole chunk
     assert run.generations["model_output"].to_list()[:2] == ["out 0", "out 1"]
     assert run.report.records_read == 60
+
+
+def test_a_reward_first_logged_mid_file_of_a_crashed_run_is_read(tmp_path: Path) -> None:
+    """JSONL reward names come from run.json plus the first and last records of the file; the
+    writer lists a new name in run.json before the records carrying it reach the file, so a reward
+    function that only appears mid-file — far from both ends — is still read, even when the
+    run died before close()."""
+    lg = RunLogger(tmp_path, reward_names=["acc"])
+    try:
+        step = 0
+        for step in range(1, 301):
+            lg.log_generation(step=step, question=f"q{step % 7}", model_output="x" * 300, rewards={"acc": 1.0})
+        for k in range(10):
+            lg.log_generation(step=301, question="q", model_output=f"judged {k}", rewards={"acc": 0.0, "judge": k / 10})
+        for step in range(302, 302 + 3000):  # > 1 MB after the judged records
+            lg.log_generation(step=step, question="q", model_output="y" * 400, rewards={"acc": 0.5})
+        assert lg.flush()
+        lines = (tmp_path / "generations.jsonl").read_bytes().splitlines()
+        judged = [i for i, line in enumerate(lines) if b'"judge"' in line]
+        assert judged[0] >= 200 and len(b"\n".join(lines[judged[-1] + 1 :])) > (1 << 20)
+        run = load_run(tmp_path)  # the writer is still open: as after a crash
+    finally:
+        lg.close()
+    assert run.generations is not None
+    judge = run.generations.filter(pl.col("reward/judge").is_not_null())
+    assert judge["step"].unique().to_list() == [301]
+    assert judge["reward/judge"].to_list() == pytest.approx([k / 10 for k in range(10)])

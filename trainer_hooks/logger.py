@@ -417,6 +417,7 @@ class RunLogger:
         self._counter_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._manifest_lock = threading.Lock()
+        self._names_in_manifest = 0  # how many of _reward_names run.json lists
         self._closed = False
         self._forked = False
         self._stopping = False
@@ -491,6 +492,7 @@ class RunLogger:
             schema.M_RESUMES: resumes,
         }
         self._write_manifest()
+        self._names_in_manifest = len(self._reward_names)
 
         self._thread = threading.Thread(target=self._run, name="logscan-writer", daemon=True)
         self._thread.start()
@@ -838,8 +840,21 @@ class RunLogger:
                 self._warn_once("encode", f"logscan: cannot encode a record: {exc!r}")
         if bad:
             self._fail(bad, count_error=False)
+        if stream == "gens" and len(self._reward_names) != self._names_in_manifest:
+            self._publish_reward_names()
         if lines:
             self._write_stream(stream, lines)
+
+    def _publish_reward_names(self) -> None:
+        """A reward function first met in this batch goes into run.json *before* the batch reaches
+        the file: a reader learns every reward name from the manifest, even after a crash, instead
+        of scanning a gigabyte of records for them. Once per new name, on the writer thread."""
+        names = list(self._reward_names)
+        self._manifest[schema.M_REWARD_NAMES] = list(
+            dict.fromkeys([*self._manifest[schema.M_REWARD_NAMES], *names])
+        )
+        self._write_manifest()
+        self._names_in_manifest = len(names)
 
     def _event_line(self, item: tuple[Any, ...]) -> str:
         _, ts, step, phase, split, metrics, meta = item
@@ -935,6 +950,8 @@ class RunLogger:
             except Exception as exc:
                 self._fail(1, count_error=False)
                 self._warn_once("encode", f"logscan: cannot encode a record: {exc!r}")
+        if len(self._reward_names) != self._names_in_manifest:
+            self._publish_reward_names()
         start = 0
         while start < len(rows):
             # rows up to the first one carrying a reward the current header lacks go to this part
