@@ -105,10 +105,12 @@ def polars_metrics(path: Path) -> pl.DataFrame:
             "total_reward": pl.String(), "rewards": pl.Struct({n: pl.String() for n in names}),
         }  # fmt: skip
         lf = pl.scan_ndjson(path, schema=schema)
+        step = pl.col("global_step")
         reward_text = {n: pl.col("rewards").struct.field(n) for n in names}
     else:
         lf = pl.scan_csv(path, infer_schema=False)  # all text, cast below
         names = csv_reward_names(lf.collect_schema().names())
+        step = pl.col("global_step").str.strip_chars().cast(pl.Int64, strict=False)
         reward_text = {n: pl.col(f"{n}_reward") for n in names}
 
     output = pl.col("model_output")
@@ -119,7 +121,7 @@ def polars_metrics(path: Path) -> pl.DataFrame:
 
     rows = (
         lf.select(
-            pl.col("global_step").cast(pl.String).str.strip_chars().cast(pl.Int64, strict=False).alias("step"),
+            step.alias("step"),
             pl.col("split").fill_null("train"),
             _pl_number(pl.col("total_reward")).alias("reward"),
             *[_pl_number(e).alias(f"reward/{n}") for n, e in reward_text.items()],

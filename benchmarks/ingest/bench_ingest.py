@@ -5,11 +5,16 @@ subprocess (so peak RSS is per case).
     python benchmarks/ingest/gen_big_run.py      # once: writes benchmarks/data/ (≈ 2 GB)
     python benchmarks/ingest/bench_ingest.py     # prints a Markdown table for benchmarks/RESULTS.md
 
-``--skip-pandas`` leaves the (slow, memory-hungry) pandas baseline out; ``--repeat N`` keeps the
+``--skip-pandas`` leaves the (slow, memory-hungry) pandas baselines out; ``--repeat N`` keeps the
 best wall time (and the worst peak RSS) of N runs of each case, the cases interleaved round by
 round (pandas and the CLI run once); ``--cli`` adds, for information, the whole ``logscan analyze
 --no-embeddings --no-plots --no-html`` (ingest, metrics, detectors, drift, reports) on each run;
-``--only jsonl|csv`` measures one format. The ``logscan`` case runs as the ``logscan`` command does
+``--only jsonl|csv`` measures one format; ``--cases polars,polarsmetrics,logscan`` runs only
+those kinds (of ``KINDS``; ``dirty`` is the JSONL run with bad lines). ``polars`` and ``pandas``
+compute only three aggregates per step; ``polarsmetrics`` and ``pandasmetrics`` are the same-work
+baselines (benchmarks/ingest/baselines.py): every ``gen_*`` column logscan computes, as one lazy
+Polars query and with pandas (tests/test_bench_baselines.py checks they give logscan's numbers;
+pandasmetrics runs once, like pandas). The ``logscan`` case runs as the ``logscan`` command does
 (jemalloc told to return freed memory within 100 ms: ``return_freed_memory_promptly``);
 ``logscanjem`` is the same code with the allocator's defaults.
 """
@@ -30,6 +35,8 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 JSONL_RUN = DATA / "big_run_jsonl"
 CSV_RUN = DATA / "big_run_csv"
 DIRTY_RUN = DATA / "big_run_jsonl_dirty"
+KINDS = ("polars", "polarsfull", "polarsmetrics", "logscan", "logscanjem", "pandas", "pandasmetrics", "cli", "dirty")
+PANDAS_KINDS = ("pandas", "pandasmetrics")
 
 
 def _case(name: str) -> dict[str, object]:
@@ -113,6 +120,17 @@ def _case(name: str) -> dict[str, object]:
             df = pl.read_csv(CSV_RUN / "generations.csv", infer_schema=False)
         out = df.group_by("global_step").agg(pl.len())
         extra["rows"] = int(out["len"].sum())
+    elif name in ("polarsmetrics_jsonl", "polarsmetrics_csv", "pandasmetrics_jsonl", "pandasmetrics_csv"):
+        # the same per-step metrics as logscan's gen_* columns, without logscan
+        from baselines import pandas_metrics, polars_metrics
+
+        path = JSONL_RUN / "generations.jsonl" if name.endswith("_jsonl") else CSV_RUN / "generations.csv"
+        if name.startswith("polars"):
+            pl_out = polars_metrics(path)
+            extra["rows"], extra["steps"] = int(pl_out["gen_count"].sum()), pl_out.height
+        else:
+            pd_out = pandas_metrics(path)
+            extra["rows"], extra["steps"] = int(pd_out["gen_count"].sum()), len(pd_out)
     elif name in ("pandas_jsonl", "pandas_csv"):
         import pandas as pd
 
@@ -173,10 +191,19 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--cli", action="store_true")
     ap.add_argument("--only", choices=("jsonl", "csv"))
+    ap.add_argument("--cases", help=f"comma-separated kinds to run, of: {', '.join(KINDS)}")
     args = ap.parse_args()
     if args.case:
         print(json.dumps(_case(args.case)))
         return
+    if args.cases:
+        wanted = [k.strip() for k in args.cases.split(",") if k.strip()]
+        if unknown := [k for k in wanted if k not in KINDS]:
+            raise SystemExit(f"unknown --cases {', '.join(unknown)}; kinds: {', '.join(KINDS)}")
+    else:
+        wanted = [k for k in KINDS if k != "cli" or args.cli]
+    if args.skip_pandas:
+        wanted = [k for k in wanted if k not in PANDAS_KINDS]
     if not (JSONL_RUN / "generations.jsonl").is_file():
         raise SystemExit("no benchmark data: run benchmarks/ingest/gen_big_run.py first")
     sizes = {k: (p / f"generations.{k}").stat().st_size / 1e9 for k, p in (("jsonl", JSONL_RUN), ("csv", CSV_RUN))}
@@ -187,11 +214,12 @@ def main() -> None:
     for fmt in ("jsonl", "csv"):
         if args.only and fmt != args.only:
             continue
-        kinds = ["polars", "polarsfull", "logscan", "logscanjem"] + ([] if args.skip_pandas else ["pandas"]) + (["cli"] if args.cli else [])
-        names = [f"{k}_{fmt}" for k in kinds] + (["logscan_dirty"] if fmt == "jsonl" and (DIRTY_RUN / "generations.jsonl").is_file() else [])
-        found = _run_all(names, args.repeat, once={f"pandas_{fmt}", f"cli_{fmt}"})
+        kinds = [k for k in KINDS if k in wanted and k != "dirty"]
+        dirty = "dirty" in wanted and fmt == "jsonl" and (DIRTY_RUN / "generations.jsonl").is_file()
+        names = [f"{k}_{fmt}" for k in kinds] + (["logscan_dirty"] if dirty else [])
+        found = _run_all(names, args.repeat, once={f"pandas_{fmt}", f"pandasmetrics_{fmt}", f"cli_{fmt}"})
         results = {k: found[f"{k}_{fmt}"] for k in kinds}
-        base = results["polars"] if "error" not in results["polars"] else None
+        base = results.get("polars") if "error" not in results.get("polars", {"error": 1}) else None
         pandas = results.get("pandas") if "error" not in results.get("pandas", {"error": 1}) else None
         for kind, res in results.items():
             if "error" in res:
