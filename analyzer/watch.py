@@ -5,12 +5,18 @@ Polars keeps it quick), rebuilds the metrics and runs the detectors — drift, t
 is skipped — then prints the latest value of the key metrics and the alerts. With ``stop_on`` it
 asks the run to stop through ``trainer_hooks.request_stop`` (the STOP file the training loop
 polls) the first time an alert at or above that severity fires.
+
+Two things keep it light on the machine that trains: a refresh whose run files have not changed
+(same names, sizes and modification times) re-reads nothing and prints one line; and the wait
+between refreshes is never shorter than the last analysis took, so a run too big to re-read every
+``interval`` seconds gets at most half of one core, not all of it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,25 @@ WATCHED: tuple[str, ...] = (
     C.GRAD_NORM,
 )
 FINISHED_STATUSES = ("finished", "crashed")
+
+
+def run_fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and modification time of every file of the run (logscan's own output folder
+    and the STOP file excluded): equal fingerprints mean nothing new was written."""
+    if path.is_file():
+        files = [path]
+    else:
+        files = [p for p in path.rglob("*") if p.is_file() and "logscan" not in p.relative_to(path).parts[:1]]
+    out = []
+    for p in files:
+        if p.name == "STOP":
+            continue
+        try:
+            st = p.stat()
+        except OSError:  # removed while we looked
+            continue
+        out.append((str(p), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))
 
 
 def snapshot(path: Path) -> Analysis:
@@ -84,9 +109,21 @@ def watch_run(
         raise InputError(f"{path} does not exist; give the run folder the training process writes to")
     waiter = stop_event or threading.Event()
     stop_requested = False
+    seen: tuple[tuple[str, int, int], ...] | None = None
+    took = 0.0
     try:
         while True:
+            fingerprint = run_fingerprint(path)
+            if fingerprint == seen:
+                now = _dt.datetime.now().strftime("%H:%M:%S")
+                echo(f"[{now}] no new records")
+                if waiter.wait(max(interval, took)):
+                    return 0
+                continue
+            started = time.perf_counter()
             analysis = snapshot(path)
+            took = time.perf_counter() - started
+            seen = fingerprint
             echo(snapshot_text(analysis))
             if stop_on and not stop_requested:
                 hits = alerts_at_or_above(analysis, stop_on)
@@ -98,7 +135,7 @@ def watch_run(
             if analysis.run.info.get("status") in FINISHED_STATUSES:
                 echo(f"run {analysis.run.info.get('status')}; watch ends")
                 return 0
-            if waiter.wait(interval):
+            if waiter.wait(max(interval, took)):
                 return 0
     except KeyboardInterrupt:
         echo("watch: interrupted")

@@ -126,10 +126,11 @@ def _aligned(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
 CASES = ["jsonl", "csv", "edited_jsonl", "edited_csv", "untagged_jsonl", "untagged_csv"]
 
 
+@pytest.mark.parametrize("tuned", [False, True], ids=["plain", "tuned"])
 @pytest.mark.parametrize("case", CASES)
-def test_polars_baseline_equals_logscan(runs: dict[str, Path], case: str) -> None:
+def test_polars_baseline_equals_logscan(runs: dict[str, Path], case: str, tuned: bool) -> None:
     expected = _logscan(runs[case])
-    got = baselines.polars_metrics(runs[case])
+    got = baselines.polars_metrics(runs[case], tuned=tuned)
     assert got.columns == EXPECTED_COLUMNS
     assert sorted(got.columns) == sorted(expected.columns)  # every gen_* column logscan has, no more
     assert got.height == expected.height == 20

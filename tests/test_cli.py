@@ -361,3 +361,43 @@ def test_html_report_analyzes_afresh_and_refreshes_the_data_files(tmp_path):
     assert data["config"]["general"]["min_steps"] == 100000
     assert (run / "logscan" / "metrics.parquet").is_file()
     assert not (run / "logscan" / "report.md").exists()
+
+
+def test_watch_rereads_only_when_the_run_changed(tmp_path, monkeypatch):
+    """A refresh with no new bytes in the run re-reads nothing (one line); a new record brings a
+    full snapshot again."""
+    import threading
+
+    from analyzer import watch
+    from trainer_hooks import RunLogger
+
+    analyses = 0
+    real_snapshot = watch.snapshot
+
+    def counting_snapshot(path):
+        nonlocal analyses
+        analyses += 1
+        return real_snapshot(path)
+
+    monkeypatch.setattr(watch, "snapshot", counting_snapshot)
+    run_dir = tmp_path / "live"
+    with RunLogger(run_dir, algorithm="grpo") as logger:
+        logger.log_metrics(1, {"loss": 1.0})
+        assert logger.flush(timeout=10)
+        stop = threading.Event()
+        seen: list[str] = []
+
+        def echo(text: str) -> None:
+            seen.append(text)
+            idle = [s for s in seen if s.endswith("no new records")]
+            if len(idle) == 2 and text.endswith("no new records"):
+                logger.log_metrics(2, {"loss": 0.5})  # something new: the next refresh reads it
+                assert logger.flush(timeout=10)
+            if "last step 2" in text:
+                stop.set()
+
+        assert watch.watch_run(run_dir, interval=0.01, echo=echo, stop_event=stop) == 0
+    assert "last step 1" in seen[0]
+    assert seen[1].endswith("no new records") and seen[2].endswith("no new records")
+    assert "last step 2" in seen[3]
+    assert analyses == 2  # the two idle refreshes read nothing
