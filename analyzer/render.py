@@ -344,6 +344,8 @@ def _metric_row(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _fmt_evidence(value: Any) -> str:
+    if value is None:  # a value the detector could not know (e.g. no max length logged)
+        return "—"
     if isinstance(value, float | int) and not isinstance(value, bool):
         return fmt(value)
     if isinstance(value, list | tuple):

@@ -666,3 +666,11 @@ def test_a_run_given_as_dot_is_named_by_its_folder(tmp_path, monkeypatch):
     assert render._display_path(".") == "my-grpo-run"
     assert render._display_path("./") == "my-grpo-run"
     assert render._display_path("runs/a") == "runs/a"
+
+
+def test_evidence_values_render_readably():
+    """Evidence a detector could not know (None) shows as a dash, never as an empty cell."""
+    assert render._fmt_evidence(None) == "—"
+    assert render._fmt_evidence(0.5) == render.fmt(0.5)
+    assert render._fmt_evidence([1, None]) == "[1, —]"
+    assert render._fmt_evidence("<b>x</b>") == "<b>x</b>"  # escaped by the template, not here
