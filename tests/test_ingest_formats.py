@@ -256,6 +256,28 @@ def test_seed_csv_folder_of_ranks_and_parts(tmp_path: Path) -> None:
     assert run.report.resumes == [] and run.report.notes == []
 
 
+@pytest.mark.parametrize("careful", [False, True], ids=["fast", "careful"])
+def test_seed_csv_resume_line_counts_lines_inside_fields(tmp_path: Path, careful: bool) -> None:
+    """A resume is reported at the line its record starts on, counting completions that span
+    several lines — whether Polars read the file whole or the csv module read it row by row."""
+    import csv
+
+    path = tmp_path / "generations.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["timestamp", "global_step", "question_id", "question", "ground_truth_answer", "model_output",
+                    "reasoning", "model_answer", "total_reward"])
+        for step, text in [(1, "one\ntwo"), (2, "a\r\nb\nc"), (3, "plain"), (2, "again\nx"), (3, "z")]:
+            w.writerow([1.0, step, "q", "Q", "1", text, "", "1", 1.0])
+        if careful:
+            w.writerow([1.0, 4, "q", "Q", "1", "w", "", "1", "not a number"])  # sends the file down the careful path
+    run = load_run(path)
+    # header 1; step 1 on lines 2-3; step 2 on 4-6; step 3 on 7; the resumed step 2 starts on line 8
+    assert run.report.resumes == [{"file": "generations.csv", "line": 8, "from_step": 3, "to_step": 2, "rank": 0}]
+    with path.open(newline="", encoding="utf-8") as fh:
+        assert fh.read().splitlines()[7].split(",")[1] == "2"
+
+
 def test_missing_path_is_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"nope: no such file or folder$"):
         load_run(tmp_path / "nope")

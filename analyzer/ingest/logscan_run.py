@@ -21,6 +21,7 @@ from analyzer.ingest._common import (
     FILE_COL,
     LINE_COL,
     ORDER_COL,
+    RECORD_LINE_COL,
     RESERVED,
     Collector,
     Columns,
@@ -32,6 +33,7 @@ from analyzer.ingest._common import (
     json_text,
     merge_steps,
     metric_values,
+    physical_line,
     short,
     sorted_order,
     steps_frame,
@@ -422,8 +424,13 @@ def resolve_resumes(df: pl.DataFrame, col: Collector, *, files_by_seq: list[str]
     if backs.height == 0:
         return df.drop("__back").with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER_COL))
     prev_rows = df.with_columns(prev.alias("__prev")).filter(pl.col("__back"))
-    for row in prev_rows.select(FILE_COL, LINE_COL, "__prev", C.STEP, C.RANK).iter_rows():
-        col.report.resumes.append({"file": files_by_seq[row[0]], "line": row[1], "from_step": row[2], "to_step": row[3], "rank": row[4]})
+    by_record = RECORD_LINE_COL in df.columns
+    for row in prev_rows.select(
+        FILE_COL, LINE_COL, "__prev", C.STEP, C.RANK, ORDER_COL,
+        pl.col(RECORD_LINE_COL).fill_null(False) if by_record else pl.lit(False),
+    ).iter_rows():  # fmt: skip
+        line = physical_line(df, row[0], row[5]) if row[6] else row[1]
+        col.report.resumes.append({"file": files_by_seq[row[0]], "line": line, "from_step": row[2], "to_step": row[3], "rank": row[4]})
     df = df.with_columns(pl.col("__back").cast(pl.Int64).cum_sum().over(C.RANK).alias("__seg"))
     keep = pl.col("__seg") == pl.col("__seg").max().over([C.RANK, C.STEP])
     dropped = df.filter(~keep)
@@ -469,7 +476,7 @@ def read_generation_files(files: list[Path], col: Collector, reward_hint: list[A
         return None
     df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     df = resolve_resumes(df, col, files_by_seq=names)
-    return df.drop(LINE_COL, FILE_COL)
+    return df.drop(LINE_COL, FILE_COL, RECORD_LINE_COL, strict=False)
 
 
 def load_logscan_run(folder: Path, report: IngestReport) -> RunData:

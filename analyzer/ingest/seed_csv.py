@@ -23,6 +23,7 @@ from analyzer.errors import InputError
 from analyzer.ingest._common import (
     LINE_COL,
     ORDER_COL,
+    RECORD_LINE_COL,
     RESERVED,
     Collector,
     Columns,
@@ -131,7 +132,9 @@ def _fast(path: Path, col: Collector) -> pl.DataFrame:
     if S.G_EXTRA in out.columns:
         out = expand_object(out, S.G_EXTRA, "", numeric=False)
     col.report.records_read += out.height
-    return out.with_columns((pl.col(ORDER_COL) + 2).cast(pl.Int64).alias(LINE_COL))
+    return out.with_columns(
+        (pl.col(ORDER_COL) + 2).cast(pl.Int64).alias(LINE_COL), pl.lit(True).alias(RECORD_LINE_COL)
+    )
 
 
 def _object_cell(text: str | None, name: str, path: Path, line: int | None, col: Collector, *, where: str = "") -> dict[str, Any]:
