@@ -215,3 +215,57 @@ def test_callback_events_without_a_trainer(tmp_path: Path) -> None:
     }
     assert by_phase["train_end"][schema.E_METRICS] == {"train_runtime": 1.5, "train_loss": 0.4}
     assert by_phase["early_stop"][schema.E_META] == {"reason": "enough"}
+
+
+def _rank_main(rank: int, world: int, port: int, base: str, stop_on_rank0: bool, out: Any) -> None:
+    """One rank of a 2-process CPU (gloo) group: a LogscanCallback with its own run folder (as on
+    nodes that share no file system), one training step's on_step_end."""
+    import os
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from trainer_hooks import LogscanCallback, RunLogger
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        run = Path(base) / f"rank{rank}"
+        with RunLogger(run, rank=rank, world_size=world) as lg:
+            cb = LogscanCallback(lg)
+            args = SimpleNamespace(output_dir=str(run), world_size=world, device="cpu")
+            state = SimpleNamespace(global_step=1, max_steps=10, epoch=0.1)
+            if stop_on_rank0 and rank == 0:
+                request_stop(run, "rank 0 saw it")
+            control = cb.on_step_end(args, state, SimpleNamespace(should_training_stop=False))
+            out.put((rank, control.should_training_stop, cb._agreed_stop_reason(args)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("stop", [True, False], ids=["stop-on-rank-0", "no-stop"])
+def test_stop_request_is_agreed_across_real_ranks(tmp_path: Path, stop: bool) -> None:
+    """Real torch.distributed (gloo, 2 processes): a STOP seen by rank 0 only stops both ranks (the
+    all-reduce), so neither is left waiting in the next collective; without one, neither stops."""
+    pytest.importorskip("transformers")
+    torch_mp = pytest.importorskip("torch.multiprocessing")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = torch_mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_rank_main, args=(r, 2, port, str(tmp_path), stop, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    results = sorted(out.get(timeout=10) for _ in range(2))
+    if stop:
+        assert results == [(0, True, "rank 0 saw it"), (1, True, "stop requested on another rank")]
+        events = _jsonl(tmp_path / "rank1" / "events.rank1.jsonl")
+        assert any(e[schema.E_PHASE] == "early_stop" for e in events)
+    else:
+        assert results == [(0, False, None), (1, False, None)]
