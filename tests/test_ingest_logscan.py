@@ -219,3 +219,33 @@ def test_a_reward_first_logged_mid_file_of_a_crashed_run_is_read(tmp_path: Path)
     judge = run.generations.filter(pl.col("reward/judge").is_not_null())
     assert judge["step"].unique().to_list() == [301]
     assert judge["reward/judge"].to_list() == pytest.approx([k / 10 for k in range(10)])
+
+
+def test_nested_values_read_the_same_on_the_fast_and_the_careful_path(tmp_path: Path) -> None:
+    """A nested value (a chat message list, an unknown key's object) becomes the same JSON text —
+    non-ASCII kept as it is — whether Polars read its chunk or the line-by-line path did."""
+    rec = {
+        "global_step": 1, "question_id": "q", "question": [{"role": "user", "content": "héllo ✓"}],
+        "model_output": "x", "total_reward": 1.0, "rewards": {"r": 1.0}, "meta": {"lang": "日本語"},
+    }  # fmt: skip
+    line = json.dumps(rec, ensure_ascii=False) + "\n"
+    fast, careful = tmp_path / "fast", tmp_path / "careful"
+    for folder, bad in ((fast, ""), (careful, "{not json\n")):
+        folder.mkdir()
+        (folder / "generations.jsonl").write_text(line + bad + line, encoding="utf-8")
+    a, b = load_run(fast), load_run(careful)
+    assert not [i for i in a.report.issues if i.kind == "malformed"]
+    assert [i.line for i in b.report.issues if i.kind == "malformed"] == [2]  # the careful path ran
+    assert a.generations is not None and b.generations is not None
+    cols = ["question", "meta"]
+    assert a.generations.select(cols).equals(b.generations.select(cols))
+    assert a.generations["question"][0] == '[{"role": "user", "content": "héllo ✓"}]'
+    assert a.generations["meta"][0] == '{"lang": "日本語"}'
+
+
+def test_a_nested_extra_value_keeps_its_non_ascii_text(tmp_path: Path) -> None:
+    rec = {"global_step": 1, "question_id": "q", "question": "Q", "model_output": "x", "total_reward": 1.0,
+           "extra": {"judge": {"why": "çà — ok"}}}
+    (tmp_path / "generations.jsonl").write_text(json.dumps(rec) + "\n", encoding="utf-8")
+    g = load_run(tmp_path).generations
+    assert g is not None and g["judge"].to_list() == ['{"why": "çà — ok"}']

@@ -345,7 +345,7 @@ def _series(name: str, values: list[Any]) -> pl.Series:
         return pl.Series(name, values, dtype=pl.Float64)
     if kinds <= {str}:
         return pl.Series(name, values, dtype=pl.String)
-    return pl.Series(name, [None if v is None else v if isinstance(v, str) else json.dumps(v) for v in values], dtype=pl.String)
+    return pl.Series(name, [json_text(v) for v in values], dtype=pl.String)
 
 
 def _read_chunk(

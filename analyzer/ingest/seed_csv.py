@@ -31,6 +31,7 @@ from analyzer.ingest._common import (
     empty_steps,
     expand_object,
     finalize_generations,
+    json_text,
     short,
     to_float,
     to_int,
@@ -248,7 +249,7 @@ def _careful(path: Path, col: Collector) -> pl.DataFrame | None:
                     row.setdefault(C.REWARD_PREFIX + k, f)
             elif name == S.G_EXTRA:
                 for k, v in _object_cell(value, S.G_EXTRA, path, line, col).items():
-                    row.setdefault(k if k not in RESERVED else f"extra/{k}", v if isinstance(v, str | int | float) else json.dumps(v))
+                    row.setdefault(k if k not in RESERVED else f"extra/{k}", v if isinstance(v, str | int | float) else json_text(v))
             else:
                 row[name] = value if value != "" else None
         rows.append(row)

@@ -8,7 +8,6 @@ are flattened to text (``role: content`` lines for prompts, the contents for com
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -20,6 +19,7 @@ from analyzer.ingest._common import (
     Collector,
     empty_steps,
     finalize_generations,
+    json_text,
 )
 from analyzer.model import IngestReport, RunData
 
@@ -57,7 +57,7 @@ def _message_text(value: Any, *, roles: bool) -> str | None:
             else:
                 parts.append(str(m))
         return "\n".join(parts)
-    return json.dumps(value, default=str)
+    return json_text(value)
 
 
 def _to_text(df: pl.DataFrame, name: str, *, roles: bool) -> pl.Series:
