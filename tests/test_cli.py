@@ -401,3 +401,27 @@ def test_watch_rereads_only_when_the_run_changed(tmp_path, monkeypatch):
     assert seen[1].endswith("no new records") and seen[2].endswith("no new records")
     assert "last step 2" in seen[3]
     assert analyses == 2  # the two idle refreshes read nothing
+
+
+def test_watch_does_not_stop_a_run_for_the_records_it_is_still_writing(tmp_path):
+    """A reader arriving mid-write sees each file end in a cut-short record; that is info, so
+    `watch --stop-on warning` does not stop a healthy live run for it."""
+    from trainer_hooks import RunLogger, read_stop_request
+
+    run_dir = tmp_path / "live"
+    with RunLogger(run_dir, algorithm="grpo", reward_names=["acc"]) as logger:
+        for step in range(1, 31):
+            logger.log_metrics(step, {"loss": 1.0 / step, "reward": 0.02 * step})
+            for i in range(4):
+                logger.log_generation(step=step, question=f"q{i}", ground_truth_answer="1",
+                                      model_output=f"<reasoning>r</reasoning><answer>{i}</answer>",
+                                      rewards={"acc": float(i == 1)})
+        assert logger.flush(timeout=10)
+        with (run_dir / "events.jsonl").open("ab") as fh:  # what a reader sees mid-write
+            fh.write(b'{"time": 1.0, "step": 31, "pha')
+        with (run_dir / "generations.jsonl").open("ab") as fh:
+            fh.write(b'{"global_step": 31, "question": "q0", "model_out')
+        result = invoke("watch", run_dir, "--once", "--stop-on", "warning")
+        assert result.exit_code == 0
+        assert "requested stop" not in result.output and read_stop_request(run_dir) is None
+        assert "INFO     log_integrity: 2 torn lines skipped" in result.output

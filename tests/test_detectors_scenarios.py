@@ -495,3 +495,29 @@ def test_forgetting_from_five_sparse_eval_drift_points() -> None:
     calm = eval_drift([0.05, 0.03, 0.06, 0.04, 0.05])
     alerts, _ = run_detectors(sc.run, sc.run.steps, calm, None)
     assert not [a for a in alerts if a.kind == "catastrophic_forgetting"]
+
+
+@pytest.mark.parametrize(
+    ("torn", "resumes", "severity"),
+    [
+        # a live or killed run: one cut record at the end of each file being appended to
+        ([("events.jsonl", 32), ("generations.jsonl", 121), ("generations.rank1.jsonl", 98)], [], "info"),
+        # killed, then resumed into the same file: one more cut record, explained by the resume
+        ([("generations.jsonl", 50), ("generations.jsonl", 121)], [("generations.jsonl", 51)], "info"),
+        # two cut records in one file and no resume: not what an interruption leaves
+        ([("generations.jsonl", 50), ("generations.jsonl", 121)], [], "warning"),
+    ],
+    ids=["one-per-file", "resumed", "unexplained"],
+)
+def test_torn_lines_an_interrupted_writer_explains_are_info(torn, resumes, severity) -> None:
+    from analyzer.model import IngestIssue
+
+    sc = make_scenario(None, seed=0, with_generations=False)
+    report = IngestReport(source_kind="logscan", records_read=500)
+    report.issues += [IngestIssue(f, line, "torn last line: the record is cut short", "torn_line") for f, line in torn]
+    report.resumes += [{"file": f, "line": line, "from_step": 9, "to_step": 5, "rank": 0} for f, line in resumes]
+    run = RunData(sc.run.path, sc.run.steps, None, report, sc.run.info)
+    alerts, _ = run_detectors(run, sc.run.steps, None, None)
+    li = [a for a in alerts if a.kind == "log_integrity" and "torn" in a.message]
+    assert len(li) == 1 and li[0].severity.value == severity
+    assert f"{torn[0][0]}:{torn[0][1]}" in li[0].message or severity == "warning"

@@ -44,9 +44,11 @@ def _dropped(ctx: DetectorContext) -> int:
     "usual spacing): every other conclusion rests on complete logs.",
     defaults={"gap_factor": 5.0, "critical_fraction": 0.05},
     requires=(),
-    severity="info for one torn last line, wrongly typed values, empty files, resumes and gaps; warning "
-    "for malformed / unreadable records, more than one torn line, or records the logger dropped; "
-    "critical when skipped + dropped records are ≥ critical_fraction of all records.",
+    severity="info for torn lines an interrupted writer explains (at most one per file, plus one per "
+    "resume in that file: a killed or still-running writer leaves one cut-short record at the end of "
+    "each file it was appending to), wrongly typed values, empty files, resumes and gaps; warning for "
+    "malformed / unreadable records, torn lines beyond that, or records the logger dropped; critical "
+    "when skipped + dropped records are ≥ critical_fraction of all records.",
 )
 def log_integrity(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Torn lines, malformed records, dropped records, gaps and resumes."""
@@ -58,14 +60,20 @@ def log_integrity(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     records = max(rep.records_read + rep.records_skipped + dropped, 1)
     lost_share = (rep.records_skipped + dropped) / records
     examples = [str(i) for i in rep.issues if i.kind in bad or i.kind == "dropped"][:5]
-    if bad or dropped or kinds.get("torn_line", 0) > 1:
+    # Each interruption of a writer (a kill, or a reader arriving mid-write) cuts at most one record
+    # per file it was appending to; a resumed run appends after the cut, so a file may hold one more
+    # per resume. Torn lines beyond that are not explained by interruptions.
+    torn_by_file = Counter(i.file for i in rep.issues if i.kind == "torn_line")
+    resumes_by_file = Counter(str(r.get("file")) for r in rep.resumes)
+    unexplained = sum(max(0, n - 1 - resumes_by_file.get(f, 0)) for f, n in torn_by_file.items())
+    if bad or dropped or unexplained:
         sev = (
             Severity.CRITICAL if lost_share >= float(cfg["critical_fraction"]) else Severity.WARNING
         )
         parts = [f"{n} {k.replace('_', ' ')}" for k, n in sorted(bad.items())]
         if dropped:
             parts.append(f"{dropped} dropped by the logger")
-        if kinds.get("torn_line", 0) > 1:
+        if unexplained:
             parts.append(f"{kinds['torn_line']} torn lines")
         out.append(
             alert(
@@ -98,16 +106,22 @@ def log_integrity(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 sample_ids=[],
             )
         )
-    if kinds.get("torn_line", 0) == 1 and not (bad or dropped):
-        torn = next(i for i in rep.issues if i.kind == "torn_line")
+    if torn_by_file and not (bad or dropped or unexplained):
+        torn = [i for i in rep.issues if i.kind == "torn_line"]
+        where = ", ".join(f"{i.file}:{i.line}" for i in torn[:3]) + (", …" if len(torn) > 3 else "")
+        what = (
+            f"one torn line skipped ({where})"
+            if len(torn) == 1
+            else f"{len(torn)} torn lines skipped ({where}), at most one per file and interruption"
+        )
         out.append(
             alert(
                 "log_integrity",
                 Severity.INFO,
                 None,
-                f"one torn line skipped ({torn}): the writer was interrupted mid-record",
+                f"{what}: the writer was interrupted mid-record (killed, or still writing)",
                 issues=dict(kinds),
-                examples=[str(torn)],
+                examples=[str(i) for i in torn[:5]],
                 sample_ids=[],
             )
         )
