@@ -249,3 +249,43 @@ def test_a_nested_extra_value_keeps_its_non_ascii_text(tmp_path: Path) -> None:
     (tmp_path / "generations.jsonl").write_text(json.dumps(rec) + "\n", encoding="utf-8")
     g = load_run(tmp_path).generations
     assert g is not None and g["judge"].to_list() == ['{"why": "çà — ok"}']
+
+
+@pytest.mark.parametrize("careful", [False, True], ids=["fast", "careful"])
+def test_a_csv_reward_named_like_a_fixed_column_round_trips(tmp_path: Path, careful: bool) -> None:
+    """A reward function named "total" would be the column "total_reward": the writer puts it in
+    the row's extra cell as "reward/total" instead, and ingest reads it back as that reward."""
+    with RunLogger(tmp_path, generations_format="csv") as lg:
+        lg.log_generation(step=1, question="q", model_output="a", rewards={"total": 0.5, "acc": 1.0})
+        lg.log_generation(step=2, question="q", model_output="b", rewards={"total": float("nan"), "acc": 0.0}, note="x")
+    path = tmp_path / "generations.csv"
+    header = path.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert header.count("total_reward") == 1 and "acc_reward" in header
+    if careful:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write("1.0,3,q,q,,c,,,not a number,1.0,train,,\n")
+    run = load_run(tmp_path)
+    g = run.generations
+    assert g is not None
+    assert g["total_reward"].to_list()[:2] == [1.5, 0.0]
+    assert g["reward/acc"].to_list()[:2] == [1.0, 0.0]
+    total = g["reward/total"].to_list()
+    assert total[0] == 0.5 and math.isnan(total[1])
+    assert g["note"].to_list()[:2] == [None, "x"]
+    assert run.reward_names == ["acc", "total"]
+
+
+def test_reward_keys_under_extra_never_break_the_careful_path(tmp_path: Path) -> None:
+    """A "reward/<name>" key under extra (how a CSV keeps a reward named like a fixed column) with
+    a non-finite string or text: read as a number or null, never a traceback."""
+    recs = [
+        {"global_step": 1, "question": "q", "model_output": "a", "total_reward": 1.0, "extra": {"reward/x": "NaN"}},
+        {"global_step": 2, "question": "q", "model_output": "b", "total_reward": 1.0, "extra": {"reward/x": "oops"}},
+        {"global_step": 3, "question": "q", "model_output": "c", "total_reward": 1.0, "extra": {"reward/x": 2}},
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in recs) + "{not json\n"  # the careful path
+    (tmp_path / "generations.jsonl").write_text(text, encoding="utf-8")
+    g = load_run(tmp_path).generations
+    assert g is not None
+    x = g["reward/x"].to_list()
+    assert math.isnan(x[0]) and x[1:] == [None, 2.0]

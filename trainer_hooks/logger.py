@@ -340,10 +340,18 @@ class _CsvStream:
     def path(self) -> Path:
         return self.run_dir / schema.generations_part_file(self.rank, self.part, "csv")
 
+    def columns(self) -> tuple[list[str], list[str]]:
+        """(reward names with a column of their own, names that go into the extra cell)."""
+        names = self.reward_names or []
+        return (
+            [n for n in names if schema.csv_reward_column(n)],
+            [n for n in names if not schema.csv_reward_column(n)],
+        )
+
     def header(self) -> list[str]:
         return [
             *schema.CSV_BASE_COLUMNS,
-            *(f"{n}{schema.CSV_REWARD_SUFFIX}" for n in self.reward_names or ()),
+            *(f"{n}{schema.CSV_REWARD_SUFFIX}" for n in self.columns()[0]),
             *schema.CSV_TAIL_COLUMNS,
             schema.CSV_EXTRA_COLUMN,
         ]
@@ -984,7 +992,7 @@ class RunLogger:
         w = csv.writer(buf)
         if not st.header_written:
             w.writerow(st.header())
-        names = st.reward_names or []
+        names, in_extra = st.columns()
         for (
             ts,
             step,
@@ -1000,6 +1008,11 @@ class RunLogger:
             gid,
             extra,
         ) in rows:
+            if in_extra and any(n in rewards for n in in_extra):
+                extra = {
+                    **(extra or {}),
+                    **{schema.CSV_EXTRA_REWARD_PREFIX + n: rewards[n] for n in in_extra if n in rewards},
+                }
             w.writerow(
                 (
                     _num_cell(ts),

@@ -154,6 +154,16 @@ CSV_BASE_COLUMNS: Final = (
 CSV_TAIL_COLUMNS: Final = (G_SPLIT, G_GROUP_ID)
 # After the tail, logscan's CSV adds one JSON-encoded column for **extra (empty cell when none).
 CSV_EXTRA_COLUMN: Final = G_EXTRA
+# A reward function whose column would repeat a fixed column (a reward named "total" would be
+# "total_reward") goes into the row's extra cell under this prefix instead: {"reward/total": 0.5}.
+CSV_EXTRA_REWARD_PREFIX: Final = "reward/"
+
+
+def csv_reward_column(name: str) -> str | None:
+    """The CSV column of reward function ``name``, or None when that name would repeat a fixed
+    column (then the value goes into the extra cell as ``CSV_EXTRA_REWARD_PREFIX + name``)."""
+    column = f"{name}{CSV_REWARD_SUFFIX}"
+    return None if column in (*CSV_BASE_COLUMNS, *CSV_TAIL_COLUMNS, CSV_EXTRA_COLUMN) else column
 
 SPLITS: Final = ("train", "eval", "probe")
 

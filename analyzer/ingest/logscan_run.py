@@ -337,7 +337,8 @@ def _series(name: str, values: list[Any]) -> pl.Series:
     if name in (C.STEP, LINE_COL, C.RANK):
         return pl.Series(name, values, dtype=pl.Int64)
     if name == C.TOTAL_REWARD or name.startswith(C.REWARD_PREFIX):
-        return pl.Series(name, values, dtype=pl.Float64)
+        # the rewards object's values are coerced already; a "reward/…" key under extra is not
+        return pl.Series(name, [v if isinstance(v, float) or v is None else to_float(v)[0] for v in values], dtype=pl.Float64)
     if name in TEXT_FIELDS:
         return pl.Series(name, values, dtype=pl.String)
     kinds = {type(v) for v in values if v is not None}

@@ -249,6 +249,12 @@ def _careful(path: Path, col: Collector) -> pl.DataFrame | None:
                     row.setdefault(C.REWARD_PREFIX + k, f)
             elif name == S.G_EXTRA:
                 for k, v in _object_cell(value, S.G_EXTRA, path, line, col).items():
+                    if k.startswith(C.REWARD_PREFIX):  # a reward kept in the extra cell (S.csv_reward_column)
+                        f, ok = to_float(v)
+                        if not ok:
+                            col.issue(path, line, f"{k} is {short(v)}, not a number; set to null", "wrong_type", skipped=False)
+                        row.setdefault(k, f)
+                        continue
                     row.setdefault(k if k not in RESERVED else f"extra/{k}", v if isinstance(v, str | int | float) else json_text(v))
             else:
                 row[name] = value if value != "" else None
