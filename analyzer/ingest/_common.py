@@ -168,17 +168,21 @@ def to_float(value: Any) -> tuple[float | None, bool]:
     return None, False
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def to_int(value: Any) -> int | None:
-    """A step: ints, integral floats and integer strings; anything else is None."""
+    """A step: ints, integral floats and integer strings within Int64; anything else is None."""
     if isinstance(value, bool):
         return None
+    out: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
-        return int(value)
-    return None
+        out = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        out = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value):
+        out = int(value)
+    return out if out is not None and _INT64[0] <= out <= _INT64[1] else None
 
 
 def metric_values(
