@@ -175,13 +175,12 @@ def to_int(value: Any) -> int | None:
     """A step: ints, integral floats and integer strings within Int64; anything else is None."""
     if isinstance(value, bool):
         return None
-    out: int | None = None
-    if isinstance(value, int):
-        out = value
-    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        out = int(value)
-    elif isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value):
-        out = int(value)
+    integral = (
+        isinstance(value, int)
+        or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
+        or (isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value) is not None)
+    )
+    out = int(value) if integral else None
     return out if out is not None and _INT64[0] <= out <= _INT64[1] else None
 
 
