@@ -168,3 +168,18 @@ def test_the_harness_runs_every_stage_on_a_plausible_run(tmp_path: Path) -> None
     result = analyze(tmp_path, AnalyzeOptions(no_embeddings=True, write_outputs=False))
     assert result.metrics.height == 12 and sum(d.ran for d in result.detectors) >= 5
     _analyze(tmp_path)
+
+
+def test_keys_with_control_characters_are_read(tmp_path: Path) -> None:
+    """Found by the properties above: a key holding a tab (under extra, or a reward name) crashed
+    the fast path, which re-parsed Polars' unescaped key text."""
+    from analyzer.ingest import load_run
+
+    recs = [{"global_step": s, "model_output": "x", "total_reward": 1.0, "rewards": {"a\tb": 0.5},
+             "extra": {"k\t1": "v", "note": 'say "hi": now'}} for s in (1, 2)]
+    (tmp_path / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    run = load_run(tmp_path)
+    g = run.generations
+    assert g is not None and not run.report.issues
+    assert g["reward/a\tb"].to_list() == [0.5, 0.5]
+    assert g["k\t1"].to_list() == ["v", "v"] and g["note"].to_list() == ['say "hi": now'] * 2

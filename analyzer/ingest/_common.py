@@ -479,7 +479,11 @@ def expand_object(df: pl.DataFrame, name: str, prefix: str, *, numeric: bool) ->
     keys = (
         series.drop_nulls().str.extract_all(_KEY_RE).explode().drop_nulls().unique().to_list()
     )
-    fields = [json.loads(k[: k.rindex(":")].strip()) for k in keys]
+    try:
+        # Polars writes control characters inside keys unescaped: strict=False reads them back
+        fields = [json.loads(k[: k.rindex(":")].strip(), strict=False) for k in keys]
+    except ValueError as exc:  # a key this cannot read back: the careful path will
+        raise Dirty from exc
     if not fields:
         return df.drop(name)
     try:
