@@ -183,3 +183,86 @@ def test_keys_with_control_characters_are_read(tmp_path: Path) -> None:
     assert g is not None and not run.report.issues
     assert g["reward/a\tb"].to_list() == [0.5, 0.5]
     assert g["k\t1"].to_list() == ["v", "v"] and g["note"].to_list() == ['say "hi": now'] * 2
+
+
+ROLLOUT = st.one_of(
+    st.fixed_dictionaries({}, optional={k: VALUES for k in ["input", "output", "gts", "score", "step", "acc", "pred"]}),
+    st.fixed_dictionaries({"input": st.text(max_size=20), "output": st.text(max_size=30), "gts": st.text(max_size=5),
+                           "score": st.floats(), "step": st.integers(0, 20)}),
+)
+CONSOLE_LINE = st.one_of(
+    st.builds(repr, st.dictionaries(st.sampled_from(["loss", "reward", "kl", "epoch", "rewards/a/mean", "odd"]),
+                                    st.one_of(st.floats(), st.text(max_size=6), st.integers()), max_size=4)),
+    st.builds(lambda s, kv: f"step:{s} - " + " - ".join(f"{k}:{v}" for k, v in kv.items()), st.integers(0, 30),
+              st.dictionaries(st.sampled_from(["actor/entropy", "critic/score/mean", "x"]), st.floats() | st.text(max_size=4), max_size=3)),
+    st.text(max_size=40),
+    st.just(" 50%|#####     | 2/4 [00:20<00:20, 10.00s/it]"),
+)
+
+
+@FUZZ
+@given(steps=st.lists(st.tuples(st.integers(0, 30), st.lists(ROLLOUT, max_size=6)), max_size=10, unique_by=lambda t: t[0]),
+       console=st.lists(CONSOLE_LINE, max_size=40))
+def test_any_verl_rollouts_and_console_logs_are_read_or_refused(tmp_path_factory: pytest.TempPathFactory,
+                                                                 steps: list[Any], console: list[str]) -> None:
+    folder = tmp_path_factory.mktemp("verl")
+    rollouts = folder / "rollouts"
+    rollouts.mkdir()
+    for step, recs in steps:
+        (rollouts / f"{step}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    _analyze(rollouts)
+    (folder / "train.log").write_text("\n".join(console), encoding="utf-8")
+    _analyze(folder / "train.log")
+
+
+@st.composite
+def completion_files(draw: Any) -> list[Any]:
+    import polars as pl
+
+    def column(draw_: Any) -> Any:
+        return draw_(st.one_of(
+            st.lists(st.floats(), min_size=3, max_size=3), st.lists(st.text(max_size=5), min_size=3, max_size=3),
+            st.lists(st.integers(-5, 5), min_size=3, max_size=3), st.lists(st.none(), min_size=3, max_size=3),
+            st.lists(st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", ""]),
+                                                     "content": st.text(max_size=8)}), max_size=2), min_size=3, max_size=3),
+        ))
+
+    files = []
+    for _ in range(draw(st.integers(1, 3))):
+        data = {"step": draw(st.lists(st.integers(0, 10), min_size=3, max_size=3)), "completion": column(draw)}
+        for name in draw(st.lists(st.sampled_from(["prompt", "acc", "advantage", "odd"]), unique=True)):
+            data[name] = column(draw)
+        files.append(pl.DataFrame(data, strict=False))
+    return files
+
+
+@FUZZ
+@given(files=completion_files())
+def test_any_trl_completion_files_are_read_or_refused(tmp_path_factory: pytest.TempPathFactory, files: list[Any]) -> None:
+    """TRL's completions_*.parquet with any column types, differing from file to file."""
+    folder = tmp_path_factory.mktemp("trl")
+    (folder / "completions").mkdir()
+    for i, df in enumerate(files):
+        df.write_parquet(folder / "completions" / f"completions_{i:05d}.parquet")
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 3, "log_history": [{"step": 1, "loss": 0.1}]}))
+    _analyze(folder)
+
+
+def test_trl_completion_files_whose_types_disagree(tmp_path: Path) -> None:
+    """Found by the property above: text in the advantage column, and a completion column that is a
+    chat list in one file and plain text in the next, crashed the reader."""
+    import polars as pl
+
+    from analyzer.ingest import load_run
+
+    d = tmp_path / "completions"
+    d.mkdir()
+    pl.DataFrame({"step": [1, 1], "completion": [[{"role": "assistant", "content": "hi"}], [{"role": "assistant", "content": "yo"}]],
+                  "acc": [1.0, 0.0], "advantage": ["0.5", "n/a"]}).write_parquet(d / "completions_00001.parquet")
+    pl.DataFrame({"step": [2, 2], "completion": ["plain", "text"], "acc": [1, 0],
+                  "advantage": [0.1, -0.1]}).write_parquet(d / "completions_00002.parquet")
+    g = load_run(d).generations
+    assert g is not None
+    assert g["model_output"].to_list() == ["hi", "yo", "plain", "text"]
+    assert g["advantage"].to_list() == [0.5, None, 0.1, -0.1]
+    assert g["reward/acc"].to_list() == [1.0, 0.0, 1.0, 0.0]

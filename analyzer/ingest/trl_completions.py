@@ -69,6 +69,41 @@ def _to_text(df: pl.DataFrame, name: str, *, roles: bool) -> pl.Series:
     return pl.Series(name, [_message_text(v, roles=roles) for v in s.to_list()], dtype=pl.String)
 
 
+def _normalised(df: pl.DataFrame, path: Path, col: Collector) -> pl.DataFrame:
+    """One completions file → text ``prompt``/``completion``, an Int64 ``step`` (rows without one
+    are reported and dropped) and nested extra columns as JSON text, so files concatenate whatever
+    types each one's parquet schema holds."""
+    import polars as pl
+
+    out = df.with_columns(
+        pl.col("step").cast(pl.Int64, strict=False),
+        _to_text(df, "completion", roles=False),
+        *([_to_text(df, "prompt", roles=True)] if "prompt" in df.columns else []),
+        *[
+            pl.Series(c, [json_text(v) for v in df[c].to_list()], dtype=pl.String)
+            for c, t in df.schema.items()
+            if c not in ("step", "prompt", "completion") and t.is_nested()
+        ],
+    )
+    bad = out["step"].null_count()
+    if bad:
+        col.issue(path, None, f"{bad} rows whose step is not an integer; skipped", "wrong_type", skipped=False)
+        col.report.records_skipped += bad
+        out = out.filter(pl.col("step").is_not_null())
+    return out
+
+
+def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    import polars as pl
+
+    try:
+        return pl.concat(frames, how="diagonal_relaxed")
+    except pl.exceptions.PolarsError:  # a column typed differently by different files: keep it as text
+        return pl.concat(
+            [f.with_columns(pl.exclude("step", ORDER_COL, FILE_COL).cast(pl.String)) for f in frames], how="diagonal_relaxed"
+        )
+
+
 def read_completions(files: list[Path], col: Collector, reward_names: list[str] | None) -> pl.DataFrame | None:
     import polars as pl
 
@@ -85,21 +120,24 @@ def read_completions(files: list[Path], col: Collector, reward_names: list[str] 
             col.issue(path, None, f"not a TRL completions file (no {', '.join(sorted(missing))} column); skipped", "malformed", skipped=False)
             continue
         col.report.records_read += df.height
+        df = _normalised(df, path, col)
         frames.append(df.with_columns(pl.lit(i, dtype=pl.Int64).alias(FILE_COL)).with_row_index(ORDER_COL))
+    frames = [f for f in frames if f.height]
     if not frames:
         return None
-    df = pl.concat(frames, how="diagonal_relaxed")
+    df = _concat(frames)
     numeric = [c for c, t in df.schema.items() if c not in _FIXED and not c.startswith("__") and t.is_numeric()]
     rewards = [r for r in (reward_names or []) if r in df.columns] or numeric
     if not reward_names:
         col.note("TRL completions: reward columns taken to be every numeric column (no reward names in trainer_state.json)")
     renames = {r: C.REWARD_PREFIX + r for r in rewards}
     out = df.with_columns(
-        pl.col("step").cast(pl.Int64).alias(C.STEP),
-        _to_text(df, "completion", roles=False).alias(C.OUTPUT),
-        *([_to_text(df, "prompt", roles=True).alias(C.QUESTION)] if "prompt" in df.columns else []),
-        *[pl.col(r).cast(pl.Float64) for r in rewards],
-        *([pl.col("advantage").cast(pl.Float64).alias(C.ADVANTAGE)] if "advantage" in df.columns else []),
+        pl.col("step").alias(C.STEP),
+        pl.col("completion").alias(C.OUTPUT),
+        *([pl.col("prompt").alias(C.QUESTION)] if "prompt" in df.columns else []),
+        # a value that is not a number (text in a reward column) becomes null, like any other reader
+        *[pl.col(r).cast(pl.Float64, strict=False) for r in rewards],
+        *([pl.col("advantage").cast(pl.Float64, strict=False).alias(C.ADVANTAGE)] if "advantage" in df.columns else []),
     ).drop([c for c in ("completion", "prompt") if c in df.columns] + (["step"] if C.STEP != "step" else []))
     out = out.rename(renames)
     # order: file (= step) then row; finalize sorts by step, rank, __order
