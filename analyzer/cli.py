@@ -160,10 +160,14 @@ def html_report(run: Path, output_file: Path | None, **kwargs: Any) -> None:
     Example:
         logscan html-report runs/001 -o report.html
     """
+    from analyzer.pipeline import output_error
     from analyzer.render import write_html_report
 
     result = _analyze(run, write_reports=False, **kwargs)
-    path = write_html_report(result, output_file)
+    try:
+        path = write_html_report(result, output_file)
+    except OSError as exc:
+        raise output_error(exc, output_file.parent if output_file else Path(run)) from exc
     click.echo(f"Wrote {path}")
 
 

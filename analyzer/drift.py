@@ -305,9 +305,14 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         x = np.asarray(encoder.encode(texts), dtype=np.float32)
     except ModelUnavailableError as exc:
         # the default model was found but cannot run here (e.g. sentence-transformers missing):
-        # still score drift, lexically, and say why; a model the user named stays an error
+        # still score drift, lexically, and say why; a model or a device the user named stays an error
         if not chosen_here or options.embedding_model:
             raise
+        if options.device and options.device != "auto":
+            raise ModelUnavailableError(
+                f"cannot run the embedding model on --device {options.device!r}: {str(exc).split('; ')[0]}; "
+                "pass --device cpu, cuda or auto, or --no-embeddings"
+            ) from exc
         encoder = TfidfEncoder()
         notes.append(f"lexical drift (TF-IDF) because the embedding model could not be loaded: {exc}")
         x = np.asarray(encoder.encode(texts), dtype=np.float32)

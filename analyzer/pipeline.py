@@ -150,7 +150,7 @@ def analyze_run(
             try:
                 analysis.outputs.extend(str(p) for p in write_frames(analysis, out_dir))
             except OSError as exc:
-                raise _output_error(exc, out_dir) from exc
+                raise output_error(exc, out_dir) from exc
         analysis.outputs.append(str(out_dir / "analysis.json"))
         if options.write_reports:
             try:
@@ -164,20 +164,29 @@ def analyze_run(
                 with suppress(OSError):  # the disk that failed the report may fail this too
                     _write_json(analysis, out_dir / "analysis.json")
                 if isinstance(exc, OSError):
-                    raise _output_error(exc, out_dir) from exc
+                    raise output_error(exc, out_dir) from exc
                 raise
     timings["total"] = time.perf_counter() - started
     if options.write_outputs:  # once, last: it carries the timings of every stage
         try:
             _write_json(analysis, out_dir / "analysis.json")
         except OSError as exc:
-            raise _output_error(exc, out_dir) from exc
+            raise output_error(exc, out_dir) from exc
     return analysis
 
 
-def _output_error(exc: OSError, out_dir: Path) -> OutputError:
+def output_error(exc: OSError, out_dir: Path) -> OutputError:
+    """The one-line error for an output that cannot be written (exit 2)."""
+    import errno
+
     where = exc.filename or out_dir
-    return OutputError(f"cannot write {where}: {exc.strerror or exc}; free some space or pass -o DIR")
+    hint = {
+        errno.ENOSPC: "free some space or write elsewhere with -o",
+        errno.EDQUOT: "free some space or write elsewhere with -o",
+        errno.EACCES: "no permission to write there; write elsewhere with -o",
+        errno.EROFS: "the file system is read-only; write elsewhere with -o",
+    }.get(exc.errno or 0, "a file or folder is in the way; remove it or write elsewhere with -o")
+    return OutputError(f"cannot write {where}: {exc.strerror or exc}; {hint}")
 
 
 # --- verdict and exit code --------------------------------------------------------------------
@@ -332,6 +341,18 @@ def verdict_line(analysis: Analysis) -> str:
     return f"logscan: {label} — {alerts}{extra}; exit {exit_code(analysis)} (--fail-on {fail_on})"
 
 
+def _drift_line(analysis: Analysis) -> str | None:
+    """How drift was scored — and, when it fell back to TF-IDF, why (a user who expected
+    embeddings must see that they did not get them)."""
+    drift = analysis.drift
+    if drift is None or drift.method == "none":
+        return None
+    if drift.method == "embeddings":
+        return f"embeddings ({drift.model}): {drift.embedded} embedded, {drift.cached} from the cache"
+    why = next((n for n in drift.notes if n.startswith("lexical drift (TF-IDF) because")), "lexical (TF-IDF)")
+    return why if len(why) <= 240 else why[:239] + "…"
+
+
 def summary_text(analysis: Analysis, quiet: bool = False) -> str:
     """A short plain-text summary; ``quiet`` keeps only the verdict line."""
     first = verdict_line(analysis)
@@ -373,6 +394,8 @@ def summary_text(analysis: Analysis, quiet: bool = False) -> str:
         lines.append(
             f"resumed:     at {where}: {came_from}back to step {resume.get('to_step')} (the latest segment wins)"
         )
+    if (drift_line := _drift_line(analysis)) is not None:
+        lines.append(f"drift:       {drift_line}")
     not_run = [d for d in analysis.detectors if not d.ran]
     for note in analysis.notes:
         lines.append(f"note:        {note}")

