@@ -457,3 +457,22 @@ def test_html_report_into_an_unwritable_place_is_one_line(runs, tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: cannot write ") and "write elsewhere with -o" in last
+
+
+def test_pointing_at_logscan_output_or_a_folder_of_runs_says_what_to_do(runs, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("analyze", runs["healthy-grpo"], "-o", out, "--fail-on", "never", *FAST).exit_code == 0
+    for target in (out, out / "generations.parquet", out / "report.md"):
+        result = CliRunner().invoke(cli, ["analyze", str(target), *FAST])
+        assert result.exit_code == 2
+        assert result.output.strip() == (
+            f"Error: {target}: this is logscan's own output, made from {runs['healthy-grpo']}; analyze that run instead"
+        )
+    parent = runs["healthy-grpo"].parent  # the fixture's folder holding both sample runs
+    result = CliRunner().invoke(cli, ["analyze", str(parent), *FAST])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {parent}: a folder of 2 runs (healthy-grpo, sample-grpo), not a run;")
+    # results written into the run folder itself do not hide the run
+    inplace = Path(shutil.copytree(runs["healthy-grpo"], tmp_path / "inplace"))
+    for _ in range(2):
+        assert invoke("analyze", inplace, "-o", inplace, "--fail-on", "never", *FAST).exit_code == 0

@@ -133,7 +133,52 @@ def _detect_dir(path: Path) -> str:
         return "verl_rollouts"
     if seed_csv.find_seed_csv(path):
         return "seed_csv"
+    if (source := _own_output(path)) is not None:
+        raise InputError(f"{path}: this is logscan's own output, made from {source}; analyze that run instead")
+    runs = _runs_inside(path)
+    if runs:
+        shown = ", ".join(r.name for r in runs[:5]) + (", …" if len(runs) > 5 else "")
+        raise InputError(
+            f"{path}: a folder of {len(runs)} runs ({shown}), not a run; analyze one of them "
+            f"(logscan analyze {runs[0]}) or compare them (logscan compare RUN_A RUN_B …)"
+        )
     raise InputError(f"{path}: nothing logscan can read in this folder; {_HELP}")
+
+
+def _runs_inside(path: Path, limit: int = 200) -> list[Path]:
+    """The immediate subfolders logscan could read as runs (the first ``limit`` looked at)."""
+    found = []
+    try:
+        children = sorted(c for c in path.iterdir() if c.is_dir())[:limit]
+    except OSError:
+        return []
+    for child in children:
+        try:
+            _detect_dir(child)
+        except (InputError, OSError):
+            continue
+        found.append(child)
+    return found
+
+
+# what ``logscan analyze`` writes (docs/reports.md): given one of these, point at the run instead
+_OUTPUT_NAMES = frozenset({"generations.parquet", "metrics.parquet", "analysis.json", "report.md", "report.html", "report.junit.xml"})
+
+
+def _own_output(path: Path) -> str | None:
+    """When ``path`` is (in) a folder logscan wrote its results to, the run those results are of."""
+    folder = path if path.is_dir() else path.parent
+    marker = folder / "analysis.json"
+    if not marker.is_file() or marker.stat().st_size > (64 << 20):
+        return None
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not str(data.get("format", "")).startswith("logscan-analysis/"):
+        return None
+    run = data.get("run") if isinstance(data.get("run"), dict) else {}
+    return str(run.get("path") or "the run it was made from")
 
 
 def detect_source(path: str | Path) -> str:
@@ -141,6 +186,8 @@ def detect_source(path: str | Path) -> str:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
+    if p.is_file() and p.name in _OUTPUT_NAMES and (source := _own_output(p)) is not None:
+        raise InputError(f"{p}: this is logscan's own output, made from {source}; analyze that run instead")
     try:
         return _detect_dir(p) if p.is_dir() else _detect_file(p)
     except PermissionError as exc:
