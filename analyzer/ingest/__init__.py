@@ -177,8 +177,9 @@ def _own_output(path: Path) -> str | None:
         return None
     if not isinstance(data, dict) or not str(data.get("format", "")).startswith("logscan-analysis/"):
         return None
-    run = data.get("run") if isinstance(data.get("run"), dict) else {}
-    return str(run.get("path") or "the run it was made from")
+    run = data.get("run")
+    where = run.get("path") if isinstance(run, dict) else None
+    return str(where or "the run it was made from")
 
 
 def detect_source(path: str | Path) -> str:
