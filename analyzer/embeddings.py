@@ -515,7 +515,8 @@ class Encoder(_Counts):
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
                 raise ModelUnavailableError(
-                    f"sentence-transformers is not installed ({exc}); `pip install 'logscan[embeddings]'` or use --no-embeddings"
+                    f"sentence-transformers is not installed ({exc}); install logscan's embeddings extra "
+                    "(`pip install -e '.[embeddings]'` in its checkout) or use --no-embeddings"
                 ) from exc
             _quiet_transformers()
             if self.device == "cpu":

@@ -73,3 +73,19 @@ def test_readme_quick_start_runs_an_existing_sample():
     assert argv[:2] == ["logscan", "analyze"]
     run = REPO / argv[2]
     assert run.is_dir() and (run / "run.json").is_file() and (run / "README.md").is_file()
+
+
+def test_no_install_instruction_fetches_the_unrelated_pypi_logscan():
+    """`logscan` on PyPI is an unrelated project: nothing we ship tells a user to install the bare
+    name (extras of the installed checkout, `-e '.[…]'` or `logscan[…] @ <source>`, are fine)."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    bare = re.compile(r"pip install [\"']?logscan(\[[a-z,]+\])?[\"']?(?!\s*@)(\s|$)")
+    offenders = []
+    for path in [*root.glob("*.md"), *root.glob("docs/*.md"), *root.glob("examples/**/*"), *root.glob("analyzer/**/*.py")]:
+        if path.is_file() and path.suffix in {".md", ".py", ".yml"}:
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if bare.search(line):
+                    offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert not offenders, offenders
