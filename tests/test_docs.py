@@ -81,7 +81,7 @@ def test_no_install_instruction_fetches_the_unrelated_pypi_logscan():
     import re
 
     root = Path(__file__).resolve().parent.parent
-    bare = re.compile(r"pip install [\"']?logscan(\[[a-z,]+\])?[\"']?(?!\s*@)(\s|$)")
+    bare = re.compile(r"pip install [\"']?logscan(\[[a-z,]+\])?[\"']?(?!\s*@)(?=[\s`]|$)")
     offenders = []
     for path in [*root.glob("*.md"), *root.glob("docs/*.md"), *root.glob("examples/**/*"), *root.glob("analyzer/**/*.py")]:
         if path.is_file() and path.suffix in {".md", ".py", ".yml"}:
