@@ -322,6 +322,14 @@ def generation_metrics(
     return out.sort(C.STEP)
 
 
+def shared_features(gens: pl.DataFrame, *, tags: Sequence[str] = DEFAULT_TAGS) -> pl.DataFrame:
+    """``sample_id``, exact match (``SHARED_CORRECT``) and whitespace words (``SHARED_TOKENS``) per
+    completion, row for row with ``gens``: the definitions behind ``gen_accuracy`` and
+    ``gen_length_tokens_mean`` (the answer falls back to the answer tag when no row has one; a null
+    completion has null words), for the detectors when ``compute_metrics`` left none to reuse."""
+    return _row_features(gens, tags=tags, all_rows=True).select(C.SAMPLE_ID, _ACC, _TOK)
+
+
 def shared_features_key(tags: Sequence[str]) -> str:
     """Where ``compute_metrics`` leaves, in ``RunData.derived``, the per-completion features the
     detectors reuse: a frame of ``sample_id``, exact match (``SHARED_CORRECT``, the rule of
@@ -333,8 +341,9 @@ SHARED_CORRECT = _ACC
 SHARED_TOKENS = _TOK
 
 
-def _row_features(gens: pl.DataFrame, *, tags: Sequence[str]) -> pl.DataFrame:
-    """Per-completion helper columns; tolerant of missing optional columns.
+def _row_features(gens: pl.DataFrame, *, tags: Sequence[str], all_rows: bool = False) -> pl.DataFrame:
+    """Per-completion helper columns; tolerant of missing optional columns. Rows without a step
+    are left out unless ``all_rows``.
 
     One lazy pass over the completions (the accuracy in stages: ``with_exact_match``); the word
     counts with numpy (``whitespace_token_counts``).
@@ -381,7 +390,7 @@ def _row_features(gens: pl.DataFrame, *, tags: Sequence[str]) -> pl.DataFrame:
             group.alias(_GKEY),
             *[pl.col(c).cast(pl.Float64) for c in gens.columns if c.startswith(C.REWARD_PREFIX)],
         )
-        .filter(pl.col(C.STEP).is_not_null())
+        .filter(pl.lit(True) if all_rows else pl.col(C.STEP).is_not_null())
         .with_columns(pl.when(pl.col(_TAGGED)).then(pl.col(_FMT)).otherwise(None).alias(_FMT))
     )
     rows = (

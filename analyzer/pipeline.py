@@ -147,10 +147,7 @@ def analyze_run(
     if options.write_outputs:
         analysis.output_dir = str(out_dir)
         with _timed(timings, "write"):
-            try:
-                analysis.outputs.extend(str(p) for p in write_frames(analysis, out_dir))
-            except OSError as exc:
-                raise output_error(exc, out_dir) from exc
+            analysis.outputs.extend(str(p) for p in write_frames(analysis, out_dir))
         analysis.outputs.append(str(out_dir / "analysis.json"))
         if options.write_reports:
             try:
@@ -180,6 +177,8 @@ def output_error(exc: OSError, out_dir: Path) -> OutputError:
     import errno
 
     where = exc.filename or out_dir
+    if not exc.errno and "no space left" in str(exc.strerror).lower():
+        exc = OSError(errno.ENOSPC, str(exc.strerror), exc.filename)
     hint = {
         errno.ENOSPC: "free some space or write elsewhere with -o",
         errno.EDQUOT: "free some space or write elsewhere with -o",
@@ -288,12 +287,20 @@ def write_frames(analysis: Analysis, out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output folder {out_dir}: {exc.strerror}; pass -o DIR") from exc
-    written = [out_dir / "metrics.parquet"]
-    analysis.metrics.write_parquet(written[0])
+    frames = [("metrics.parquet", analysis.metrics)]
     gens = analysis.run.generations
     if gens is not None and gens.height:
-        written.append(out_dir / "generations.parquet")
-        gens.write_parquet(written[-1])
+        frames.append(("generations.parquet", gens))
+    written = []
+    for name, frame in frames:
+        path = out_dir / name
+        try:
+            frame.write_parquet(path)
+        except OSError as exc:
+            raise output_error(exc, out_dir) from exc
+        except Exception as exc:  # Polars reports a failed write (a full disk) as its own error
+            raise output_error(OSError(0, str(exc).splitlines()[0], str(path)), out_dir) from exc
+        written.append(path)
     return written
 
 

@@ -476,3 +476,18 @@ def test_pointing_at_logscan_output_or_a_folder_of_runs_says_what_to_do(runs, tm
     inplace = Path(shutil.copytree(runs["healthy-grpo"], tmp_path / "inplace"))
     for _ in range(2):
         assert invoke("analyze", inplace, "-o", inplace, "--fail-on", "never", *FAST).exit_code == 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("name", ["metrics.parquet", "generations.parquet", "report.md"])  # analysis.json is replaced atomically
+def test_a_full_disk_is_one_line_error(runs, tmp_path, name):
+    """Every file analyze writes, on a full disk (a /dev/full symlink): `Error: … free some space`,
+    exit 2 — Polars reports a failed parquet write with its own exception type, not OSError."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to("/dev/full")
+    result = CliRunner().invoke(cli, ["analyze", str(runs["healthy-grpo"]), "-o", str(out), *FAST])
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: cannot write ") and "free some space" in last, last
+    assert "Traceback" not in result.output

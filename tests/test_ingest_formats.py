@@ -281,3 +281,24 @@ def test_seed_csv_resume_line_counts_lines_inside_fields(tmp_path: Path, careful
 def test_missing_path_is_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"nope: no such file or folder$"):
         load_run(tmp_path / "nope")
+
+
+def test_a_folder_of_folders_is_not_searched_recursively(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Looking for runs inside a folder checks its immediate subfolders only (a home folder must not
+    cost a walk of the whole tree)."""
+    import analyzer.ingest as ingest
+
+    for a in range(4):
+        for b in range(4):
+            (tmp_path / f"a{a}" / f"b{b}" / "c").mkdir(parents=True)
+    calls: list[Path] = []
+    real = ingest._detect_dir
+
+    def counting(path: Path, **kw: object) -> str:
+        calls.append(path)
+        return real(path, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest, "_detect_dir", counting)
+    with pytest.raises(InputError, match="nothing logscan can read in this folder"):
+        load_run(tmp_path)
+    assert len(calls) == 1 + 4

@@ -338,3 +338,27 @@ def test_detectors_reuse_the_metrics_features_and_get_the_same_frame():
     assert other[CORRECT].to_list() == [1.0, 0.0]
     # other tags: a different key, nothing to reuse
     assert shared_features_key(("think", "answer")) not in run.derived
+
+
+def test_detector_features_follow_the_metrics_definitions_without_an_answer_column():
+    """No model_answer column (TRL / verl completions) and a null completion: the detectors' exact
+    match and word counts are the metrics' (answer read from the answer tag; null words for a null
+    completion) whether they reuse compute_metrics' frame or compute it themselves."""
+    from analyzer.detectors.text import CORRECT, N_TOKENS, sample_features
+    from analyzer.metrics import shared_features_key
+
+    gens = pl.DataFrame({
+        C.STEP: [1, 1, 2],
+        C.OUTPUT: ["<answer>4</answer>", None, "<answer>5</answer>"],
+        C.GROUND_TRUTH: ["4", "4", "4"],
+        C.TOTAL_REWARD: [1.0, 0.0, 1.0],
+    }).with_columns(pl.int_range(pl.len()).cast(pl.Int64).alias(C.SAMPLE_ID))
+    run = RunData(path="mem", steps=pl.DataFrame({C.STEP: pl.Series([], dtype=pl.Int64)}), generations=gens,
+                  report=IngestReport("test"))
+    metrics = compute_metrics(run)
+    assert row_of(metrics, 1)[C.GEN_ACCURACY] == 0.5  # the tag's answer 4 is right; no answer is wrong
+    reused = sample_features(gens, shared=run.derived[shared_features_key(("reasoning", "answer"))])
+    computed = sample_features(gens)
+    assert reused.equals(computed)
+    assert computed[CORRECT].to_list() == [1.0, 0.0, 0.0]
+    assert computed[N_TOKENS].to_list() == [1.0, None, 1.0]

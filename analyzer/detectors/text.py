@@ -31,18 +31,13 @@ def sample_features(
     tags: Sequence[str] = ("reasoning", "answer"),
     shared: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """``gens`` plus the feature columns above. ``shared``: the exact match and word counts
-    ``compute_metrics`` already computed (``analyzer.metrics.shared_features_key``); used when
-    they line up with ``gens`` row for row, else computed here (same definitions)."""
+    """``gens`` plus the feature columns above. Exact match and word counts are the metrics' own
+    (``analyzer.metrics.shared_features``): ``shared``, what ``compute_metrics`` already computed
+    (``shared_features_key``), is used when it lines up with ``gens`` row for row, else they are
+    computed here — the same definitions either way."""
     import polars as pl
 
-    from analyzer.metrics import (
-        SHARED_CORRECT,
-        SHARED_TOKENS,
-        format_ok,
-        whitespace_token_counts,
-        with_exact_match,
-    )
+    from analyzer.metrics import SHARED_CORRECT, SHARED_TOKENS, format_ok, shared_features
 
     def col(name: str, dtype: pl.DataType) -> pl.Expr:
         return (
@@ -76,15 +71,13 @@ def sample_features(
         and shared.height == out.height
         and bool((shared[C.SAMPLE_ID] == out[C.SAMPLE_ID]).all())
     )
-    if aligned:
-        assert shared is not None
-        out = out.with_columns(
-            shared[SHARED_CORRECT].alias(CORRECT),
-            shared[SHARED_TOKENS].cast(pl.Float64).alias(N_TOKENS),
-        )
-    else:
-        out = with_exact_match(out.lazy(), answer, col(C.GROUND_TRUTH, pl.Utf8()), CORRECT).collect()
-        out = out.with_columns(whitespace_token_counts(out[C.OUTPUT]).cast(pl.Float64).alias(N_TOKENS))
+    if not aligned:
+        shared = shared_features(gens.with_columns(out[C.SAMPLE_ID]), tags=tags)
+    assert shared is not None
+    out = out.with_columns(
+        shared[SHARED_CORRECT].alias(CORRECT),
+        shared[SHARED_TOKENS].cast(pl.Float64).alias(N_TOKENS),
+    )
     return out.with_columns(
         format_ok(pl.col(C.OUTPUT), tags).alias(FORMAT_OK),
         group.alias(GROUP),

@@ -116,7 +116,7 @@ def _detect_file(path: Path) -> str:
     return kind
 
 
-def _detect_dir(path: Path) -> str:
+def _detect_dir(path: Path, *, explain: bool = True) -> str:
     from analyzer.ingest import hf_trainer_state, logscan_run, seed_csv, trl_completions, verl
 
     if logscan_run.is_logscan_folder(path):
@@ -133,6 +133,8 @@ def _detect_dir(path: Path) -> str:
         return "verl_rollouts"
     if seed_csv.find_seed_csv(path):
         return "seed_csv"
+    if not explain:  # a subfolder looked at by _runs_inside: a format check only, no recursion
+        raise InputError(f"{path}: not a run")
     if (source := _own_output(path)) is not None:
         raise InputError(f"{path}: this is logscan's own output, made from {source}; analyze that run instead")
     runs = _runs_inside(path)
@@ -154,7 +156,7 @@ def _runs_inside(path: Path, limit: int = 200) -> list[Path]:
         return []
     for child in children:
         try:
-            _detect_dir(child)
+            _detect_dir(child, explain=False)
         except (InputError, OSError):
             continue
         found.append(child)
