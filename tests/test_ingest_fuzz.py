@@ -266,3 +266,38 @@ def test_trl_completion_files_whose_types_disagree(tmp_path: Path) -> None:
     assert g["model_output"].to_list() == ["hi", "yo", "plain", "text"]
     assert g["advantage"].to_list() == [0.5, None, 0.1, -0.1]
     assert g["reward/acc"].to_list() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_one_column_typed_differently_by_two_trl_files_leaves_the_rewards_numbers(tmp_path: Path) -> None:
+    """Found in review: when one extra column's type differed between files, every column became
+    text, so the rewards (found as "the numeric columns") vanished and total_reward was null."""
+    import polars as pl
+
+    from analyzer.ingest import load_run
+
+    d = tmp_path / "completions"
+    d.mkdir()
+    pl.DataFrame({"step": [1, 1], "completion": ["a", "b"], "acc": [1.0, 0.0],
+                  "tag": pl.Series(["x", "y"], dtype=pl.Categorical)}).write_parquet(d / "completions_00001.parquet")
+    pl.DataFrame({"step": [2, 2], "completion": ["c", "d"], "acc": [0.5, 0.0],
+                  "tag": [1, 2]}).write_parquet(d / "completions_00002.parquet")
+    g = load_run(d).generations
+    assert g is not None
+    assert g["reward/acc"].to_list() == [1.0, 0.0, 0.5, 0.0]
+    assert g["total_reward"].to_list() == [1.0, 0.0, 0.5, 0.0]
+    assert g["tag"].to_list() == ["x", "y", "1", "2"]
+
+
+def test_a_fractional_trl_step_is_refused_not_truncated(tmp_path: Path) -> None:
+    import polars as pl
+
+    from analyzer.ingest import load_run
+
+    d = tmp_path / "completions"
+    d.mkdir()
+    pl.DataFrame({"step": [1.0, 3.7, 2.0], "completion": ["a", "b", "c"], "acc": [1.0, 0.0, 1.0]}).write_parquet(
+        d / "completions_00001.parquet"
+    )
+    run = load_run(d)
+    assert run.generations is not None and run.generations["step"].to_list() == [1, 2]
+    assert [i.reason for i in run.report.issues] == ["1 rows whose step is not a whole number; skipped"]

@@ -75,8 +75,10 @@ def _normalised(df: pl.DataFrame, path: Path, col: Collector) -> pl.DataFrame:
     types each one's parquet schema holds."""
     import polars as pl
 
+    as_float = pl.col("step").cast(pl.Float64, strict=False)
     out = df.with_columns(
-        pl.col("step").cast(pl.Int64, strict=False),
+        # a whole number, or null (reported below): 3.7 is not step 3
+        pl.when(as_float == as_float.floor()).then(as_float).cast(pl.Int64, strict=False).alias("step"),
         _to_text(df, "completion", roles=False),
         *([_to_text(df, "prompt", roles=True)] if "prompt" in df.columns else []),
         *[
@@ -87,21 +89,31 @@ def _normalised(df: pl.DataFrame, path: Path, col: Collector) -> pl.DataFrame:
     )
     bad = out["step"].null_count()
     if bad:
-        col.issue(path, None, f"{bad} rows whose step is not an integer; skipped", "wrong_type", skipped=False)
+        col.issue(path, None, f"{bad} rows whose step is not a whole number; skipped", "wrong_type", skipped=False)
         col.report.records_skipped += bad
         out = out.filter(pl.col("step").is_not_null())
     return out
 
 
 def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The files' rows in one frame. A column the files type differently (a Categorical in one, an
+    integer in another) becomes Float64 when every type is numeric, else text — only that column,
+    so the reward columns stay numbers."""
     import polars as pl
 
-    try:
-        return pl.concat(frames, how="diagonal_relaxed")
-    except pl.exceptions.PolarsError:  # a column typed differently by different files: keep it as text
-        return pl.concat(
-            [f.with_columns(pl.exclude("step", ORDER_COL, FILE_COL).cast(pl.String)) for f in frames], how="diagonal_relaxed"
-        )
+    types: dict[str, set[pl.DataType]] = {}
+    for f in frames:
+        for c, t in f.schema.items():
+            if t != pl.Null:
+                types.setdefault(c, set()).add(t)
+    fix = {
+        c: pl.Float64 if all(t.is_numeric() for t in ts) else pl.String
+        for c, ts in types.items()
+        if len(ts) > 1
+    }
+    if fix:
+        frames = [f.with_columns(pl.col(c).cast(t, strict=False) for c, t in fix.items() if c in f.columns) for f in frames]
+    return pl.concat(frames, how="diagonal_relaxed")
 
 
 def read_completions(files: list[Path], col: Collector, reward_names: list[str] | None) -> pl.DataFrame | None:
