@@ -266,11 +266,13 @@ def test_seed_csv_resume_line_counts_lines_inside_fields(tmp_path: Path, careful
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["timestamp", "global_step", "question_id", "question", "ground_truth_answer", "model_output",
-                    "reasoning", "model_answer", "total_reward"])
+                    "reasoning", "model_answer", "total_reward", "extra"])
+        # the extra cell's JSON holds an escaped "\n": a line break once parsed, not one in the file
+        extra = json.dumps({"note": "x\ny"})
         for step, text in [(1, "one\ntwo"), (2, "a\r\nb\nc"), (3, "plain"), (2, "again\nx"), (3, "z")]:
-            w.writerow([1.0, step, "q", "Q", "1", text, "", "1", 1.0])
+            w.writerow([1.0, step, "q", "Q", "1", text, "", "1", 1.0, extra])
         if careful:
-            w.writerow([1.0, 4, "q", "Q", "1", "w", "", "1", "not a number"])  # sends the file down the careful path
+            w.writerow([1.0, 4, "q", "Q", "1", "w", "", "1", "not a number", ""])  # sends the file down the careful path
     run = load_run(path)
     # header 1; step 1 on lines 2-3; step 2 on 4-6; step 3 on 7; the resumed step 2 starts on line 8
     assert run.report.resumes == [{"file": "generations.csv", "line": 8, "from_step": 3, "to_step": 2, "rank": 0}]

@@ -57,8 +57,9 @@ ORDER_COL: Final = "__order"
 LINE_COL: Final = "__line"
 FILE_COL: Final = "__file"
 # Set (true) on the rows of a CSV read whole by Polars: their LINE_COL is "header + record number",
-# which is the physical line only when no field spans lines; physical_line() finds the real one
-# for the few rows a report names (counting every row's line breaks up front costs ~5 % of a read).
+# which is the physical line only when no field spans lines; seed_csv.record_start_line() finds the
+# real one for the few rows a report names (counting every row's line breaks up front costs ~5 % of a
+# read, and the parsed cells no longer show which breaks were in the file: JSON cells hold "\n").
 RECORD_LINE_COL: Final = "__line_is_record"
 
 # Canonical names an extra key must not overwrite (it becomes ``extra/<key>`` instead).
@@ -68,20 +69,6 @@ RESERVED: Final = frozenset({
     RECORD_LINE_COL,
 })
 
-
-def physical_line(df: pl.DataFrame, file_index: int, order: int) -> int:
-    """The line a CSV record starts on, for a row whose ``LINE_COL`` counts records
-    (``RECORD_LINE_COL``): its record line plus the line breaks inside the fields of the records
-    before it in the same file (``FILE_COL`` = ``file_index``, ``ORDER_COL`` < ``order``)."""
-    import polars as pl
-
-    before = df.filter((pl.col(FILE_COL) == file_index) & (pl.col(ORDER_COL) < order))
-    text = [c for c, t in before.schema.items() if t == pl.String]
-    breaks = before.select(
-        pl.sum_horizontal(pl.col(c).str.count_matches("\n", literal=True).fill_null(0) for c in text).sum()
-    ).item() if text and before.height else 0
-    first = df.filter((pl.col(FILE_COL) == file_index) & (pl.col(ORDER_COL) == order))[LINE_COL].item()
-    return int(first) + int(breaks or 0)
 
 
 class Collector:

@@ -33,7 +33,6 @@ from analyzer.ingest._common import (
     json_text,
     merge_steps,
     metric_values,
-    physical_line,
     short,
     sorted_order,
     steps_frame,
@@ -41,7 +40,7 @@ from analyzer.ingest._common import (
     to_int,
     why_empty,
 )
-from analyzer.ingest.seed_csv import read_generations_csv
+from analyzer.ingest.seed_csv import read_generations_csv, record_start_line
 from analyzer.metrics import split_prefix
 from analyzer.model import IngestReport, RunData
 from trainer_hooks import schema as S
@@ -409,10 +408,13 @@ def read_generations_jsonl(path: Path, col: Collector, *, reward_hint: list[str]
 
 
 # --- resumes ------------------------------------------------------------------------------------------
-def resolve_resumes(df: pl.DataFrame, col: Collector, *, files_by_seq: list[str]) -> pl.DataFrame:
+def resolve_resumes(
+    df: pl.DataFrame, col: Collector, *, files_by_seq: list[str], paths: list[Path] | None = None
+) -> pl.DataFrame:
     """Within one rank's sequence of records (``FILE_COL`` = index into ``files_by_seq``, then
     ``ORDER_COL``), a step going back starts a new segment: for every step logged by several
-    segments only the latest segment's records are kept."""
+    segments only the latest segment's records are kept. ``paths`` (parallel to ``files_by_seq``)
+    locate the physical line of a CSV record read by record number."""
     import polars as pl
 
     if C.RANK not in df.columns:
@@ -430,7 +432,9 @@ def resolve_resumes(df: pl.DataFrame, col: Collector, *, files_by_seq: list[str]
         FILE_COL, LINE_COL, "__prev", C.STEP, C.RANK, ORDER_COL,
         pl.col(RECORD_LINE_COL).fill_null(False) if by_record else pl.lit(False),
     ).iter_rows():  # fmt: skip
-        line = physical_line(df, row[0], row[5]) if row[6] else row[1]
+        line = row[1]
+        if row[6] and paths is not None:  # a CSV record number: find the line it starts on
+            line = record_start_line(paths[row[0]], int(row[5])) or line
         col.report.resumes.append({"file": files_by_seq[row[0]], "line": line, "from_step": row[2], "to_step": row[3], "rank": row[4]})
     df = df.with_columns(pl.col("__back").cast(pl.Int64).cum_sum().over(C.RANK).alias("__seg"))
     keep = pl.col("__seg") == pl.col("__seg").max().over([C.RANK, C.STEP])
@@ -459,6 +463,7 @@ def read_generation_files(files: list[Path], col: Collector, reward_hint: list[A
     hint = [str(r) for r in reward_hint or []]
     frames: list[pl.DataFrame] = []
     names: list[str] = []
+    paths: list[Path] = []
     for path in sorted(files, key=_file_key):
         df = (
             read_generations_jsonl(path, col, reward_hint=hint)
@@ -472,11 +477,12 @@ def read_generation_files(files: list[Path], col: Collector, reward_hint: list[A
             df = df.with_columns(pl.lit(rank, dtype=pl.Int64).alias(C.RANK))
         df = df.with_columns(pl.lit(len(names), dtype=pl.Int64).alias(FILE_COL))
         names.append(col.rel(path))
+        paths.append(path)
         frames.append(df)
     if not frames:
         return None
     df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
-    df = resolve_resumes(df, col, files_by_seq=names)
+    df = resolve_resumes(df, col, files_by_seq=names, paths=paths)
     return df.drop(LINE_COL, FILE_COL, RECORD_LINE_COL, strict=False)
 
 

@@ -276,6 +276,21 @@ def _careful(path: Path, col: Collector) -> pl.DataFrame | None:
     return df.with_row_index(ORDER_COL)
 
 
+def record_start_line(path: Path, record: int) -> int | None:
+    """The line of ``path`` on which data record ``record`` (0-based, after the header) starts,
+    counting line breaks inside quoted fields: read with the csv module up to that record (only
+    for the few rows a report names). None when the file ends first."""
+    csv.field_size_limit(sys.maxsize)
+    try:
+        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+            reader = csv.reader(fh)
+            for _ in range(record + 1):  # the header, then the records before this one
+                next(reader)
+            return reader.line_num + 1
+    except (OSError, StopIteration, csv.Error):
+        return None
+
+
 def find_seed_csv(folder: Path) -> list[Path]:
     named = sorted(folder.glob("generations*.csv"))
     if named:
