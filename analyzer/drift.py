@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
 from analyzer import embeddings
-from analyzer.errors import ModelUnavailableError
+from analyzer.errors import DeviceUnavailableError, ModelUnavailableError
 from analyzer.model import DriftResult, RunData, SampleDiff
 from analyzer.report_data import finite_or_none
 
@@ -306,13 +306,8 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
     except ModelUnavailableError as exc:
         # the default model was found but cannot run here (e.g. sentence-transformers missing):
         # still score drift, lexically, and say why; a model or a device the user named stays an error
-        if not chosen_here or options.embedding_model:
+        if not chosen_here or options.embedding_model or isinstance(exc, DeviceUnavailableError):
             raise
-        if options.device and options.device != "auto":
-            raise ModelUnavailableError(
-                f"cannot run the embedding model on --device {options.device!r}: {str(exc).split('; ')[0]}; "
-                "pass --device cpu, cuda or auto, or --no-embeddings"
-            ) from exc
         encoder = TfidfEncoder()
         notes.append(f"lexical drift (TF-IDF) because the embedding model could not be loaded: {exc}")
         x = np.asarray(encoder.encode(texts), dtype=np.float32)

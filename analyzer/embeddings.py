@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from analyzer.errors import ModelUnavailableError
+from analyzer.errors import DeviceUnavailableError, ModelUnavailableError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -524,6 +524,12 @@ class Encoder(_Counts):
             try:
                 self._model = SentenceTransformer(str(self.resolved.path), device=self.device)
             except Exception as exc:
+                if self.requested_device and self.requested_device != "auto":
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise DeviceUnavailableError(
+                        f"cannot run the embedding model on --device {self.requested_device!r}: {reason}; "
+                        "pass --device cpu, cuda or auto, or --no-embeddings"
+                    ) from exc
                 raise ModelUnavailableError(
                     f"could not load embedding model from {self.resolved.path}: {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}; {INSTALL_HINT}"

