@@ -30,6 +30,8 @@ SCALARS = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from(["NaN", "Infinity", "-Infinity", "nan", " 1.5 ", "1,000", "", "0x10", "1e400", "true"]),
     st.text(max_size=30),
+    # lone surrogates: valid JSON escapes ("\ud800") that UTF-8, and so Polars, cannot hold
+    st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, exclude_categories=()), min_size=1, max_size=2),
 )
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
 FIELDS = ["timestamp", "global_step", "question_id", "question", "ground_truth_answer", "model_output",
@@ -113,7 +115,8 @@ def test_any_seed_csv_is_read_or_refused_in_one_line(tmp_path_factory: pytest.Te
         rewards = r.get("rewards") if isinstance(r.get("rewards"), dict) else {}
         row = {**r, "acc_reward": rewards.get("acc") if rewards else r.get("reward/acc")}
         w.writerow(["" if row.get(h) is None else row[h] if isinstance(row.get(h), str) else json.dumps(row[h]) for h in header])
-    (folder / "generations.csv").write_text(buf.getvalue(), encoding="utf-8")
+    # a lone surrogate cannot be UTF-8: written as the invalid bytes a broken writer would leave
+    (folder / "generations.csv").write_text(buf.getvalue(), encoding="utf-8", errors="surrogatepass")
     _analyze(folder / "generations.csv")
 
 
@@ -301,3 +304,19 @@ def test_a_fractional_trl_step_is_refused_not_truncated(tmp_path: Path) -> None:
     run = load_run(d)
     assert run.generations is not None and run.generations["step"].to_list() == [1, 2]
     assert [i.reason for i in run.report.issues] == ["1 rows whose step is not a whole number; skipped"]
+
+
+@pytest.mark.parametrize("meta", ['"\\ud800"', '{"a": "\\ud800x"}', '["\\udfff"]'], ids=["flat", "nested", "list"])
+def test_a_lone_surrogate_escape_is_kept_as_text_on_the_careful_path(tmp_path: Path, meta: str) -> None:
+    """Found in review: JSON may escape a lone surrogate ("\\ud800"); Python decodes it, UTF-8 (and
+    Polars) cannot hold it. It is kept as its escape text, not a traceback."""
+    from analyzer.ingest import load_run
+
+    lines = [f'{{"global_step": {s}, "question": "q", "model_output": "x \\ud800", "meta": {meta}}}' for s in range(3)]
+    lines.insert(1, '{"global_step": oops}')  # the careful path
+    (tmp_path / "generations.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = load_run(tmp_path)
+    g = run.generations
+    assert g is not None and g.height == 3
+    assert g["model_output"].to_list() == ["x \\ud800"] * 3
+    assert all("\\ud" in v or "\\\\ud" in v for v in g["meta"].to_list())

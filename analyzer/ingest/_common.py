@@ -219,6 +219,30 @@ class Columns:
                 lst.append(None)
 
 
+def utf8_safe(obj: Any) -> Any:
+    """``obj`` with every lone surrogate (a ``"\ud800"`` escape in the JSON, which Python decodes
+    but UTF-8 — and so Polars — cannot hold) written as its escape text, in keys and values, at
+    any depth. trainer_hooks writes such characters the same way."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+        return obj
+    if isinstance(obj, dict):
+        return {utf8_safe(k): utf8_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(utf8_safe(v) for v in obj)
+    return obj
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads``, and ``utf8_safe`` when the text escapes a surrogate (checked cheaply first)."""
+    obj = json.loads(text)
+    probe = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    return utf8_safe(obj) if "\\ud" in probe.lower() else obj
+
+
 def json_text(value: Any) -> str | None:
     """Text as it is; a number, list or object (a JSON value where text belongs) as its JSON."""
     if value is None or isinstance(value, str):
@@ -274,7 +298,7 @@ def iter_json_objects(
     """JSON Lines, tolerant: torn lines, malformed lines and non-objects are reported and skipped."""
     for lineno, text, unterminated in iter_lines(path, col, raw_lines):
         try:
-            obj = json.loads(text)
+            obj = loads(text)
         except (json.JSONDecodeError, RecursionError) as exc:
             # A record cut short (the writer was killed mid-line) fails at its very end; the hooks
             # start the next record on a fresh line, so such a fragment can sit mid-file too.

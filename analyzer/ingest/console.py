@@ -30,6 +30,7 @@ from analyzer.ingest._common import (
     short,
     steps_frame,
     to_float,
+    utf8_safe,
 )
 from analyzer.ingest.hf_trainer_state import SUMMARY_KEYS
 from analyzer.model import IngestReport, RunData
@@ -123,7 +124,7 @@ def load_trl_console(path: Path, report: IngestReport) -> RunData:
                     col.issue(path, lineno, f"a {len(clean)}-character dict line; skipped", "malformed")
                     continue
                 try:
-                    obj = ast.literal_eval(clean)
+                    obj = utf8_safe(ast.literal_eval(clean))
                 except (ValueError, SyntaxError, MemoryError, RecursionError):
                     col.issue(path, lineno, "a dict-like line that is not a Python literal; skipped", "malformed")
                     continue

@@ -19,6 +19,7 @@ from analyzer.errors import InputError
 from analyzer.ingest._common import (
     Collector,
     iter_json_objects,
+    loads,
     metric_values,
     short,
     steps_frame,
@@ -58,7 +59,7 @@ def _load_state(path: Path, col: Collector) -> dict[str, Any] | None:
         col.issue(path, None, "empty file", "empty", skipped=False)
         return None
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         col.issue(path, None, f"not valid UTF-8 (byte {exc.start})", "not_utf8", skipped=False)
         return None

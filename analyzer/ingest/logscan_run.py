@@ -31,6 +31,7 @@ from analyzer.ingest._common import (
     finalize_generations,
     iter_json_objects,
     json_text,
+    loads,
     merge_steps,
     metric_values,
     short,
@@ -79,7 +80,7 @@ def read_manifest(folder: Path, col: Collector) -> dict[str, Any]:
     ranks = sorted(folder.glob("run.rank*.json"))
     for path in [main, *ranks] if main.is_file() else ranks:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             col.issue(path, None, f"unreadable manifest ({type(exc).__name__}); ignored", "malformed", skipped=False)
             continue
@@ -179,7 +180,7 @@ def _discover(path: Path, reward_hint: list[str]) -> tuple[list[str], list[str]]
         tail = fh.read().split(b"\n")[1:]
     for raw in head + tail:
         try:
-            obj = json.loads(raw)
+            obj = loads(raw)
         except (ValueError, RecursionError):
             continue
         if isinstance(obj, dict):

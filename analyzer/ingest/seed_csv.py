@@ -32,6 +32,7 @@ from analyzer.ingest._common import (
     expand_object,
     finalize_generations,
     json_text,
+    loads,
     short,
     to_float,
     to_int,
@@ -144,7 +145,7 @@ def _object_cell(text: str | None, name: str, path: Path, line: int | None, col:
     if not text:
         return {}
     try:
-        obj = json.loads(text)
+        obj = loads(text)
     except json.JSONDecodeError:
         obj = None
     if not isinstance(obj, dict):
