@@ -276,16 +276,38 @@ def test_a_csv_reward_named_like_a_fixed_column_round_trips(tmp_path: Path, care
 
 
 def test_reward_keys_under_extra_never_break_the_careful_path(tmp_path: Path) -> None:
-    """A "reward/<name>" key under extra (how a CSV keeps a reward named like a fixed column) with
+    """The "reward/total" key under extra (how a CSV keeps a reward named like a fixed column) with
     a non-finite string or text: read as a number or null, never a traceback."""
     recs = [
-        {"global_step": 1, "question": "q", "model_output": "a", "total_reward": 1.0, "extra": {"reward/x": "NaN"}},
-        {"global_step": 2, "question": "q", "model_output": "b", "total_reward": 1.0, "extra": {"reward/x": "oops"}},
-        {"global_step": 3, "question": "q", "model_output": "c", "total_reward": 1.0, "extra": {"reward/x": 2}},
+        {"global_step": 1, "question": "q", "model_output": "a", "total_reward": 1.0, "extra": {"reward/total": "NaN"}},
+        {"global_step": 2, "question": "q", "model_output": "b", "total_reward": 1.0, "extra": {"reward/total": "oops"}},
+        {"global_step": 3, "question": "q", "model_output": "c", "total_reward": 1.0, "extra": {"reward/total": 2}},
     ]
     text = "".join(json.dumps(r) + "\n" for r in recs) + "{not json\n"  # the careful path
     (tmp_path / "generations.jsonl").write_text(text, encoding="utf-8")
     g = load_run(tmp_path).generations
     assert g is not None
-    x = g["reward/x"].to_list()
+    x = g["reward/total"].to_list()
     assert math.isnan(x[0]) and x[1:] == [None, 2.0]
+
+
+@pytest.mark.parametrize("careful", [False, True], ids=["fast", "careful"])
+def test_reward_like_keys_of_a_user_are_not_reward_functions(tmp_path: Path, careful: bool) -> None:
+    """Found in review: extra={"reward/model": "gpt-4"} (or such a top-level key) became a phantom
+    reward function. Only the CSV writer's escape for a reward named like a fixed column
+    (reward/total) is a reward; other reward-like keys stay ordinary columns under extra/."""
+    recs = [
+        {"global_step": s, "question": "q", "model_output": "x", "total_reward": 1.0, "rewards": {"acc": 1.0},
+         "extra": {"reward/model": "gpt-4", "reward/total": 0.5}, "reward/judge": "strict", "step": 99}
+        for s in (1, 2)
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in recs) + ("{not json\n" if careful else "")
+    (tmp_path / "generations.jsonl").write_text(text, encoding="utf-8")
+    run = load_run(tmp_path)
+    g = run.generations
+    assert g is not None
+    assert run.reward_names == ["acc", "total"]
+    assert g["extra/reward/model"].to_list() == ["gpt-4", "gpt-4"]
+    assert g["extra/reward/judge"].to_list() == ["strict", "strict"]
+    assert g["step"].to_list() == [1, 2] and g["extra/step"].cast(pl.Float64).to_list() == [99.0, 99.0]
+    assert g["reward/total"].to_list() == [0.5, 0.5]

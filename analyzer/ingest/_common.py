@@ -71,6 +71,18 @@ RESERVED: Final = frozenset({
 
 
 
+def extra_column(key: str) -> str:
+    """The column an extra (or unknown top-level) key becomes: its own name, unless that is a
+    canonical column (then ``extra/<key>``) or looks like a reward (``reward/<name>``) without being
+    the CSV writer's escape for a reward named like a fixed column (``S.csv_reward_column``): a
+    user's ``{"reward/model": "gpt-4"}`` is not a reward function."""
+    if key in RESERVED:
+        return f"extra/{key}"
+    if key.startswith(C.REWARD_PREFIX) and S.csv_reward_column(key[len(C.REWARD_PREFIX) :]) is not None:
+        return f"extra/{key}"
+    return key
+
+
 class Collector:
     """Wraps an :class:`IngestReport`: located issues (capped per file) and counters."""
 
@@ -504,7 +516,7 @@ def expand_object(df: pl.DataFrame, name: str, prefix: str, *, numeric: bool) ->
     out: list[pl.Series] = []
     for f in fields:
         s = decoded[f]
-        target = prefix + f if prefix or f not in RESERVED else f"extra/{f}"
+        target = prefix + f if prefix else extra_column(f)
         cast = s.cast(pl.Float64, strict=False)
         text = int((s.is_not_null() & cast.is_null()).sum()) > 0  # a value that is not a number
         if text and numeric:

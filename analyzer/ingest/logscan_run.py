@@ -28,6 +28,7 @@ from analyzer.ingest._common import (
     Dirty,
     buffer_raw_lines,
     expand_object,
+    extra_column,
     finalize_generations,
     iter_json_objects,
     json_text,
@@ -243,6 +244,12 @@ def _typed(df: pl.DataFrame) -> pl.DataFrame:
     """
     import polars as pl
 
+    # unknown top-level keys named like canonical columns or rewards: as the careful path names them
+    renames = {c: extra_column(c) for c in df.columns if c not in KNOWN_TOP and extra_column(c) != c}
+    if renames:
+        if set(renames.values()) & set(df.columns):
+            raise Dirty
+        df = df.rename(renames)
     schema = df.schema
 
     def number(e: pl.Expr, dtype: Any) -> pl.Expr:
@@ -324,7 +331,7 @@ def _read_jsonl_careful(path: Path, col: Collector, raw_lines: Iterable[tuple[in
             if key not in KNOWN_TOP:
                 extras[key] = value
         for key, value in extras.items():
-            row[key if key not in RESERVED else f"extra/{key}"] = value
+            row[extra_column(key)] = value
         cols.append(row)
     if cols.n == 0:
         return None

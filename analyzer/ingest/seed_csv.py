@@ -24,12 +24,12 @@ from analyzer.ingest._common import (
     LINE_COL,
     ORDER_COL,
     RECORD_LINE_COL,
-    RESERVED,
     Collector,
     Columns,
     Dirty,
     empty_steps,
     expand_object,
+    extra_column,
     finalize_generations,
     json_text,
     loads,
@@ -250,13 +250,14 @@ def _careful(path: Path, col: Collector) -> pl.DataFrame | None:
                     row.setdefault(C.REWARD_PREFIX + k, f)
             elif name == S.G_EXTRA:
                 for k, v in _object_cell(value, S.G_EXTRA, path, line, col).items():
-                    if k.startswith(C.REWARD_PREFIX):  # a reward kept in the extra cell (S.csv_reward_column)
+                    name = extra_column(k)
+                    if name.startswith(C.REWARD_PREFIX):  # a reward kept in the extra cell (S.csv_reward_column)
                         f, ok = to_float(v)
                         if not ok:
                             col.issue(path, line, f"{k} is {short(v)}, not a number; set to null", "wrong_type", skipped=False)
-                        row.setdefault(k, f)
+                        row.setdefault(name, f)
                         continue
-                    row.setdefault(k if k not in RESERVED else f"extra/{k}", v if isinstance(v, str | int | float) else json_text(v))
+                    row.setdefault(name, v if isinstance(v, str | int | float) else json_text(v))
             else:
                 row[name] = value if value != "" else None
         rows.append(row)
