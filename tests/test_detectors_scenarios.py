@@ -506,8 +506,10 @@ def test_forgetting_from_five_sparse_eval_drift_points() -> None:
         ([("generations.jsonl", 50), ("generations.jsonl", 121)], [("generations.jsonl", 51)], "info"),
         # two cut records in one file and no resume: not what an interruption leaves
         ([("generations.jsonl", 50), ("generations.jsonl", 121)], [], "warning"),
+        # resumed at the same step: no step went back, but run.json records the new session
+        ([("generations.jsonl", 50), ("generations.jsonl", 121)], "session", "info"),
     ],
-    ids=["one-per-file", "resumed", "unexplained"],
+    ids=["one-per-file", "resumed", "unexplained", "session"],
 )
 def test_torn_lines_an_interrupted_writer_explains_are_info(torn, resumes, severity) -> None:
     from analyzer.model import IngestIssue
@@ -515,8 +517,12 @@ def test_torn_lines_an_interrupted_writer_explains_are_info(torn, resumes, sever
     sc = make_scenario(None, seed=0, with_generations=False)
     report = IngestReport(source_kind="logscan", records_read=500)
     report.issues += [IngestIssue(f, line, "torn last line: the record is cut short", "torn_line") for f, line in torn]
-    report.resumes += [{"file": f, "line": line, "from_step": 9, "to_step": 5, "rank": 0} for f, line in resumes]
-    run = RunData(sc.run.path, sc.run.steps, None, report, sc.run.info)
+    info = dict(sc.run.info)
+    if resumes == "session":
+        info["resumes"] = [{"at": "2026-01-01T00:00:00+00:00", "from_step": 40}]
+    else:
+        report.resumes += [{"file": f, "line": line, "from_step": 9, "to_step": 5, "rank": 0} for f, line in resumes]
+    run = RunData(sc.run.path, sc.run.steps, None, report, info)
     alerts, _ = run_detectors(run, sc.run.steps, None, None)
     li = [a for a in alerts if a.kind == "log_integrity" and "torn" in a.message]
     assert len(li) == 1 and li[0].severity.value == severity

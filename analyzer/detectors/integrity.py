@@ -45,7 +45,7 @@ def _dropped(ctx: DetectorContext) -> int:
     defaults={"gap_factor": 5.0, "critical_fraction": 0.05},
     requires=(),
     severity="info for torn lines an interrupted writer explains (at most one per file, plus one per "
-    "resume in that file: a killed or still-running writer leaves one cut-short record at the end of "
+    "resume of that file or session run.json records: a killed or still-running writer leaves one cut-short record at the end of "
     "each file it was appending to), wrongly typed values, empty files, resumes and gaps; warning for "
     "malformed / unreadable records, torn lines beyond that, or records the logger dropped; critical "
     "when skipped + dropped records are ≥ critical_fraction of all records.",
@@ -65,7 +65,13 @@ def log_integrity(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     # per resume. Torn lines beyond that are not explained by interruptions.
     torn_by_file = Counter(i.file for i in rep.issues if i.kind == "torn_line")
     resumes_by_file = Counter(str(r.get("file")) for r in rep.resumes)
-    unexplained = sum(max(0, n - 1 - resumes_by_file.get(f, 0)) for f, n in torn_by_file.items())
+    # sessions run.json records (trainer_hooks' resumes): a session that resumed at the same step
+    # shows no step going back, but its predecessor may still have cut a record in every file
+    sessions = ctx.run.info.get("resumes")
+    restarts = len(sessions) if isinstance(sessions, list) else 0
+    unexplained = sum(
+        max(0, n - 1 - max(resumes_by_file.get(f, 0), restarts)) for f, n in torn_by_file.items()
+    )
     if bad or dropped or unexplained:
         sev = (
             Severity.CRITICAL if lost_share >= float(cfg["critical_fraction"]) else Severity.WARNING
