@@ -9,7 +9,7 @@ polls) the first time an alert at or above that severity fires.
 Two things keep it light on the machine that trains: a refresh whose run files have not changed
 (same names, sizes and modification times) re-reads nothing and prints one line; and the wait
 between refreshes is never shorter than the last analysis took, so a run too big to re-read every
-``interval`` seconds gets at most half of one core, not all of it.
+``interval`` seconds is analysed at most half of the time instead of back to back.
 """
 
 from __future__ import annotations

@@ -384,8 +384,28 @@ def test_a_new_reward_name_is_in_run_json_before_its_records_are_on_disk(tmp_pat
         assert lg.flush()
         assert json.loads((tmp_path / "run.json").read_text())["reward_names"] == ["acc"]
         before = (tmp_path / "run.json").stat().st_mtime_ns
+        # what run.json says at the moment the batch carrying "judge" is handed to the file
+        seen_at_write: list[list[str]] = []
+        real_write = lg._write_stream
+
+        def spying_write(stream: str, lines: list[str]) -> None:
+            if any('"judge"' in line or "judge_reward" in line for line in lines):
+                seen_at_write.append(json.loads((tmp_path / "run.json").read_text())["reward_names"])
+            real_write(stream, lines)
+
+        lg._write_stream = spying_write  # type: ignore[method-assign]
+        if fmt == "csv":
+            real_bytes = lg._write_bytes
+
+            def spying_bytes(stream: str, payload: bytes, n: int) -> bool:
+                if b"judge" in payload:
+                    seen_at_write.append(json.loads((tmp_path / "run.json").read_text())["reward_names"])
+                return real_bytes(stream, payload, n)
+
+            lg._write_bytes = spying_bytes  # type: ignore[method-assign]
         lg.log_generation(step=2, question="q", model_output="b", rewards={"acc": 0.0, "judge": 0.5})
         assert lg.flush()
+        assert seen_at_write and seen_at_write[0] == ["acc", "judge"]  # listed before the record was written
         manifest = json.loads((tmp_path / "run.json").read_text())
         assert manifest["reward_names"] == ["acc", "judge"] and manifest["status"] == "running"
         # known names cost no manifest write

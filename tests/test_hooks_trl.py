@@ -259,8 +259,14 @@ def test_stop_request_is_agreed_across_real_ranks(tmp_path: Path, stop: bool) ->
     procs = [ctx.Process(target=_rank_main, args=(r, 2, port, str(tmp_path), stop, out)) for r in range(2)]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join(timeout=120)
+    try:
+        for p in procs:
+            p.join(timeout=120)
+    finally:
+        for p in procs:  # a rank stuck in a collective must not outlive the test
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=10)
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     results = sorted(out.get(timeout=10) for _ in range(2))
     if stop:
