@@ -5,7 +5,8 @@ building the generations frame — against the 3-number bare query, in one proce
 
     python benchmarks/ingest/fused_prototype.py [--repeat 3]
 
-A design probe for benchmarks/RESULTS.md ("ingest"), not a baseline: it computes less than logscan.
+Both of Polars' engines are tried. A design probe for benchmarks/RESULTS.md ("ingest"), not a
+baseline: it computes less than logscan.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def bare() -> pl.DataFrame:
     )
 
 
-def fused() -> pl.DataFrame:
+def fused(engine: str = "auto") -> pl.DataFrame:
     def number(e: pl.Expr) -> pl.Expr:
         value = e.str.strip_chars().cast(pl.Float64, strict=False)
         return pl.when(value.is_finite()).then(value)
@@ -64,7 +65,7 @@ def fused() -> pl.DataFrame:
             pl.col(f).mean().alias(f"{f}_mean"), pl.col(f).std().alias(f"{f}_std"), pl.col(f).min().alias(f"{f}_min"),
             pl.col(f).max().alias(f"{f}_max"), pl.col(f).quantile(0.5, "linear").alias(f"{f}_p50"))],
     ]  # fmt: skip
-    return rows.group_by("step", "split").agg(aggs).collect()
+    return rows.group_by("step", "split").agg(aggs).collect(engine=engine)  # type: ignore[arg-type]
 
 
 def main() -> None:
@@ -73,13 +74,15 @@ def main() -> None:
     args = ap.parse_args()
     if not FILE.is_file():
         raise SystemExit("no benchmark data: run benchmarks/ingest/gen_big_run.py first")
-    best = {"bare": float("inf"), "fused": float("inf")}
+    cases = {"bare": bare, "fused (in-memory engine)": fused, "fused (streaming engine)": lambda: fused("streaming")}
+    best = dict.fromkeys(cases, float("inf"))
     for _ in range(args.repeat):
-        for name, fn in (("bare", bare), ("fused", fused)):
+        for name, fn in cases.items():
             t0 = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
-    print(f"bare {best['bare']:.2f} s, fused {best['fused']:.2f} s: {best['fused'] / best['bare']:.2f}x")
+    for name, seconds in best.items():
+        print(f"{name}: {seconds:.2f} s ({seconds / best['bare']:.2f}x bare)")
 
 
 if __name__ == "__main__":
