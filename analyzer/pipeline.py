@@ -360,11 +360,20 @@ def _drift_line(analysis: Analysis) -> str | None:
     return why if len(why) <= 240 else why[:239] + "…"
 
 
+def terminal_text(value: object) -> str:
+    """Log-supplied text for the terminal: control characters as escapes, line breaks as ⏎."""
+    from analyzer.samples import terminal_safe
+
+    return terminal_safe(str(value)).replace("\n", "⏎")
+
+
 def summary_text(analysis: Analysis, quiet: bool = False) -> str:
-    """A short plain-text summary; ``quiet`` keeps only the verdict line."""
+    """A short plain-text summary; ``quiet`` keeps only the verdict line. Text that comes from the
+    logs (run info, keys in alert messages, issue reasons) is terminal-safe: control characters
+    shown as escapes, line breaks as ⏎, so a log cannot rewrite the terminal or fake a line."""
     first = verdict_line(analysis)
     if quiet:
-        return first
+        return terminal_text(first)
     run, report = analysis.run, analysis.run.report
     from analyzer.report_data import run_summary
 
@@ -374,8 +383,8 @@ def summary_text(analysis: Analysis, quiet: bool = False) -> str:
     described = [kind]
     for key in ("algorithm", "model", "status"):
         if run.info.get(key):
-            described.append(f"{key} {run.info[key]}")
-    lines.append(f"run:         {run.path}  ({', '.join(described)})")
+            described.append(f"{key} {terminal_text(run.info[key])}")
+    lines.append(f"run:         {terminal_text(run.path)}  ({', '.join(described)})")
     if summary["steps"]:
         lines.append(f"steps:       {summary['first_step']}..{summary['last_step']} ({summary['steps']} steps)")
     else:
@@ -392,31 +401,31 @@ def summary_text(analysis: Analysis, quiet: bool = False) -> str:
     if report.records_skipped or report.issues:
         lines.append(f"skipped:     {report.records_skipped} record(s), {len(report.issues)} issue(s)")
         for issue in report.issues[:MAX_ISSUES_SHOWN]:
-            lines.append(f"  - {issue}")
+            lines.append(f"  - {terminal_text(issue)}")
         if len(report.issues) > MAX_ISSUES_SHOWN:
             lines.append(f"  … and {len(report.issues) - MAX_ISSUES_SHOWN} more (see analysis.json)")
     for resume in report.resumes:
         where = f"{resume.get('file')}:{resume.get('line')}" if resume.get("line") else str(resume.get("file"))
         came_from = "" if resume.get("from_step") is None else f"step {resume['from_step']} → "
         lines.append(
-            f"resumed:     at {where}: {came_from}back to step {resume.get('to_step')} (the latest segment wins)"
+            f"resumed:     at {terminal_text(where)}: {came_from}back to step {resume.get('to_step')} (the latest segment wins)"
         )
     if (drift_line := _drift_line(analysis)) is not None:
-        lines.append(f"drift:       {drift_line}")
+        lines.append(f"drift:       {terminal_text(drift_line)}")
     not_run = [d for d in analysis.detectors if not d.ran]
     for note in analysis.notes:
-        lines.append(f"note:        {note}")
+        lines.append(f"note:        {terminal_text(note)}")
     if not_run:
         by_reason: dict[str, list[str]] = {}
         for d in not_run:
             by_reason.setdefault(d.reason or "no reason given", []).append(d.name)
         for reason, names in by_reason.items():
-            lines.append(f"not run:     {', '.join(names)}: {reason}")
+            lines.append(f"not run:     {', '.join(names)}: {terminal_text(reason)}")
     if analysis.alerts:
         lines.append("alerts (worst first):")
         for alert in analysis.alerts[:MAX_ALERTS_SHOWN]:
             at = f" @ step {alert.step}" if alert.step is not None else ""
-            lines.append(f"  {alert.severity.value.upper():8s} {alert.kind}{at}: {alert.message}")
+            lines.append(f"  {alert.severity.value.upper():8s} {alert.kind}{at}: {terminal_text(alert.message)}")
         if len(analysis.alerts) > MAX_ALERTS_SHOWN:
             lines.append(f"  … and {len(analysis.alerts) - MAX_ALERTS_SHOWN} more (see analysis.json)")
     if analysis.output_dir:

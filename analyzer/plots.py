@@ -702,7 +702,11 @@ def render_plots(
         return [], [SkippedPlot("all", "no per-step metrics")]
     with matplotlib.rc_context({"font.size": 9, "axes.titleweight": "bold", "figure.dpi": dpi}):
         for name, title, draw in FIGURES:
-            result = draw(analysis)
+            try:
+                result = draw(analysis)
+            except (ValueError, OverflowError) as exc:  # values matplotlib cannot scale (e.g. ~1e308)
+                skipped.append(SkippedPlot(name, f"could not draw: {exc}"))
+                continue
             if isinstance(result, str):
                 skipped.append(SkippedPlot(name, result))
                 continue
@@ -726,6 +730,9 @@ def render_plots(
                     # No date / random ids in the SVG: stable output for golden files and caches.
                     fig.savefig(sbuf, format="svg", metadata={"Date": None, "Creator": None})
                     svg_bytes = sbuf.getvalue()
+            except (ValueError, OverflowError) as exc:  # values matplotlib cannot scale (e.g. ~1e308)
+                skipped.append(SkippedPlot(name, f"could not draw: {exc}"))
+                continue
             finally:
                 plt.close(fig)
             plots.append(Plot(name, title, buf.getvalue(), svg_bytes, cols, kinds))

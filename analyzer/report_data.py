@@ -121,7 +121,7 @@ def summarize_metrics(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
             "last": float(y[-1]),
             "min": float(y.min()),
             "max": float(y.max()),
-            "mean": float(y.mean()),
+            "mean": _finite_mean(y),
             "best": best,
             "trend_slope": finite_or_none(slope),
             "n": len(y),
@@ -152,6 +152,14 @@ def run_summary(analysis: Analysis) -> dict[str, Any]:
         "completions": int(gens.height) if gens is not None else 0,
         "splits": splits,
     }
+
+
+def _finite_mean(y: Any) -> float:
+    """The mean of finite values without overflowing (values near the float maximum sum to inf)."""
+    import numpy as np
+
+    scale = float(np.max(np.abs(y))) or 1.0
+    return float(np.mean(y / scale) * scale)
 
 
 def jsonable(obj: Any) -> Any:

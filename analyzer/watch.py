@@ -71,7 +71,9 @@ def snapshot_text(analysis: Analysis) -> str:
     status = analysis.run.info.get("status") or "unknown"
     m = analysis.metrics
     last = str(m.get_column(C.STEP).max()) if C.STEP in m.columns and m.height else None
-    lines = [f"[{now}] {analysis.run.path}  status {status}  last step {last}  verdict {analysis.verdict}"]
+    from analyzer.pipeline import terminal_text
+
+    lines = [f"[{now}] {terminal_text(analysis.run.path)}  status {terminal_text(status)}  last step {last}  verdict {analysis.verdict}"]
     for key in WATCHED:
         if key not in m.columns:
             continue
@@ -83,7 +85,7 @@ def snapshot_text(analysis: Analysis) -> str:
         lines.append("  alerts:")
         for a in analysis.alerts[:8]:
             at = f" @ step {a.step}" if a.step is not None else ""
-            lines.append(f"    {a.severity.value.upper():8s} {a.kind}{at}: {a.message}")
+            lines.append(f"    {a.severity.value.upper():8s} {a.kind}{at}: {terminal_text(a.message)}")
     else:
         lines.append("  no alerts")
     return "\n".join(lines)

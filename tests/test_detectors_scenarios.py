@@ -527,3 +527,23 @@ def test_torn_lines_an_interrupted_writer_explains_are_info(torn, resumes, sever
     li = [a for a in alerts if a.kind == "log_integrity" and "torn" in a.message]
     assert len(li) == 1 and li[0].severity.value == severity
     assert f"{torn[0][0]}:{torn[0][1]}" in li[0].message or severity == "warning"
+
+
+@pytest.mark.parametrize(("truth", "cause"), [("4", "mostly all-correct"), (None, "unknown (the reward never varies")])
+def test_a_reward_that_never_varies_is_not_called_too_hard(truth, cause) -> None:
+    """Found by a bug hunt: with every reward equal, the top-half test counted every group as
+    all-wrong ("the prompts are too hard"). The groups' exact match decides, else the cause is unknown."""
+    from analyzer.metrics import compute_metrics as metrics_of
+
+    rows = [
+        {"step": s, "split": "train", "sample_id": s * 8 + k, "question_id": f"q{k // 4}", "group_id": f"{s}:q{k // 4}",
+         "question": "2+2?", "ground_truth_answer": truth, "model_output": "<reasoning>r</reasoning><answer>4</answer>",
+         "model_answer": "4", "total_reward": 1.0}
+        for s in range(30) for k in range(8)
+    ]
+    gens = pl.DataFrame(rows, infer_schema_length=None)
+    run = RunData("const", pl.DataFrame({"step": pl.Series([], dtype=pl.Int64)}), gens, IngestReport("logscan"), {})
+    alerts, _ = run_detectors(run, metrics_of(run), None, None)
+    collapse = next(a for a in alerts if a.kind == "reward_std_collapse")
+    assert cause in collapse.evidence["cause"]
+    assert "too hard" not in collapse.message

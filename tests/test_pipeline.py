@@ -231,3 +231,40 @@ def test_analysis_json_is_written_once_and_listed_after_the_frames(tmp_path, mon
     assert written == [tmp_path / "analysis.json"]
     names = [Path(p).name for p in analysis.outputs]
     assert names[:3] == ["metrics.parquet", "generations.parquet", "analysis.json"]
+
+
+def _extreme_run(value: float) -> RunData:
+    """A plausible run whose grad_norm sits at the edge of float range (found by a bug hunt)."""
+    run = memory_run(with_nan=False)
+    steps = run.steps.with_columns(pl.lit(value).alias(C.GRAD_NORM))
+    return RunData(run.path, steps, run.generations, run.report, run.info)
+
+
+def test_values_near_the_float_maximum_give_a_valid_report(tmp_path):
+    """Constant grad_norm 1e308: matplotlib cannot scale it (the plot is skipped with the reason,
+    not a traceback), and its mean must not overflow into a schema-breaking null."""
+    import jsonschema
+
+    from analyzer.report_data import load_schema
+
+    analysis = analyze_run(_extreme_run(1e308), AnalyzeOptions(output_dir=tmp_path, no_embeddings=True))
+    data = json.loads((tmp_path / "analysis.json").read_text(encoding="utf-8"))
+    jsonschema.validate(data, load_schema())
+    assert data["metrics"]["grad_norm"]["mean"] == pytest.approx(1e308)
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "mechanics (could not draw:" in report
+    assert (tmp_path / "report.html").is_file() and analysis.verdict
+
+
+def test_terminal_summary_shows_log_text_safely():
+    """Text from the logs reaches the terminal with control characters escaped and line breaks as
+    ⏎: a run.json or a logged key cannot rewrite the terminal or fake a summary line."""
+    run = memory_run(with_nan=False)
+    run.info.update(model="m\x1b]0;title\x07", algorithm="grpo\rX")
+    steps = run.steps.with_columns(pl.lit(float("nan")).alias("x\x1b[2Jkey\nFAKE"))
+    run = RunData(run.path, steps, run.generations, run.report, run.info)
+    text = summary_text(analyze_run(run, AnalyzeOptions(write_outputs=False, **FAST)))
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text
+    assert "model m\\x1b]0;title\\x07" in text and "grpo\\x0dX" in text
+    assert not any(line.startswith("FAKE") for line in text.splitlines())
+    assert "x\\x1b[2Jkey⏎FAKE" in text

@@ -139,16 +139,27 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
             rmax = float(groups["reward"].max())
             mid = (rmin + rmax) / 2
             # "correct" is the reward's verdict (that is what has no spread): the group's reward
-            # in the top half of the range the groups' rewards span over the run
-            top = late.filter(pl.col("reward") > mid)
-            share_correct = top.height / late.height
-            ev = {
-                "zero_spread_groups": late.height,
-                "all_correct_share": share_correct,
-                "all_wrong_share": 1 - share_correct,
-            }
-            if share_correct >= 0.6:
+            # in the top half of the range the groups' rewards span over the run; a reward that
+            # never varies has no such verdict, so the groups' exact match decides (as in
+            # metrics' all-correct / all-wrong shares), else the cause stays unknown
+            if rmax > rmin:
+                top = late.filter(pl.col("reward") > mid)
+            elif late["acc"].null_count() < late.height:
+                top = late.filter(pl.col("acc") >= 0.5)
+            else:
+                top = None
+            ev = {"zero_spread_groups": late.height}
+            if top is None:
+                cause = "unknown (the reward never varies and there is no ground truth to tell all-correct from all-wrong groups)"
+                share_correct = None
+            else:
+                share_correct = top.height / late.height
+                ev |= {"all_correct_share": share_correct, "all_wrong_share": 1 - share_correct}
+            if share_correct is None:
+                pass
+            elif share_correct >= 0.6:
                 cause = "mostly all-correct groups: the prompts are too easy / the reward saturated"
+                assert top is not None
                 em = top["acc"].drop_nulls().to_numpy()
                 if em.size and float(em.mean()) < 0.5:
                     ev["exact_match_of_rewarded"] = float(em.mean())
