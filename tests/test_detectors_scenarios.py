@@ -529,16 +529,21 @@ def test_torn_lines_an_interrupted_writer_explains_are_info(torn, resumes, sever
     assert f"{torn[0][0]}:{torn[0][1]}" in li[0].message or severity == "warning"
 
 
-@pytest.mark.parametrize(("truth", "cause"), [("4", "mostly all-correct"), (None, "unknown (the reward never varies")])
-def test_a_reward_that_never_varies_is_not_called_too_hard(truth, cause) -> None:
-    """Found by a bug hunt: with every reward equal, the top-half test counted every group as
-    all-wrong ("the prompts are too hard"). The groups' exact match decides, else the cause is unknown."""
+@pytest.mark.parametrize(("truth", "answer", "cause"), [
+    ("4", "4", "mostly all-correct"),  # every answer right: saturated
+    (None, "4", "mostly all-correct"),  # no ground truth: the constant positive reward's word
+    ("4", "5", "mostly all-wrong"),  # rewarded although wrong: the reward is broken
+])
+def test_a_reward_that_never_varies_is_not_called_too_hard(truth, answer, cause) -> None:
+    """Found by a bug hunt: with every reward 1.0, the top-half test counted every group as
+    all-wrong ("the prompts are too hard"). A constant positive reward is judged by exact match when
+    there is a ground truth; a constant reward that is never positive still means all wrong."""
     from analyzer.metrics import compute_metrics as metrics_of
 
     rows = [
         {"step": s, "split": "train", "sample_id": s * 8 + k, "question_id": f"q{k // 4}", "group_id": f"{s}:q{k // 4}",
-         "question": "2+2?", "ground_truth_answer": truth, "model_output": "<reasoning>r</reasoning><answer>4</answer>",
-         "model_answer": "4", "total_reward": 1.0}
+         "question": "2+2?", "ground_truth_answer": truth, "model_output": f"<reasoning>r</reasoning><answer>{answer}</answer>",
+         "model_answer": answer, "total_reward": 1.0}
         for s in range(30) for k in range(8)
     ]
     gens = pl.DataFrame(rows, infer_schema_length=None)
@@ -546,4 +551,3 @@ def test_a_reward_that_never_varies_is_not_called_too_hard(truth, cause) -> None
     alerts, _ = run_detectors(run, metrics_of(run), None, None)
     collapse = next(a for a in alerts if a.kind == "reward_std_collapse")
     assert cause in collapse.evidence["cause"]
-    assert "too hard" not in collapse.message

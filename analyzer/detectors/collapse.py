@@ -139,27 +139,26 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
             rmax = float(groups["reward"].max())
             mid = (rmin + rmax) / 2
             # "correct" is the reward's verdict (that is what has no spread): the group's reward
-            # in the top half of the range the groups' rewards span over the run; a reward that
-            # never varies has no such verdict, so the groups' exact match decides (as in
-            # metrics' all-correct / all-wrong shares), else the cause stays unknown
+            # in the top half of the range the groups' rewards span over the run. A reward that
+            # never varies has no range: one that is never positive rewarded nothing (all wrong);
+            # a constant positive one is judged by the groups' exact match when there is a ground
+            # truth (as metrics' all-correct / all-wrong shares are), else taken at its word
             if rmax > rmin:
                 top = late.filter(pl.col("reward") > mid)
+            elif rmax <= 0:
+                top = late.clear()
             elif late["acc"].null_count() < late.height:
                 top = late.filter(pl.col("acc") >= 0.5)
             else:
-                top = None
-            ev = {"zero_spread_groups": late.height}
-            if top is None:
-                cause = "unknown (the reward never varies and there is no ground truth to tell all-correct from all-wrong groups)"
-                share_correct = None
-            else:
-                share_correct = top.height / late.height
-                ev |= {"all_correct_share": share_correct, "all_wrong_share": 1 - share_correct}
-            if share_correct is None:
-                pass
-            elif share_correct >= 0.6:
+                top = late
+            share_correct = top.height / late.height
+            ev = {
+                "zero_spread_groups": late.height,
+                "all_correct_share": share_correct,
+                "all_wrong_share": 1 - share_correct,
+            }
+            if share_correct >= 0.6:
                 cause = "mostly all-correct groups: the prompts are too easy / the reward saturated"
-                assert top is not None
                 em = top["acc"].drop_nulls().to_numpy()
                 if em.size and float(em.mean()) < 0.5:
                     ev["exact_match_of_rewarded"] = float(em.mean())
