@@ -311,3 +311,58 @@ def test_reward_like_keys_of_a_user_are_not_reward_functions(tmp_path: Path, car
     assert g["extra/reward/judge"].to_list() == ["strict", "strict"]
     assert g["step"].to_list() == [1, 2] and g["extra/step"].cast(pl.Float64).to_list() == [99.0, 99.0]
     assert g["reward/total"].to_list() == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_session_resumed_from_a_checkpoint_replaces_the_steps_it_redoes(tmp_path: Path, fmt: Literal["jsonl", "csv"]) -> None:
+    """Found by a bug hunt: a run that crashed during step 3 and resumed from the step-3 checkpoint
+    logs step 3 again without the step going back. run.json's resumes mark the new session; its
+    records replace the interrupted session's (completions and metrics alike, stale keys too)."""
+    lg = RunLogger(tmp_path, generations_format=fmt)
+    for s in (1, 2, 3):
+        for _ in range(2):
+            lg.log_generation(step=s, question=f"q{s}", model_output="old", rewards={"acc": 1.0})
+        lg.log_metrics(s, {"loss": 1.0, "kl": 0.5})
+    lg.close(status="crashed")
+    lg = RunLogger(tmp_path, generations_format=fmt)
+    for s in (3, 4):
+        for _ in range(2):
+            lg.log_generation(step=s, question=f"q{s}", model_output="new", rewards={"acc": 0.0})
+        lg.log_metrics(s, {"loss": 2.0})
+    lg.close()
+    run = load_run(tmp_path)
+    g = run.generations
+    assert g is not None
+    assert g.group_by("step").len().sort("step").rows() == [(1, 2), (2, 2), (3, 2), (4, 2)]
+    assert g.filter(pl.col("step") == 3)["model_output"].to_list() == ["new", "new"]
+    assert run.steps.select("step", "loss", "kl").rows() == [(1, 1.0, 0.5), (2, 1.0, 0.5), (3, 2.0, None), (4, 2.0, None)]
+    assert any("2 completions of steps 3-3 were logged again after a resume" in n for n in run.report.notes)
+
+
+def test_the_end_of_training_summary_is_not_a_step(tmp_path: Path) -> None:
+    """Found by a bug hunt: train_end's train_runtime / train_loss became columns of the last step."""
+    from trainer_hooks import TrainingPhase
+
+    with RunLogger(tmp_path) as lg:
+        lg.log_metrics(1, {"loss": 1.0})
+        lg.log_metrics(2, {"loss": 0.5})
+        lg.log_event(TrainingPhase.TRAIN_END, 2, metrics={"train_runtime": 12.3, "train_loss": 0.75})
+    run = load_run(tmp_path)
+    assert run.steps.columns == ["step", "loss"]
+    assert run.info["train_summary"] == {"train_runtime": 12.3, "train_loss": 0.75}
+    assert "train_runtime" not in run.report.unknown_keys
+
+
+def test_every_ranks_manifest_names_its_rewards(tmp_path: Path) -> None:
+    """Found by a bug hunt: rank 1's reward names (in run.rank1.json) were ignored when run.json
+    existed, so a reward only rank 1 logs, mid-file, silently vanished."""
+    with RunLogger(tmp_path, rank=0, world_size=2) as lg0, RunLogger(tmp_path, rank=1, world_size=2) as lg1:
+        for s in range(1, 4):
+            lg0.log_generation(step=s, question="q", model_output="a", rewards={"a": 1.0})
+        for k in range(3000):
+            rewards = {"a": 0.0, "b": 0.5} if 1000 <= k < 1010 else {"a": 0.0}
+            lg1.log_generation(step=1 + k // 1000, question="q", model_output="y" * 400, rewards=rewards)
+    run = load_run(tmp_path)
+    g = run.generations
+    assert g is not None and "reward/b" in g.columns
+    assert g["reward/b"].drop_nulls().to_list() == [0.5] * 10

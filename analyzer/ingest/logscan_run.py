@@ -40,6 +40,7 @@ from analyzer.ingest._common import (
     steps_frame,
     to_float,
     to_int,
+    to_unix_seconds,
     why_empty,
 )
 from analyzer.ingest.seed_csv import read_generations_csv, record_start_line
@@ -76,7 +77,11 @@ def _file_key(path: Path) -> tuple[int, int, str]:
 
 # --- manifest -------------------------------------------------------------------------------------
 def read_manifest(folder: Path, col: Collector) -> dict[str, Any]:
+    """run.json (and run.rank{N}.json): run info; ``reward_names`` is the union over every rank's
+    manifest, and ``SESSION_STARTS`` the unix times each rank's sessions resumed at."""
     info: dict[str, Any] = {}
+    all_names: dict[str, None] = {}
+    all_resumes: dict[int, list[dict[str, Any]]] = {}
     main = folder / S.MANIFEST_FILE
     ranks = sorted(folder.glob("run.rank*.json"))
     for path in [main, *ranks] if main.is_file() else ranks:
@@ -96,6 +101,14 @@ def read_manifest(folder: Path, col: Collector) -> dict[str, Any]:
                 n = to_int(counters.get(key))
                 if n:
                     col.issue(path, None, f"the writer reports {n} records {what}", "dropped", skipped=False)
+        names = data.get(S.M_REWARD_NAMES)
+        if isinstance(names, list):  # every rank's reward names count: ranks can log different ones
+            all_names.update(dict.fromkeys(str(n) for n in names))
+        resumes = data.get(S.M_RESUMES)
+        if isinstance(resumes, list):  # each rank's own sessions (ranks resume at slightly different times)
+            rank = to_int(data.get(S.M_RANK))
+            rank = (file_rank(path) or 0) if rank is None else rank
+            all_resumes.setdefault(rank, []).extend(r for r in resumes if isinstance(r, dict))
         if path != main and info:
             continue  # rank manifests only fill in when run.json is missing
         for key in (S.M_RUN_ID, S.M_ALGORITHM, S.M_MODEL, S.M_CONFIG, S.M_STATUS, S.M_REWARD_NAMES,
@@ -113,13 +126,53 @@ def read_manifest(folder: Path, col: Collector) -> dict[str, Any]:
     if fmt and fmt != S.FORMAT:
         col.note(f"run.json format is {fmt!r}; this logscan reads {S.FORMAT!r}")
     info.setdefault(S.M_RUN_ID, folder.resolve().name)
+    if all_names:
+        info[S.M_REWARD_NAMES] = list(all_names)
+    info[SESSION_STARTS] = {
+        rank: sorted(t for t in (_unix_time(r.get("time")) for r in rs) if t is not None)
+        for rank, rs in all_resumes.items()
+    }
     return info
 
 
+# Internal key of read_manifest's result: per rank, when its resumed sessions started (unix
+# seconds, sorted).
+SESSION_STARTS: Final = "__session_starts"
+
+
+def _unix_time(value: Any) -> float | None:
+    """A resume's ``time``: ISO-8601 text (what trainer_hooks writes) or unix seconds."""
+    import datetime as dt
+
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.timestamp()
+    return None
+
+
 # --- events -----------------------------------------------------------------------------------------
-def read_events(folder: Path, col: Collector) -> pl.DataFrame:
+_SUMMARY_PHASES: Final = (S.TrainingPhase.TRAIN_END.value, S.TrainingPhase.RUN_END.value)
+
+
+def read_events(
+    folder: Path, col: Collector, session_starts: dict[int, list[float]] | None = None, summary: dict[str, Any] | None = None
+) -> pl.DataFrame:
+    """events*.jsonl → the steps frame. Records of a step merge, except across segments: a record
+    from a later segment (a later resumed session — ``session_starts`` against the record's time —
+    or after the step went back) replaces what earlier segments logged for that step. Metrics of
+    the end-of-training events go into ``summary``, not into the last step."""
+    import bisect
+
     files = sorted(folder.glob(f"{S.EVENTS_STEM}*.jsonl"), key=_file_key)
     per_rank: dict[int, dict[int, dict[str, float | None]]] = {}
+    segment_of: dict[int, dict[int, tuple[int, int]]] = {}
     for path in files:
         if path.stat().st_size == 0:
             col.issue(path, None, "empty file", "empty", skipped=False)
@@ -127,28 +180,44 @@ def read_events(folder: Path, col: Collector) -> pl.DataFrame:
         col.read(path)
         rank_default = file_rank(path) or 0
         prev_step: int | None = None
+        stepped_back = session = 0
         for lineno, obj in iter_json_objects(path, col):
             step = to_int(obj.get(S.E_STEP))
-            if obj.get(S.E_PHASE) == S.TrainingPhase.RUN_RESUME.value:
+            phase = obj.get(S.E_PHASE)
+            if phase == S.TrainingPhase.RUN_RESUME.value:
                 col.note(f"{col.rel(path)}:{lineno}: the run was resumed (run_resume event)")
+            t, ok = to_float(obj.get(S.E_TIME))
+            record_rank = to_int(obj.get(S.E_RANK))
+            starts = (session_starts or {}).get(rank_default if record_rank is None else record_rank)
+            if ok and t is not None and starts:
+                session = bisect.bisect_right(starts, t)
             metrics = obj.get(S.E_METRICS)
             if metrics is None or metrics == {}:
                 continue
             if not isinstance(metrics, dict):
                 col.issue(path, lineno, f"metrics is {type(metrics).__name__}, not an object; record skipped", "wrong_type", skipped=True)
                 continue
+            if phase in _SUMMARY_PHASES and summary is not None:
+                # train_runtime, train_loss, …: the run's summary, not values of its last step
+                summary.update({str(k): v for k, v in metrics.items()})
+                continue
             if step is None:
                 col.issue(path, lineno, f"step is {short(obj.get(S.E_STEP))}, not an integer; record skipped", "no_step")
                 continue
             if prev_step is not None and step < prev_step:
                 col.resume(path, lineno, prev_step, step)
+                stepped_back += 1
             prev_step = step
             rank = to_int(obj.get(S.E_RANK))
             rank = rank_default if rank is None else rank
             prefix = split_prefix(obj.get(S.E_SPLIT) or "train")
             mapped = metric_values(metrics, path, lineno, col, label="metric {!r}", prefix=prefix)
-            # later records of a step win (a resumed segment re-logs the steps it repeats)
-            per_rank.setdefault(rank, {}).setdefault(step, {}).update(mapped)
+            steps_of, segments = per_rank.setdefault(rank, {}), segment_of.setdefault(rank, {})
+            segment, seen = (session, stepped_back), segments.get(step)
+            if seen is None or segment > seen:  # a later segment re-logs the step: its record replaces
+                steps_of[step], segments[step] = dict(mapped), segment
+            elif segment == seen:  # several records of one step merge
+                steps_of[step].update(mapped)
     frames = [steps_frame(per_rank[r]) for r in sorted(per_rank)]
     if len(frames) > 1:
         col.note("metrics of rank 0 are used; other ranks only fill metrics rank 0 did not log")
@@ -417,12 +486,20 @@ def read_generations_jsonl(path: Path, col: Collector, *, reward_hint: list[str]
 
 # --- resumes ------------------------------------------------------------------------------------------
 def resolve_resumes(
-    df: pl.DataFrame, col: Collector, *, files_by_seq: list[str], paths: list[Path] | None = None
+    df: pl.DataFrame,
+    col: Collector,
+    *,
+    files_by_seq: list[str],
+    paths: list[Path] | None = None,
+    session_starts: dict[int, list[float]] | None = None,
 ) -> pl.DataFrame:
     """Within one rank's sequence of records (``FILE_COL`` = index into ``files_by_seq``, then
     ``ORDER_COL``), a step going back starts a new segment: for every step logged by several
     segments only the latest segment's records are kept. ``paths`` (parallel to ``files_by_seq``)
-    locate the physical line of a CSV record read by record number."""
+    locate the physical line of a CSV record read by record number. ``session_starts`` (when
+    run.json records resumed sessions) also start a segment at each session, by the records'
+    timestamps: a session that resumes from a checkpoint re-logs a step without the step going
+    back, and its records replace the interrupted session's."""
     import polars as pl
 
     if C.RANK not in df.columns:
@@ -431,9 +508,14 @@ def resolve_resumes(
     df = sorted_order(df, [C.RANK, FILE_COL, ORDER_COL])
     prev = pl.col(C.STEP).shift(1).over(C.RANK)
     df = df.with_columns((pl.col(C.STEP) < prev).fill_null(False).alias("__back"))
+    sessions = _sessions(df, session_starts or {})
+    if sessions is not None:
+        df = df.with_columns(sessions.alias("__session"))
     backs = df.filter(pl.col("__back"))
-    if backs.height == 0:
-        return df.drop("__back").with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER_COL))
+    if backs.height == 0 and (sessions is None or sessions.n_unique() == 1):
+        return df.drop("__back", "__session", strict=False).with_columns(
+            pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER_COL)
+        )
     prev_rows = df.with_columns(prev.alias("__prev")).filter(pl.col("__back"))
     by_record = RECORD_LINE_COL in df.columns
     for row in prev_rows.select(
@@ -444,7 +526,10 @@ def resolve_resumes(
         if row[6] and paths is not None:  # a CSV record number: find the line it starts on
             line = record_start_line(paths[row[0]], int(row[5])) or line
         col.report.resumes.append({"file": files_by_seq[row[0]], "line": line, "from_step": row[2], "to_step": row[3], "rank": row[4]})
-    df = df.with_columns(pl.col("__back").cast(pl.Int64).cum_sum().over(C.RANK).alias("__seg"))
+    seg = pl.col("__back").cast(pl.Int64).cum_sum().over(C.RANK)
+    if sessions is not None:  # (session, step-back segment), both growing along a rank's records
+        seg = pl.col("__session").cast(pl.Int64) * (1 << 32) + seg
+    df = df.with_columns(seg.alias("__seg"))
     keep = pl.col("__seg") == pl.col("__seg").max().over([C.RANK, C.STEP])
     dropped = df.filter(~keep)
     if dropped.height:
@@ -454,16 +539,39 @@ def resolve_resumes(
             f"resumed run: {dropped.height} completions of steps {lo}-{hi} were logged again after a resume; "
             "the latest segment's records are used"
         )
-    out = df.filter(keep).drop("__back", "__seg")
+    out = df.filter(keep).drop("__back", "__seg", "__session", strict=False)
     return out.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER_COL))
 
 
-def read_generations(folder: Path, col: Collector, reward_hint: list[Any] | None = None) -> pl.DataFrame | None:
+def _sessions(df: pl.DataFrame, starts: dict[int, list[float]]) -> pl.Series | None:
+    """Per record (in ``df``'s order), the session it was written in: how many of its rank's
+    resumed sessions had started by its timestamp. None without resumes or timestamps (a record
+    without one belongs to the session of the record before it)."""
+    import numpy as np
+    import polars as pl
+
+    if not any(starts.values()) or C.TIMESTAMP not in df.columns:
+        return None
+    ts = to_unix_seconds(df[C.TIMESTAMP]).fill_null(strategy="forward").fill_null(float("-inf")).to_numpy()
+    ranks = df[C.RANK].to_numpy()
+    out = np.zeros(len(ts), dtype=np.int64)
+    for rank, times in starts.items():
+        if times:
+            mine = ranks == rank
+            out[mine] = np.searchsorted(np.asarray(times), ts[mine], side="right")
+    return pl.Series("__session", out, dtype=pl.Int64)
+
+
+def read_generations(
+    folder: Path, col: Collector, reward_hint: list[Any] | None = None, session_starts: dict[int, list[float]] | None = None
+) -> pl.DataFrame | None:
     files = [*folder.glob(f"{S.GENERATIONS_STEM}*.jsonl"), *folder.glob(f"{S.GENERATIONS_STEM}*.csv")]
-    return read_generation_files(files, col, reward_hint)
+    return read_generation_files(files, col, reward_hint, session_starts)
 
 
-def read_generation_files(files: list[Path], col: Collector, reward_hint: list[Any] | None = None) -> pl.DataFrame | None:
+def read_generation_files(
+    files: list[Path], col: Collector, reward_hint: list[Any] | None = None, session_starts: dict[int, list[float]] | None = None
+) -> pl.DataFrame | None:
     """JSONL / CSV generations files → one frame (not yet finalised), in (rank, part, name) order:
     the rank a file's name carries fills a missing ``rank``; resumes are resolved per rank."""
     import polars as pl
@@ -490,16 +598,20 @@ def read_generation_files(files: list[Path], col: Collector, reward_hint: list[A
     if not frames:
         return None
     df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
-    df = resolve_resumes(df, col, files_by_seq=names, paths=paths)
+    df = resolve_resumes(df, col, files_by_seq=names, paths=paths, session_starts=session_starts)
     return df.drop(LINE_COL, FILE_COL, RECORD_LINE_COL, strict=False)
 
 
 def load_logscan_run(folder: Path, report: IngestReport) -> RunData:
     col = Collector(report, folder)
     info = read_manifest(folder, col)
-    steps = read_events(folder, col)
+    starts = info.pop(SESSION_STARTS, {})
+    summary: dict[str, Any] = {}
+    steps = read_events(folder, col, starts, summary)
+    if summary:
+        info["train_summary"] = summary
     hint = info.get(S.M_REWARD_NAMES)
-    gens = read_generations(folder, col, hint if isinstance(hint, list) else None)
+    gens = read_generations(folder, col, hint if isinstance(hint, list) else None, starts)
     if gens is not None:
         gens = finalize_generations(gens, col)
     col.finish()
