@@ -551,3 +551,25 @@ def test_a_reward_that_never_varies_is_not_called_too_hard(truth, answer, cause)
     alerts, _ = run_detectors(run, metrics_of(run), None, None)
     collapse = next(a for a in alerts if a.kind == "reward_std_collapse")
     assert cause in collapse.evidence["cause"]
+
+
+@pytest.mark.parametrize("every", [1, 5])
+def test_forgetting_on_an_eval_logged_every_few_steps(every: int) -> None:
+    """Found by a bug hunt: with eval logged every 5 steps, the significance test compared 4 points
+    with 7 and could never reach z = 3, so a halved eval reward went unreported."""
+    import random
+
+    rng = random.Random(4)
+    steps = list(range(100))
+    evals = [s for s in steps if s % every == 0]
+    frame = pl.DataFrame({
+        "step": steps,
+        "loss": [0.01] * 100,
+        "reward": [0.5 + rng.gauss(0, 0.02) for _ in steps],
+        "eval/reward": [10.0 - (5.0 if s >= 60 else 0.0) + rng.gauss(0, 0.02) if s in evals else None for s in steps],
+    })
+    run = RunData("sparse", frame, None, IngestReport("logscan"), {})
+    alerts, _ = run_detectors(run, frame, None, None)
+    forgetting = [a for a in alerts if a.kind == "catastrophic_forgetting"]
+    assert len(forgetting) == 1 and forgetting[0].severity.value in ("warning", "critical")
+    assert abs(forgetting[0].step - 60) <= every

@@ -261,7 +261,9 @@ def find_drop_from_peak(
     ``min_peak``. The onset is dated by a ramp fit from the peak on. ``baseline`` is the peak.
 
     A running peak of a noisy curve is biased upward, so the drop must also be significant: the
-    raw points around the peak against every point from the detection on (Mann–Whitney z ≥ ``min_z``).
+    raw points from around the peak up to the detection (at least 6 when there are) against every
+    point from the detection on (Mann–Whitney, exact for small samples:
+    ``stats.mann_whitney_strength`` ≥ ``min_z``).
     """
     n = y.size
     if n == 0:
@@ -278,7 +280,11 @@ def find_drop_from_peak(
         return None
     p_idx = int(np.argmax(smooth[: idx + 1]))
     h = stats.window_for(n)
-    if stats.mann_whitney_z(y[max(0, p_idx - 2 * h) : p_idx + 1], y[idx:]) < min_z:
+    # the points around the peak and on to the detection (the level that was lost), at least 6
+    # when the curve has them: a sparse eval curve (logged every few steps) has few points per
+    # window, and the exact test needs a handful to reach min_z
+    before = y[max(0, min(p_idx - 2 * h, p_idx - 5)) : max(p_idx + 1, idx)]
+    if stats.mann_whitney_strength(before, y[idx:]) < min_z:
         return None
     onset = stats.onset_step(x, y, upto=idx, lo=max(0, p_idx - 2))
     return Excursion(

@@ -66,7 +66,9 @@ def _proxy_vs_truth(
         p = w + int(np.argmax(smooth[w:])) if n - w > 3 else w
         if n - p < 6:
             continue
-        tail = max(3, n // 5)
+        # the late level: the last fifth — at least 6 points after the peak when a sparse curve
+        # has them, for the exact test below to be able to show significance
+        tail = max(3, n // 5, min(6, n - p - 1))
         late = float(np.median(ty[-tail:]))
         drop = float(smooth[p]) - late
         noise = (
@@ -78,7 +80,7 @@ def _proxy_vs_truth(
             else max(4 * noise, float(cfg["min_relative_drop"]) * abs(float(smooth[p])))
         )
         h = max(3, stats.window_for(n))
-        z_fall = stats.mann_whitney_z(ty[max(0, p - 2 * h) : p + 1], ty[-tail:])
+        z_fall = stats.mann_whitney_strength(ty[max(0, min(p - 2 * h, p - 5)) : p + 1], ty[-tail:])
         if drop < min_drop or z_fall < float(cfg["min_z"]):
             continue
         # the proxy must hold or rise over the same stretch
