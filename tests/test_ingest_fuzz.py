@@ -320,3 +320,24 @@ def test_a_lone_surrogate_escape_is_kept_as_text_on_the_careful_path(tmp_path: P
     assert g is not None and g.height == 3
     assert g["model_output"].to_list() == ["x \\ud800"] * 3
     assert all("\\ud" in v or "\\\\ud" in v for v in g["meta"].to_list())
+
+
+def test_trl_completion_files_repeating_the_last_generation_count_once(tmp_path: Path) -> None:
+    """Found by a bug hunt: TRL writes its whole buffer of the last generation at every logging
+    step (its deques are not cleared), so with steps_per_generation > logging_steps a file repeats
+    the previous one's completions under a later step. Each completion counts once."""
+    import polars as pl
+
+    from analyzer.ingest import load_run
+
+    d = tmp_path / "completions"
+    d.mkdir()
+    first = {"prompt": ["p", "p"], "completion": ["a", "b"], "acc": [1.0, 0.0], "advantage": [0.5, -0.5]}
+    pl.DataFrame({"step": [1, 1], **first}).write_parquet(d / "completions_00001.parquet")
+    pl.DataFrame({"step": [2, 2], **first}).write_parquet(d / "completions_00002.parquet")  # the same generation
+    pl.DataFrame({"step": [3, 3], **first, "completion": ["c", "d"]}).write_parquet(d / "completions_00003.parquet")
+    run = load_run(d)
+    g = run.generations
+    assert g is not None
+    assert g.select("step", "model_output").rows() == [(1, "a"), (1, "b"), (3, "c"), (3, "d")]
+    assert any("2 rows repeat the previous file's completions" in n for n in run.report.notes)

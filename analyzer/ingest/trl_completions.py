@@ -120,6 +120,8 @@ def read_completions(files: list[Path], col: Collector, reward_names: list[str] 
     import polars as pl
 
     frames = []
+    previous: pl.DataFrame | None = None
+    repeats = 0
     for i, path in enumerate(files):
         try:
             df = pl.read_parquet(path)
@@ -132,8 +134,22 @@ def read_completions(files: list[Path], col: Collector, reward_names: list[str] 
             col.issue(path, None, f"not a TRL completions file (no {', '.join(sorted(missing))} column); skipped", "malformed", skipped=False)
             continue
         col.report.records_read += df.height
+        # TRL writes its whole buffer of the last generation at every logging step: until the next
+        # generation replaces it (steps_per_generation > logging_steps, num_iterations > 1) a file
+        # repeats the previous one's completions under a later step — the same completions, once
+        body = df.drop("step")
+        if previous is not None and body.equals(previous):
+            repeats += df.height
+            continue
+        previous = body
         df = _normalised(df, path, col)
         frames.append(df.with_columns(pl.lit(i, dtype=pl.Int64).alias(FILE_COL)).with_row_index(ORDER_COL))
+    if repeats:
+        col.note(
+            f"TRL completions: {repeats} rows repeat the previous file's completions (TRL logs its last "
+            "generation again at each logging step until the next one); each completion is counted once, "
+            "at the step it was first logged"
+        )
     frames = [f for f in frames if f.height]
     if not frames:
         return None
