@@ -113,7 +113,8 @@ def _write_trl_output(folder: Path) -> None:
             "completion": [[{"role": "assistant", "content": f"<answer>{4 + i}</answer>"}] for i in range(2)],
             "correct": [1.0, 0.0],
             "fmt": [0.5, float("nan")],
-            "judge_note": ["ok", "wrong"],
+            # each step a new generation (a file identical to the previous one is TRL repeating it)
+            "judge_note": ["ok", "wrong"] if step == 1 else ["ok (2)", "wrong (2)"],
             "advantage": [0.7, -0.7],
         }
         pd.DataFrame(table).to_parquet(folder / "completions" / f"completions_{step:05d}.parquet")
@@ -304,3 +305,22 @@ def test_a_folder_of_folders_is_not_searched_recursively(tmp_path: Path, monkeyp
     with pytest.raises(InputError, match="nothing logscan can read in this folder"):
         load_run(tmp_path)
     assert len(calls) == 1 + 4
+
+
+def test_trl_console_steps_come_from_the_training_bar_not_the_eval_bar(tmp_path: Path) -> None:
+    """Found by a bug hunt: an evaluation loop's own progress bar (1/4 … 4/4) between the training
+    bar's updates made the steps non-increasing, so every dict fell back to line order."""
+    lines = []
+    for block in range(3):
+        lines.append(" ".join(f"{i}/30 [00:0{i % 10}<00:10,  1.00s/it]" for i in range(block * 10 + 1, block * 10 + 11)))
+        lines.append(repr({"loss": float(block + 1), "reward": 0.3 * (block + 1), "epoch": (block + 1) / 3}))
+        if block < 2:
+            lines.append(" ".join(f"{i}/4 [00:01<00:00,  3.2it/s]" for i in range(1, 5)))
+            lines.append(repr({"eval_loss": 0.5, "eval_reward": 0.4, "epoch": (block + 1) / 3}))
+    path = tmp_path / "train.log"
+    path.write_text("***** Running training *****\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    run = load_run(path)
+    assert run.report.source_kind == "trl_console"
+    assert run.steps["step"].to_list() == [10, 20, 30]
+    assert run.steps["loss"].to_list() == [1.0, 2.0, 3.0]
+    assert run.steps["eval/reward"].to_list() == [0.4, 0.4, None]

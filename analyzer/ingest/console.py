@@ -110,9 +110,10 @@ def load_verl_console(path: Path, report: IngestReport) -> RunData:
 def load_trl_console(path: Path, report: IngestReport) -> RunData:
     col = Collector(report, path.parent)
     col.read(path)
-    found: list[tuple[int, int | None, dict[str, Any]]] = []  # (line, last bar since previous dict, dict)
+    # (line, the last value each progress bar (by its total) showed before this dict, dict)
+    found: list[tuple[int, dict[int, int], dict[str, Any]]] = []
     info: dict[str, Any] = {"run_id": path.stem}
-    seen: int | None = None
+    seen: dict[int, int] = {}
     for lineno, text, _ in iter_lines(path, col):
         for seg in text.split("\r"):
             clean = ANSI_RE.sub("", seg).strip()
@@ -134,20 +135,28 @@ def load_trl_console(path: Path, report: IngestReport) -> RunData:
                 if SUMMARY_KEYS & obj.keys():
                     info["train_summary"] = obj
                     continue
-                found.append((lineno, seen, obj))
-                seen = None
+                found.append((lineno, dict(seen), obj))
                 continue
             for m in TQDM_RE.finditer(clean):
-                seen = int(m.group(1))  # the bar printed last before a dict is that dict's step
-    # Use the progress bar only when it gave every dict its own, increasing step.
-    bar_steps = [s for _, s, _ in found]
-    use_bar = bool(found) and all(s is not None for s in bar_steps) and all(
-        a < b for a, b in itertools.pairwise(bar_steps)  # type: ignore[operator]
-    )
+                seen[int(m.group(2))] = int(m.group(1))
+    # Several progress bars interleave (training, evaluation loops, dataset maps); bars are told
+    # apart by their total. The training bar is the one whose last value before each dict gives
+    # every dict a step that never goes back (an eval dict shares its train step) with the most
+    # distinct steps; the largest total breaks a tie. Without one, steps follow line order.
+    bar_steps: list[int | None] = [None] * len(found)
+    best: tuple[int, int] | None = None
+    for total in {t for _, bars, _ in found for t in bars}:
+        cand = [bars.get(total) for _, bars, _ in found]
+        if any(c is None for c in cand) or any(a > b for a, b in itertools.pairwise(cand)):  # type: ignore[operator]
+            continue
+        score = (len(set(cand)), total)
+        if best is None or score > best:
+            best, bar_steps = score, cand
+    use_bar = best is not None and best[0] > 1
     if found and not use_bar:
         col.note(f"{col.rel(path)}: metric lines carry no step; steps numbered 1..{len(found)} in line order")
     rows: dict[int, dict[str, float | None]] = {}
-    for i, (lineno, bar, obj) in enumerate(found):
+    for i, ((lineno, _, obj), bar) in enumerate(zip(found, bar_steps, strict=True)):
         step = bar if use_bar and bar is not None else i + 1
         rows.setdefault(step, {}).update(metric_values(obj, path, lineno, col))
     col.finish()
