@@ -751,3 +751,40 @@ def test_unicode_line_separators_stay_inside_one_line(tmp_path: Path) -> None:
     raw = (tmp_path / "generations.jsonl").read_text(encoding="utf-8")
     assert len(raw.splitlines()) == 1 and "\\u2028" in raw
     assert json.loads(raw)[schema.G_OUTPUT] == out
+
+
+@pytest.mark.parametrize("failing_write", [1, 2], ids=["header-batch", "later-batch"])
+def test_a_csv_write_cut_short_ends_its_part(tmp_path: Path, failing_write: int) -> None:
+    """Found by a bug hunt: a CSV batch written halfway (a full disk) left a fragment — inside a
+    quoted field or the header — that corrupted the rows after it. The writer now ends that part
+    and starts the next one with its own header: only the failed batch is lost (and counted)."""
+    import os
+
+    from analyzer.ingest import load_run
+    from trainer_hooks.logger import FileSink
+
+    class Flaky(FileSink):
+        writes = 0
+
+        def write(self, data: bytes) -> None:
+            if self.path.name.startswith("generations"):
+                Flaky.writes += 1
+                if Flaky.writes == failing_write:  # half of the batch reaches the disk, then ENOSPC
+                    os.write(self._fd, data[: len(data) // 2])
+                    self._needs_newline = True
+                    raise OSError(28, "No space left on device")
+            super().write(data)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with RunLogger(tmp_path, generations_format="csv", sink_factory=Flaky) as lg:
+            for s in (1, 2, 3):
+                lg.log_generation(step=s, question="q", model_output=f'say "hi"\nout{s}', rewards={"acc": 1.0})
+                assert lg.flush() is (s != failing_write)
+    run = load_run(tmp_path)
+    g = run.generations
+    assert g is not None
+    kept = [s for s in (1, 2, 3) if s != failing_write]
+    assert g.select("step", "model_output").rows() == [(s, f'say "hi"\nout{s}') for s in kept]
+    assert json.loads((tmp_path / "run.json").read_text())["counters"]["records_failed"] == 1
+    assert sorted(p.name for p in tmp_path.glob("generations*.csv")) == ["generations.csv", "generations.part2.csv"]

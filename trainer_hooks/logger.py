@@ -1038,6 +1038,17 @@ class RunLogger:
         n = len(rows)
         if self._write_bytes("csv", payload, n):
             st.header_written = True
+        elif st.sink is not None:
+            # Part of the batch may be on disk, cut anywhere — inside a quoted field, or inside the
+            # header. A newline cannot repair CSV the way it repairs JSONL (the cut can leave a
+            # quote open), so this part ends here with its torn last row, and the next batch
+            # starts a new part with its own header.
+            with contextlib.suppress(OSError):
+                st.sink.close()
+            st.sink = None
+            if st.header_written or st.path.exists():
+                st.part += 1
+            st.header_written = False
 
     def _sink_for(self, stream: str) -> Sink | None:
         if stream == "events":

@@ -199,6 +199,11 @@ def _careful(path: Path, col: Collector) -> pl.DataFrame | None:
     except (StopIteration, csv.Error):
         col.issue(path, 1, "no header row", "empty", skipped=False)
         return None
+    if torn and reader.line_num == 1 and not text.rstrip("\r\n").count("\n"):
+        # only a header, cut short: the writer was interrupted before any row (the logger then
+        # starts a new part); nothing to read here, but say so
+        col.issue(path, 1, "torn header (the writer was interrupted before any row); file skipped", "torn_line")
+        return None
     step_col = _header_check(header, path)
     rows = Columns()
     prev_end = reader.line_num
