@@ -221,6 +221,31 @@ def test_a_reward_first_logged_mid_file_of_a_crashed_run_is_read(tmp_path: Path)
     assert judge["reward/judge"].to_list() == pytest.approx([k / 10 for k in range(10)])
 
 
+def test_a_reward_only_mid_file_is_read_without_any_run_json(tmp_path: Path) -> None:
+    """A hand-made (or foreign) generations.jsonl with no run.json: a reward name that appears only
+    far from both ends of the file — so no sampled record names it — is still read, on the fast
+    path (no issue, no line re-read), with its values at the right records. It used to be dropped
+    silently: the rewards object was parsed with the names found in the sampled records only."""
+    lines = []
+    for i in range(6000):
+        rewards: dict[str, object] = {"a": float(i % 2)}
+        if 3000 <= i < 3010:
+            rewards["judge"] = "NaN" if i == 3009 else i / 10_000
+        lines.append(json.dumps({"global_step": 1 + i // 100, "question": f"q{i % 8}", "model_output": "z" * 300,
+                                 "total_reward": float(i % 2), "rewards": rewards}))
+    (tmp_path / "generations.jsonl").write_text("\n".join(lines) + "\n")
+    head = "\n".join(lines[:200]).encode()
+    assert b"judge" not in head and b"judge" not in "\n".join(lines[3010:]).encode()[-(1 << 20):]
+    run = load_run(tmp_path)
+    g = run.generations
+    assert g is not None and g.height == 6000 and not run.report.issues
+    judged = g.filter(pl.col("reward/judge").is_not_null()).sort("sample_id")
+    assert judged["step"].to_list() == [31] * 10
+    assert judged["reward/judge"].to_list()[:9] == pytest.approx([i / 10_000 for i in range(3000, 3009)])
+    assert math.isnan(judged["reward/judge"][9])
+    assert g["reward/a"].to_list() == [float(i % 2) for i in range(6000)]
+
+
 def test_nested_values_read_the_same_on_the_fast_and_the_careful_path(tmp_path: Path) -> None:
     """A nested value (a chat message list, an unknown key's object) becomes the same JSON text —
     non-ASCII kept as it is — whether Polars read its chunk or the line-by-line path did."""

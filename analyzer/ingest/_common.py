@@ -400,6 +400,16 @@ def sorted_order(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """``df`` sorted by ``keys`` (stable); skips the full copy when it is already in that order."""
     import polars as pl
 
+    if df.height < 2:
+        return df
+    if not any(df[k].null_count() for k in keys):
+        # already in order (the common case)? one comparison of each row with the next, no sort
+        in_order: pl.Expr = pl.lit(True)
+        for k in reversed(keys):
+            a, b = pl.col(k), pl.col(k).shift(-1)
+            in_order = (a < b) | ((a == b) & in_order)
+        if bool(df.select(in_order.head(df.height - 1).all()).item()):
+            return df
     idx = df.select(keys).with_row_index("__i").sort(keys, maintain_order=True)["__i"]
     if bool((idx.diff().fill_null(1) == 1).all()):
         return df
@@ -497,11 +507,12 @@ def expand_object(df: pl.DataFrame, name: str, prefix: str, *, numeric: bool) ->
     series = df[name]
     if series.null_count() == df.height:
         return df.drop(name)
-    if bool(series.drop_nulls().str.strip_chars_start().str.starts_with("{").not_().any()):
+    # Reward maps repeat (a 0/1 correctness and a format reward: a handful of distinct texts per
+    # million rows): each distinct text is checked and decoded once, then joined back.
+    uniq = series.drop_nulls().unique()
+    if bool(uniq.str.strip_chars_start().str.starts_with("{").not_().any()):
         raise Dirty  # e.g. a reward map that is a list
-    keys = (
-        series.drop_nulls().str.extract_all(_KEY_RE).explode().drop_nulls().unique().to_list()
-    )
+    keys = uniq.str.extract_all(_KEY_RE).explode().drop_nulls().unique().to_list()
     try:
         # Polars writes control characters inside keys unescaped: strict=False reads them back
         fields = [json.loads(k[: k.rindex(":")].strip(), strict=False) for k in keys]
@@ -509,8 +520,18 @@ def expand_object(df: pl.DataFrame, name: str, prefix: str, *, numeric: bool) ->
         raise Dirty from exc
     if not fields:
         return df.drop(name)
+    dtype = pl.Struct({f: pl.String for f in fields})
     try:
-        decoded = df.select(pl.col(name).str.json_decode(dtype=pl.Struct({f: pl.String for f in fields}))).unnest(name)
+        if 2 * uniq.len() <= series.len():
+            lookup = pl.DataFrame([uniq.alias("__text"), uniq.str.json_decode(dtype=dtype).alias("__obj")])
+            decoded = (
+                df.select(pl.col(name).alias("__text"))
+                .join(lookup, on="__text", how="left", maintain_order="left")
+                .select(pl.col("__obj").alias(name))
+                .unnest(name)
+            )
+        else:
+            decoded = df.select(pl.col(name).str.json_decode(dtype=dtype)).unnest(name)
     except Exception as exc:  # a nested object/list where a scalar belongs
         raise Dirty from exc
     out: list[pl.Series] = []

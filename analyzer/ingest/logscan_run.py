@@ -234,15 +234,13 @@ CHUNK_BYTES: Final = 64 << 20
 PIECE_BYTES: Final = 1 << 20
 
 
-def _discover(path: Path, reward_hint: list[str]) -> tuple[list[str], list[str]]:
-    """Top-level keys and reward names from the first and last records, plus run.json's names.
+def _discover(path: Path) -> list[str]:
+    """Top-level keys: trainer_hooks.schema's, plus any in the first 200 records or the last 1 MB.
 
-    The top-level schema is fixed by trainer_hooks.schema; reward names are in run.json (the
-    writer adds a name there when a reward function first appears), the tail covers a run that
-    crashed before rewriting it.
+    trainer_hooks writes no others (a user's fields go under ``extra``). Reward names need no
+    discovery: the rewards object is read as JSON text and every name in it is kept.
     """
     keys: dict[str, None] = dict.fromkeys(KNOWN_TOP)
-    rewards: dict[str, None] = dict.fromkeys(reward_hint)
     with path.open("rb") as fh:
         head = [fh.readline() for _ in range(200)]
         size = path.stat().st_size
@@ -255,20 +253,17 @@ def _discover(path: Path, reward_hint: list[str]) -> tuple[list[str], list[str]]
             continue
         if isinstance(obj, dict):
             keys.update(dict.fromkeys(obj))
-            if isinstance(obj.get(S.G_REWARDS), dict):
-                rewards.update(dict.fromkeys(str(k) for k in obj[S.G_REWARDS]))
-    return list(keys), list(rewards)
+    return list(keys)
 
 
-def _scan_schema(keys: list[str], rewards: list[str]) -> dict[str, pl.DataType]:
+def _scan_schema(keys: list[str]) -> dict[str, pl.DataType]:
     import polars as pl
 
     # Everything as text: Polars turns numbers (and nested JSON) into their text, and the
-    # casts below then accept logscan's "NaN"/"Infinity" strings.
-    schema: dict[str, pl.DataType] = {k: pl.String() for k in keys}
-    if rewards:
-        schema[S.G_REWARDS] = pl.Struct({r: pl.String() for r in rewards})
-    return schema
+    # casts below then accept logscan's "NaN"/"Infinity" strings. The rewards object too: read as
+    # its JSON text, every reward name in it is kept (expand_object), including one that first
+    # appears mid-file and that neither run.json nor the sampled records name.
+    return {k: pl.String() for k in keys}
 
 
 def _chunks(path: Path) -> Iterator[tuple[int, int, bytes]]:
@@ -464,15 +459,14 @@ def _pieces(chunk: bytes, first_line: int) -> Iterator[tuple[int, int, bytes]]:
         start = end
 
 
-def read_generations_jsonl(path: Path, col: Collector, *, reward_hint: list[str] | None = None) -> pl.DataFrame | None:
+def read_generations_jsonl(path: Path, col: Collector) -> pl.DataFrame | None:
     import polars as pl
 
     if path.stat().st_size == 0:
         col.issue(path, None, "empty file", "empty", skipped=False)
         return None
     col.read(path)
-    keys, rewards = _discover(path, reward_hint or [])
-    schema = _scan_schema(keys, rewards)
+    schema = _scan_schema(_discover(path))
     frames: list[pl.DataFrame] = []
     for first_line, n_lines, chunk in _chunks(path):
         df = _read_chunk(path, col, schema, first_line, n_lines, chunk)
@@ -563,26 +557,25 @@ def _sessions(df: pl.DataFrame, starts: dict[int, list[float]]) -> pl.Series | N
 
 
 def read_generations(
-    folder: Path, col: Collector, reward_hint: list[Any] | None = None, session_starts: dict[int, list[float]] | None = None
+    folder: Path, col: Collector, session_starts: dict[int, list[float]] | None = None
 ) -> pl.DataFrame | None:
     files = [*folder.glob(f"{S.GENERATIONS_STEM}*.jsonl"), *folder.glob(f"{S.GENERATIONS_STEM}*.csv")]
-    return read_generation_files(files, col, reward_hint, session_starts)
+    return read_generation_files(files, col, session_starts)
 
 
 def read_generation_files(
-    files: list[Path], col: Collector, reward_hint: list[Any] | None = None, session_starts: dict[int, list[float]] | None = None
+    files: list[Path], col: Collector, session_starts: dict[int, list[float]] | None = None
 ) -> pl.DataFrame | None:
     """JSONL / CSV generations files → one frame (not yet finalised), in (rank, part, name) order:
     the rank a file's name carries fills a missing ``rank``; resumes are resolved per rank."""
     import polars as pl
 
-    hint = [str(r) for r in reward_hint or []]
     frames: list[pl.DataFrame] = []
     names: list[str] = []
     paths: list[Path] = []
     for path in sorted(files, key=_file_key):
         df = (
-            read_generations_jsonl(path, col, reward_hint=hint)
+            read_generations_jsonl(path, col)
             if path.suffix == ".jsonl"
             else read_generations_csv(path, col)
         )
@@ -610,8 +603,7 @@ def load_logscan_run(folder: Path, report: IngestReport) -> RunData:
     steps = read_events(folder, col, starts, summary)
     if summary:
         info["train_summary"] = summary
-    hint = info.get(S.M_REWARD_NAMES)
-    gens = read_generations(folder, col, hint if isinstance(hint, list) else None, starts)
+    gens = read_generations(folder, col, starts)
     if gens is not None:
         gens = finalize_generations(gens, col)
     col.finish()
