@@ -402,18 +402,17 @@ def sorted_order(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 
     if df.height < 2:
         return df
-    if not any(df[k].null_count() for k in keys):
-        # already in order (the common case)? one comparison of each row with the next, no sort
-        in_order: pl.Expr = pl.lit(True)
-        for k in reversed(keys):
-            a, b = pl.col(k), pl.col(k).shift(-1)
-            in_order = (a < b) | ((a == b) & in_order)
-        if bool(df.select(in_order.head(df.height - 1).all()).item()):
-            return df
-    idx = df.select(keys).with_row_index("__i").sort(keys, maintain_order=True)["__i"]
-    if bool((idx.diff().fill_null(1) == 1).all()):
+    # Already in order (the common case)? Each row against the next, in sort's order (nulls
+    # first) — no sort, no copy.
+    in_order: pl.Expr = pl.lit(True)
+    for k in reversed(keys):
+        a, b = pl.col(k), pl.col(k).shift(-1)
+        before = (a.is_null() & b.is_not_null()) | (a < b).fill_null(False)
+        same = (a.is_null() & b.is_null()) | (a == b).fill_null(False)
+        in_order = before | (same & in_order)
+    if bool(df.select(in_order.head(df.height - 1).all()).item()):
         return df
-    return df[idx.cast(pl.Int64)]
+    return df[df.select(keys).with_row_index("__i").sort(keys, maintain_order=True)["__i"].cast(pl.Int64)]
 
 
 def finalize_generations(df: pl.DataFrame, col: Collector) -> pl.DataFrame:
@@ -538,7 +537,7 @@ def expand_object(df: pl.DataFrame, name: str, prefix: str, *, numeric: bool) ->
     for f in fields:
         s = decoded[f]
         target = prefix + f if prefix else extra_column(f)
-        cast = s.cast(pl.Float64, strict=False)
+        cast = (s.str.strip_chars() if numeric else s).cast(pl.Float64, strict=False)
         text = int((s.is_not_null() & cast.is_null()).sum()) > 0  # a value that is not a number
         if text and numeric:
             raise Dirty

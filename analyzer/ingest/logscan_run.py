@@ -325,21 +325,14 @@ def _typed(df: pl.DataFrame) -> pl.DataFrame:
         if src in schema:
             typed.append(number(pl.col(src), dtype).alias(dst))
             checks.append((pl.col(src).is_not_null() & typed[-1].is_null()).any())
-    rewards = schema.get(S.G_REWARDS)
-    if isinstance(rewards, pl.Struct):
-        for f in (f.name for f in rewards.fields):
-            text = pl.col(S.G_REWARDS).struct.field(f)
-            typed.append(number(text, pl.Float64).alias(C.REWARD_PREFIX + f))
-            checks.append((text.is_not_null() & typed[-1].is_null()).any())
     extra_used = (pl.col(S.G_EXTRA).is_not_null() & (pl.col(S.G_EXTRA) != "{}")).any()
     flags = df.lazy().select(*checks, *([extra_used] if S.G_EXTRA in schema else [])).collect().row(0)
     if any(flags[: len(checks)]):
         raise Dirty
     keep_extra = S.G_EXTRA in schema and bool(flags[-1])
-    done = {S.G_STEP, S.G_TOTAL_REWARD, S.G_RANK} | ({S.G_REWARDS} if isinstance(rewards, pl.Struct) else set())
-    skip = done | ({S.G_EXTRA} if S.G_EXTRA in schema and not keep_extra else set())
+    skip = {S.G_STEP, S.G_TOTAL_REWARD, S.G_RANK} | ({S.G_EXTRA} if S.G_EXTRA in schema and not keep_extra else set())
     df = df.lazy().select(*[c for c in df.columns if c not in skip], *typed).collect()
-    if S.G_REWARDS in df.columns:  # not a struct: objects that Polars kept as their JSON text
+    if S.G_REWARDS in df.columns:  # the object's JSON text (_scan_schema): every name in it
         df = expand_object(df, S.G_REWARDS, C.REWARD_PREFIX, numeric=True)
     if keep_extra:
         df = expand_object(df, S.G_EXTRA, "", numeric=False)
