@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import stat as _stat
 import sys
 import threading
 import time
@@ -657,8 +658,15 @@ class RunLogger:
         return marker.ok
 
     def stop_requested(self) -> str | None:
-        """The reason in ``run_dir/STOP`` when another process asked this run to stop, else None."""
-        return read_stop_request(self.run_dir)
+        """The reason in ``run_dir/STOP`` when another process asked this run to stop, else None.
+
+        Only a regular file is read (without blocking, at most ``schema.STOP_MAX_BYTES``); anything
+        else named STOP is reported once and ignored.
+        """
+        reason, problem = _read_stop_file(self.run_dir / schema.STOP_FILE)
+        if problem is not None:
+            self._warn_once("stop", problem)
+        return reason
 
     @property
     def counters(self) -> dict[str, int]:
@@ -1242,13 +1250,54 @@ def extract_tag(text: str, tag: str) -> str | None:
 
 # --- stop requests ---------------------------------------------------------------------------------
 def read_stop_request(run_dir: str | os.PathLike[str]) -> str | None:
-    """The reason held by ``run_dir/STOP`` ("stop requested" if empty), or None if there is none."""
-    path = Path(run_dir) / schema.STOP_FILE
+    """The reason held by ``run_dir/STOP`` ("stop requested" if empty), or None if there is none.
+
+    Only a regular file counts, read without blocking and up to ``schema.STOP_MAX_BYTES``: a FIFO,
+    a device or a folder named STOP is reported once (a warning) and ignored. Never raises.
+    """
+    reason, problem = _read_stop_file(Path(run_dir) / schema.STOP_FILE)
+    if problem is not None:
+        _warn_stop_once(problem)
+    return reason
+
+
+_stop_warned: set[str] = set()
+
+
+def _warn_stop_once(problem: str) -> None:
+    if problem in _stop_warned:
+        return
+    _stop_warned.add(problem)
+    _log.warning(problem)
+    with contextlib.suppress(Exception):
+        warnings.warn(problem, RuntimeWarning, stacklevel=3)
+
+
+def _read_stop_file(path: Path) -> tuple[str | None, str | None]:
+    """(the stop reason or None, a problem to report or None). The training loop calls this after
+    every step, so it must neither block nor read without limit nor raise."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:  # no STOP file (or an unreadable one)
-        return None
-    return text.strip() or "stop requested"
+        try:
+            st = os.stat(path)
+        except OSError:  # no STOP file: the common case
+            return None, None
+        if not _stat.S_ISREG(st.st_mode):
+            return None, f"logscan: {path} is not a regular file; it is ignored as a stop request"
+        # O_NONBLOCK: the file may have been swapped for a FIFO since the stat
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            return None, f"logscan: cannot read the stop request {path}: {exc}"
+        try:
+            if not _stat.S_ISREG(os.fstat(fd).st_mode):
+                return None, f"logscan: {path} is not a regular file; it is ignored as a stop request"
+            data = os.read(fd, schema.STOP_MAX_BYTES)
+        finally:
+            os.close(fd)
+        return data.decode("utf-8", "replace").strip() or "stop requested", None
+    except Exception as exc:  # never into the training loop
+        return None, f"logscan: cannot read the stop request {path}: {exc!r}"
 
 
 def request_stop(run_dir: str | os.PathLike[str], reason: str = "stop requested") -> Path:
@@ -1261,5 +1310,6 @@ def request_stop(run_dir: str | os.PathLike[str], reason: str = "stop requested"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / schema.STOP_FILE
     tmp = folder / f".{schema.STOP_FILE}.{os.getpid()}.tmp"
-    _write_atomic(path, tmp, (reason.strip() + "\n").encode("utf-8"))
+    # a lone surrogate (undecodable bytes in the reason's source) is kept as its escape text
+    _write_atomic(path, tmp, (str(reason).strip() + "\n").encode("utf-8", "backslashreplace"))
     return path

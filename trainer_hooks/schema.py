@@ -14,6 +14,9 @@ FORMAT: Final = "logscan-run/1"
 # --- files in a run folder -------------------------------------------------------------------
 MANIFEST_FILE: Final = "run.json"
 STOP_FILE: Final = "STOP"
+# A stop reason is read up to this many bytes, and only from a regular file (a FIFO would block the
+# training loop, /dev/zero would fill its memory).
+STOP_MAX_BYTES: Final = 64 * 1024
 EVENTS_STEM: Final = "events"
 GENERATIONS_STEM: Final = "generations"
 
