@@ -308,3 +308,32 @@ def test_own_tags_win_over_the_loggers(tmp_path: Path) -> None:
     gens = read_gens(tmp_path)
     assert [(g[schema.G_REASONING], g[schema.G_ANSWER]) for g in gens] == [(None, None), ("t", "6")]
     assert gens[0][schema.G_QUESTION_ID] == question_id_for("p")
+
+
+def test_a_reward_function_returning_a_generator_hands_trl_its_values(tmp_path: Path) -> None:
+    """The wrapper used to consume a returned generator while logging it, so TRL iterated an
+    exhausted one and got no rewards at all. A one-shot iterator is now read once and both TRL and
+    the log get the same list; anything else is handed back as the very object returned."""
+
+    def lazy(completions: list[str], **kw: Any) -> Any:
+        return (float(len(c)) for c in completions)
+
+    async def lazy_async(completions: list[str], **kw: Any) -> Any:
+        return iter([0.5] * len(completions))
+
+    same: list[float] = [2.0, 3.0]
+
+    def eager(completions: list[str], **kw: Any) -> list[float]:
+        return same
+
+    with RunLogger(tmp_path) as lg:
+        f, g, h = wrap_reward_functions([lazy, lazy_async, eager], lg)
+        batch = {"prompts": ["p", "p"], "completions": ["ab", "abc"]}
+        got = f(**batch)
+        assert type(got) is list and got == [2.0, 3.0]
+        assert asyncio.run(g(**batch)) == [0.5, 0.5]
+        assert h(**batch) is same
+    assert [gen[schema.G_REWARDS] for gen in read_gens(tmp_path)] == [
+        {"lazy": 2.0, "lazy_async": 0.5, "eager": 2.0},
+        {"lazy": 3.0, "lazy_async": 0.5, "eager": 3.0},
+    ]

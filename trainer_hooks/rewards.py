@@ -4,7 +4,7 @@ TRL calls each reward function once per batch — ``f(prompts=…, completions=�
 completion_ids=…, **reward_kwargs)`` where ``reward_kwargs`` holds the dataset's other columns
 (``answer``, …), ``trainer_state``, ``log_extra``, ``log_metric`` — and async functions
 concurrently on its event-loop thread. Each wrapped function returns exactly what the original
-returned and also reports its values to a shared collector; when every wrapped function has
+returned (a generator is read once into a list, which TRL then gets) and also reports its values to a shared collector; when every wrapped function has
 reported for the same batch (the same ``completions`` list object), the collector logs one
 generation record per completion with all values and their total.
 
@@ -22,7 +22,7 @@ import functools
 import inspect
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .logger import TagExtractor, _nan_sum
@@ -352,12 +352,20 @@ def wrap_reward_functions(
     return [_wrap_one(f, name_at[i], collector) if i in name_at else f for i, f in enumerate(funcs)]
 
 
+def _materialised(result: Any) -> Any:
+    """A one-shot iterator (a generator) read into a list, once: logging it and then handing it to
+    TRL would leave TRL an exhausted iterator. Anything else is returned as the very object."""
+    if isinstance(result, Iterator):
+        return list(result)
+    return result
+
+
 def _wrap_one(func: Callable[..., Any], name: str, collector: _Collector) -> Callable[..., Any]:
     if _is_async(func):
 
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            result = await func(*args, **kwargs)
+            result = _materialised(await func(*args, **kwargs))
             collector.report(name, args, kwargs, result)
             return result
 
@@ -366,7 +374,7 @@ def _wrap_one(func: Callable[..., Any], name: str, collector: _Collector) -> Cal
 
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            result = func(*args, **kwargs)
+            result = _materialised(func(*args, **kwargs))
             collector.report(name, args, kwargs, result)
             return result
 
