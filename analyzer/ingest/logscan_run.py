@@ -583,7 +583,12 @@ def read_generation_files(
         frames.append(df)
     if not frames:
         return None
-    df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    # One chunk per column. The readers concatenate per-chunk / per-piece / per-file frames without
+    # copying and then add whole-frame columns (the row index), so the columns come chunked
+    # differently; filtering such a frame (a resume drops rows) leaves empty chunks, on which
+    # Polars' pl.format panics ("assertion failed: i < self.len()"). Cheap: strings are views.
+    df = (pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]).rechunk()
+    frames.clear()
     df = resolve_resumes(df, col, files_by_seq=names, paths=paths, session_starts=session_starts)
     return df.drop(LINE_COL, FILE_COL, RECORD_LINE_COL, strict=False)
 
