@@ -7,12 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from trainer_hooks import read_stop_request, request_stop, schema
+from trainer_hooks import RunLogger, read_stop_request, request_stop, schema
 
 
 def manifest(run_dir: Path, rank: int = 0) -> dict[str, Any]:
@@ -67,3 +68,50 @@ def test_a_huge_regular_stop_file_is_read_up_to_its_cap(tmp_path: Path) -> None:
 def test_a_stop_reason_with_a_lone_surrogate_is_written(tmp_path: Path) -> None:
     request_stop(tmp_path, "bad \udcff byte")
     assert read_stop_request(tmp_path) == "bad \\udcff byte"
+
+
+# --- wrong argument types --------------------------------------------------------------------------
+def _nested(depth: int) -> list[Any]:
+    root: list[Any] = []
+    cur = root
+    for _ in range(depth):
+        cur.append([])
+        cur = cur[0]
+    return root
+
+
+def test_wrong_argument_types_are_counted_not_raised_into_training(tmp_path: Path) -> None:
+    """After construction nothing raises into the training thread, not even a misuse of the API:
+    each bad call is one lost record in records_failed, one warning per method, and training goes
+    on logging."""
+    deep = _nested(5000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error")  # a warning must not become an exception in training either
+        lg = RunLogger(tmp_path, config={"deep": deep})
+        lg.log_metrics(1, 0.5)  # type: ignore[arg-type]
+        lg.log_metrics(1, [0.5])  # type: ignore[arg-type]
+        lg.log_metrics(2, 0.5)  # type: ignore[arg-type]
+        lg.log_generation(step=1, question="q", model_output="o", rewards=[1.0])  # type: ignore[arg-type]
+        lg.log_event("checkpoint", 1, meta=[1])  # type: ignore[arg-type]
+        lg.emit("not an event")  # type: ignore[arg-type]
+        lg.log_generations([{"step": 1}, 7])  # type: ignore[list-item]
+        lg.log_generations(None)  # type: ignore[arg-type]
+        lg.update_manifest(config={"d": deep})
+        lg.log_metrics(3, {"deep": deep, "loss": 0.25})
+        lg.log_metrics(4, {"loss": 0.5})
+        assert lg.close(timeout=30) is False  # records were lost
+    failed = lg.counters[schema.C_RECORDS_FAILED]
+    assert failed == 9
+    assert manifest(tmp_path)[schema.M_COUNTERS][schema.C_RECORDS_FAILED] == 9
+    evs = [
+        json.loads(line)
+        for line in (tmp_path / schema.events_file()).read_text(encoding="utf-8").splitlines()
+    ]
+    assert [e[schema.E_METRICS].get("loss") for e in evs if e[schema.E_PHASE] == "metrics"] == [
+        0.25,
+        0.5,
+    ]
+    assert len(json.dumps(manifest(tmp_path)[schema.M_CONFIG])) < 10_000  # cut at a depth limit
+    messages = [str(w.message) for w in caught]
+    per_method = {m.split("(")[0] for m in messages if "cannot log" in m}
+    assert len([m for m in messages if "cannot log" in m]) == len(per_method)  # once per method

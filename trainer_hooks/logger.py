@@ -201,10 +201,20 @@ def _nonfinite(f: float) -> str:
     return schema.NAN if math.isnan(f) else (schema.POS_INF if f > 0 else schema.NEG_INF)
 
 
+_MAX_DEPTH = 100
+TOO_DEEP = "<nested too deep>"
+
+
 def _sanitize(obj: Any, depth: int = 0) -> Any:
-    """The slow path: non-finite floats → NONFINITE strings, odd keys → str, unknown objects → JSON."""
-    if depth > 100:
-        return str(obj)
+    """The slow path: non-finite floats → NONFINITE strings, odd keys → str, unknown objects → JSON.
+
+    Nesting deeper than ``_MAX_DEPTH`` is cut: a container there becomes ``TOO_DEEP`` (JSON encoders
+    and readers have recursion limits, and ``str()`` of a 5,000-deep list raises).
+    """
+    if depth > _MAX_DEPTH:
+        if isinstance(obj, str | int | float) or obj is None:
+            return _sanitize(obj, 0)
+        return TOO_DEEP
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else _nonfinite(obj)
     if obj is None or isinstance(obj, str | int):
@@ -526,7 +536,7 @@ class RunLogger:
         split: str = "train",
     ) -> None:
         """Log scalars for ``step`` (keys kept as given: the analyzer maps TRL/verl names)."""
-        self._put_event(time.time(), step, phase, split, metrics, None)
+        self._put_event(time.time(), step, phase, split, metrics, None, "log_metrics")
 
     def log_event(
         self,
@@ -538,11 +548,16 @@ class RunLogger:
         split: str = "train",
     ) -> None:
         """Log a lifecycle event (``TrainingPhase``) with optional metrics and free-form meta."""
-        self._put_event(time.time(), step, phase, split, metrics, meta)
+        self._put_event(time.time(), step, phase, split, metrics, meta, "log_event")
 
     def emit(self, event: TrainingEvent) -> None:
         """Log a prepared :class:`TrainingEvent` (its ``rank`` is replaced by this logger's)."""
-        self._put_event(event.time, event.step, event.phase, event.split, event.metrics, event.meta)
+        try:
+            fields = (event.time, event.step, event.phase, event.split, event.metrics, event.meta)
+        except Exception as exc:
+            self._reject("emit", exc)
+            return
+        self._put_event(*fields, "emit")
 
     def _put_event(
         self,
@@ -552,10 +567,11 @@ class RunLogger:
         split: str,
         metrics: Mapping[str, Any] | None,
         meta: Mapping[str, Any] | None,
+        method: str,
     ) -> None:
         # copied now: the caller may mutate its dicts before the writer thread encodes them
-        self._put(
-            (
+        try:
+            item = (
                 _EVENT,
                 ts,
                 step,
@@ -564,7 +580,10 @@ class RunLogger:
                 dict(metrics) if metrics else None,
                 dict(meta) if meta else None,
             )
-        )
+        except Exception as exc:  # not a mapping: count it, never raise into training
+            self._reject(method, exc)
+            return
+        self._put(item)
 
     def log_generation(
         self,
@@ -586,6 +605,11 @@ class RunLogger:
         ``model_output`` and sums the rewards (NaN ignored, as TRL's ``nansum``). Anything else in
         ``extra`` is kept under ``extra``.
         """
+        try:
+            rewards = dict(rewards) if rewards else {}
+        except Exception as exc:  # not a mapping: count it, never raise into training
+            self._reject("log_generation", exc)
+            return
         self._put(
             (
                 _GEN,
@@ -593,7 +617,7 @@ class RunLogger:
                 step,
                 question,
                 model_output,
-                dict(rewards) if rewards else {},
+                rewards,
                 ground_truth_answer,
                 question_id,
                 split,
@@ -603,9 +627,25 @@ class RunLogger:
         )
 
     def log_generations(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """``log_generation(**r)`` for each record ``r``."""
-        for r in records:
-            self.log_generation(**r)
+        """``log_generation(**r)`` for each record ``r`` (one that is not a valid set of
+        ``log_generation`` keywords is counted in ``records_failed``, not raised)."""
+        try:
+            for r in records:
+                try:
+                    self.log_generation(**r)
+                except Exception as exc:
+                    self._reject("log_generations", exc)
+        except Exception as exc:  # not iterable, or the caller's iterator failed
+            self._reject("log_generations", exc)
+
+    def _reject(self, method: str, exc: BaseException) -> None:
+        """A call whose arguments cannot be logged: one lost record, one warning per method."""
+        self._fail(1, count_error=False)
+        self._warn_once(
+            f"args:{method}",
+            f"logscan: {method}() cannot log these arguments ({exc!r}); the record is counted "
+            "in records_failed",
+        )
 
     def _put(self, item: tuple[Any, ...]) -> None:
         if self._closed:
@@ -697,6 +737,14 @@ class RunLogger:
         only_missing: bool = False,
     ) -> None:
         """Set manifest fields learnt after construction (the TRL callback fills them in)."""
+        try:
+            self._update_manifest(algorithm, model, config, only_missing)
+        except Exception as exc:  # never raise into training
+            self._warn_once("update_manifest", f"logscan: update_manifest() failed: {exc!r}")
+
+    def _update_manifest(
+        self, algorithm: str | None, model: str | None, config: Any, only_missing: bool
+    ) -> None:
         changed = False
         for key, value in (
             (schema.M_ALGORITHM, algorithm),
@@ -818,8 +866,9 @@ class RunLogger:
                     self._write_lines(events, gens)
                     events, gens = [], []
                     synced = self._sync_all()
-                    item.ok = synced and self._lost_since_marker == 0
-                    self._lost_since_marker = 0
+                    with self._counter_lock:
+                        item.ok = synced and self._lost_since_marker == 0
+                        self._lost_since_marker = 0
                     item.done.set()
                 elif item[0] == _GEN:
                     gens.append(item)
@@ -1116,11 +1165,12 @@ class RunLogger:
         return True
 
     def _fail(self, n: int, *, count_error: bool) -> None:
+        # also called on the training thread (_reject), hence the lock around every counter
         with self._counter_lock:
             self.records_failed += n
             if count_error:
                 self.write_errors += 1
-        self._lost_since_marker += n
+            self._lost_since_marker += n
 
     def _sync_all(self) -> bool:
         ok = True
