@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from analyzer import __version__
-from analyzer.errors import EXIT_USAGE, LogscanError
+from analyzer.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, LogscanError
 from analyzer.pipeline import FAIL_ON_CHOICES  # cheap: the stages are imported when they run
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -22,8 +22,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+# ``ctx.meta`` key (meta is shared by a command's context and the group's): the output folder of
+# the command that is running, where a crash's traceback is saved.
+OUTPUT_DIR_META = "logscan.output_dir"
+TRACEBACK_FILE = "logscan-traceback.txt"
+
+
 class LogscanGroup(click.Group):
-    """Turns every ``LogscanError`` into ``Error: <message>`` and its exit code, never a traceback."""
+    """Turns every ``LogscanError`` into ``Error: <message>`` and its exit code, never a traceback;
+    and any other exception (a bug) into one ``Error: internal error …`` line and exit code
+    ``EXIT_INTERNAL``, so a crash never reads as a verdict (1) or as bad input (2)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -31,11 +39,62 @@ class LogscanGroup(click.Group):
         except LogscanError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)  # Click's own "Aborted!" exits 1: a verdict's code
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise  # `logscan … | head`: Click's own handling of a closed pipe
+            where = _save_traceback(ctx)
+            click.echo(f"Error: internal error ({_one_line(exc)}); please report it with {where}", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    from analyzer.pipeline import terminal_text
+
+    text = terminal_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _save_traceback(ctx: click.Context) -> str:
+    """Write the current exception's traceback where the user will find it; returns the words for
+    the ``Error:`` line that say where it went. With ``--debug`` it goes to stderr; else to
+    ``logscan-traceback.txt`` in the command's output folder, else to a file in the system's
+    temporary folder (the output folder may be what failed)."""
+    import tempfile
+    import traceback
+
+    text = traceback.format_exc()
+    if ctx.meta.get("logscan.debug"):
+        click.echo(text.rstrip("\n"), err=True)
+        return "the traceback above"
+    out_dir = ctx.meta.get(OUTPUT_DIR_META)
+    if out_dir is not None:
+        try:
+            path = Path(out_dir) / TRACEBACK_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return f"the traceback saved in {path}"
+        except OSError:
+            pass
+    try:
+        fd, name = tempfile.mkstemp(prefix="logscan-traceback-", suffix=".txt")
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return f"the traceback saved in {name}"
+    except OSError:
+        click.echo(text.rstrip("\n"), err=True)
+        return "the traceback above"
 
 
 @click.group(cls=LogscanGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="logscan")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="On an internal error, print the full traceback to stderr.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
     """logscan: did this RL fine-tuning run learn what we wanted, or did it hack the reward,
     blow up, collapse or forget?
 
@@ -43,6 +102,7 @@ def cli() -> None:
     Example:
         logscan analyze runs/001 --fail-on warning
     """
+    ctx.meta["logscan.debug"] = debug
 
 
 def run_argument(fn: F) -> F:
@@ -91,9 +151,11 @@ def analysis_options(fn: F) -> F:
 
 
 def _analyze(run: Path, **kwargs: Any) -> Any:
-    from analyzer.pipeline import AnalyzeOptions, analyze
+    from analyzer.pipeline import AnalyzeOptions, analyze, output_dir_for
 
-    return analyze(run, AnalyzeOptions(**kwargs))
+    options = AnalyzeOptions(**kwargs)
+    click.get_current_context().meta[OUTPUT_DIR_META] = output_dir_for(Path(run), options)
+    return analyze(run, options)
 
 
 @cli.command()
@@ -128,7 +190,8 @@ def analyze(run: Path, fail_on: str | None, quiet: bool, **kwargs: Any) -> None:
     checkpoint folder (or its trainer_state.json), or a verl log. Results go to RUN/logscan/.
 
     \b
-    Exit codes: 0 no alert at or above --fail-on, 1 alerts at or above it, 2 bad input.
+    Exit codes: 0 no alert at or above --fail-on, 1 alerts at or above it, 2 bad input,
+    70 internal error (a bug: please report it), 130 interrupted.
     \b
     Example:
         logscan analyze runs/001 --fail-on warning -o out/

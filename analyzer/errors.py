@@ -8,6 +8,10 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_ALERTS = 1  # alerts at or above --fail-on
 EXIT_USAGE = 2  # bad usage, bad config or unreadable input
+# A bug in logscan (an unexpected exception): BSD sysexits' EX_SOFTWARE, far from 1 (alerts) and
+# 2 (Click's own usage errors), so a crash can never pass for a verdict.
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
 class LogscanError(Exception):
