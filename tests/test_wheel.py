@@ -44,7 +44,7 @@ def wheel(tmp_path_factory) -> Path:
             shutil.copy2(p, src / name)
     dist = tmp_path_factory.mktemp("dist")
     _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src))
-    wheels = list(dist.glob("logscan-*.whl"))
+    wheels = list(dist.glob("logscan_rl-*.whl"))
     assert len(wheels) == 1
     return wheels[0]
 
