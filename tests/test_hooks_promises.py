@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -115,3 +117,124 @@ def test_wrong_argument_types_are_counted_not_raised_into_training(tmp_path: Pat
     messages = [str(w.message) for w in caught]
     per_method = {m.split("(")[0] for m in messages if "cannot log" in m}
     assert len([m for m in messages if "cannot log" in m]) == len(per_method)  # once per method
+
+
+# --- every public call returns within its bound ----------------------------------------------------
+class HungDisk:
+    """A sink whose write() hangs until ``gate`` is set (a hung NFS mount)."""
+
+    def __init__(self, gate: threading.Event, entered: threading.Event) -> None:
+        self.gate, self.entered = gate, entered
+
+    def write(self, data: bytes) -> None:
+        self.entered.set()
+        self.gate.wait()
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _hung_logger(tmp_path: Path, **kwargs: Any) -> tuple[RunLogger, threading.Event]:
+    gate, entered = threading.Event(), threading.Event()
+    lg = RunLogger(tmp_path, sink_factory=lambda p: HungDisk(gate, entered), **kwargs)
+    lg.flush(timeout=0)  # wakes the writer: it takes run_start and hangs in write()
+    assert entered.wait(10)
+    return lg, gate
+
+
+def _returns_within(seconds: float, fn: Any) -> Any:
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    start = time.monotonic()
+    t.start()
+    t.join(seconds + 10)
+    assert not t.is_alive(), f"did not return within {seconds + 10}s"
+    return out[0], time.monotonic() - start
+
+
+@pytest.mark.filterwarnings("ignore:logscan:RuntimeWarning")
+def test_close_returns_in_time_with_a_pending_reward_batch_a_full_queue_and_a_hung_disk(
+    tmp_path: Path,
+) -> None:
+    """close() emits the reward wrapper's pending batch; with the queue at its bound and the disk
+    hung, that emit used to wait for queue space forever, inside close(timeout=1)."""
+    from trainer_hooks import wrap_reward_functions
+
+    lg, gate = _hung_logger(tmp_path, max_queue_size=10)  # on_full="block"
+    try:
+        f1, _f2 = wrap_reward_functions(
+            [lambda completions, **kw: [1.0] * len(completions), lambda completions, **kw: [0.0]],
+            lg,
+        )
+        for i in range(10):
+            lg.log_metrics(i, {"loss": 1.0})  # the queue is now exactly full
+        f1(prompts=["p"] * 4, completions=["c"] * 4)  # one of two functions scored the batch
+        ok, took = _returns_within(1.0, lambda: lg.close(timeout=1.0))
+        assert ok is False and took < 3.0
+        c = manifest(tmp_path)[schema.M_COUNTERS]
+        # run_start (in the hung write), 10 metrics, the 4 completions and run_end: none written
+        assert c[schema.C_RECORDS_WRITTEN] == 0 and c[schema.C_RECORDS_DROPPED] == 16
+    finally:
+        gate.set()
+
+
+@pytest.mark.filterwarnings("ignore:logscan:RuntimeWarning")
+def test_a_producer_blocked_on_a_full_queue_does_not_hold_up_close(tmp_path: Path) -> None:
+    lg, gate = _hung_logger(tmp_path, max_queue_size=3)
+    try:
+        blocked = threading.Thread(
+            target=lambda: [lg.log_metrics(i, {"i": i}) for i in range(10)], daemon=True
+        )
+        blocked.start()
+        while lg.blocked_waits == 0:  # the producer waits for space behind the hung disk
+            blocked.join(0.01)
+        ok, took = _returns_within(0.5, lambda: lg.close(timeout=0.5))
+        assert ok is False and took < 2.5
+        blocked.join(10)
+        assert not blocked.is_alive()
+        second, _ = _returns_within(0.5, lambda: lg.close(timeout=0.5))
+        assert second is False  # a second close() reports the first one's outcome
+    finally:
+        gate.set()
+
+
+def test_flush_racing_close_returns(tmp_path: Path) -> None:
+    """flush() used to check 'closed', then append its marker: when close() finished in between,
+    nothing was left to answer the marker and flush() (no timeout) waited forever. Here the
+    interleaving is forced: flush is held just before its marker enters the queue until close()
+    has drained the queue and stopped the writer."""
+    import collections
+
+    from trainer_hooks.logger import _FlushMarker
+
+    lg = RunLogger(tmp_path)
+    lg.log_metrics(1, {"loss": 1.0})
+    entered, gate = threading.Event(), threading.Event()
+
+    class HeldMarkerQueue(collections.deque):  # type: ignore[type-arg]
+        def append(self, x: Any) -> None:
+            if isinstance(x, _FlushMarker):
+                entered.set()
+                gate.wait(30)
+            super().append(x)
+
+    lg._q = HeldMarkerQueue(lg._q)
+    flushed: list[bool] = []
+    flusher = threading.Thread(target=lambda: flushed.append(lg.flush()), daemon=True)
+    flusher.start()
+    assert entered.wait(10)
+    closed: list[bool] = []
+    closer = threading.Thread(target=lambda: closed.append(lg.close(timeout=10)), daemon=True)
+    closer.start()
+    lg._thread.join(10)  # close() has stopped the writer: the marker arrives after its last drain
+    assert not lg._thread.is_alive()
+    gate.set()
+    flusher.join(15)
+    closer.join(15)
+    assert not flusher.is_alive(), "flush() never returned"
+    assert not closer.is_alive()
+    assert closed == [True] and flushed == [True]
+    assert lg.flush() is True and lg.flush(timeout=0) is True  # after close: close's outcome

@@ -438,8 +438,14 @@ class RunLogger:
         self._manifest_lock = threading.Lock()
         self._names_in_manifest = 0  # how many of _reward_names run.json lists
         self._closed = False
+        self._closing = False  # close() started: log_* calls no longer wait for queue space
         self._forked = False
         self._stopping = False
+        self._marker_lock = threading.Lock()
+        self._final: bool | None = None  # close()'s result, once it has finished
+        self._close_deadline: float | None = None
+        self._closed_event = threading.Event()  # set when the first close() has finished
+        self._sync_ok = True  # no fsync has failed
         self._warned: set[str] = set()
         self._close_hooks: list[Callable[[], None]] = []
         self._inflight = 0
@@ -661,20 +667,32 @@ class RunLogger:
             if self._drop_when_full:
                 self._count_dropped(1)
                 return
-            self._wait_for_space()
+            if not self._closing:  # close() (its hooks) must not wait for space behind a hung disk
+                self._wait_for_space()
             if self._closed:
                 self._count_dropped(1)
                 return
         q.append(item)
-        if len(q) >= self._wake_at and not self._wake.is_set():
+        if self._final is not None:  # close() finished between the check above and the append
+            self._reclaim(item)
+        elif len(q) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
+
+    def _reclaim(self, item: Any) -> None:
+        """Count a record that entered the queue after close()'s last sweep (or leave it to the
+        sweep that got it): whoever removes it from the queue counts it, exactly once."""
+        try:
+            self._q.remove(item)
+        except ValueError:
+            return
+        self._count_dropped(1)
 
     def _wait_for_space(self) -> None:
         with self._counter_lock:
             self.blocked_waits += 1
         self._wake.set()
         with self._space:
-            while len(self._q) >= self._max and not self._closed:
+            while len(self._q) >= self._max and not self._closing:
                 # the writer notifies after every batch; the timeout only guards a dead writer
                 self._space.wait(self._flush_interval)
 
@@ -686,12 +704,18 @@ class RunLogger:
         """Block until everything logged before this call is written and fsynced.
 
         Returns False when ``timeout`` seconds pass first, or when some of those records could not
-        be written (see the counters); True otherwise.
+        be written (see the counters); True otherwise. After ``close()``: close's result.
         """
-        if self._closed:
-            return not self._thread.is_alive() and self._lost_since_marker == 0
+        if self._forked:
+            return False  # this process has no writer thread
+        timeout = _as_timeout(timeout, None)
         marker = _FlushMarker()
-        self._q.append(marker)
+        # under the lock close() takes for its last sweep: a marker is either answered by the writer
+        # or by that sweep, never left in a queue nobody reads
+        with self._marker_lock:
+            if self._final is not None:
+                return self._final
+            self._q.append(marker)
         self._wake.set()
         if not marker.done.wait(timeout):
             return False
@@ -759,40 +783,73 @@ class RunLogger:
             self._write_manifest()
 
     def add_close_hook(self, hook: Callable[[], None]) -> None:
-        """Call ``hook()`` at the start of ``close()`` (the reward wrapper emits pending batches)."""
+        """Call ``hook()`` at the start of ``close()`` (the reward wrapper emits pending batches).
+
+        A hook should finish within ``_close_time_left()`` seconds; what it logs then never waits
+        for queue space."""
         self._close_hooks.append(hook)
+
+    def _close_time_left(self) -> float:
+        """Seconds left of the running close()'s timeout (-1: no limit), for close hooks."""
+        return float(_time_left(self._close_deadline, forever=-1.0))
 
     # --- closing --------------------------------------------------------------------------------
     def close(self, timeout: float | None = 10.0, *, status: str | None = None) -> bool:
         """Drain the queue, fsync, and rewrite the manifest with ``status`` and the counters.
 
-        Returns within about ``timeout`` seconds even if the disk stalls; records still unwritten
-        then are counted as dropped. Returns True when everything was written. Idempotent.
+        Returns within about ``timeout`` seconds even if the disk hangs (plus at most one second
+        for the final ``run.json``); records still unwritten then are counted as dropped. Returns
+        True only when every record of this session reached the disk, every fsync succeeded and
+        the final ``run.json`` was written; False on any loss. Idempotent: a second call returns
+        the first one's result (waiting for it at most ``timeout``).
         """
-        with self._close_lock:
-            if self._closed:
+        timeout = _as_timeout(timeout, 10.0)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._close_lock.acquire(timeout=_time_left(deadline, forever=-1)):
+            return False  # another close() is still running its hooks
+        try:
+            first = not self._closed
+            if first:
+                self._begin_close(deadline, status)
+        finally:
+            self._close_lock.release()
+        if not first:
+            if self._forked:
                 return True
-            for hook in self._close_hooks:
-                try:
-                    hook()
-                except Exception as exc:  # never raise into training
-                    self._warn_once("hook", f"logscan: a close hook failed: {exc!r}")
-            final = status or schema.RunStatus.FINISHED.value
-            # appended directly: close() must not wait for queue space behind a stalled disk
-            self._q.append(
-                (_EVENT, time.time(), None, TrainingPhase.RUN_END, "train", None, {"status": final})
-            )
-            self._closed = True
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+            if not self._closed_event.wait(_time_left(deadline, forever=None)):
+                return False
+            return bool(self._final)
+        return self._finish_close(deadline, timeout, status)
+
+    def _begin_close(self, deadline: float | None, status: str | None) -> None:
+        self._close_deadline = deadline
+        self._closing = True
+        with self._space:  # producers waiting for space stop waiting
+            self._space.notify_all()
+        for hook in self._close_hooks:
+            try:
+                hook()
+            except Exception as exc:  # never raise into training
+                self._warn_once("hook", f"logscan: a close hook failed: {exc!r}")
+        final = status or schema.RunStatus.FINISHED.value
+        # appended directly: close() must not wait for queue space behind a stalled disk
+        self._q.append(
+            (_EVENT, time.time(), None, TrainingPhase.RUN_END, "train", None, {"status": final})
+        )
+        self._closed = True
+
+    def _finish_close(self, deadline: float | None, timeout: float | None, status: str | None) -> bool:
+        final = status or schema.RunStatus.FINISHED.value
         self._stopping = True
         self._wake.set()
         with self._space:
             self._space.notify_all()
-        self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._thread.join(_time_left(deadline, forever=None))
         done = not self._thread.is_alive()
         # left in the queue: when the writer finished, a log_* call that raced close() appended
-        # after its last drain; when it timed out, everything it did not get to (+ its batch)
-        lost = sum(1 for x in list(self._q) if not isinstance(x, _FlushMarker))
+        # after its last drain; when it timed out, everything it did not get to (+ its batch).
+        # Taken out of the queue, so a writer that wakes up later cannot write them too.
+        lost = self._sweep_queue()
         if not done:
             lost += self._inflight
         if lost:
@@ -808,10 +865,54 @@ class RunLogger:
         self._manifest[schema.M_REWARD_NAMES] = list(
             dict.fromkeys([*self._manifest[schema.M_REWARD_NAMES], *self._reward_names])
         )
-        self._write_manifest()
+        manifest_ok = self._write_final_manifest(deadline)
         with contextlib.suppress(Exception):
             atexit.unregister(self._atexit_close)
-        return done and self.records_failed == 0
+        ok = (
+            done
+            and manifest_ok
+            and self._sync_ok
+            and self.records_failed == 0
+            and self.records_dropped == 0
+        )
+        with self._marker_lock:
+            self._final = ok  # first: a log_* call appending after this reclaims its own record
+            lost = self._sweep_queue(answer=ok)
+        if lost:
+            self._count_dropped(lost)
+        self._closed_event.set()
+        return ok
+
+    def _sweep_queue(self, answer: bool = False) -> int:
+        """Empty the queue: the number of records taken; flush markers are answered ``answer``."""
+        lost = 0
+        q = self._q
+        while True:
+            try:
+                item = q.popleft()
+            except IndexError:
+                return lost
+            if isinstance(item, _FlushMarker):
+                item.ok = answer
+                item.done.set()
+            else:
+                lost += 1
+
+    def _write_final_manifest(self, deadline: float | None) -> bool:
+        """The last run.json, on a helper thread: a hung disk must not hold close() past its
+        bound (one extra second at most)."""
+        result: list[bool] = []
+        writer = threading.Thread(
+            target=lambda: result.append(self._write_manifest()),
+            name="logscan-manifest",
+            daemon=True,
+        )
+        writer.start()
+        left = _time_left(deadline, forever=None)
+        writer.join(None if left is None else max(left, 1.0))
+        if not result:
+            self._warn_once("manifest-timeout", f"logscan: writing {self._manifest_path} timed out")
+        return bool(result and result[0])
 
     def __enter__(self) -> RunLogger:
         return self
@@ -1179,6 +1280,7 @@ class RunLogger:
                 sink.sync()
             except OSError as exc:
                 ok = False
+                self._sync_ok = False
                 with self._counter_lock:
                     self.write_errors += 1
                 self._warn_once("sync", f"logscan: fsync failed in {self.run_dir}: {exc}")
@@ -1204,19 +1306,21 @@ class RunLogger:
             part += 1
         return part
 
-    def _write_manifest(self) -> None:
+    def _write_manifest(self) -> bool:
         path = self._manifest_path
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with self._manifest_lock:
             try:
                 data = json.dumps(_sanitize(self._manifest), ensure_ascii=False, indent=2) + "\n"
                 _write_atomic(path, tmp, data.encode("utf-8", "backslashreplace"))
-            except OSError as exc:
+            except Exception as exc:
                 with self._counter_lock:
                     self.write_errors += 1
                 self._warn_once("manifest", f"logscan: cannot write {path}: {exc}")
                 with contextlib.suppress(OSError):
                     tmp.unlink()
+                return False
+        return True
 
     def _warn_once(self, key: str, message: str) -> None:
         if key in self._warned:
@@ -1226,6 +1330,21 @@ class RunLogger:
         # warnings configured as errors (-W error) must not reach training
         with contextlib.suppress(Exception):
             warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+def _as_timeout(value: Any, default: float | None) -> float | None:
+    """A timeout argument as seconds ≥ 0 (None: no limit); a value of the wrong type is the default."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return default
+
+
+def _time_left(deadline: float | None, *, forever: Any) -> Any:
+    """Seconds until ``deadline`` (≥ 0), or ``forever`` when there is none."""
+    return forever if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _write_atomic(path: Path, tmp: Path, data: bytes) -> None:

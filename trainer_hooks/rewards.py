@@ -178,10 +178,19 @@ class _Collector:
                 self._emit(r)
 
     def flush_pending(self) -> None:
-        with self.lock:
+        """Log the batch some wrapped function has not scored yet (a close hook: bounded by the
+        time close() has left, as a reward function may hold the lock in another thread)."""
+        if not self.lock.acquire(timeout=self.logger._close_time_left()):
+            self.logger._warn_once(
+                "rewards-close", "logscan: a reward batch still being scored at close() is not logged"
+            )
+            return
+        try:
             b, self.current = self.current, None
             if b is not None:
                 self._emit(b)
+        finally:
+            self.lock.release()
 
     def _trainer(self, kwargs: Mapping[str, Any]) -> Any:
         # TRL passes bound methods of the trainer (log_metric, log_extra): the trainer itself is

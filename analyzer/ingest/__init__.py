@@ -23,7 +23,6 @@ exit code 2) only when the path is missing or nothing usable is left. See docs/f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Final
 
@@ -43,12 +42,14 @@ _HELP: Final = (
 
 def _first_json_object(path: Path) -> object | None:
     """The first non-blank line of a JSONL file, parsed; None when it is not JSON."""
+    from analyzer.ingest._common import loads
+
     try:
         with path.open("rb") as fh:
             for raw in fh:
                 if raw.strip():
-                    return json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
+                    return loads(raw.decode("utf-8"))
+    except ValueError:  # not JSON, not UTF-8, or beyond what logscan reads (too deep, a huge integer)
         return None
     return None
 
@@ -92,10 +93,13 @@ def _detect_file(path: Path) -> str:
         if b'"log_history"' in head or path.name == "trainer_state.json":
             return "hf_trainer_state"
         # a large trainer_state.json may hold log_history after the first 64 KB
+        from analyzer.ingest._common import loads
+
         try:
-            data = json.loads(path.read_bytes())
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise InputError(f"{path}: not valid JSON ({type(exc).__name__}); {_HELP}") from exc
+            data = loads(path.read_bytes())
+        except ValueError as exc:
+            why = getattr(exc, "msg", None) or type(exc).__name__
+            raise InputError(f"{path}: not valid JSON ({why}); {_HELP}") from exc
         if isinstance(data, dict) and "log_history" in data:
             return "hf_trainer_state"
         raise InputError(f"{path}: a JSON file without log_history; {_HELP}")
@@ -173,8 +177,10 @@ def _own_output(path: Path) -> str | None:
     marker = folder / "analysis.json"
     if not marker.is_file() or marker.stat().st_size > (64 << 20):
         return None
+    from analyzer.ingest._common import loads
+
     try:
-        data = json.loads(marker.read_text(encoding="utf-8"))
+        data = loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or not str(data.get("format", "")).startswith("logscan-analysis/"):

@@ -248,11 +248,85 @@ def utf8_safe(obj: Any) -> Any:
     return obj
 
 
+# Deeper than this a JSON value is not a training log: every reader reports it as malformed (the
+# interpreter's own limit, ~1,000 levels, is a RecursionError in the decoder or, for a document
+# just under it, in whatever walks the value later: the reports, analysis.json).
+MAX_JSON_DEPTH: Final = 100
+# An integer literal longer than this is refused by int() since Python 3.11 (CVE-2020-10735).
+MAX_INT_DIGITS: Final = sys.get_int_max_str_digits() or 4300
+
+
+class JSONLimitError(json.JSONDecodeError):
+    """A JSON document beyond what logscan reads: nested deeper than ``MAX_JSON_DEPTH`` or holding
+    an integer literal longer than ``MAX_INT_DIGITS``. A ``JSONDecodeError``, so every reader
+    reports it like any malformed JSON: located, skipped, never a traceback."""
+
+
 def loads(text: str | bytes) -> Any:
-    """``json.loads``, and ``utf8_safe`` when the text escapes a surrogate (checked cheaply first)."""
-    obj = json.loads(text)
-    probe = text if isinstance(text, str) else text.decode("utf-8", "replace")
-    return utf8_safe(obj) if "\\ud" in probe.lower() else obj
+    """``json.loads`` for untrusted text: ``utf8_safe`` when the text escapes a surrogate, and
+    ``JSONLimitError`` (located at the offending character) for a document nested deeper than
+    ``MAX_JSON_DEPTH`` or with an integer too long to convert. Every reader decodes JSON here."""
+    doc = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        raise _too_deep(doc) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # int(): "Exceeds the limit (4300 digits) for integer string conversion"
+        m = re.search(rf"\d{{{MAX_INT_DIGITS + 1},}}", doc)
+        if m is None:
+            raise
+        msg = f"an integer of {len(m.group())} digits, more than {MAX_INT_DIGITS}"
+        raise JSONLimitError(msg, doc, m.start()) from exc
+    # Only a text with more brackets than the limit can be nested that deep: one C-speed count
+    # spares the walk for every ordinary record.
+    if doc.count("[") + doc.count("{") > MAX_JSON_DEPTH and _deeper_than(obj, MAX_JSON_DEPTH):
+        raise _too_deep(doc)
+    return utf8_safe(obj) if "\\ud" in doc.lower() else obj
+
+
+def _deeper_than(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests more than ``limit`` lists/objects (a loop: no recursion to exhaust)."""
+    if not isinstance(obj, dict | list):
+        return False
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _too_deep(doc: str) -> JSONLimitError:
+    """The error for ``doc`` nested deeper than ``MAX_JSON_DEPTH``, at the bracket that goes too deep."""
+    depth, in_string, pos = 0, False, 0
+    for m in re.finditer(r'[\[\]{}"\\]', doc):
+        ch = m.group()
+        if in_string:
+            if ch == '"' and not _escaped(doc, m.start()):
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                pos = m.start()
+                break
+        elif ch in "]}":
+            depth -= 1
+    return JSONLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels", doc, pos)
+
+
+def _escaped(doc: str, i: int) -> bool:
+    n = 0
+    while i - n - 1 >= 0 and doc[i - n - 1] == "\\":
+        n += 1
+    return n % 2 == 1
 
 
 def json_text(value: Any) -> str | None:

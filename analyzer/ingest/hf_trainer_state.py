@@ -126,7 +126,7 @@ def _model_name(folder: Path) -> str | None:
         p = folder / name
         if p.is_file():
             try:
-                value = json.loads(p.read_text(encoding="utf-8")).get(key)
+                value = loads(p.read_text(encoding="utf-8")).get(key)
             except (OSError, ValueError, AttributeError):
                 continue
             if isinstance(value, str) and value:

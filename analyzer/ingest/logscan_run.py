@@ -26,6 +26,7 @@ from analyzer.ingest._common import (
     Collector,
     Columns,
     Dirty,
+    JSONLimitError,
     buffer_raw_lines,
     expand_object,
     extra_column,
@@ -88,7 +89,8 @@ def read_manifest(folder: Path, col: Collector) -> dict[str, Any]:
         try:
             data = loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            col.issue(path, None, f"unreadable manifest ({type(exc).__name__}); ignored", "malformed", skipped=False)
+            why = exc.msg if isinstance(exc, JSONLimitError) else type(exc).__name__
+            col.issue(path, None, f"unreadable manifest ({why}); ignored", "malformed", skipped=False)
             continue
         if not isinstance(data, dict):
             col.issue(path, None, "manifest is not a JSON object; ignored", "malformed", skipped=False)
