@@ -67,6 +67,12 @@ def test_changelog_is_keep_a_changelog_and_its_newest_release_is_the_version():
     assert f"`{DISTRIBUTION}`" in CHANGELOG
 
 
+def test_the_ci_example_installs_the_current_release_by_name():
+    text = (REPO / "examples" / "ci" / "logscan.yml").read_text(encoding="utf-8")
+    assert re.search(rf'^\s+LOGSCAN_VERSION: "{re.escape(__version__)}"$', text, flags=re.M)
+    assert f'pip install "{DISTRIBUTION}[embeddings]==${{LOGSCAN_VERSION}}"' in text
+
+
 # --- metadata users look at -----------------------------------------------------------------------
 
 
