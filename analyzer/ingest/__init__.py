@@ -93,12 +93,12 @@ def _detect_file(path: Path) -> str:
         if b'"log_history"' in head or path.name == "trainer_state.json":
             return "hf_trainer_state"
         # a large trainer_state.json may hold log_history after the first 64 KB
-        from analyzer.ingest._common import loads
+        from analyzer.ingest._common import JSONLimitError, loads
 
         try:
             data = loads(path.read_bytes())
         except ValueError as exc:
-            why = getattr(exc, "msg", None) or type(exc).__name__
+            why = exc.msg if isinstance(exc, JSONLimitError) else type(exc).__name__
             raise InputError(f"{path}: not valid JSON ({why}); {_HELP}") from exc
         if isinstance(data, dict) and "log_history" in data:
             return "hf_trainer_state"
