@@ -48,7 +48,7 @@ def test_malformed_lines_and_non_objects(tmp_path: Path) -> None:
 
 def test_wrong_types(tmp_path: Path) -> None:
     (tmp_path / "generations.jsonl").write_text(
-        _gen(1) + _gen("abc") + _gen(2, rewards={"correct": [1, 2]}) + _gen(3, question=42) + _gen(4, total_reward=True)
+        _gen(1) + _gen("abc") + _gen(2, rewards={"correct": [1, 2]}) + _gen(3, question=42) + _gen(4, total_reward="lots")
     )
     run = load_run(tmp_path)
     g = run.generations
@@ -57,7 +57,7 @@ def test_wrong_types(tmp_path: Path) -> None:
         "generations.jsonl:2: global_step is 'abc', not an integer; record skipped",
         "generations.jsonl:3: reward 'correct' is [1, 2], not a number; set to null",
         "generations.jsonl:4: question is int, not text; kept as its JSON text",
-        "generations.jsonl:5: total_reward is True, not a number; set to null",
+        "generations.jsonl:5: total_reward is 'lots', not a number; set to null",
     ]
     assert [i.kind for i in run.report.issues] == ["wrong_type"] * 4
     assert run.report.records_skipped == 1

@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from analyzer import columns as C
 from analyzer.ingest.keymap import map_record
@@ -20,6 +20,8 @@ from trainer_hooks import schema as S
 
 if TYPE_CHECKING:
     import polars as pl
+
+_TextT = TypeVar("_TextT", "pl.Expr", "pl.Series")
 
 # Per file, at most this many issues are listed one by one; the rest are counted in one summary
 # line, so a 10-million-line file of garbage does not produce a 10-million-entry report.
@@ -142,23 +144,28 @@ class Collector:
 
 
 _NUMERIC_STR: Final = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+# A boolean is the number 1 or 0 (a pass/fail reward: ``rewards={"correct": True}``), as JSON
+# ``true``/``false`` and as the text a CSV writer (Python's str, pandas) makes of it. The fast
+# paths see JSON's ``true`` as this text too, so one table serves every reader.
+BOOL_TEXT: Final = {"true": "1", "false": "0", "True": "1", "False": "0", "TRUE": "1", "FALSE": "0"}
 
 
 def to_float(value: Any) -> tuple[float | None, bool]:
     """Coerce a logged value to float: ``(value, ok)``; ``None`` stays ``None`` (ok).
 
-    Accepts numbers, numeric strings (console logs print ``'0.25'``), and logscan's non-finite
-    strings ``"NaN"``/``"Infinity"``/``"-Infinity"``. Booleans, lists, dicts are wrong types.
+    Accepts numbers, booleans (1.0 / 0.0, also as the text ``true``/``True``/``TRUE`` and
+    ``false``…), numeric strings (console logs print ``'0.25'``), and logscan's non-finite strings
+    ``"NaN"``/``"Infinity"``/``"-Infinity"``. Lists, dicts and other text are wrong types.
     """
     if value is None:
         return None, True
-    if isinstance(value, bool):
-        return None, False
-    if isinstance(value, int | float):
+    if isinstance(value, int | float):  # bool included: True is 1.0
         return float(value), True
     if isinstance(value, str):
         if value in S.NONFINITE_STRINGS:
             return S.NONFINITE_STRINGS[value], True
+        if value.strip() in BOOL_TEXT:
+            return float(BOOL_TEXT[value.strip()]), True
         low = value.strip().lower()
         if low in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
             return float(low.replace("infinity", "inf")), True
@@ -447,11 +454,19 @@ _REASONING_RE: Final = r"(?s)<reasoning>(.*?)</reasoning>"
 _ANSWER_RE: Final = r"(?s)<answer>(.*?)</answer>"
 
 
-def float_expr(name: str) -> pl.Expr:
-    """A String/number column → Float64 (``"NaN"``/``"Infinity"`` included)."""
+def text_to_float(text: _TextT) -> _TextT:
+    """A String expression → Float64 as ``to_float`` reads a value: numbers, ``"NaN"``/
+    ``"Infinity"``, booleans' text (``BOOL_TEXT``); anything else null."""
     import polars as pl
 
-    return pl.col(name).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+    return text.str.strip_chars().replace(BOOL_TEXT).cast(pl.Float64, strict=False)
+
+
+def float_expr(name: str) -> pl.Expr:
+    """A String/number/Boolean column → Float64 (``"NaN"``/``"Infinity"``, ``"true"`` included)."""
+    import polars as pl
+
+    return text_to_float(pl.col(name).cast(pl.String))
 
 
 def to_unix_seconds(s: pl.Series) -> pl.Series:
@@ -573,8 +588,17 @@ def _fill_question_ids(df: pl.DataFrame) -> pl.DataFrame:
 _KEY_RE: Final = r'"((?:[^"\\]|\\.)*)"\s*:'
 
 
-def expand_object(df: pl.DataFrame, name: str, prefix: str, *, numeric: bool) -> pl.DataFrame:
-    """A column of JSON objects (as text) → one column per key; rewards cast to Float64."""
+def expand_object(
+    df: pl.DataFrame, name: str, prefix: str, *, numeric: bool, unescaped_backslashes: bool = False
+) -> pl.DataFrame:
+    """A column of JSON objects (as text) → one column per key; rewards cast to Float64.
+
+    ``unescaped_backslashes``: the texts are Polars' NDJSON reader writing a nested object back
+    as text, from input that holds a literal backslash somewhere. That writer escapes neither the
+    backslashes of values nor anything in keys (``{"C:\\new": 1}`` comes back as ``{"C:\new": 1}``,
+    which a JSON decoder reads as a newline), so a text with a backslash in it cannot be read back
+    exactly: ``Dirty``, and the careful path reads those lines with Python's json.
+    """
     import polars as pl
 
     series = df[name]
@@ -585,6 +609,8 @@ def expand_object(df: pl.DataFrame, name: str, prefix: str, *, numeric: bool) ->
     uniq = series.drop_nulls().unique()
     if bool(uniq.str.strip_chars_start().str.starts_with("{").not_().any()):
         raise Dirty  # e.g. a reward map that is a list
+    if unescaped_backslashes and bool(uniq.str.contains("\\", literal=True).any()):
+        raise Dirty
     keys = uniq.str.extract_all(_KEY_RE).explode().drop_nulls().unique().to_list()
     try:
         # Polars writes control characters inside keys unescaped: strict=False reads them back
@@ -611,7 +637,7 @@ def expand_object(df: pl.DataFrame, name: str, prefix: str, *, numeric: bool) ->
     for f in fields:
         s = decoded[f]
         target = prefix + f if prefix else extra_column(f)
-        cast = (s.str.strip_chars() if numeric else s).cast(pl.Float64, strict=False)
+        cast = text_to_float(s) if numeric else s.cast(pl.Float64, strict=False)
         text = int((s.is_not_null() & cast.is_null()).sum()) > 0  # a value that is not a number
         if text and numeric:
             raise Dirty

@@ -39,6 +39,7 @@ from analyzer.ingest._common import (
     short,
     sorted_order,
     steps_frame,
+    text_to_float,
     to_float,
     to_int,
     to_unix_seconds,
@@ -302,11 +303,12 @@ def _chunks(path: Path) -> Iterator[tuple[int, int, bytes]]:
             line += n_lines
 
 
-def _typed(df: pl.DataFrame) -> pl.DataFrame:
+def _typed(df: pl.DataFrame, *, literal_backslash: bool = True) -> pl.DataFrame:
     """The all-text frame of one chunk → typed canonical columns; ``Dirty`` if a value does not fit.
 
     One query checks every cast, one more builds the frame: per-chunk overhead matters when a
-    gigabyte arrives as a few dozen chunks.
+    gigabyte arrives as a few dozen chunks. ``literal_backslash``: the chunk may hold an escaped
+    backslash (see ``expand_object``).
     """
     import polars as pl
 
@@ -318,8 +320,8 @@ def _typed(df: pl.DataFrame) -> pl.DataFrame:
         df = df.rename(renames)
     schema = df.schema
 
-    def number(e: pl.Expr, dtype: Any) -> pl.Expr:
-        return e.str.strip_chars().cast(dtype, strict=False)
+    def number(e: pl.Expr, dtype: Any) -> pl.Expr:  # a step or rank is an integer, never a boolean
+        return text_to_float(e) if dtype == pl.Float64 else e.str.strip_chars().cast(dtype, strict=False)
 
     typed: list[pl.Expr] = [number(pl.col(S.G_STEP), pl.Int64).alias(C.STEP)]
     checks: list[pl.Expr] = [typed[0].is_null().any()]
@@ -335,9 +337,9 @@ def _typed(df: pl.DataFrame) -> pl.DataFrame:
     skip = {S.G_STEP, S.G_TOTAL_REWARD, S.G_RANK} | ({S.G_EXTRA} if S.G_EXTRA in schema and not keep_extra else set())
     df = df.lazy().select(*[c for c in df.columns if c not in skip], *typed).collect()
     if S.G_REWARDS in df.columns:  # the object's JSON text (_scan_schema): every name in it
-        df = expand_object(df, S.G_REWARDS, C.REWARD_PREFIX, numeric=True)
+        df = expand_object(df, S.G_REWARDS, C.REWARD_PREFIX, numeric=True, unescaped_backslashes=literal_backslash)
     if keep_extra:
-        df = expand_object(df, S.G_EXTRA, "", numeric=False)
+        df = expand_object(df, S.G_EXTRA, "", numeric=False, unescaped_backslashes=literal_backslash)
     for name in [c for c in df.columns if c not in RESERVED and c not in TEXT_FIELDS and not c.startswith(C.REWARD_PREFIX)]:
         if df.schema[name] == pl.String:  # an unknown top-level key: a number if every value is one
             value = df[name].cast(pl.Float64, strict=False)
@@ -428,7 +430,7 @@ def _read_chunk(
             # Polars' reader is lenient: a broken line can come back as extra or missing rows;
             # a chunk vouches for itself only with one row per line (blank lines also land here)
             raise Dirty
-        df = _typed(raw)
+        df = _typed(raw, literal_backslash=_has_literal_backslash(chunk))
     except (Dirty, pl.exceptions.PolarsError):
         pieces = list(_pieces(chunk, first_line)) if len(chunk) > PIECE_BYTES else []
         if len(pieces) > 1:  # narrow it down before paying for Python per line
@@ -439,6 +441,14 @@ def _read_chunk(
         return _read_jsonl_careful(path, col, buffer_raw_lines(chunk, first_line))
     col.report.records_read += df.height
     return df.with_columns(pl.int_range(first_line, first_line + df.height, dtype=pl.Int64).alias(LINE_COL))
+
+
+def _has_literal_backslash(chunk: bytes) -> bool:
+    """Whether a JSON text may hold a backslash character (``\\\\`` or ``\\u005c``): a fast
+    byte search, and none at all in most logs."""
+    if chunk.find(b"\\") < 0:
+        return False
+    return b"\\\\" in chunk or b"\\u005c" in chunk or b"\\u005C" in chunk
 
 
 def _pieces(chunk: bytes, first_line: int) -> Iterator[tuple[int, int, bytes]]:

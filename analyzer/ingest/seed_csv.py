@@ -34,6 +34,7 @@ from analyzer.ingest._common import (
     json_text,
     loads,
     short,
+    text_to_float,
     to_float,
     to_int,
     why_empty,
@@ -78,6 +79,16 @@ def read_generations_csv(path: Path, col: Collector) -> pl.DataFrame | None:
     return None if df is None or df.height == 0 else df
 
 
+def _csv_header(path: Path) -> list[str] | None:
+    """The header row as the csv module reads it (None when it cannot)."""
+    csv.field_size_limit(sys.maxsize)
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            return next(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, StopIteration, csv.Error):
+        return None
+
+
 def _header_check(names: list[str], path: Path) -> str:
     step = next((n for n in STEP_ALIASES if n in names), None)
     if step is None:
@@ -99,13 +110,18 @@ def _fast(path: Path, col: Collector) -> pl.DataFrame:
         df = pl.read_csv(path, infer_schema=False, raise_if_empty=False)
     except Exception as exc:  # polars raises several types for broken CSV
         raise Dirty from exc
+    names = _csv_header(path)
+    if names is None or len(names) != len(df.columns):
+        raise Dirty
+    if names != df.columns and len(set(names)) == len(names):
+        df.columns = names  # Polars keeps the doubled quotes of a quoted name ("q""uote_reward")
     step_col = _header_check(df.columns, path)
     df = df.with_row_index(ORDER_COL)
     casts: list[pl.Expr] = [pl.col(step_col).str.strip_chars().cast(pl.Int64, strict=False).alias(C.STEP)]
     numeric = [S.G_TOTAL_REWARD] + [c for c in df.columns if reward_name(c)]
     for name in numeric:
         if name in df.columns:
-            casts.append(pl.col(name).str.strip_chars().cast(pl.Float64, strict=False).alias("__f_" + name))
+            casts.append(text_to_float(pl.col(name)).alias("__f_" + name))
     out = df.with_columns(casts)
     # Every value that was there must have survived its cast; otherwise locate it carefully.
     bad = out.select(

@@ -154,7 +154,7 @@ def read_completions(files: list[Path], col: Collector, reward_names: list[str] 
     if not frames:
         return None
     df = _concat(frames)
-    numeric = [c for c, t in df.schema.items() if c not in _FIXED and not c.startswith("__") and t.is_numeric()]
+    numeric = [c for c, t in df.schema.items() if c not in _FIXED and not c.startswith("__") and (t.is_numeric() or t == pl.Boolean)]
     rewards = [r for r in (reward_names or []) if r in df.columns] or numeric
     if not reward_names:
         col.note("TRL completions: reward columns taken to be every numeric column (no reward names in trainer_state.json)")
