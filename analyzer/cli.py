@@ -164,7 +164,8 @@ def _analyze(run: Path, **kwargs: Any) -> Any:
     "--fail-on",
     type=click.Choice(FAIL_ON_CHOICES),
     default=None,
-    help="Exit 1 when an alert at or above this severity fired (default: critical).",
+    help="Exit 1 when an alert at or above this severity fired (default: critical); "
+    "limited: unless the verdict is healthy (every core check ran, no warning).",
 )
 @click.option(
     "-o",
@@ -190,7 +191,8 @@ def analyze(run: Path, fail_on: str | None, quiet: bool, **kwargs: Any) -> None:
     checkpoint folder (or its trainer_state.json), or a verl log. Results go to RUN/logscan/.
 
     \b
-    Exit codes: 0 no alert at or above --fail-on, 1 alerts at or above it, 2 bad input,
+    Exit codes: 0 no alert at or above --fail-on (a limited run too, unless --fail-on limited),
+    1 alerts at or above it, 2 bad input,
     70 internal error (a bug: please report it), 130 interrupted.
     \b
     Example:

@@ -52,9 +52,15 @@ def format_comparison(analyses: Sequence[Analysis], paths: Sequence[Path]) -> st
     names = [p.name or str(p) for p in paths]
     if len(set(names)) < len(names):
         names = [str(p) for p in paths]
+    from analyzer.coverage import coverage_of
+
     summaries = [run_summary(a) for a in analyses]
+    coverages = [coverage_of(a) for a in analyses]
     rows: list[tuple[str, list[str]]] = [
         ("verdict", [a.verdict for a in analyses]),
+        ("run kind", [c.kind for c in coverages]),
+        # ✗: a core check could not run (or the kind has none of its own): see `analyze`'s headline
+        ("core checks ran", [f"{len(c.ran)}/{len(c.core)}" + (" ✗" if c.limited else "") for c in coverages]),
         ("source", [a.run.report.source_kind for a in analyses]),
         ("steps", [_steps(s) for s in summaries]),
         ("completions", [str(s["completions"]) for s in summaries]),

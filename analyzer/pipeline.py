@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
 from analyzer.errors import EXIT_ALERTS, EXIT_OK, ConfigError, InputError, OutputError
-from analyzer.model import Alert, Analysis, DriftResult, RunData, Severity
+from analyzer.ingest.sources import FORMATS, display_name
+from analyzer.model import Alert, Analysis, DriftResult, RunData, Severity, SourceRead
 
 if TYPE_CHECKING:
     import polars as pl
@@ -27,19 +28,15 @@ OUTPUT_DIRNAME = "logscan"
 # skip their trend checks below it) and the verdict is "too_short" unless an alert at warning or
 # above fired (a NaN loss at step 2 is still worth a "critical").
 MIN_STEPS = 10
-FAIL_ON_CHOICES = ("info", "warning", "critical", "never")
+# ``limited`` is not a severity: it fails every verdict but ``healthy`` (docs/cli.md).
+FAIL_ON_CHOICES = ("info", "warning", "critical", "limited", "never")
 DEFAULT_FAIL_ON = "critical"
-VERDICTS = ("healthy", "warnings", "critical", "too_short")
+# Worst first: the verdict is the first that applies (docs/detectors.md, "What was checked").
+VERDICTS = ("critical", "warnings", "too_short", "limited", "healthy")
 
-SOURCE_KIND_NAMES = {
-    "logscan": "logscan run folder",
-    "seed_csv": "seed-schema CSV",
-    "hf_trainer_state": "Hugging Face trainer_state.json",
-    "trl_completions": "TRL completion files + trainer_state.json",
-    "verl_jsonl": "verl file-logger JSONL",
-    "verl_rollouts": "verl rollout dumps",
-    "verl_console": "verl console log",
-}
+# display names of the source kinds: the registry of formats (analyzer/ingest/sources.py)
+SOURCE_KIND_NAMES = {k: f.display for k, f in FORMATS.items()}
+MAX_NOT_READ_SHOWN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +137,14 @@ def analyze_run(
         drift=drift,
         # the effective config, plus the resolved fail_on at top level (what the reports read)
         config={**config, "fail_on": fail_on},
-        verdict=verdict_for(alerts, n_steps(metrics), min_steps=_min_steps(config)),
+        verdict="healthy",
         timings=timings,
         notes=notes,
+    )
+    from analyzer.coverage import coverage_of
+
+    analysis.verdict = verdict_for(
+        alerts, n_steps(metrics), min_steps=_min_steps(config), limited=coverage_of(analysis).limited
     )
     if options.write_outputs:
         analysis.output_dir = str(out_dir)
@@ -197,8 +199,9 @@ def n_steps(metrics: pl.DataFrame) -> int:
     return int(metrics.get_column(C.STEP).drop_nulls().n_unique())
 
 
-def verdict_for(alerts: list[Alert], steps: int, *, min_steps: int = MIN_STEPS) -> str:
-    """critical / warnings when such alerts fired; else too_short below ``min_steps``; else healthy."""
+def verdict_for(alerts: list[Alert], steps: int, *, min_steps: int = MIN_STEPS, limited: bool = False) -> str:
+    """critical / warnings when such alerts fired; else too_short below ``min_steps``; else limited
+    when the core checks of the run's kind could not all run (``analyzer.coverage``); else healthy."""
     worst = max((a.severity.rank for a in alerts), default=-1)
     if worst >= Severity.CRITICAL.rank:
         return "critical"
@@ -206,14 +209,19 @@ def verdict_for(alerts: list[Alert], steps: int, *, min_steps: int = MIN_STEPS) 
         return "warnings"
     if steps < min_steps:
         return "too_short"
+    if limited:
+        return "limited"
     return "healthy"
 
 
 def exit_code(analysis: Analysis) -> int:
-    """0 when no alert is at or above ``fail_on`` (``never``: always 0), else 1."""
+    """0 when no alert is at or above ``fail_on`` (``never``: always 0), else 1. ``limited``
+    fails every verdict but ``healthy`` (a warning, too few steps, core checks that did not run)."""
     fail_on = str(analysis.config.get("fail_on") or DEFAULT_FAIL_ON)
     if fail_on == "never":
         return EXIT_OK
+    if fail_on == "limited":
+        return EXIT_OK if analysis.verdict == "healthy" else EXIT_ALERTS
     return EXIT_ALERTS if alerts_at_or_above(analysis, fail_on) else EXIT_OK
 
 
@@ -344,6 +352,10 @@ def verdict_line(analysis: Analysis) -> str:
     extra = ""
     if analysis.verdict == "too_short":
         extra = f" (fewer than {_min_steps(analysis.config)} steps: too short to judge trends)"
+    elif analysis.verdict == "limited":
+        from analyzer.coverage import coverage_of
+
+        extra = f" ({coverage_of(analysis).headline()})"
     fail_on = analysis.config.get("fail_on", DEFAULT_FAIL_ON)
     return f"logscan: {label} — {alerts}{extra}; exit {exit_code(analysis)} (--fail-on {fail_on})"
 
@@ -379,7 +391,7 @@ def summary_text(analysis: Analysis, quiet: bool = False) -> str:
 
     summary = run_summary(analysis)
     lines = [first]
-    kind = SOURCE_KIND_NAMES.get(report.source_kind, report.source_kind)
+    kind = display_name(report.source_kind)
     described = [kind]
     for key in ("algorithm", "model", "status"):
         if run.info.get(key):
@@ -398,6 +410,13 @@ def summary_text(analysis: Analysis, quiet: bool = False) -> str:
         f"read:        {len(report.files_read)} file(s), {report.records_read} record(s)"
         + (f": {_short_list(report.files_read)}" if report.files_read else "")
     )
+    # every source read and every file of the folder not read, with why (docs/formats.md)
+    for src in report.sources:
+        lines.append(f"source:      {terminal_text(source_line(src))}")
+    for nr in report.not_read[:MAX_NOT_READ_SHOWN]:
+        lines.append(f"not read:    {terminal_text(nr.file)} ({terminal_text(nr.reason)})")
+    if len(report.not_read) > MAX_NOT_READ_SHOWN:
+        lines.append(f"  … and {len(report.not_read) - MAX_NOT_READ_SHOWN} more not read (see analysis.json)")
     if report.records_skipped or report.issues:
         lines.append(f"skipped:     {report.records_skipped} record(s), {len(report.issues)} issue(s)")
         for issue in report.issues[:MAX_ISSUES_SHOWN]:
@@ -412,6 +431,10 @@ def summary_text(analysis: Analysis, quiet: bool = False) -> str:
         )
     if (drift_line := _drift_line(analysis)) is not None:
         lines.append(f"drift:       {terminal_text(drift_line)}")
+    from analyzer.coverage import coverage_of
+
+    coverage = coverage_of(analysis)
+    lines.append(f"checks:      {terminal_text(_checks_line(coverage, analysis.verdict))}")
     not_run = [d for d in analysis.detectors if not d.ran]
     for note in analysis.notes:
         lines.append(f"note:        {terminal_text(note)}")
@@ -433,6 +456,15 @@ def summary_text(analysis: Analysis, quiet: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _checks_line(coverage: Any, verdict: str) -> str:
+    """The summary's ``checks:`` line: the run's kind and how many core checks ran; the whole
+    headline (what was not checked, what to log) when that is not already the verdict line's."""
+    if coverage.limited and verdict != "limited":
+        return coverage.headline()
+    optional = f" (+{len(coverage.optional_ran)} optional)" if coverage.optional_ran else ""
+    return coverage.summary() + optional
+
+
 def _outputs_list(analysis: Analysis) -> str:
     """Top-level file names; files in a subfolder collapse to ``plots/ (8 files)``."""
     base = Path(analysis.output_dir or ".")
@@ -450,13 +482,31 @@ def _outputs_list(analysis: Analysis) -> str:
     return ", ".join([*files, *(f"{d}/ ({n} files)" for d, n in folders.items())])
 
 
+def source_line(src: SourceRead) -> str:
+    """``seed-schema CSV: generations.csv, 3,360 record(s), steps 1–200 (completions, train steps +1)``."""
+    where = f"steps {src.first_step}–{src.last_step}" if src.first_step is not None else "no steps"
+    what = src.data + (f", train steps {src.step_shift:+d}" if src.step_shift else "")
+    note = f"; {src.note}" if src.note else ""
+    return f"{src.name}: {_short_list(src.files)}, {src.records} record(s), {where} ({what}){note}"
+
+
 def _short_list(paths: list[str], limit: int = 4) -> str:
     names = [Path(p).name for p in paths[:limit]]
     more = f", … (+{len(paths) - limit})" if len(paths) > limit else ""
     return ", ".join(names) + more
 
 
+def alert_threshold(fail_on: str) -> Severity | None:
+    """The alert severity a ``--fail-on`` value fails on: ``limited`` fails warnings (as every
+    verdict but healthy), ``never`` none."""
+    if fail_on == "never":
+        return None
+    return Severity.WARNING if fail_on == "limited" else Severity(fail_on)
+
+
 def alerts_at_or_above(analysis: Analysis, severity: str) -> list[Alert]:
-    threshold = Severity(severity).rank
-    return [a for a in analysis.alerts if a.severity.rank >= threshold]
+    threshold = alert_threshold(severity)
+    if threshold is None:
+        return []
+    return [a for a in analysis.alerts if a.severity.rank >= threshold.rank]
 

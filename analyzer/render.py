@@ -57,6 +57,7 @@ VERDICTS: Mapping[str, tuple[str, str]] = {
     "warnings": ("🟠", "warnings"),
     "critical": ("🔴", "critical"),
     "too_short": ("⚪", "too short"),
+    "limited": ("🟡", "limited"),
 }
 SEVERITY_ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
 
@@ -436,6 +437,9 @@ def _verdict_view(
     }
     worst = alerts[0] if alerts else None
     parts = [f"{counts[s]} {s}" for s in ("critical", "warning", "info") if counts[s]]
+    from analyzer.coverage import coverage_of
+
+    coverage = coverage_of(analysis)
     return {
         "key": analysis.verdict,
         "icon": icon,
@@ -444,6 +448,9 @@ def _verdict_view(
         "counts": counts,
         "counts_text": ", ".join(parts) if parts else "no alerts",
         "steps": summary.get("steps", 0),
+        # what was checked: the headline of a limited run; under any other verdict, the headline
+        # when core checks did not run, else how many ran
+        "checks": coverage.headline() if coverage.limited else coverage.summary(),
     }
 
 
@@ -645,6 +652,7 @@ def report_context(
             for p in plots
         ],
         "skipped_plots": [{"name": s.name, "reason": s.reason} for s in skipped_plots],
+        "coverage": data["coverage"],
         "detectors_ran": [d for d in detectors if d["ran"]],
         "detectors_skipped": [d for d in detectors if not d["ran"]],
         "ingest": ingest,
@@ -750,13 +758,18 @@ def fail_threshold(analysis: Analysis, fail_on: str | None = None) -> str:
 
 def render_junit(analysis: Analysis, *, fail_on: str | None = None) -> str:
     """JUnit XML: one test case per detector; failed when it raised an alert at or above
-    ``fail_on``, skipped when it did not run. Alerts of kinds no detector claims get their own case."""
+    ``fail_on``, skipped when it did not run. Alerts of kinds no detector claims get their own case.
+    One more case, ``logscan.verdict/core_checks``, says what was checked: skipped when the core
+    checks of the run's kind did not all run (failed for a limited or too-short run under
+    ``--fail-on limited``); the suite's properties carry the verdict, run kind and headline."""
     import xml.etree.ElementTree as ET
 
-    from analyzer.model import Severity
+    from analyzer.coverage import coverage_of
+    from analyzer.pipeline import alert_threshold
 
     threshold = fail_threshold(analysis, fail_on)
-    rank = None if threshold == "never" else Severity(threshold).rank
+    severity = alert_threshold(threshold)
+    rank = None if severity is None else severity.rank
     names = [d.name for d in analysis.detectors]
 
     def owner(alert: Alert) -> str:
@@ -776,6 +789,16 @@ def render_junit(analysis: Analysis, *, fail_on: str | None = None) -> str:
     cases += [(k, True, None) for k in by_owner if k not in names]
     suite_name = f"logscan {analysis.run.info.get('run_id') or analysis.run.path}"
     suite = ET.Element("testsuite", name=_xml_text(suite_name))
+    coverage = coverage_of(analysis)
+    props = ET.SubElement(suite, "properties")
+    for key, value in (
+        ("verdict", analysis.verdict),
+        ("fail_on", threshold),
+        ("run_kind", coverage.kind),
+        ("core_checks", f"{len(coverage.ran)}/{len(coverage.core)}"),
+        ("checks", coverage.headline()),
+    ):
+        ET.SubElement(props, "property", name=key, value=_xml_text(value))
     failures = skipped = 0
     for name, ran, reason in cases:
         case = ET.SubElement(suite, "testcase", classname="logscan.detectors", name=_xml_text(name))
@@ -809,6 +832,20 @@ def render_junit(analysis: Analysis, *, fail_on: str | None = None) -> str:
                     f"[{a.severity.value}] {a.kind} @ step {a.step}: {a.message}" for a in fired
                 )
             )
+    # what was checked, as a case of its own: skipped when the core checks did not all run (a
+    # limited or too-short run), failed only when --fail-on limited asked for it
+    case = ET.SubElement(suite, "testcase", classname="logscan.verdict", name="core_checks")
+    if analysis.verdict in ("limited", "too_short") or coverage.limited:
+        why = coverage.headline() if coverage.limited else f"too short: {coverage.summary()}"
+        if threshold == "limited" and analysis.verdict in ("limited", "too_short"):
+            failures += 1
+            ET.SubElement(case, "failure", message=_xml_text(f"{analysis.verdict}: {why}"), type=analysis.verdict)
+        else:
+            skipped += 1
+            ET.SubElement(case, "skipped", message=_xml_text(f"{analysis.verdict}: {why}"))
+    else:
+        ET.SubElement(case, "system-out").text = _xml_text(coverage.summary())
+    cases.append(("core_checks", True, None))
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))

@@ -240,11 +240,18 @@ def analysis_to_dict(analysis: Analysis, *, generated_at: str | None = None) -> 
             for d in analysis.detectors
         ],
         "drift": drift_to_dict(analysis),
+        "coverage": _coverage(analysis),
         "config": analysis.config,
         "timings": analysis.timings,
     }
     result: dict[str, Any] = jsonable(data)
     return result
+
+
+def _coverage(analysis: Analysis) -> dict[str, Any]:
+    from analyzer.coverage import coverage_of
+
+    return coverage_of(analysis).to_dict()
 
 
 def load_schema() -> dict[str, Any]:

@@ -71,9 +71,17 @@ def snapshot_text(analysis: Analysis) -> str:
     status = analysis.run.info.get("status") or "unknown"
     m = analysis.metrics
     last = str(m.get_column(C.STEP).max()) if C.STEP in m.columns and m.height else None
+    from analyzer.coverage import coverage_of
     from analyzer.pipeline import terminal_text
 
-    lines = [f"[{now}] {terminal_text(analysis.run.path)}  status {terminal_text(status)}  last step {last}  verdict {analysis.verdict}"]
+    coverage = coverage_of(analysis)
+    checks = f"{len(coverage.ran)}/{len(coverage.core)} core checks"
+    lines = [
+        f"[{now}] {terminal_text(analysis.run.path)}  status {terminal_text(status)}  last step {last}  "
+        f"verdict {analysis.verdict} ({checks})"
+    ]
+    if analysis.verdict == "limited":
+        lines.append(f"  limited: {terminal_text(coverage.headline())}")
     for key in WATCHED:
         if key not in m.columns:
             continue

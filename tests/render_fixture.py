@@ -261,11 +261,20 @@ def analysis(*, with_generations: bool = True, with_drift: bool = True) -> Analy
         ),
     ]
     detectors = [
+        # every core check of a GRPO run with completions ran (analyzer.coverage): the golden
+        # report shows a complete run, not a limited one
+        DetectorStatus("nan_values", True, None, 0),
+        DetectorStatus("loss_spike", True, None, 0),
+        DetectorStatus("log_integrity", True, None, 0),
         DetectorStatus("kl_explosion", True, None, 1),
         DetectorStatus("reward_hacking", True, None, 1),
         DetectorStatus("length_hacking", True, None, 1),
         DetectorStatus("entropy_collapse", True, None, 0),
         DetectorStatus("semantic_drift", True, None, 1),
+        DetectorStatus("reward_std_collapse", True, None, 0),
+        DetectorStatus("mode_collapse", True, None, 0),
+        DetectorStatus("repetition", True, None, 0),
+        DetectorStatus("truncation", True, None, 0),
         DetectorStatus(
             "value_reward_mismatch", False, "no value_loss / explained_variance: not a PPO run"
         ),

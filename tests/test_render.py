@@ -423,7 +423,9 @@ def test_reports_render_with_almost_nothing(tmp_path):
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "This run has no completions" in html and 'id="completions-data"' not in html
     suite = ET.parse(tmp_path / "report.junit.xml").getroot()
-    assert suite.get("tests") == "0"
+    # no detector ran: the one case is what was checked, skipped (too short, nothing checked)
+    assert (suite.get("tests"), suite.get("skipped"), suite.get("failures")) == ("1", "1", "0")
+    assert _cases((tmp_path / "report.junit.xml").read_text(encoding="utf-8")) == {"core_checks": "skipped"}
 
 
 def test_reports_render_with_no_metrics_at_all(tmp_path):
@@ -452,6 +454,9 @@ def _cases(xml: str) -> dict[str, str]:
 def test_junit_one_case_per_detector_failing_at_fail_on(fixture_analysis, written):
     cases = _cases((written / "report.junit.xml").read_text(encoding="utf-8"))
     assert cases == {
+        "nan_values": "passed",
+        "loss_spike": "passed",
+        "log_integrity": "passed",
         "kl_explosion": "failed",
         "reward_hacking": "passed",
         "length_hacking": "passed",
@@ -459,6 +464,11 @@ def test_junit_one_case_per_detector_failing_at_fail_on(fixture_analysis, writte
         "semantic_drift": "passed",
         "value_reward_mismatch": "skipped",
         "catastrophic_forgetting": "skipped",
+        "reward_std_collapse": "passed",
+        "mode_collapse": "passed",
+        "repetition": "passed",
+        "truncation": "passed",
+        "core_checks": "passed",  # every core check of a GRPO run with completions ran
     }
     warn = _cases(render_junit(fixture_analysis, fail_on="warning"))
     assert [k for k, v in warn.items() if v == "failed"] == [
@@ -473,7 +483,7 @@ def test_junit_one_case_per_detector_failing_at_fail_on(fixture_analysis, writte
         suite.get("tests"),
         suite.get("failures"),
         suite.get("skipped"),
-    ) == ("7", "4", "2")
+    ) == ("15", "4", "2")
 
 
 def test_junit_is_valid_xml_with_hostile_text():

@@ -52,6 +52,9 @@ class DetectorSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     requires: tuple[str, ...] = ()  # human-readable inputs, e.g. ("kl",) or ("completions",)
     severity: str = ""  # the severity rules, one line
+    # Kinds of run (``analyzer.coverage.KINDS``) this detector is a core check of, beyond the
+    # built-in table: e.g. ("preference",) for a DPO/ORPO check, which lets such runs be healthy.
+    core_for: tuple[str, ...] = ()
 
     @property
     def summary(self) -> str:
@@ -71,8 +74,12 @@ def register(
     defaults: Mapping[str, Any] | None = None,
     requires: Iterable[str] = (),
     severity: str = "",
+    core_for: Iterable[str] = (),
 ) -> Callable[[DetectorFn], DetectorFn]:
     """Register ``fn`` as detector ``name`` (alerts of ``kind``, default: the name).
+
+    ``core_for`` names the kinds of run it is a core check of (docs/detectors.md, "What was
+    checked"), in addition to the built-in table of ``analyzer.coverage``.
 
     Every detector gets an ``enabled`` switch in addition to ``defaults``. Registering a name
     twice replaces the earlier detector (a plugin may override a built-in).
@@ -88,6 +95,7 @@ def register(
             defaults=merged,
             requires=tuple(requires),
             severity=severity,
+            core_for=tuple(core_for),
         )
         return fn
 
