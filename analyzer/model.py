@@ -65,11 +65,60 @@ class IngestIssue:
         return f"{where}: {self.reason}"
 
 
+@dataclass(frozen=True, slots=True)
+class SourceRead:
+    """One source of a run that ingest read (a run folder may hold several, merged on step).
+
+    ``kind`` is a source kind of ``analyzer.ingest.sources.FORMATS``; ``data`` says what it gave:
+    ``scalars`` (the trainer's logged metrics), ``completions``, or ``scalars+completions``.
+    ``step_shift`` was added to its (train) steps to put them on the trainer's step (docs/formats.md).
+    """
+
+    kind: str
+    name: str  # display name of the format
+    data: str  # scalars | completions | scalars+completions
+    files: list[str]
+    records: int
+    steps: int  # distinct steps it covers (after alignment)
+    first_step: int | None
+    last_step: int | None
+    step_shift: int = 0
+    alignment: str = ""  # how its steps were put on the run's step, and why
+    note: str = ""  # e.g. "all 12 completions duplicate those of logscan run folder"
+
+    @property
+    def has_scalars(self) -> bool:
+        return "scalars" in self.data
+
+    @property
+    def has_completions(self) -> bool:
+        return "completions" in self.data
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "name": self.name, "data": self.data, "files": self.files,
+            "records": self.records, "steps": self.steps, "first_step": self.first_step,
+            "last_step": self.last_step, "step_shift": self.step_shift, "alignment": self.alignment,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NotRead:
+    """A file (or folder, name ending in ``/``) of the run folder that ingest did not read, and why."""
+
+    file: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "reason": self.reason}
+
+
 @dataclass(slots=True)
 class IngestReport:
     """What ingest read, what it skipped and why. Filled in by ``analyzer.ingest``."""
 
-    source_kind: str  # logscan | seed_csv | hf_trainer_state | trl_completions | verl_jsonl | verl_rollouts | verl_console | ...
+    source_kind: str  # logscan | seed_csv | hf_trainer_state | trl_completions | ... ; several joined by "+"
     files_read: list[str] = field(default_factory=list)
     issues: list[IngestIssue] = field(default_factory=list)
     records_read: int = 0
@@ -77,6 +126,8 @@ class IngestReport:
     resumes: list[dict[str, Any]] = field(default_factory=list)  # {"file", "line", "from_step", "to_step"}
     unknown_keys: list[str] = field(default_factory=list)  # logged keys kept under their own name
     notes: list[str] = field(default_factory=list)
+    sources: list[SourceRead] = field(default_factory=list)  # every source read, in precedence order
+    not_read: list[NotRead] = field(default_factory=list)  # every file of the folder not read, with why
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +139,8 @@ class IngestReport:
             "resumes": self.resumes,
             "unknown_keys": self.unknown_keys,
             "notes": self.notes,
+            "sources": [s.to_dict() for s in self.sources],
+            "not_read": [n.to_dict() for n in self.not_read],
         }
 
 
@@ -109,6 +162,22 @@ class RunData:
     # ``analyzer.metrics.shared_features_key(tags)``: the per-completion exact match and word counts
     # that metrics computes and the detectors need again). Never part of any output.
     derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def sources(self) -> list[SourceRead]:
+        """Every source read into this run (kind, what data it gave, files, steps covered)."""
+        return self.report.sources
+
+    @property
+    def data_kinds(self) -> set[str]:
+        """What kinds of data the run has: ``{"scalars", "completions"}`` or a part of it."""
+        kinds = {k for s in self.report.sources for k in s.data.split("+")}
+        if not self.report.sources:  # built by hand (tests): judge from the frames
+            if self.steps.width > 1 and self.steps.height:
+                kinds.add("scalars")
+            if self.generations is not None and self.generations.height:
+                kinds.add("completions")
+        return kinds
 
     @property
     def reward_names(self) -> list[str]:

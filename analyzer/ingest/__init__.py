@@ -1,6 +1,10 @@
 """Ingest: any run a user has (a path) → :class:`~analyzer.model.RunData` with canonical frames.
 
-``detect_source(path)`` names the format; ``load_run(path)`` reads it with that format's module:
+``load_run(folder)`` reads every source of a run folder and merges them into one run
+(``analyzer.ingest.sources`` finds them, ``analyzer.ingest.merge`` merges them; every file not
+read is listed with the reason in ``RunData.report.not_read``, every source read in
+``RunData.sources``). ``load_run(file)`` reads that one file. ``detect_source(path)`` names the
+main format; the formats are registered in ``analyzer.ingest.sources.FORMATS``:
 
 =========================== ===============================================================
 source kind                 what it is
@@ -27,12 +31,8 @@ from pathlib import Path
 from typing import Final
 
 from analyzer.errors import InputError
-from analyzer.model import IngestReport, RunData
-
-SOURCE_KINDS: Final = (
-    "logscan", "seed_csv", "hf_trainer_state", "trl_completions", "verl_jsonl", "verl_rollouts",
-    "verl_console", "trl_console", "llamafactory", "rollout_markdown",
-)
+from analyzer.ingest.sources import FORMATS, SOURCE_KINDS  # the registry of formats
+from analyzer.model import IngestReport, RunData, SourceRead
 
 _HELP: Final = (
     "expected a logscan run folder, a seed-schema CSV, a Hugging Face output folder or "
@@ -205,34 +205,26 @@ def detect_source(path: str | Path) -> str:
 
 def load_run(path: str | Path) -> RunData:
     """Read a run in any supported format. Raises ``InputError`` when nothing usable is there."""
-    from analyzer.ingest import (
-        console,
-        hf_trainer_state,
-        logscan_run,
-        seed_csv,
-        trl_completions,
-        verl,
-    )
-
     p = Path(path)
+    if p.is_dir():
+        from analyzer.ingest.merge import load_folder
+
+        try:
+            merged = load_folder(p)
+        except PermissionError as exc:
+            raise InputError(f"{exc.filename or p}: permission denied") from exc
+        except MemoryError as exc:
+            raise InputError(f"{p}: ran out of memory while reading; is this really a training log?") from exc
+        if merged is not None:  # a run folder: every source in it, merged (analyzer/ingest/merge.py)
+            merged.path = str(path)
+            _complete_info(merged)
+            return merged
     kind = detect_source(p)
     report = IngestReport(source_kind=kind)
     if p.is_file() and kind == "logscan":
         p = p.parent  # run.json / events.jsonl / generations.jsonl: read the whole folder
-    loaders = {
-        "logscan": logscan_run.load_logscan_run,
-        "seed_csv": seed_csv.load_seed_csv,
-        "hf_trainer_state": hf_trainer_state.load_trainer_state,
-        "trl_completions": trl_completions.load_trl_completions,
-        "verl_jsonl": verl.load_verl_jsonl,
-        "verl_rollouts": verl.load_verl_rollouts,
-        "verl_console": console.load_verl_console,
-        "trl_console": console.load_trl_console,
-        "llamafactory": hf_trainer_state.load_llamafactory,
-        "rollout_markdown": console.load_rollout_markdown,
-    }
     try:
-        run = loaders[kind](p, report)
+        run = FORMATS[kind].load(p, report)
     except PermissionError as exc:
         raise InputError(f"{exc.filename or p}: permission denied") from exc
     except IsADirectoryError as exc:
@@ -240,8 +232,23 @@ def load_run(path: str | Path) -> RunData:
     except MemoryError as exc:
         raise InputError(f"{p}: ran out of memory while reading; is this really a training log?") from exc
     run.path = str(path)
+    if not report.sources:
+        from analyzer.ingest.merge import source_read
+
+        kinds = kind.split("+")  # hf_trainer_state+trl_completions: one entry per part
+        report.sources = [source_read(kinds[0], run)] if len(kinds) == 1 else _split_sources(run, kinds)
     _complete_info(run)
     return run
+
+
+def _split_sources(run: RunData, kinds: list[str]) -> list[SourceRead]:
+    """A trainer state read with its completion files (a file path): one entry for each."""
+    from analyzer.ingest.merge import source_read
+    from analyzer.ingest.sources import FORMATS as F
+
+    scal = RunData(run.path, run.steps, None, IngestReport(kinds[0], [f for f in run.report.files_read if f.endswith(".json")]), {})
+    comp = RunData(run.path, run.steps.head(0), run.generations, IngestReport(kinds[1], [f for f in run.report.files_read if not f.endswith(".json")]), {})
+    return [source_read(k, r) for k, r in zip(kinds, (scal, comp), strict=True) if k in F]
 
 
 def _complete_info(run: RunData) -> None:

@@ -134,7 +134,9 @@ def _model_name(folder: Path) -> str | None:
     return None
 
 
-def load_trainer_state(path: Path, report: IngestReport) -> RunData:
+def load_trainer_state(path: Path, report: IngestReport, *, with_completions: bool = True) -> RunData:
+    """``with_completions=False``: the state alone (a run folder's merge reads ``completions/`` as
+    its own source)."""
     from analyzer.ingest.trl_completions import find_completion_files, read_completions
 
     root = path if path.is_dir() else path.parent
@@ -161,7 +163,9 @@ def load_trainer_state(path: Path, report: IngestReport) -> RunData:
     steps = steps_frame(rows)
     gens = None
     files = find_completion_files(state_path.parent) or (find_completion_files(root) if root != state_path.parent else [])
-    if not files and state_path.parent.parent != root:
+    if not with_completions:
+        files = []
+    elif not files and state_path.parent.parent != root:
         files = find_completion_files(state_path.parent.parent)
     if files:
         gens = read_completions(files, col, reward_names)

@@ -605,7 +605,9 @@ def read_generation_files(
     return df.drop(LINE_COL, FILE_COL, RECORD_LINE_COL, strict=False)
 
 
-def load_logscan_run(folder: Path, report: IngestReport) -> RunData:
+def load_logscan_run(folder: Path, report: IngestReport, *, generation_files: list[Path] | None = None) -> RunData:
+    """``generation_files``: only these (a run folder's merge leaves out a CSV another logger wrote
+    beside a JSONL run); default every ``generations*`` file of the folder."""
     col = Collector(report, folder)
     info = read_manifest(folder, col)
     starts = info.pop(SESSION_STARTS, {})
@@ -613,7 +615,11 @@ def load_logscan_run(folder: Path, report: IngestReport) -> RunData:
     steps = read_events(folder, col, starts, summary)
     if summary:
         info["train_summary"] = summary
-    gens = read_generations(folder, col, starts)
+    gens = (
+        read_generations(folder, col, starts)
+        if generation_files is None
+        else read_generation_files(generation_files, col, starts)
+    )
     if gens is not None:
         gens = finalize_generations(gens, col)
     col.finish()
