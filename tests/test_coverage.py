@@ -307,3 +307,13 @@ def test_headline_text_from_a_plugin_is_escaped_in_reports(grpo_scalars: Path) -
         assert data["coverage"]["not_run"][-1]["name"] == "hostile_check"
     finally:
         del REGISTRY["hostile_check"]
+
+
+def test_a_limited_run_with_an_info_alert_still_heads_its_report_with_what_was_not_checked(grpo_scalars: Path) -> None:
+    a = analyze(grpo_scalars, OPTIONS)
+    a.alerts.append(alert("log_integrity", Severity.INFO, None, "1 torn line"))
+    assert verdict_for(a.alerts, 40, limited=cov.coverage_of(a).limited) == "limited"
+    md = render_markdown(a)
+    assert md.startswith("**🟡 Verdict: limited** — no warning across 40 steps, but not everything that matters was checked: 7 of 9")
+    html = render_html(a)
+    assert "but not everything that matters was checked</span>" in html and "worst: <code>log_integrity" not in html
