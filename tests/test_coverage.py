@@ -317,3 +317,32 @@ def test_a_limited_run_with_an_info_alert_still_heads_its_report_with_what_was_n
     assert md.startswith("**🟡 Verdict: limited** — no warning across 40 steps, but not everything that matters was checked: 7 of 9")
     html = render_html(a)
     assert "but not everything that matters was checked</span>" in html and "worst: <code>log_integrity" not in html
+
+
+def test_docs_table_of_core_checks_matches_the_code() -> None:
+    """docs/detectors.md's table of core checks per kind is the one in analyzer/coverage.py."""
+    import re
+
+    text = (REPO / "docs" / "detectors.md").read_text(encoding="utf-8")
+    section = text[text.index("| kind | core checks | optional |") :]
+    rows = [line for line in section.splitlines()[2:] if line.startswith("|")]
+    documented = {}
+    for row in rows[:4]:
+        kinds, core, optional = (cell.strip() for cell in row.strip("|").split("|"))
+        names = lambda cell: tuple(re.findall(r"`([a-z_]+)`", re.sub(r"\([^)]*\)", "", cell.split(" — ")[0])))  # noqa: E731
+        documented[kinds.split("`")[1] if kinds.startswith("`") else "critic"] = (names(core), names(optional))
+    assert documented["rl_completions"] == cov.core_checks("rl_completions")
+    assert cov.core_checks("rl_scalars") == cov.core_checks("rl_completions")
+    assert documented["preference"] == cov.core_checks("preference")
+    assert documented["unknown"] == (cov.core_checks("unknown")[0], ())
+    ppo_core, ppo_optional = cov.core_checks("rl_scalars", critic=True)
+    assert "value_reward_mismatch" in ppo_core and "reward_std_collapse" in ppo_optional
+
+
+def test_logscan_detectors_prints_the_core_checks_per_kind() -> None:
+    result = invoke("detectors")
+    assert result.exit_code == 0
+    text = result.output[result.output.index("Core checks per kind of run") :]
+    assert "rl_scalars: GRPO/PPO/RLOO run with logged scalars only\n    core:     nan_values, loss_spike, log_integrity, reward_hacking" in text
+    assert "preference: preference-optimisation run (DPO/ORPO/CPO/KTO)\n    core:     nan_values, loss_spike, log_integrity\n" in text
+    assert "no preference-specific check yet" in text
