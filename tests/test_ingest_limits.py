@@ -124,3 +124,73 @@ def test_deep_json_files_beside_a_run_are_not_a_crash(tmp_path: Path) -> None:
     assert load_run(hf).info["model"] is None
     (hf / "analysis.json").write_text('{"format": "logscan-analysis/1", "run": ' + DEEP + "}")
     assert load_run(hf / "trainer_state.json").steps.height == 2
+
+
+# --- the files of a run folder -------------------------------------------------------------------
+
+
+def _small_run(folder: Path, steps: range = range(1, 12)) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps({"format": "logscan-run/1", "run_id": "r", "status": "finished"}))
+    _events(folder, steps)
+    (folder / "generations.jsonl").write_text("".join(_gen(s) + "\n" for s in steps))
+
+
+def test_a_symlink_loop_is_reported_and_the_rest_is_read(tmp_path: Path) -> None:
+    _small_run(tmp_path)
+    (tmp_path / "generations.rank1.jsonl").symlink_to("generations.rank1.jsonl")
+    run = load_run(tmp_path)
+    assert run.generations is not None and run.generations.height == 11
+    assert run.steps.height == 11
+    assert _issues(run) == ["generations.rank1.jsonl: a symlink loop; not read"]
+    assert run.report.issues[0].kind == "unreadable_file"
+
+
+def test_a_dangling_symlink_is_reported_by_name_and_target(tmp_path: Path) -> None:
+    _small_run(tmp_path)
+    (tmp_path / "events.rank1.jsonl").symlink_to(tmp_path / "gone" / "events.jsonl")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["analyze", str(tmp_path), "--no-embeddings", "--no-plots", "--no-html", "-o", str(out)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert f"events.rank1.jsonl: a dangling symlink (to {tmp_path / 'gone' / 'events.jsonl'}); not read" in result.output
+    data = json.loads((out / "analysis.json").read_text())
+    integrity = [a for a in data["alerts"] if a["kind"] == "log_integrity"]
+    assert integrity and "unreadable" in integrity[0]["message"]  # a log that could not be read is not "healthy"
+
+
+def test_run_json_that_is_a_device_or_a_fifo_is_named_not_read(tmp_path: Path) -> None:
+    import os
+
+    _small_run(tmp_path)
+    (tmp_path / "run.json").unlink()
+    # a device is never read: /dev/zero would never end (/dev/null stands in for it here, so a
+    # regression fails this test instead of filling the machine's memory)
+    (tmp_path / "run.json").symlink_to("/dev/null")
+    os.mkfifo(tmp_path / "events.rank1.jsonl")  # nor would opening this one (no writer)
+    run = load_run(tmp_path)
+    assert run.steps.height == 11 and run.generations is not None
+    assert sorted(_issues(run)) == [
+        "events.rank1.jsonl: a FIFO, not a regular file; not read",
+        "run.json: a device (a symlink to /dev/null), not a regular file; not read",
+    ]
+
+
+def test_a_rank_file_linked_to_rank_0_is_read_once_not_as_a_resume(tmp_path: Path) -> None:
+    _small_run(tmp_path)
+    (tmp_path / "events.rank1.jsonl").symlink_to("events.jsonl")
+    (tmp_path / "generations.rank1.jsonl").symlink_to(tmp_path / "generations.jsonl")
+    run = load_run(tmp_path)
+    assert run.report.resumes == []
+    assert run.generations is not None and run.generations.height == 11
+    assert run.report.records_read == 22 and _issues(run) == []
+    assert "events.rank1.jsonl is another name (a link) of events.jsonl; read once" in run.report.notes
+    assert "generations.rank1.jsonl is another name (a link) of generations.jsonl; read once" in run.report.notes
+
+
+def test_a_verl_rollout_dump_that_is_a_symlink_loop_is_reported(tmp_path: Path) -> None:
+    for step in (1, 2, 3):
+        (tmp_path / f"{step}.jsonl").write_text(json.dumps({"input": "q", "output": "o", "score": 1.0, "step": step}) + "\n")
+    (tmp_path / "4.jsonl").symlink_to("4.jsonl")
+    run = load_run(tmp_path)
+    assert run.generations is not None and run.generations["step"].to_list() == [1, 2, 3]
+    assert _issues(run) == ["4.jsonl: a symlink loop; not read"]

@@ -100,9 +100,11 @@ class Collector:
         name = self._rel.get(path)
         if name is None:
             try:
-                rel = str(path.resolve().relative_to(self.root.resolve()))
+                # the folder resolved, not the file: a symlink is named as itself (not its target,
+                # and a symlink loop cannot be resolved at all)
+                rel = str((path.parent.resolve() / path.name).relative_to(self.root.resolve()))
                 name = rel if rel != "." else path.name
-            except ValueError:
+            except (ValueError, OSError, RuntimeError):
                 name = path.name
             self._rel[path] = name
         return name
@@ -208,6 +210,50 @@ def metric_values(
     mapped, unknown = map_record(values, prefix=prefix)
     col.unknown(unknown)
     return mapped
+
+
+def run_files(paths: Iterable[Path], col: Collector) -> list[Path]:
+    """The files of a run folder worth opening among ``paths`` (a glob's matches), each once.
+
+    A symlink loop, a dangling symlink, or something that is not a regular file (a FIFO, or a
+    device: reading ``/dev/zero`` never ends) is a located ``unreadable_file`` issue and left out.
+    A second name of one file (``events.rank1.jsonl`` linked to ``events.jsonl``) is read once,
+    with a note: read twice it would look like another rank, or a resume, re-logging every step.
+    """
+    import errno
+    import stat
+
+    out: list[Path] = []
+    seen: dict[tuple[int, int], Path] = {}
+    for path in sorted(paths, key=lambda p: (p.is_symlink(), p.name)):  # a real file before its links
+        try:
+            st = path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                why = "a symlink loop"
+            elif path.is_symlink():
+                why = f"a dangling symlink (to {os.readlink(path)})"
+            else:
+                why = f"unreadable ({exc.strerror})"
+            col.issue(path, None, f"{why}; not read", "unreadable_file", skipped=False)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            what = (
+                "a folder" if stat.S_ISDIR(st.st_mode)
+                else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket"
+            )
+            target = f" (a symlink to {os.readlink(path)})" if path.is_symlink() else ""
+            col.issue(path, None, f"{what}{target}, not a regular file; not read", "unreadable_file", skipped=False)
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            col.note(f"{col.rel(path)} is another name (a link) of {col.rel(seen[key])}; read once")
+            continue
+        seen[key] = path
+        out.append(path)
+    return out
 
 
 def why_empty(report: IngestReport, none: str) -> str:

@@ -36,6 +36,7 @@ from analyzer.ingest._common import (
     loads,
     merge_steps,
     metric_values,
+    run_files,
     short,
     sorted_order,
     steps_frame,
@@ -85,8 +86,9 @@ def read_manifest(folder: Path, col: Collector) -> dict[str, Any]:
     all_names: dict[str, None] = {}
     all_resumes: dict[int, list[dict[str, Any]]] = {}
     main = folder / S.MANIFEST_FILE
-    ranks = sorted(folder.glob("run.rank*.json"))
-    for path in [main, *ranks] if main.is_file() else ranks:
+    present = [main] if main.is_symlink() or main.exists() else []
+    manifests = sorted(run_files([*present, *folder.glob("run.rank*.json")], col), key=lambda p: (p != main, p.name))
+    for path in manifests:
         try:
             data = loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -118,7 +120,7 @@ def read_manifest(folder: Path, col: Collector) -> dict[str, Any]:
                     S.M_WORLD_SIZE, S.M_CREATED, S.M_ENDED, S.M_FORMAT, S.M_GENERATIONS_FORMAT, S.M_RESUMES):
             if key in data and key not in info:
                 info[key] = data[key]
-    if not main.is_file():
+    if main not in manifests:
         col.note("no run.json: run id, status and config are unknown")
     status = info.get(S.M_STATUS)
     if status == S.RunStatus.RUNNING.value:
@@ -173,7 +175,7 @@ def read_events(
     the end-of-training events go into ``summary``, not into the last step."""
     import bisect
 
-    files = sorted(folder.glob(f"{S.EVENTS_STEM}*.jsonl"), key=_file_key)
+    files = sorted(run_files(folder.glob(f"{S.EVENTS_STEM}*.jsonl"), col), key=_file_key)
     per_rank: dict[int, dict[int, dict[str, float | None]]] = {}
     segment_of: dict[int, dict[int, tuple[int, int]]] = {}
     for path in files:
@@ -578,7 +580,7 @@ def read_generation_files(
     frames: list[pl.DataFrame] = []
     names: list[str] = []
     paths: list[Path] = []
-    for path in sorted(files, key=_file_key):
+    for path in sorted(run_files(files, col), key=_file_key):
         df = (
             read_generations_jsonl(path, col)
             if path.suffix == ".jsonl"

@@ -21,6 +21,7 @@ from analyzer.ingest._common import (
     iter_json_objects,
     json_text,
     metric_values,
+    run_files,
     short,
     steps_frame,
     to_float,
@@ -74,9 +75,11 @@ def load_verl_jsonl(path: Path, report: IngestReport) -> RunData:
 def load_verl_rollouts(path: Path, report: IngestReport) -> RunData:
     import polars as pl
 
-    files = [path] if path.is_file() else rollout_files(path)
     root = path if path.is_dir() else path.parent
     col = Collector(report, root)
+    order = [path] if path.is_file() else rollout_files(path)
+    usable = set(run_files(order, col))  # a dump that is a broken symlink is named, not opened
+    files = [p for p in order if p in usable]
     split = "eval" if re.search(r"val", root.name, re.IGNORECASE) else "train"
     cols = Columns()
     for path_i in files:
