@@ -397,10 +397,10 @@ def test_a_new_reward_name_is_in_run_json_before_its_records_are_on_disk(tmp_pat
         if fmt == "csv":
             real_bytes = lg._write_bytes
 
-            def spying_bytes(stream: str, payload: bytes, n: int) -> bool:
+            def spying_bytes(stream: str, payload: bytes, n: int, *rest: Any) -> bool:
                 if b"judge" in payload:
                     seen_at_write.append(json.loads((tmp_path / "run.json").read_text())["reward_names"])
-                return real_bytes(stream, payload, n)
+                return real_bytes(stream, payload, n, *rest)
 
             lg._write_bytes = spying_bytes  # type: ignore[method-assign]
         lg.log_generation(step=2, question="q", model_output="b", rewards={"acc": 0.0, "judge": 0.5})

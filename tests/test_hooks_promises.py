@@ -238,3 +238,175 @@ def test_flush_racing_close_returns(tmp_path: Path) -> None:
     assert not closer.is_alive()
     assert closed == [True] and flushed == [True]
     assert lg.flush() is True and lg.flush(timeout=0) is True  # after close: close's outcome
+
+
+# --- the counters say what reached the disk --------------------------------------------------------
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def test_records_logged_after_the_run_folder_was_deleted_are_not_counted_as_written(
+    tmp_path: Path,
+) -> None:
+    """The files stay open after `rm -rf run`: writes to them succeed but reach no folder. They
+    used to be counted as written, and flush() and close() returned True."""
+    import shutil
+
+    run = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lg = RunLogger(run)
+        lg.log_metrics(1, {"loss": 1.0})
+        lg.log_generation(step=1, question="q", model_output="o", rewards={"r": 1.0})
+        assert lg.flush(timeout=30) is True  # both files open, 3 records on disk
+        shutil.rmtree(run)
+        for i in range(100):
+            lg.log_generation(step=i, question="q", model_output="o", rewards={"r": 1.0})
+        assert lg.flush(timeout=30) is False
+        assert lg.close(timeout=30) is False  # and run.json could not be written either
+    c = lg.counters
+    assert c[schema.C_RECORDS_WRITTEN] == 3
+    assert c[schema.C_RECORDS_FAILED] == 101  # the 100 completions and run_end
+    assert any("deleted" in str(w.message) for w in caught)
+    assert not run.exists()  # nothing recreated the folder
+
+
+def test_a_batch_cut_short_counts_the_records_that_reached_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk: the kernel takes part of a batch, then ENOSPC. The whole lines before the cut
+    are on disk and counted written; only the torn one and the rest are failed."""
+    lg = RunLogger(tmp_path)
+    assert lg.flush(timeout=30)  # run_start written, events.jsonl open
+    events_path = tmp_path / schema.events_file()
+    before = events_path.read_bytes()
+    real_write = os.write
+    fd = os.open(events_path, os.O_RDONLY)
+    target = os.fstat(fd).st_ino
+    os.close(fd)
+    state = {"calls": 0}
+
+    def disk_fills(fd: int, data: Any) -> int:
+        if os.fstat(fd).st_ino != target:
+            return real_write(fd, data)
+        state["calls"] += 1
+        if state["calls"] == 1:  # 4.5 lines fit
+            text = bytes(data)
+            cut = [i for i, b in enumerate(text) if b == 0x0A][3] + 1 + 10
+            return real_write(fd, text[:cut])
+        raise OSError(28, "No space left on device")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for i in range(10):
+            lg.log_metrics(i, {"i": i})
+        monkeypatch.setattr(os, "write", disk_fills)
+        assert lg.flush(timeout=30) is False
+        monkeypatch.setattr(os, "write", real_write)
+        lg.log_metrics(10, {"i": 10})
+        assert lg.close(timeout=30) is False
+    c = lg.counters
+    assert c[schema.C_RECORDS_WRITTEN] == 1 + 4 + 2  # run_start, 4 whole lines, step 10 + run_end
+    assert c[schema.C_RECORDS_FAILED] == 6
+    added = events_path.read_bytes()[len(before) :].split(b"\n")
+    parsed = []
+    for line in added:
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            pass
+    assert [e[schema.E_STEP] for e in parsed] == [0, 1, 2, 3, 10, None]
+
+
+def test_close_is_false_when_the_final_manifest_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every record is on disk, but run.json (status, counters) is not: that is a loss too."""
+    import trainer_hooks.logger as logger_module
+
+    lg = RunLogger(tmp_path)
+    lg.log_metrics(1, {"loss": 1.0})
+    assert lg.flush(timeout=30)
+
+    def read_only(path: Path, tmp: Path, data: bytes) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(logger_module, "_write_atomic", read_only)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert lg.close(timeout=30) is False
+    assert lg.counters[schema.C_WRITE_ERRORS] == 1
+    assert manifest(tmp_path)[schema.M_STATUS] == "running"  # the old one, intact
+
+
+def test_a_csv_batch_cut_short_counts_its_whole_rows(tmp_path: Path) -> None:
+    from trainer_hooks.logger import FileSink, PartialWrite
+
+    class FullAfterTwoRows(FileSink):
+        def write(self, data: bytes) -> None:
+            if self.path.suffix == ".csv" and b"third" in data:
+                cut = data.index(b"third") + 3  # header and two rows (é: 2 bytes) fit
+                os.write(self._fd, data[:cut])
+                raise PartialWrite(28, "No space left on device", cut)
+            super().write(data)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lg = RunLogger(tmp_path, generations_format="csv", sink_factory=FullAfterTwoRows)
+        for text in ('é "one"\nline', "two", "third", "fourth"):
+            lg.log_generation(step=1, question="q", model_output=text, rewards={"r": 1.0})
+        assert lg.close(timeout=30) is False
+    c = lg.counters
+    assert c[schema.C_RECORDS_FAILED] == 2
+    assert c[schema.C_RECORDS_WRITTEN] == 2 + 2  # run_start and run_end, two rows
+
+
+def test_the_analyzer_says_what_the_writer_counters_mean(tmp_path: Path) -> None:
+    """records_failed used to be reported as records that 'failed to serialise'; they are records
+    that did not reach the disk (mostly write errors)."""
+    from analyzer.ingest import load_run
+    from trainer_hooks.logger import FileSink
+
+    class GenerationsDiskFull(FileSink):
+        def write(self, data: bytes) -> None:
+            if self.path.name.startswith("generations"):
+                raise OSError(28, "No space left on device")
+            super().write(data)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with RunLogger(tmp_path, sink_factory=GenerationsDiskFull) as lg:
+            lg.log_metrics(1, {"loss": 1.0})
+            lg.log_generation(step=1, question="q", model_output="o", rewards={"r": 1.0})
+    issues = [str(i) for i in load_run(tmp_path).report.issues]
+    assert "run.json: the writer reports 1 records that did not reach the disk" in " ".join(issues)
+    assert any("1 failed write/fsync calls" in i for i in issues)
+    assert not any("serialise" in i for i in issues)
+
+
+@pytest.mark.timeout(60)
+def test_flush_returns_when_the_writer_hits_an_unexpected_error(tmp_path: Path) -> None:
+    """A bug in a sink (or in the writer) used to swallow the flush markers of the batch it broke:
+    flush() without a timeout then waited forever."""
+
+    class Buggy:
+        def __init__(self, path: Path) -> None:
+            pass
+
+        def write(self, data: bytes) -> None:
+            raise ValueError("a bug, not an OSError")
+
+        def sync(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lg = RunLogger(tmp_path, sink_factory=Buggy)
+        lg.log_metrics(1, {"loss": 1.0})
+        ok, _ = _returns_within(5, lg.flush)
+        assert ok is False
+        assert lg.close(timeout=10) is False
+    assert lg.counters[schema.C_RECORDS_FAILED] == 3 and lg.counters[schema.C_RECORDS_WRITTEN] == 0

@@ -28,6 +28,7 @@ import csv
 import dataclasses
 import datetime as _dt
 import enum
+import errno
 import hashlib
 import io
 import json
@@ -113,7 +114,9 @@ def _event_dict(
 
 # --- sinks: where the writer thread's bytes go (the seam tests use to inject a slow disk) -------
 class Sink(Protocol):
-    """An append-only byte stream. ``write`` writes everything or raises ``OSError``."""
+    """An append-only byte stream. ``write`` writes everything or raises ``OSError``; when part of
+    ``data`` did reach the file first, it raises :class:`PartialWrite` saying how much, so the
+    whole records before the cut are counted as written."""
 
     def write(self, data: bytes) -> None: ...
 
@@ -122,17 +125,28 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+class PartialWrite(OSError):
+    """A write that failed after ``written`` bytes of its data had reached the file."""
+
+    def __init__(self, errno: int | None, strerror: str | None, written: int) -> None:
+        super().__init__(errno, strerror)
+        self.written = written
+
+
 class FileSink:
     """Appends to a file with ``O_APPEND`` and unbuffered ``os.write`` calls.
 
     If the file already ends in a torn line (a killed process, or a failed partial write), the next
-    write starts with a newline so the torn fragment cannot swallow the next record.
+    write starts with a newline so the torn fragment cannot swallow the next record. A file deleted
+    while open (``rm -rf`` of the run folder) still accepts writes that reach no folder: after each
+    write its link count is checked, and from then on every write fails.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._needs_newline = False
+        self._deleted = False
         size = os.fstat(self._fd).st_size
         if size:
             with open(self.path, "rb") as f:
@@ -140,18 +154,27 @@ class FileSink:
                 self._needs_newline = f.read(1) != b"\n"
 
     def write(self, data: bytes) -> None:
+        if self._deleted:
+            raise OSError(errno.ENOENT, f"{self.path} was deleted while logscan was writing it")
+        prefix = 0
         if self._needs_newline:
             data = b"\n" + data
+            prefix = 1
         view = memoryview(data)
         done = 0
         try:
             while done < len(data):
                 done += os.write(self._fd, view[done:])
-        except OSError:
+        except OSError as exc:
             if done:  # a fragment without its newline is on disk now
                 self._needs_newline = True
+                if done > prefix:
+                    raise PartialWrite(exc.errno, exc.strerror, done - prefix) from exc
             raise
         self._needs_newline = False
+        if os.fstat(self._fd).st_nlink == 0:
+            self._deleted = True
+            raise OSError(errno.ENOENT, f"{self.path} was deleted while logscan was writing it")
 
     def sync(self) -> None:
         os.fsync(self._fd)
@@ -962,20 +985,34 @@ class RunLogger:
             self._inflight = sum(1 for x in batch if not isinstance(x, _FlushMarker))
             events: list[str] = []
             gens: list[Any] = []
-            for item in batch:
-                if isinstance(item, _FlushMarker):
-                    self._write_lines(events, gens)
-                    events, gens = [], []
-                    synced = self._sync_all()
-                    with self._counter_lock:
-                        item.ok = synced and self._lost_since_marker == 0
-                        self._lost_since_marker = 0
-                    item.done.set()
-                elif item[0] == _GEN:
-                    gens.append(item)
-                else:
-                    events.append(item)
-            self._write_lines(events, gens)
+            i = 0
+            try:
+                for i, item in enumerate(batch):  # noqa: B007 - i is read by the except clause
+                    if isinstance(item, _FlushMarker):
+                        self._write_lines(events, gens)
+                        events, gens = [], []
+                        synced = self._sync_all()
+                        with self._counter_lock:
+                            item.ok = synced and self._lost_since_marker == 0
+                            self._lost_since_marker = 0
+                        item.done.set()
+                    elif item[0] == _GEN:
+                        gens.append(item)
+                    else:
+                        events.append(item)
+                self._write_lines(events, gens)
+            except Exception as exc:
+                # a bug (in a sink, or here) must not leave a flush() waiting forever: what this
+                # batch had not written yet is counted as failed and its markers are answered
+                self._warn_once("writer", f"logscan: writer thread error: {exc!r}")
+                rest = batch[i:]
+                pending = len(events) + len(gens)
+                pending += sum(1 for x in rest[1:] if not isinstance(x, _FlushMarker))
+                self._fail(pending, count_error=False)
+                for x in rest:
+                    if isinstance(x, _FlushMarker) and not x.done.is_set():
+                        x.ok = False
+                        x.done.set()
             self._inflight = 0
             with self._space:
                 self._space.notify_all()
@@ -1150,6 +1187,7 @@ class RunLogger:
         w = csv.writer(buf)
         if not st.header_written:
             w.writerow(st.header())
+        ends: list[int] = []  # where each row ends in the text, to count a cut batch's whole rows
         names, in_extra = st.columns()
         for (
             ts,
@@ -1188,13 +1226,27 @@ class RunLogger:
                     encode_json(extra) if extra else "",
                 )
             )
+            ends.append(buf.tell())
         data = buf.getvalue()
+        errors = "strict"
         try:
             payload = data.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates cannot be UTF-8: keep them visible, escaped
-            payload = data.encode("utf-8", "backslashreplace")
+            errors = "backslashreplace"
+            payload = data.encode("utf-8", errors)
+
+        def whole_rows(written: int) -> int:
+            size, start, whole = 0, 0, 0
+            for end in ends:
+                size += len(data[start:end].encode("utf-8", errors))
+                start = end
+                if size > written:
+                    break
+                whole += 1
+            return whole
+
         n = len(rows)
-        if self._write_bytes("csv", payload, n):
+        if self._write_bytes("csv", payload, n, whole_rows):
             st.header_written = True
         elif st.sink is not None:
             # Part of the batch may be on disk, cut anywhere — inside a quoted field, or inside the
@@ -1247,7 +1299,16 @@ class RunLogger:
             payload = _escape_breaks(data).encode("utf-8")
         self._write_bytes(stream, payload, len(lines))
 
-    def _write_bytes(self, stream: str, payload: bytes, n: int) -> bool:
+    def _write_bytes(
+        self,
+        stream: str,
+        payload: bytes,
+        n: int,
+        whole_records: Callable[[int], int] | None = None,
+    ) -> bool:
+        """Append ``payload`` (``n`` records) to ``stream``. When the sink takes only part of it,
+        ``whole_records(bytes_written)`` says how many records are complete on disk (by default
+        the lines: a JSONL record never holds a raw newline)."""
         sink = self._sink_for(stream)
         if sink is None:
             self._fail(n, count_error=False)
@@ -1259,7 +1320,14 @@ class RunLogger:
                 f"write:{stream}",
                 f"logscan: cannot write to {self.run_dir} ({exc}); records are being lost, see run.json counters",
             )
-            self._fail(n, count_error=True)
+            kept = 0
+            written = getattr(exc, "written", 0)
+            if isinstance(written, int) and written > 0:
+                count = whole_records or (lambda w: payload.count(b"\n", 0, w))
+                kept = min(n, max(0, count(written)))
+            with self._counter_lock:
+                self.records_written += kept
+            self._fail(n - kept, count_error=True)
             return False
         with self._counter_lock:
             self.records_written += n

@@ -74,15 +74,17 @@ M_COUNTERS: Final = "counters"
 M_RESUMES: Final = "resumes"  # [{"time": float, "previous_status": str, "pid": int}, …]
 
 # run.json["counters"] keys (cumulative over resumes)
-C_RECORDS_WRITTEN: Final = "records_written"  # lines confirmed written (events + generations)
+C_RECORDS_WRITTEN: Final = "records_written"  # whole lines/rows that reached their file
 C_RECORDS_DROPPED: Final = (
     "records_dropped"  # queue full with on_full="drop", or unwritten at close timeout
 )
-C_RECORDS_FAILED: Final = "records_failed"  # lost to a write error (disk full, permission, …)
+# did not reach the disk: a write error (disk full, read-only, a file deleted while open, …) or
+# arguments that cannot be logged
+C_RECORDS_FAILED: Final = "records_failed"
 C_BLOCKED_WAITS: Final = (
     "blocked_waits"  # times a log_* call waited for queue space (on_full="block")
 )
-C_WRITE_ERRORS: Final = "write_errors"  # failed write/fsync calls
+C_WRITE_ERRORS: Final = "write_errors"  # failed write/fsync/run.json calls
 COUNTER_KEYS: Final = (
     C_RECORDS_WRITTEN,
     C_RECORDS_DROPPED,

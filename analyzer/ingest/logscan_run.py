@@ -101,11 +101,16 @@ def read_manifest(folder: Path, col: Collector) -> dict[str, Any]:
         col.read(path)
         counters = data.get(S.M_COUNTERS)
         if isinstance(counters, dict):
-            for key, what in (("records_dropped", "dropped (queue full)"), ("records_failed", "failed to serialise"),
-                              ("write_errors", "write errors")):
+            # trainer_hooks' counters: records_failed did not reach the disk (a write error, a
+            # deleted or read-only folder, a full disk; or arguments it could not log)
+            for key, what in (
+                ("records_dropped", "records dropped (queue full, logged after close, or unwritten when close timed out)"),
+                ("records_failed", "records that did not reach the disk (write errors, or arguments it could not log)"),
+                ("write_errors", "failed write/fsync calls"),
+            ):
                 n = to_int(counters.get(key))
                 if n:
-                    col.issue(path, None, f"the writer reports {n} records {what}", "dropped", skipped=False)
+                    col.issue(path, None, f"the writer reports {n} {what}", "dropped", skipped=False)
         names = data.get(S.M_REWARD_NAMES)
         if isinstance(names, list):  # every rank's reward names count: ranks can log different ones
             all_names.update(dict.fromkeys(str(n) for n in names))
