@@ -317,3 +317,22 @@ def test_a_console_log_and_its_markdown_rollouts_are_one_run(tmp_path: Path) -> 
     g = run.generations
     assert g is not None and g["step"].unique().sort().to_list() == [1, 2, 3] == run.steps["step"].to_list()
     assert run.sources[1].step_shift == 1
+
+
+def test_seed_csvs_are_grouped_into_logs(tmp_path: Path) -> None:
+    """Every generations*.csv of a folder is one log (ranks, parts, other suffixes), as a
+    seed-schema folder has always been read; a differently named CSV is its own log."""
+    from analyzer.ingest.sources import discover
+
+    g = make_scenario(None, n_steps=12, with_generations=True).run.generations
+    assert g is not None
+    write_seed_csv(tmp_path / "generations.csv", g.filter(pl.col("step") <= 6))
+    write_seed_csv(tmp_path / "generations.part2.csv", g.filter(pl.col("step") > 6))
+    write_seed_csv(tmp_path / "generations_old.csv", g.head(0))
+    write_seed_csv(tmp_path / "other.csv", g)
+    write_seed_csv(tmp_path / "other.rank1.csv", g.head(0))
+    groups = sorted(sorted(p.name for p in f.files) for f in discover(tmp_path).found)
+    assert groups == [["generations.csv", "generations.part2.csv", "generations_old.csv"], ["other.csv", "other.rank1.csv"]]
+    run = load_run(tmp_path)  # the same completions in both logs: one run, each completion once
+    assert [s.kind for s in run.sources] == ["seed_csv", "seed_csv"]
+    assert run.generations is not None and run.generations.height == g.height

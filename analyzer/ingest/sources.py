@@ -367,12 +367,16 @@ _RANK_PART_RE: Final = re.compile(r"\.(?:rank|part)\d+(?=\.)")
 
 
 def _csv_groups(csvs: list[Path]) -> list[list[Path]]:
-    """Seed CSVs grouped by log: ``generations.csv``, ``generations.rank1.csv``,
-    ``generations.part2.csv`` are one log (ranks and parts); differently named CSVs are separate
-    sources (the merge decides whether they are one run)."""
+    """Seed CSVs grouped by log: every ``generations*.csv`` is one log (ranks, parts, splits: as a
+    seed-schema folder has always been read); another name is its own log, with its own ranks and
+    parts (``x.csv``, ``x.rank1.csv``). Separate logs are separate sources: the merge decides
+    whether they are one run."""
+    from trainer_hooks import schema as S
+
     groups: dict[str, list[Path]] = {}
     for p in csvs:
-        groups.setdefault(_RANK_PART_RE.sub("", p.name), []).append(p)
+        key = S.GENERATIONS_STEM if p.name.startswith(S.GENERATIONS_STEM) else _RANK_PART_RE.sub("", p.name)
+        groups.setdefault(key, []).append(p)
     return list(groups.values())
 
 
