@@ -336,3 +336,18 @@ def test_seed_csvs_are_grouped_into_logs(tmp_path: Path) -> None:
     run = load_run(tmp_path)  # the same completions in both logs: one run, each completion once
     assert [s.kind for s in run.sources] == ["seed_csv", "seed_csv"]
     assert run.generations is not None and run.generations.height == g.height
+
+
+def test_names_of_files_not_read_are_escaped_in_every_report(tmp_path: Path) -> None:
+    sc = make_scenario(None, n_steps=12, with_generations=True)
+    run = tmp_path / "run"
+    write_trainer_state(run / "trainer_state.json", sc.run.steps)
+    bad = "<img src=x onerror=alert(1)>|`x`.dat"
+    (run / bad).write_text("not a log\n")
+    analysis = analyze(run, AnalyzeOptions(output_dir=tmp_path / "out", no_embeddings=True, no_plots=True))
+    assert [n.file for n in analysis.run.report.not_read] == [bad]
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    md = (tmp_path / "out" / "report.md").read_text()
+    # in Markdown a code span shows markup as text; its backticks and pipe cannot end or split it
+    assert "- ``<img src=x onerror=alert(1)>\\|`x`.dat``: unknown format: not a format logscan reads" in md
