@@ -246,7 +246,7 @@ class Analysis:
     detectors: list[DetectorStatus] = field(default_factory=list)
     drift: DriftResult | None = None
     config: dict[str, Any] = field(default_factory=dict)
-    verdict: str = "healthy"  # healthy | warnings | critical | too_short
+    verdict: str = "healthy"  # critical | warnings | too_short | limited | healthy (analyzer.pipeline.verdict_for)
     timings: dict[str, float] = field(default_factory=dict)
     # Set by analyzer.pipeline: where the results went, which files, and stages skipped (and why).
     output_dir: str | None = None
