@@ -410,3 +410,72 @@ def test_flush_returns_when_the_writer_hits_an_unexpected_error(tmp_path: Path) 
         assert ok is False
         assert lg.close(timeout=10) is False
     assert lg.counters[schema.C_RECORDS_FAILED] == 3 and lg.counters[schema.C_RECORDS_WRITTEN] == 0
+
+
+# --- one live writer per folder and rank ----------------------------------------------------------
+def test_a_second_live_writer_on_the_same_folder_and_rank_is_refused(tmp_path: Path) -> None:
+    """Two live RunLoggers on one folder and rank used to interleave their sessions in one file
+    (analyze then saw false resumes) and overwrite each other's run.json counters."""
+    from trainer_hooks.logger import RunFolderBusyError
+
+    first = RunLogger(tmp_path, algorithm="grpo")
+    first.log_metrics(1, {"loss": 1.0})
+    assert first.flush(timeout=30)
+    events_before = (tmp_path / schema.events_file()).read_bytes()
+    manifest_before = manifest(tmp_path)
+    with pytest.raises(RunFolderBusyError, match=rf"pid {os.getpid()}\b.*rank 0|rank 0.*pid {os.getpid()}\b"):
+        RunLogger(tmp_path)
+    # the refused logger touched nothing of the live one's
+    assert (tmp_path / schema.events_file()).read_bytes() == events_before
+    assert manifest(tmp_path) == manifest_before
+    with RunLogger(tmp_path, rank=1, world_size=2) as other_rank:  # another rank is another file
+        other_rank.log_metrics(1, {"loss": 2.0})
+    assert first.close(timeout=30) is True
+    with RunLogger(tmp_path) as resumed:  # once closed, the folder can be resumed
+        resumed.log_metrics(2, {"loss": 0.5})
+    m = manifest(tmp_path)
+    assert len(m[schema.M_RESUMES]) == 1 and m[schema.M_COUNTERS][schema.C_RECORDS_WRITTEN] == 6
+
+
+HOLDER = r"""
+import sys
+from trainer_hooks import RunLogger
+lg = RunLogger(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+if sys.argv[2] == "close":
+    lg.close()
+    print("closed", flush=True)
+    sys.stdin.readline()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["close", "kill"])
+def test_a_live_writer_in_another_process_is_detected_until_it_ends(tmp_path: Path, how: str) -> None:
+    from trainer_hooks.logger import RunFolderBusyError
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path), how],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(RunFolderBusyError, match=rf"pid {holder.pid}\b"):
+            RunLogger(tmp_path)
+        if how == "close":
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            assert holder.stdout.readline().strip() == "closed"  # closed, process still alive
+        else:
+            holder.kill()  # a killed writer holds nothing: the next session resumes
+            holder.wait(timeout=30)
+        with RunLogger(tmp_path) as lg:
+            lg.log_metrics(1, {"loss": 1.0})
+        assert manifest(tmp_path)[schema.M_RESUMES][-1]["pid"] == os.getpid()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)

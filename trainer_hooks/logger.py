@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import socket
 import stat as _stat
 import sys
 import threading
@@ -47,10 +48,16 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from . import schema
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the in-process check only
+    fcntl = None  # type: ignore[assignment]
 from .schema import TrainingPhase
 
 __all__ = [
     "FileSink",
+    "RunFolderBusyError",
     "RunLogger",
     "Sink",
     "TrainingEvent",
@@ -345,6 +352,21 @@ class _FlushMarker:
 
 
 _live_loggers: weakref.WeakSet[RunLogger] = weakref.WeakSet()
+# (real path of the run folder, rank) of every live logger of this process
+_writers: set[tuple[str, int]] = set()
+_writers_lock = threading.Lock()
+
+
+class RunFolderBusyError(RuntimeError):
+    """Raised by ``RunLogger(...)`` when a live logger (in this or another process) is already
+    writing the same folder and rank."""
+
+
+def _hostname() -> str:
+    try:
+        return socket.gethostname()
+    except OSError:
+        return "unknown host"
 
 
 def _after_fork_in_child() -> None:
@@ -492,10 +514,16 @@ class RunLogger:
             self._warn_once("mkdir", f"logscan: cannot create run folder {self.run_dir}: {exc}")
 
         self._manifest_path = self.run_dir / schema.manifest_file(self.rank)
+        events_path = self.run_dir / schema.events_file(self.rank)
+        events_existed = events_path.exists()
+        self._lock_key: tuple[str, int] | None = None
+        self._lock_fd: int | None = None
+        self._lock_guard = threading.Lock()
+        self._writer_done = False
+        self._abandoned = False
+        self._acquire_writer_lock(events_path)  # raises RunFolderBusyError: nothing written yet
         previous = self._read_previous_manifest()
-        self.resumed = (
-            previous is not None or (self.run_dir / schema.events_file(self.rank)).exists()
-        )
+        self.resumed = previous is not None or events_existed
         self._csv: _CsvStream | None = None
         if generations_format == "csv":
             self._csv = _CsvStream(
@@ -538,6 +566,7 @@ class RunLogger:
             schema.M_GENERATIONS_FORMAT: generations_format,
             schema.M_COUNTERS: dict(self._base_counters),
             schema.M_RESUMES: resumes,
+            schema.M_WRITER: {"pid": os.getpid(), "host": _hostname(), "since": now},
         }
         self._write_manifest()
         self._names_in_manifest = len(self._reward_names)
@@ -889,6 +918,7 @@ class RunLogger:
             dict.fromkeys([*self._manifest[schema.M_REWARD_NAMES], *self._reward_names])
         )
         manifest_ok = self._write_final_manifest(deadline)
+        self._release_after_close()
         with contextlib.suppress(Exception):
             atexit.unregister(self._atexit_close)
         ok = (
@@ -967,6 +997,68 @@ class RunLogger:
         for sink in self._open_sinks():
             with contextlib.suppress(OSError):
                 sink.close()
+        with self._lock_guard:
+            self._writer_done = True
+            if self._abandoned:  # close() gave up on this thread: the folder is free only now
+                self._release_writer_lock()
+
+    # --- one live writer per folder and rank ------------------------------------------------------
+    def _acquire_writer_lock(self, events_path: Path) -> None:
+        """Hold an exclusive ``flock`` on this rank's events file (and a per-process registry, for
+        file systems without flock) for as long as this logger may write. A second live writer
+        would interleave its session with this one's in the same files and overwrite run.json."""
+        key = (os.path.realpath(self.run_dir), self.rank)
+        with _writers_lock:
+            if key in _writers:
+                raise self._busy()
+            fd: int | None
+            try:
+                fd = os.open(events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError:  # an unwritable folder: every write will fail and be counted
+                fd = None
+            if fd is not None and fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    raise self._busy() from None
+                except OSError:  # no locks on this file system: the registry check only
+                    pass
+            _writers.add(key)
+            self._lock_key, self._lock_fd = key, fd
+
+    def _busy(self) -> RunFolderBusyError:
+        # who: as its run.json says (it may not have written one yet)
+        writer = (self._read_previous_manifest() or {}).get(schema.M_WRITER)
+        who = "another live RunLogger"
+        if isinstance(writer, dict):
+            who = f"pid {writer.get('pid')} on {writer.get('host')} (since {writer.get('since')})"
+        return RunFolderBusyError(
+            f"logscan: {self.run_dir} rank {self.rank} is being written by {who}; two writers "
+            "on one folder and rank would mix their records in the same files. Close that "
+            "logger (or end that process) first, or use another run_dir or rank="
+        )
+
+    def _release_writer_lock(self) -> None:
+        with _writers_lock:
+            if self._lock_key is None:
+                return
+            _writers.discard(self._lock_key)
+            self._lock_key = None
+            fd, self._lock_fd = self._lock_fd, None
+            if fd is not None:
+                if fcntl is not None:  # explicitly: a forked child may still hold a copy of fd
+                    with contextlib.suppress(OSError):
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _release_after_close(self) -> None:
+        with self._lock_guard:
+            if self._writer_done:
+                self._release_writer_lock()
+            else:  # the writer is stuck in the disk: it may still write, so it releases at its end
+                self._abandoned = True
 
     def _open_sinks(self) -> list[Sink]:
         sinks = (self._events_sink, self._gens_sink, self._csv.sink if self._csv else None)

@@ -72,6 +72,7 @@ M_RANK: Final = "rank"
 M_GENERATIONS_FORMAT: Final = "generations_format"
 M_COUNTERS: Final = "counters"
 M_RESUMES: Final = "resumes"  # [{"time": float, "previous_status": str, "pid": int}, …]
+M_WRITER: Final = "writer"  # the session writing now: {"pid": int, "host": str, "since": iso time}
 
 # run.json["counters"] keys (cumulative over resumes)
 C_RECORDS_WRITTEN: Final = "records_written"  # whole lines/rows that reached their file
