@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from analyzer import columns as C
 from analyzer.errors import InputError
-from analyzer.ingest.sources import FORMATS, Discovery, Found, discover
+from analyzer.ingest.sources import FORMATS, Discovery, Found, SourceFormat, discover
 from analyzer.model import IngestIssue, IngestReport, NotRead, RunData, SourceRead
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ MAX_CONFLICT_ISSUES: Final = 20
 
 
 class _Loaded:
-    __slots__ = ("alignment", "found", "note", "prefix", "run", "shift", "steps_covered")
+    __slots__ = ("alignment", "found", "note", "prefix", "run", "shift")
 
     def __init__(self, found: Found, run: RunData, prefix: str) -> None:
         self.found = found
@@ -47,10 +47,9 @@ class _Loaded:
         self.shift = 0
         self.alignment = FORMATS[found.kind].alignment
         self.note = ""
-        self.steps_covered: list[int] = []
 
     @property
-    def fmt(self) -> Any:
+    def fmt(self) -> SourceFormat:
         return FORMATS[self.found.kind]
 
     def label(self) -> str:
@@ -308,7 +307,15 @@ def _merge_generations(loaded: list[_Loaded], report: IngestReport) -> pl.DataFr
     try:
         merged = pl.concat(frames, how="diagonal_relaxed")
     except Exception:  # an extra column typed differently by two sources: keep it as text
-        fixed = [f.with_columns(pl.col(c).cast(pl.String) for c, t in f.schema.items() if c not in (C.STEP, C.RANK) and not c.startswith(C.REWARD_PREFIX) and t != pl.String and c not in (C.TOTAL_REWARD, C.TIMESTAMP, C.ADVANTAGE)) for f in frames]
+        typed = {C.STEP, C.RANK, C.TOTAL_REWARD, C.TIMESTAMP, C.ADVANTAGE}
+        fixed = [
+            f.with_columns(
+                pl.col(c).cast(pl.String)
+                for c, t in f.schema.items()
+                if c not in typed and not c.startswith(C.REWARD_PREFIX) and t != pl.String
+            )
+            for f in frames
+        ]
         merged = pl.concat(fixed, how="diagonal_relaxed")
     return finalize_generations(merged, Collector(report, Path(".")))
 
