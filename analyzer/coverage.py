@@ -200,6 +200,13 @@ class Coverage:
         parts = [self.summary()]
         if self.not_run:
             parts.append("not checked: " + ", ".join(name for name, _ in self.not_run))
+            # why, for the ones no logging would fix (too short, too few points, a crash)
+            hinted = {n for h in self.hints for n in h.enables}
+            why: dict[str, list[str]] = {}
+            for name, reason in self.not_run:
+                if name not in hinted:
+                    why.setdefault(reason, []).append(name)
+            parts += [f"{', '.join(names)}: {reason}" for reason, names in why.items()]
         if self.disabled:
             parts.append("disabled: " + ", ".join(self.disabled))
         if self.no_specific:
@@ -236,9 +243,10 @@ def _present(frame: pl.DataFrame | None, names: Iterable[str]) -> set[str]:
     if frame is None:
         return set()
     found: set[str] = set()
+    columns = set(frame.columns)  # once: frame.columns is a new list per call
     for name in names:
         for col in (name, *(prefix + name for prefix in C.SPLIT_PREFIXES)):
-            if col in frame.columns and frame.get_column(col).null_count() < frame.height:
+            if col in columns and frame.get_column(col).null_count() < frame.height:
                 found.add(name)
                 break
     return found
