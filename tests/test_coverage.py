@@ -271,6 +271,7 @@ def test_disabled_core_check_is_the_users_choice_and_internal_errors_count() -> 
     assert not c.limited and c.disabled == ("mode_collapse",) and "disabled: mode_collapse" in c.headline()
     c = cov.assess(run, None, _statuses(set(core) - {"repetition"}, {"repetition": "internal error: ValueError: x"}))
     assert c.limited and c.not_run == (("repetition", "internal error: ValueError: x"),) and c.hints == ()
+    assert c.headline().endswith("not checked: repetition; repetition: internal error: ValueError: x")
     # a core check with no status at all (an Analysis built by hand) did not run either
     c = cov.assess(run, None, _statuses(set(core) - {"truncation"}, {}))
     assert c.not_run == (("truncation", "not run (no status recorded)"),)
