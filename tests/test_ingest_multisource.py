@@ -351,3 +351,22 @@ def test_names_of_files_not_read_are_escaped_in_every_report(tmp_path: Path) -> 
     md = (tmp_path / "out" / "report.md").read_text()
     # in Markdown a code span shows markup as text; its backticks and pipe cannot end or split it
     assert "- ``<img src=x onerror=alert(1)>\\|`x`.dat``: unknown format: not a format logscan reads" in md
+
+
+def test_the_step_alignment_table_in_the_docs_matches_the_registry() -> None:
+    """docs/formats.md's table of step bases says what FORMATS says, for every kind."""
+    import re
+
+    from analyzer.ingest.sources import FORMATS
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "formats.md").read_text(encoding="utf-8")
+    section = text[text.index("## Several sources in one folder") :]
+    moved: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            for kind in re.findall(r"`([a-z_]+)`", cells[0]):
+                moved[kind] = cells[2]
+    assert set(moved) == set(FORMATS)
+    for kind, fmt in FORMATS.items():
+        assert moved[kind].startswith("+1" if fmt.step_basis == "before_update" else "0"), kind
