@@ -360,7 +360,8 @@ def test_the_step_alignment_table_in_the_docs_matches_the_registry() -> None:
     from analyzer.ingest.sources import FORMATS
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "formats.md").read_text(encoding="utf-8")
-    section = text[text.index("## Several sources in one folder") :]
+    start = text.index("## Several sources in one folder")
+    section = text[start : text.index("\n## ", start + 1)]
     moved: dict[str, str] = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
