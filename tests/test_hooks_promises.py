@@ -479,3 +479,52 @@ def test_a_live_writer_in_another_process_is_detected_until_it_ends(tmp_path: Pa
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+# --- keys that JSON would repeat -------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_keys_that_become_equal_as_json_text_are_kept_apart(tmp_path: Path, fmt: str) -> None:
+    """{1: 0.5, "1": 0.7} used to be written as {"1":0.5,"1":0.7}: a duplicate JSON key, which
+    readers resolve by silently keeping one of the values."""
+
+    def pairs(text: str) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+
+        def hook(items: list[tuple[str, Any]]) -> dict[str, Any]:
+            out.extend(items)
+            keys = [k for k, _ in items]
+            assert len(keys) == len(set(keys)), f"duplicate JSON keys in {text}"
+            return dict(items)
+
+        json.loads(text, object_pairs_hook=hook)
+        return out
+
+    with RunLogger(tmp_path, generations_format=fmt) as lg:  # type: ignore[arg-type]
+        lg.log_metrics(1, {1: 0.5, "1": 0.7})  # type: ignore[dict-item]
+        lg.log_event("checkpoint", 1, meta={"a": {2: "x", "2": "y"}})
+        lg.log_generation(
+            step=1, question="q", model_output="o", rewards={1: 0.5, "1": 0.7}, info={3: 1, "3": 2}  # type: ignore[dict-item]
+        )
+    evs = _lines(tmp_path / schema.events_file())
+    metrics = next(json.loads(e) for e in evs if '"phase":"metrics"' in e)[schema.E_METRICS]
+    assert sorted(metrics.values()) == [0.5, 0.7] and metrics["1"] == 0.7
+    for line in evs:
+        pairs(line)
+    ckpt = next(json.loads(e) for e in evs if '"phase":"checkpoint"' in e)
+    assert sorted(ckpt[schema.E_META]["a"].values()) == ["x", "y"]
+    if fmt == "jsonl":
+        (line,) = _lines(tmp_path / schema.generations_file())
+        pairs(line)
+        g = json.loads(line)
+        assert sorted(g[schema.G_REWARDS].values()) == [0.5, 0.7] and g[schema.G_TOTAL_REWARD] == 1.2
+        assert sorted(g[schema.G_EXTRA]["info"].values()) == [1, 2]
+    else:
+        import csv
+
+        with open(tmp_path / "generations.csv", newline="", encoding="utf-8") as f:
+            (header, row) = list(csv.reader(f))
+        assert len(header) == len(set(header))
+        rewards = {h: v for h, v in zip(header, row, strict=True) if h.endswith("_reward") and h != "total_reward"}
+        assert sorted(float(v) for v in rewards.values()) == [0.5, 0.7]
+        pairs(row[header.index("extra")])
+    assert manifest(tmp_path)[schema.M_REWARD_NAMES] == ["1 (int)", "1"]

@@ -235,6 +235,56 @@ _MAX_DEPTH = 100
 TOO_DEEP = "<nested too deep>"
 
 
+def _only_str_keys(d: dict[Any, Any]) -> bool:
+    """Whether every key of ``d`` is a str (else JSON would turn 1 and "1" into one key twice)."""
+    try:
+        "".join(d)  # C speed: a TypeError at the first key that is not a str
+    except TypeError:
+        return False
+    return True
+
+
+def _only_str_keys_deep(obj: Any, depth: int = 0) -> bool:
+    """``_only_str_keys`` for every dict inside ``obj``; False (take the slow path) when too deep."""
+    if depth > _MAX_DEPTH:
+        return False
+    if isinstance(obj, dict):
+        if not _only_str_keys(obj):
+            return False
+        values: Iterable[Any] = obj.values()
+    elif isinstance(obj, list | tuple):
+        values = obj
+    else:
+        return True
+    return all(
+        _only_str_keys_deep(v, depth + 1) for v in values if isinstance(v, dict | list | tuple)
+    )
+
+
+def _str_keyed(d: dict[Any, Any]) -> dict[Any, Any]:
+    """``d`` with every key a str, in order. A key that is not a str takes its text, and when that
+    text is already a key, its type too (``{1: a, "1": b}`` → ``{"1 (int)": a, "1": b}``): a JSON
+    object must not repeat a key, and neither value may be lost."""
+    if _only_str_keys(d):
+        return d
+    taken = {k for k in d if isinstance(k, str)}
+    out: dict[Any, Any] = {}
+    for k, v in d.items():
+        if not isinstance(k, str):
+            try:
+                base = str(k.value if isinstance(k, enum.Enum) else k)
+            except Exception:
+                base = f"<{type(k).__name__} key>"
+            name, n = base, 1
+            while name in taken:
+                name = f"{base} ({type(k).__name__}{'' if n == 1 else f' {n}'})"
+                n += 1
+            taken.add(name)
+            k = name
+        out[k] = v
+    return out
+
+
 def _sanitize(obj: Any, depth: int = 0) -> Any:
     """The slow path: non-finite floats → NONFINITE strings, odd keys → str, unknown objects → JSON.
 
@@ -250,12 +300,7 @@ def _sanitize(obj: Any, depth: int = 0) -> Any:
     if obj is None or isinstance(obj, str | int):
         return obj.value if isinstance(obj, enum.Enum) else obj
     if isinstance(obj, dict):
-        return {
-            (
-                k if isinstance(k, str) else str(k.value if isinstance(k, enum.Enum) else k)
-            ): _sanitize(v, depth + 1)
-            for k, v in obj.items()
-        }
+        return {k: _sanitize(v, depth + 1) for k, v in _str_keyed(obj).items()}
     if isinstance(obj, list | tuple):
         return [_sanitize(v, depth + 1) for v in obj]
     return _sanitize(_json_default(obj), depth + 1)
@@ -1153,7 +1198,10 @@ class RunLogger:
 
     def _event_line(self, item: tuple[Any, ...]) -> str:
         _, ts, step, phase, split, metrics, meta = item
-        return encode_json(_event_dict(ts, step, phase, split, metrics, meta, self.rank)) + "\n"
+        record = _event_dict(ts, step, phase, split, metrics, meta, self.rank)
+        if (metrics and not _only_str_keys(metrics)) or (meta and not _only_str_keys_deep(meta)):
+            return _dumps(_sanitize(record)) + "\n"  # keys JSON would repeat: renamed
+        return encode_json(record) + "\n"
 
     def _gen_fields(self, item: tuple[Any, ...]) -> tuple[Any, ...]:
         # The writer's hot loop (one call per completion): str.find instead of regexes, a cached
@@ -1164,8 +1212,12 @@ class RunLogger:
             reasoning = extra.pop(schema.G_REASONING, _UNSET)
             answer = extra.pop(schema.G_ANSWER, _UNSET)
             total = extra.pop(schema.G_TOTAL_REWARD, _UNSET)
+            if not _only_str_keys_deep(extra):
+                extra = _sanitize(extra)
         else:
             reasoning = answer = total = _UNSET
+        if rewards and not _only_str_keys(rewards):
+            rewards = _str_keyed(rewards)
         text = _text(output)
         if reasoning is _UNSET:
             reasoning = self._reasoning_tag(text)
