@@ -347,3 +347,27 @@ def test_logscan_detectors_prints_the_core_checks_per_kind() -> None:
     assert "rl_scalars: GRPO/PPO/RLOO run with logged scalars only\n    core:     nan_values, loss_spike, log_integrity, reward_hacking" in text
     assert "preference: preference-optimisation run (DPO/ORPO/CPO/KTO)\n    core:     nan_values, loss_spike, log_integrity\n" in text
     assert "no preference-specific check yet" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "verdict", "kind"),
+    [
+        # verl PPO console log: a critic (value loss, explained variance) and no completions
+        ("Bihan__dstack-configs/verl_demo.log", "limited", "rl_scalars"),
+        # TRL DPO with a NaN grad norm: the warning wins, the coverage still says preference
+        ("harryc295__soup-dpo-takehome/results__trainer_state.json", "warnings", "preference"),
+        # 4 logged steps: too short beats limited
+        ("5ivatej__meta-hackathon/results__trainer_state.json", "too_short", "rl_scalars"),
+        # LLaMA-Factory's own log: loss, accuracy, learning rate — nothing tells the kind
+        ("chandlerzuo__rlhf_recsys/outputs__trainer_log.jsonl", "limited", "unknown"),
+    ],
+)
+def test_real_logs_verdict_and_kind(realdata: Path, name: str, verdict: str, kind: str) -> None:
+    a = analyze(realdata / name, OPTIONS)
+    c = cov.coverage_of(a)
+    assert (a.verdict, c.kind) == (verdict, kind)
+    assert c.limited  # none of these logged everything its kind needs
+    if name.startswith("Bihan"):
+        assert "value_reward_mismatch" in c.ran and "reward_std_collapse" not in c.core
+        assert [n for n, _ in c.not_run] == ["mode_collapse", "repetition"]
+        assert c.hints[0].log.startswith("log completions with trainer_hooks")
