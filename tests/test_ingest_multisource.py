@@ -130,6 +130,24 @@ def _llamafactory_log(path: Path, rows: list[dict[str, Any]]) -> None:
                                  "percentage": r["step"] * 5.0, "elapsed_time": "0:00:01", "remaining_time": "0:00:01"}) + "\n")
 
 
+@pytest.mark.parametrize("kind", ["length_hacking", "truncation"])
+def test_a_sparse_trainer_log_does_not_hide_what_the_completions_show(kind: str, tmp_path: Path) -> None:
+    """A trainer that logs every 50 steps beside completions at every step: the logged column is
+    too sparse to judge, so the detector reads the completions instead of skipping."""
+    sc = make_scenario(kind, with_generations=True)
+    sparse = sc.run.steps.filter(pl.col("step") % 50 == 0).drop("clipped_ratio", "completion_length", strict=False)
+    sparse = sparse.with_columns(pl.lit(0.0).alias("clipped_ratio"), pl.lit(40.0).alias("completion_length"))
+    run = tmp_path / "run"
+    write_trainer_state(run / "trainer_state.json", sparse)
+    write_seed_csv(run / "generations.csv", sc.run.generations)  # type: ignore[arg-type]
+    analysis = analyze(run, AnalyzeOptions(output_dir=tmp_path / "out", **FAST))  # type: ignore[arg-type]
+    found = [a for a in analysis.alerts if a.kind == kind]
+    assert _at_onset(found, sc.onset, sc.n_steps), (kind, [(a.step, a.message) for a in found])  # type: ignore[arg-type]
+    # the logged value is still the trainer's own where it was logged
+    metrics = pl.read_parquet(tmp_path / "out" / "metrics.parquet")
+    assert metrics.filter(pl.col("step") == 50)["clipped_ratio"].to_list() == [0.0]
+
+
 def test_conflicting_duplicate_metrics_keep_the_trainer_value_and_report(tmp_path: Path) -> None:
     rows = [{"step": s, "loss": round(1.0 / s, 4), "learning_rate": 1e-5, "grad_norm": 0.5 + s / 100} for s in range(1, 21)]
     write_trainer_state(tmp_path / "trainer_state.json", pl.DataFrame(rows))

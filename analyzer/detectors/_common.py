@@ -15,6 +15,8 @@ from analyzer.detectors.text import CORRECT, FORMAT_OK, N_TOKENS
 from analyzer.model import Alert, Severity
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import polars as pl
 
     from analyzer.detectors.base import DetectorContext
@@ -184,28 +186,56 @@ def _rebuilt(ctx: DetectorContext, feature: str, name: str) -> Signal | None:
     return (name, x, y) if x.size else None
 
 
+def _best(ctx: DetectorContext, *sources: Callable[[], Signal | None]) -> Signal | None:
+    """The first signal, in preference order, with enough points to judge, else the first there is.
+
+    A folder merges sources: a trainer log every few steps must not hide the completions' signal
+    at every step. Sources are read lazily: a judgeable first one costs no rebuild."""
+    first: Signal | None = None
+    for source in sources:
+        sig = source()
+        if sig is None:
+            continue
+        if sig[1].size >= ctx.min_points():
+            return sig
+        first = first or sig
+    return first
+
+
 def reward_signal(ctx: DetectorContext) -> Signal | None:
     """The training reward per step: logged ``reward``, else rebuilt ``gen_reward_mean``/completions."""
-    return _logged(ctx, [C.REWARD, C.GEN_REWARD_MEAN]) or _rebuilt(
-        ctx, C.TOTAL_REWARD, "total_reward (completions)"
+    return _best(
+        ctx,
+        lambda: _logged(ctx, [C.REWARD, C.GEN_REWARD_MEAN]),
+        lambda: _rebuilt(ctx, C.TOTAL_REWARD, "total_reward (completions)"),
     )
 
 
 def length_signal(ctx: DetectorContext) -> Signal | None:
     """Completion length per step: logged tokens, else whitespace tokens of the completions."""
-    return _logged(ctx, [C.COMPLETION_LENGTH, C.GEN_LEN_TOKENS]) or _rebuilt(
-        ctx, N_TOKENS, "completion tokens (completions)"
+    return _best(
+        ctx,
+        lambda: _logged(ctx, [C.COMPLETION_LENGTH, C.GEN_LEN_TOKENS]),
+        lambda: _rebuilt(ctx, N_TOKENS, "completion tokens (completions)"),
     )
 
 
 def accuracy_signal(ctx: DetectorContext) -> Signal | None:
     """Exact-match accuracy per step recomputed from the completions (train split), else logged."""
-    return _rebuilt(ctx, CORRECT, "exact-match accuracy") or _logged(ctx, [C.GEN_ACCURACY])
+    return _best(
+        ctx,
+        lambda: _rebuilt(ctx, CORRECT, "exact-match accuracy"),
+        lambda: _logged(ctx, [C.GEN_ACCURACY]),
+    )
 
 
 def format_signal(ctx: DetectorContext) -> Signal | None:
     """Format compliance per step recomputed from the completions (train split), else logged."""
-    return _rebuilt(ctx, FORMAT_OK, "format compliance") or _logged(ctx, [C.GEN_FORMAT_OK])
+    return _best(
+        ctx,
+        lambda: _rebuilt(ctx, FORMAT_OK, "format compliance"),
+        lambda: _logged(ctx, [C.GEN_FORMAT_OK]),
+    )
 
 
 _COMPONENT_RE = re.compile(r"^(?:gen_)?rewards?/(?P<name>.+?)(?:/mean|_mean)?$")

@@ -146,10 +146,23 @@ class DetectorContext:
         return len(x) > 0
 
     def first_present(self, columns: Iterable[str]) -> str | None:
-        for c in columns:
-            if self.has(c):
+        """The first of ``columns`` with enough points to judge, else the first with any.
+
+        A folder merges sources: a trainer log every few steps beside completions at every step.
+        A logged column too sparse to judge must not hide a denser signal listed after it."""
+        present = [c for c in columns if self.has(c)]
+        for c in present:
+            if self.judgeable(c):
                 return c
-        return None
+        return present[0] if present else None
+
+    def min_points(self) -> int:
+        """Points a series needs before a trend detector judges it."""
+        return max(int(self.general["min_steps"]), int(self.general["warmup_min_points"]) + 3)
+
+    def judgeable(self, column: str) -> bool:
+        """True when ``column`` holds enough finite points for a trend detector to judge it."""
+        return len(self.series(column)[0]) >= self.min_points()
 
     def series(self, column: str, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one metrics column, nulls dropped, non-finite dropped unless asked.
@@ -203,7 +216,7 @@ class DetectorContext:
             raise Skip(why)
 
     def require_length(self, n_points: int, what: str) -> None:
-        need = max(int(self.general["min_steps"]), int(self.general["warmup_min_points"]) + 3)
+        need = self.min_points()
         if n_points < need:
             raise Skip(f"too few points of {what} to judge ({n_points} < {need})")
 

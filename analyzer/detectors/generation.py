@@ -160,7 +160,8 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     import polars as pl
 
     ctx.skip_if_too_short()
-    if ctx.has(C.CLIPPED_RATIO):
+    # the logged share first, unless too sparse to judge while the completions can say it
+    if ctx.has(C.CLIPPED_RATIO) and (ctx.judgeable(C.CLIPPED_RATIO) or not ctx.has_generations):
         x, y = ctx.series(C.CLIPPED_RATIO)
         source = C.CLIPPED_RATIO
     elif ctx.has_generations:
