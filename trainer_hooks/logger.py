@@ -179,7 +179,11 @@ class FileSink:
                     raise PartialWrite(exc.errno, exc.strerror, done - prefix) from exc
             raise
         self._needs_newline = False
-        if os.fstat(self._fd).st_nlink == 0:
+        try:
+            deleted = os.fstat(self._fd).st_nlink == 0
+        except OSError:  # the write went through; the check is best effort
+            deleted = False
+        if deleted:
             self._deleted = True
             raise OSError(errno.ENOENT, f"{self.path} was deleted while logscan was writing it")
 
@@ -946,7 +950,7 @@ class RunLogger:
         # left in the queue: when the writer finished, a log_* call that raced close() appended
         # after its last drain; when it timed out, everything it did not get to (+ its batch).
         # Taken out of the queue, so a writer that wakes up later cannot write them too.
-        lost = self._sweep_queue()
+        lost, markers = self._sweep_queue()
         if not done:
             lost += self._inflight
         if lost:
@@ -975,24 +979,27 @@ class RunLogger:
         )
         with self._marker_lock:
             self._final = ok  # first: a log_* call appending after this reclaims its own record
-            lost = self._sweep_queue(answer=ok)
+            lost, more = self._sweep_queue()
+            for marker in (*markers, *more):  # appended after the writer's last drain: close answers
+                marker.ok = ok
+                marker.done.set()
         if lost:
             self._count_dropped(lost)
         self._closed_event.set()
         return ok
 
-    def _sweep_queue(self, answer: bool = False) -> int:
-        """Empty the queue: the number of records taken; flush markers are answered ``answer``."""
+    def _sweep_queue(self) -> tuple[int, list[_FlushMarker]]:
+        """Empty the queue: (the number of records taken, the flush markers taken)."""
         lost = 0
+        markers: list[_FlushMarker] = []
         q = self._q
         while True:
             try:
                 item = q.popleft()
             except IndexError:
-                return lost
+                return lost, markers
             if isinstance(item, _FlushMarker):
-                item.ok = answer
-                item.done.set()
+                markers.append(item)
             else:
                 lost += 1
 
