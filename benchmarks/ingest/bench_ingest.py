@@ -10,7 +10,8 @@ best wall time (and the worst peak RSS) of N runs of each case, the cases interl
 round (the CLI runs once); ``--cli`` adds, for information, the whole ``logscan analyze
 --no-embeddings --no-plots --no-html`` (ingest, metrics, detectors, drift, reports) on each run;
 ``--only jsonl|csv`` measures one format; ``--cases polars,polarsmetrics,logscan`` runs only
-those kinds (of ``KINDS``; ``dirty`` is the JSONL run with bad lines). ``polars`` and ``pandas``
+those kinds (of ``KINDS``; ``dirty`` is the JSONL run with bad lines, ``torn`` the CSV run whose last
+row a kill cut short). ``polars`` and ``pandas``
 compute only three aggregates per step; ``polarsmetrics`` and ``pandasmetrics`` are the same-work
 baselines (benchmarks/ingest/baselines.py): every ``gen_*`` column logscan computes, as one lazy
 Polars query and with pandas (tests/test_bench_baselines.py checks they give logscan's numbers;
@@ -36,14 +37,15 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 JSONL_RUN = DATA / "big_run_jsonl"
 CSV_RUN = DATA / "big_run_csv"
 DIRTY_RUN = DATA / "big_run_jsonl_dirty"
-KINDS = ("polars", "polarsfull", "polarsmetrics", "polarstuned", "logscan", "logscanjem", "pandas", "pandasmetrics", "cli", "dirty")
+TORN_RUN = DATA / "big_run_csv_torn"
+KINDS = ("polars", "polarsfull", "polarsmetrics", "polarstuned", "logscan", "logscanjem", "pandas", "pandasmetrics", "cli", "dirty", "torn")
 PANDAS_KINDS = ("pandas", "pandasmetrics")
 
 
 def _case(name: str) -> dict[str, object]:
     t0 = time.perf_counter()
     extra: dict[str, object] = {}
-    if name in ("logscan_jsonl", "logscan_csv", "logscan_dirty", "logscanjem_jsonl", "logscanjem_csv"):
+    if name in ("logscan_jsonl", "logscan_csv", "logscan_dirty", "logscan_torn", "logscanjem_jsonl", "logscanjem_csv"):
         from analyzer.ingest._common import return_freed_memory_promptly
 
         if not name.startswith("logscanjem"):
@@ -51,7 +53,7 @@ def _case(name: str) -> dict[str, object]:
             extra["alloc_env_set"] = return_freed_memory_promptly()
         from analyzer.ingest import load_run
 
-        run = load_run({"logscan_jsonl": JSONL_RUN, "logscan_csv": CSV_RUN, "logscan_dirty": DIRTY_RUN,
+        run = load_run({"logscan_jsonl": JSONL_RUN, "logscan_csv": CSV_RUN, "logscan_dirty": DIRTY_RUN, "logscan_torn": TORN_RUN,
                         "logscanjem_jsonl": JSONL_RUN, "logscanjem_csv": CSV_RUN}[name])
         extra["issue_texts"] = [str(i) for i in run.report.issues[:3]]
         assert run.generations is not None
@@ -215,9 +217,10 @@ def main() -> None:
     for fmt in ("jsonl", "csv"):
         if args.only and fmt != args.only:
             continue
-        kinds = [k for k in KINDS if k in wanted and k != "dirty"]
+        kinds = [k for k in KINDS if k in wanted and k not in ("dirty", "torn")]
         dirty = "dirty" in wanted and fmt == "jsonl" and (DIRTY_RUN / "generations.jsonl").is_file()
-        names = [f"{k}_{fmt}" for k in kinds] + (["logscan_dirty"] if dirty else [])
+        torn = "torn" in wanted and fmt == "csv" and (TORN_RUN / "generations.csv").is_file()
+        names = [f"{k}_{fmt}" for k in kinds] + (["logscan_dirty"] if dirty else []) + (["logscan_torn"] if torn else [])
         # every baseline gets the same best-of-N as logscan (only the informational CLI runs once)
         found = _run_all(names, args.repeat, once={f"cli_{fmt}"})
         results = {k: found[f"{k}_{fmt}"] for k in kinds}
@@ -234,6 +237,14 @@ def main() -> None:
             if "error" not in res:
                 print(f"| jsonl (1 malformed line + torn tail) | logscan | {res['seconds']} | {res['peak_mb']} | "
                       f"{_ratio(res, base)} | {_ratio(res, pandas)} | ingest_s={res.get('ingest_s')}, "
+                      f"issues: {'; '.join(res['issue_texts'])} |")  # type: ignore[arg-type]
+        if "logscan_torn" in found:
+            res = found["logscan_torn"]
+            if "error" not in res:
+                clean = results.get("logscan")
+                print(f"| csv (last row torn inside its quoted output) | logscan | {res['seconds']} | {res['peak_mb']} | "
+                      f"{_ratio(res, base)} | {_ratio(res, pandas)} | {_ratio(res, clean)} of the clean run's logscan, "
+                      f"ingest_s={res.get('ingest_s')}, cpu_s={res.get('cpu_s')}, "
                       f"issues: {'; '.join(res['issue_texts'])} |")  # type: ignore[arg-type]
 
 

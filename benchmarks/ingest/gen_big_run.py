@@ -4,7 +4,8 @@
     python benchmarks/ingest/gen_big_run.py --completions 20000 --steps 100
 
 Writes ``benchmarks/data/big_run_jsonl/`` (``generations.jsonl`` ≈ 1 GB) and
-``benchmarks/data/big_run_csv/`` (the same completions as ``generations.csv``), each with a
+``benchmarks/data/big_run_csv/`` (the same completions as ``generations.csv``; ``big_run_csv_torn/``
+is that run with its last row cut short, as a kill leaves it), each with a
 ``run.json`` and an ``events.jsonl`` of per-step metrics, in the format trainer_hooks writes
 (format ``logscan-run/1``; non-finite values as the strings ``"NaN"``/``"Infinity"``).
 ``benchmarks/data/`` is gitignored. Simulated data: no model was trained.
@@ -79,6 +80,7 @@ def generate(completions: int, steps: int, out: Path = DATA, *, seed: int = 0) -
                                  correct, fmt, "train", gid])
     print(f"wrote {per_step * steps} completions in {time.time() - t0:.0f} s to {jdir} and {cdir}")
     make_dirty(jdir, out / "big_run_jsonl_dirty")
+    make_torn_csv(cdir, out / "big_run_csv_torn")
     return jdir, cdir
 
 
@@ -94,12 +96,38 @@ def make_dirty(clean: Path, dirty: Path) -> None:
         dst.write(b'{"global_step": 1001, "question": "cut sh')
 
 
+def make_torn_csv(clean: Path, torn: Path) -> None:
+    """The CSV run as a kill leaves it: the last row cut inside its quoted model output, after
+    the output's line break (where most of a row's bytes are). The benchmark shows that only
+    the torn row costs extra."""
+    torn.mkdir(parents=True, exist_ok=True)
+    for name in (S.MANIFEST_FILE, S.events_file()):
+        (torn / name).write_bytes((clean / name).read_bytes())
+    src, dst = clean / S.generations_file(fmt="csv"), torn / S.generations_file(fmt="csv")
+    size = src.stat().st_size
+    with src.open("rb") as fh:
+        fh.seek(max(0, size - 4096))
+        tail = fh.read()
+    last = tail.rindex(b"\r\n", 0, len(tail) - 2) + 2  # the last row's start
+    cut = size - len(tail) + tail.index(b"</reasoning>\n", last) + len(b"</reasoning>\n<ans")
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        left = cut
+        while left:
+            block = fin.read(min(left, 64 << 20))
+            fout.write(block)
+            left -= len(block)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--completions", type=int, default=1_000_000)
     ap.add_argument("--steps", type=int, default=1_000)
     ap.add_argument("--out", type=Path, default=DATA)
+    ap.add_argument("--torn-csv-only", action="store_true", help="only (re)make big_run_csv_torn from big_run_csv")
     args = ap.parse_args()
+    if args.torn_csv_only:
+        make_torn_csv(args.out / "big_run_csv", args.out / "big_run_csv_torn")
+        return
     generate(args.completions, args.steps, args.out)
 
 
