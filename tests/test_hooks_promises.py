@@ -528,3 +528,33 @@ def test_keys_that_become_equal_as_json_text_are_kept_apart(tmp_path: Path, fmt:
         assert sorted(float(v) for v in rewards.values()) == [0.5, 0.7]
         pairs(row[header.index("extra")])
     assert manifest(tmp_path)[schema.M_REWARD_NAMES] == ["1 (int)", "1"]
+
+
+def test_records_an_fsync_could_not_make_durable_are_counted_as_failed(tmp_path: Path) -> None:
+    """A network file system may accept every write and report the loss only at fsync (Linux then
+    drops the unwritten pages). The records written since the last good fsync are not on disk."""
+    from trainer_hooks.logger import FileSink
+
+    class SyncFails(FileSink):
+        fail = False
+
+        def sync(self) -> None:
+            if SyncFails.fail:
+                raise OSError(5, "Input/output error")
+            super().sync()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lg = RunLogger(tmp_path, sink_factory=SyncFails)
+        lg.log_metrics(1, {"loss": 1.0})
+        assert lg.flush(timeout=30) is True  # run_start and step 1: durable
+        SyncFails.fail = True
+        for i in range(5):
+            lg.log_metrics(2 + i, {"loss": 1.0})
+        assert lg.flush(timeout=30) is False
+        SyncFails.fail = False
+        lg.log_metrics(7, {"loss": 1.0})
+        assert lg.close(timeout=30) is False
+    c = lg.counters
+    assert c[schema.C_RECORDS_WRITTEN] == 2 + 2  # before the failed fsync; step 7 and run_end
+    assert c[schema.C_RECORDS_FAILED] == 5 and c[schema.C_WRITE_ERRORS] == 1

@@ -540,6 +540,7 @@ class RunLogger:
         self._close_deadline: float | None = None
         self._closed_event = threading.Event()  # set when the first close() has finished
         self._sync_ok = True  # no fsync has failed
+        self._unsynced: dict[int, int] = {}  # id(sink) → records written since its last fsync
         self._warned: set[str] = set()
         self._close_hooks: list[Callable[[], None]] = []
         self._inflight = 0
@@ -1322,11 +1323,9 @@ class RunLogger:
                 new = [n for r in rows[end:] for n in r[9] if n not in known]
                 st.reward_names = [*st.reward_names, *dict.fromkeys(new)]
                 if st.sink is not None:
-                    try:
-                        st.sink.sync()
+                    self._sync_one(st.sink)
+                    with contextlib.suppress(OSError):
                         st.sink.close()
-                    except OSError:
-                        pass
                     st.sink = None
                 if st.header_written or st.path.exists():
                     st.part += 1
@@ -1404,6 +1403,7 @@ class RunLogger:
             # header. A newline cannot repair CSV the way it repairs JSONL (the cut can leave a
             # quote open), so this part ends here with its torn last row, and the next batch
             # starts a new part with its own header.
+            self._sync_one(st.sink)  # the rows before the cut
             with contextlib.suppress(OSError):
                 st.sink.close()
             st.sink = None
@@ -1478,10 +1478,12 @@ class RunLogger:
                 kept = min(n, max(0, count(written)))
             with self._counter_lock:
                 self.records_written += kept
+            self._unsynced[id(sink)] = self._unsynced.get(id(sink), 0) + kept
             self._fail(n - kept, count_error=True)
             return False
         with self._counter_lock:
             self.records_written += n
+        self._unsynced[id(sink)] = self._unsynced.get(id(sink), 0) + n
         return True
 
     def _fail(self, n: int, *, count_error: bool) -> None:
@@ -1495,15 +1497,30 @@ class RunLogger:
     def _sync_all(self) -> bool:
         ok = True
         for sink in self._open_sinks():
-            try:
-                sink.sync()
-            except OSError as exc:
-                ok = False
-                self._sync_ok = False
-                with self._counter_lock:
-                    self.write_errors += 1
-                self._warn_once("sync", f"logscan: fsync failed in {self.run_dir}: {exc}")
+            ok = self._sync_one(sink) and ok
         return ok
+
+    def _sync_one(self, sink: Sink) -> bool:
+        """fsync ``sink``. When that fails, the records written to it since its last good fsync are
+        not known to be on disk (Linux drops the pages it could not write back): they move from
+        records_written to records_failed."""
+        try:
+            sink.sync()
+        except OSError as exc:
+            self._sync_ok = False
+            n = self._unsynced.pop(id(sink), 0)
+            with self._counter_lock:
+                self.write_errors += 1
+                self.records_written -= n
+            self._fail(n, count_error=False)
+            self._warn_once(
+                "sync",
+                f"logscan: fsync failed in {self.run_dir} ({exc}); {n} records written since the "
+                "last good fsync are counted as failed",
+            )
+            return False
+        self._unsynced.pop(id(sink), None)
+        return True
 
     # --- manifest and helpers -----------------------------------------------------------------
     def _read_previous_manifest(self) -> dict[str, Any] | None:
