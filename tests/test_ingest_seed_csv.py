@@ -146,3 +146,16 @@ def test_a_torn_run_folder_csv_with_a_resume_is_read_on_the_fast_path(tmp_path: 
     assert fast.generations.equals(careful.generations)  # type: ignore[attr-defined]
     assert [i.kind for i in fast.report.issues] == ["torn_line"]  # type: ignore[attr-defined]
     assert pl.Series(fast.generations["step"]).to_list()[-2:] == [5, 5]  # type: ignore[attr-defined]
+
+
+def test_a_stray_quote_in_a_live_runs_csv_loses_one_row_and_the_torn_one(tmp_path: Path) -> None:
+    """Still being written (torn last row) and a stray quote mid-file: every other row is read."""
+    rows = _rows(range(1, 11))
+    rows.insert(10, '3,q,"unclosed quote')  # line 12
+    path = tmp_path / "generations.csv"
+    path.write_text("\n".join([",".join(HEADER), *rows, '11,q0,"<answer>0</ans']))
+    run = load_run(path)
+    g = run.generations
+    assert g is not None and g.height == 40
+    assert [(i.line, i.kind) for i in run.report.issues] == [(12, "malformed"), (43, "torn_line")]
+    assert run.report.records_read == 40 and run.report.records_skipped == 2
