@@ -558,3 +558,33 @@ def test_records_an_fsync_could_not_make_durable_are_counted_as_failed(tmp_path:
     c = lg.counters
     assert c[schema.C_RECORDS_WRITTEN] == 2 + 2  # before the failed fsync; step 7 and run_end
     assert c[schema.C_RECORDS_FAILED] == 5 and c[schema.C_WRITE_ERRORS] == 1
+
+
+def test_update_manifest_does_not_wait_for_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TRL callback calls update_manifest in on_train_begin, on the training thread: it used to
+    rewrite run.json right there, so a hung disk hung training. The writer thread rewrites it now;
+    flush() covers it."""
+    import trainer_hooks.logger as logger_module
+
+    lg = RunLogger(tmp_path)
+    gate, entered = threading.Event(), threading.Event()
+    real = logger_module._write_atomic
+
+    def hung(path: Path, tmp: Path, data: bytes) -> None:
+        entered.set()
+        gate.wait(30)
+        real(path, tmp, data)
+
+    monkeypatch.setattr(logger_module, "_write_atomic", hung)
+    try:
+        _, took = _returns_within(1.0, lambda: lg.update_manifest(model="m", config={"lr": 0.1}))
+        assert took < 1.0
+        assert entered.wait(10)  # the writer thread is the one waiting for the disk
+    finally:
+        gate.set()
+    assert lg.flush(timeout=30)
+    m = manifest(tmp_path)
+    assert (m[schema.M_MODEL], m[schema.M_CONFIG]) == ("m", {"lr": 0.1})
+    assert lg.close(timeout=30)

@@ -541,6 +541,7 @@ class RunLogger:
         self._closed_event = threading.Event()  # set when the first close() has finished
         self._sync_ok = True  # no fsync has failed
         self._unsynced: dict[int, int] = {}  # id(sink) → records written since its last fsync
+        self._manifest_dirty = False  # update_manifest() changed it: the writer rewrites run.json
         self._warned: set[str] = set()
         self._close_hooks: list[Callable[[], None]] = []
         self._inflight = 0
@@ -881,7 +882,13 @@ class RunLogger:
                 continue
             self._manifest[key] = _sanitize(value)
             changed = True
-        if changed:
+        if changed:  # the writer thread rewrites run.json: the training thread never waits for it
+            self._manifest_dirty = True
+            self._wake.set()
+
+    def _write_manifest_if_dirty(self) -> None:
+        if self._manifest_dirty:
+            self._manifest_dirty = False
             self._write_manifest()
 
     def add_close_hook(self, hook: Callable[[], None]) -> None:
@@ -1042,6 +1049,7 @@ class RunLogger:
             stopping = self._stopping
             try:
                 self._drain()
+                self._write_manifest_if_dirty()
             except Exception as exc:  # the writer must outlive any bug
                 self._warn_once("writer", f"logscan: writer thread error: {exc!r}")
             if stopping and not self._q:
@@ -1136,6 +1144,7 @@ class RunLogger:
                     if isinstance(item, _FlushMarker):
                         self._write_lines(events, gens)
                         events, gens = [], []
+                        self._write_manifest_if_dirty()
                         synced = self._sync_all()
                         with self._counter_lock:
                             item.ok = synced and self._lost_since_marker == 0
