@@ -126,12 +126,15 @@ def _series(metrics: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]
     import numpy as np
     import polars as pl
 
-    if metrics is None or column not in metrics.columns or C.STEP not in metrics.columns:
+    if metrics is None:
         return None
-    if not metrics.schema[column].is_numeric():
+    # get_column, not ``in metrics.columns`` / ``metrics.schema``: each of those builds the whole
+    # list of columns, per plotted column (quadratic on a run with thousands of reward columns)
+    steps, values = metrics.get_column(C.STEP, default=None), metrics.get_column(column, default=None)
+    if steps is None or values is None or not values.dtype.is_numeric():
         return None
-    x = metrics.get_column(C.STEP).cast(pl.Float64).to_numpy()
-    y = metrics.get_column(column).cast(pl.Float64).to_numpy()
+    x = steps.cast(pl.Float64).to_numpy()
+    y = values.cast(pl.Float64).to_numpy()
     mask = np.isfinite(x) & np.isfinite(y)
     if not mask.any():
         return None
@@ -400,7 +403,13 @@ def _draw_losses(a: Analysis) -> DrawResult:
     return fig, tuple(cols), kinds
 
 
+# At most this many reward functions get a line in the reward plot.
+MAX_REWARD_COMPONENTS = 12
+
+
 def _draw_reward(a: Analysis) -> DrawResult:
+    import numpy as np
+
     m = a.metrics
     main, xy = next(iter(_present(m, (C.GEN_REWARD_MEAN, C.REWARD)).items()), (None, None))
     comps = _present(m, _reward_components(m))
@@ -433,6 +442,13 @@ def _draw_reward(a: Analysis) -> DrawResult:
                 used.append(ev)
                 break
         _style(ax, "Reward per step", "reward")
+    title = "Reward per function (mean per step)"
+    if len(comps) > MAX_REWARD_COMPONENTS:
+        # thousands of lines and legend entries are unreadable, and laying the legend out took
+        # minutes: the components that moved most are drawn, the title says how many are not
+        widest = sorted(comps, key=lambda c: -float(np.ptp(comps[c][1])))[:MAX_REWARD_COMPONENTS]
+        title = f"Reward per function: the {MAX_REWARD_COMPONENTS} of {len(comps):,} that moved most"
+        comps = {c: comps[c] for c in comps if c in set(widest)}
     if comps:
         ax = axes[-1]
         for i, (col, cxy) in enumerate(comps.items()):
@@ -450,7 +466,7 @@ def _draw_reward(a: Analysis) -> DrawResult:
                 label=name,
             )
             used.append(col)
-        _style(ax, "Reward per function (mean per step)", "reward")
+        _style(ax, title, "reward")
     kinds = _mark_alerts(axes, _alerts_for(a, "reward"))
     for ax in axes:
         _legend(ax)

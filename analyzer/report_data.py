@@ -100,33 +100,58 @@ def summarize_metrics(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:
 
     if metrics is None or C.STEP not in metrics.columns or metrics.height == 0:
         return {}
-    out: dict[str, dict[str, Any]] = {}
+    # All columns at once, as one (steps × columns) array: a run can log tens of thousands of
+    # metric columns (10,000 reward functions), where a Python pass per column (and reading the
+    # frame's schema per column, as this did) took minutes.
+    names = [n for n, dtype in metrics.schema.items() if n != C.STEP and dtype.is_numeric()]
+    if not names:
+        return {}
     steps = metrics.get_column(C.STEP).cast(pl.Float64).to_numpy()
-    for name in metrics.columns:
-        if name == C.STEP or not metrics.schema[name].is_numeric():
-            continue
-        values = metrics.get_column(name).cast(pl.Float64).to_numpy()
-        mask = np.isfinite(values) & np.isfinite(steps)
-        if not mask.any():
-            continue
-        x, y = steps[mask], values[mask]
-        slope: float | None = None
-        if len(y) >= 2 and float(np.ptp(x)) > 0:
-            xc = x - x.mean()
-            slope = float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+    values = np.asfortranarray(metrics.select(pl.col(names).cast(pl.Float64)).to_numpy())
+    mask = np.isfinite(values) & np.isfinite(steps)[:, None]
+    n = mask.sum(axis=0)
+    kept = np.flatnonzero(n)  # columns with no finite value are left out
+    if kept.size == 0:
+        return {}
+    values, mask, n = values[:, kept], mask[:, kept], n[kept]
+    cols = np.arange(kept.size)
+    first_i = mask.argmax(axis=0)
+    last_i = mask.shape[0] - 1 - mask[::-1].argmax(axis=0)
+    y = np.where(mask, values, 0.0)
+    x = np.where(mask, steps[:, None], 0.0)
+    with np.errstate(all="ignore"):
+        y_min = np.where(mask, values, np.inf).min(axis=0)
+        y_max = np.where(mask, values, -np.inf).max(axis=0)
+        # the mean of values near the float maximum, scaled so that their sum does not overflow
+        scale = np.maximum(np.abs(y_min), np.abs(y_max))
+        scale[scale == 0] = 1.0
+        mean = (y / scale).sum(axis=0) / n * scale
+        x_span = np.where(mask, steps[:, None], -np.inf).max(axis=0) - np.where(mask, steps[:, None], np.inf).min(axis=0)
+        xc = np.where(mask, x - x.sum(axis=0) / n, 0.0)
+        yc = np.where(mask, y - y.sum(axis=0) / n, 0.0)
+        slope = (xc * yc).sum(axis=0) / (xc * xc).sum(axis=0)
+    has_slope = (n >= 2) & (x_span > 0)
+    rows = zip(
+        [names[i] for i in kept],
+        values[first_i, cols].tolist(), values[last_i, cols].tolist(), y_min.tolist(), y_max.tolist(),
+        mean.tolist(), np.where(has_slope, slope, np.nan).tolist(), n.tolist(),
+        steps[first_i].tolist(), steps[last_i].tolist(),
+        strict=True,
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for name, first, last, lo, hi, avg, trend, count, first_step, last_step in rows:
         direction = metric_direction(name)
-        best = float(y.max()) if direction > 0 else float(y.min()) if direction < 0 else None
         out[name] = {
-            "first": float(y[0]),
-            "last": float(y[-1]),
-            "min": float(y.min()),
-            "max": float(y.max()),
-            "mean": _finite_mean(y),
-            "best": best,
-            "trend_slope": finite_or_none(slope),
-            "n": len(y),
-            "first_step": int(x[0]),
-            "last_step": int(x[-1]),
+            "first": first,
+            "last": last,
+            "min": lo,
+            "max": hi,
+            "mean": avg,
+            "best": hi if direction > 0 else lo if direction < 0 else None,
+            "trend_slope": finite_or_none(trend),
+            "n": count,
+            "first_step": int(first_step),
+            "last_step": int(last_step),
         }
     return out
 
@@ -152,14 +177,6 @@ def run_summary(analysis: Analysis) -> dict[str, Any]:
         "completions": int(gens.height) if gens is not None else 0,
         "splits": splits,
     }
-
-
-def _finite_mean(y: Any) -> float:
-    """The mean of finite values without overflowing (values near the float maximum sum to inf)."""
-    import numpy as np
-
-    scale = float(np.max(np.abs(y))) or 1.0
-    return float(np.mean(y / scale) * scale)
 
 
 def jsonable(obj: Any) -> Any:

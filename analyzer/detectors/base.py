@@ -140,7 +140,7 @@ class DetectorContext:
 
     def has(self, column: str) -> bool:
         """True when ``column`` exists and holds at least one finite value."""
-        if column not in self.metrics.columns:
+        if self.metrics.get_column(column, default=None) is None:
             return False
         x, _ = self.series(column)
         return len(x) > 0
@@ -173,11 +173,12 @@ class DetectorContext:
 
         if (column, finite) in self._series:
             return self._series[column, finite]
-        if column not in self.metrics.columns:
+        values = self.metrics.get_column(column, default=None)
+        if values is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        df = self.metrics.select(
-            pl.col(C.STEP), pl.col(column).cast(pl.Float64, strict=False)
-        ).drop_nulls()
+        # two columns by name, not a select over the frame: one per column read, on a frame of
+        # thousands of columns a select's cost grows with the frame
+        df = pl.DataFrame([self.metrics.get_column(C.STEP), values.cast(pl.Float64, strict=False)]).drop_nulls()
         x = df[C.STEP].to_numpy().astype(np.int64)
         y = df[column].to_numpy().astype(float)
         if finite:

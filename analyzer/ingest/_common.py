@@ -612,7 +612,8 @@ def finalize_generations(df: pl.DataFrame, col: Collector) -> pl.DataFrame:
     rewards = sorted(c for c in df.columns if c.startswith(C.REWARD_PREFIX))
     tail = [C.TIMESTAMP, C.RANK] + ([C.ADVANTAGE] if C.ADVANTAGE in df.columns else [])
     fixed = [*BASE_ORDER, *rewards, *tail]
-    rest = [c for c in df.columns if c not in fixed]
+    known = set(fixed)  # not the list: a membership test per column of it is quadratic
+    rest = [c for c in df.columns if c not in known]
     return df.select([*fixed, *rest])
 
 

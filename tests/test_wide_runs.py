@@ -1,0 +1,99 @@
+"""Runs with thousands of metric columns (a reward function per rubric item, per test case…):
+the analysis is linear in the number of columns and its numbers are the per-column ones. The
+timing itself is measured by benchmarks/wide/bench_wide.py, never asserted here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from analyzer.pipeline import AnalyzeOptions, analyze
+from analyzer.report_data import summarize_metrics
+
+
+def _reference_summary(metrics: pl.DataFrame) -> dict[str, dict[str, object]]:
+    """One column at a time, the obvious way: what summarize_metrics must agree with."""
+    out: dict[str, dict[str, object]] = {}
+    steps = metrics["step"].cast(pl.Float64).to_numpy()
+    with np.errstate(all="ignore"):  # values near the float maximum
+        return _reference_columns(metrics, steps, out)
+
+
+def _reference_columns(metrics: pl.DataFrame, steps: np.ndarray, out: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    from analyzer.report_data import finite_or_none, metric_direction
+
+    for name, dtype in metrics.schema.items():
+        if name == "step" or not dtype.is_numeric():
+            continue
+        values = metrics[name].cast(pl.Float64).to_numpy()
+        mask = np.isfinite(values) & np.isfinite(steps)
+        if not mask.any():
+            continue
+        x, y = steps[mask], values[mask]
+        slope = None
+        if len(y) >= 2 and np.ptp(x) > 0:
+            xc = x - x.mean()
+            slope = float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+        d = metric_direction(name)
+        scale = float(np.max(np.abs(y))) or 1.0
+        out[name] = {
+            "first": float(y[0]), "last": float(y[-1]), "min": float(y.min()), "max": float(y.max()),
+            "mean": float(np.mean(y / scale) * scale), "best": float(y.max()) if d > 0 else float(y.min()) if d < 0 else None,
+            "trend_slope": finite_or_none(slope), "n": len(y), "first_step": int(x[0]), "last_step": int(x[-1]),
+        }
+    return out
+
+
+def test_summary_of_all_columns_at_once_is_the_per_column_summary() -> None:
+    rng = np.random.default_rng(7)
+    n = 25
+    data: dict[str, object] = {"step": pl.Series([s if s % 9 else None for s in range(1, n + 1)], dtype=pl.Int64)}
+    for j in range(40):
+        v = rng.normal(size=n) * 10.0 ** rng.integers(-3, 300)
+        r = rng.random(n)
+        v[r < 0.2], v[(r >= 0.2) & (r < 0.25)] = np.nan, np.inf
+        data[f"reward/c{j}"] = v
+    data["all_nan"] = np.full(n, np.nan)
+    data["one_point"] = np.where(np.arange(n) == 4, 2.5, np.nan)
+    data["near_max"] = np.full(n, 1.7e308)
+    data["loss"] = pl.Series(rng.integers(0, 5, n))
+    data["flag"] = pl.Series([True] * n)
+    data["text"] = pl.Series(["a"] * n)
+    metrics = pl.DataFrame(data)
+    got, want = summarize_metrics(metrics), _reference_summary(metrics)
+    assert got.keys() == want.keys() and "all_nan" not in got and "flag" not in got
+    for name, fields in want.items():
+        for field, value in fields.items():
+            if isinstance(value, float):
+                assert got[name][field] == pytest.approx(value, rel=1e-9), (name, field)
+            else:
+                assert got[name][field] == value, (name, field)
+    assert got["one_point"]["trend_slope"] is None and got["near_max"]["mean"] == pytest.approx(1.7e308)
+
+
+@pytest.mark.slow
+def test_a_run_with_2000_reward_columns_is_analyzed_whole(tmp_path: Path) -> None:
+    n_cols, rnd = 2000, random.Random(0)
+    with (tmp_path / "generations.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["global_step", "question", "model_output", "total_reward", *(f"r{i}_reward" for i in range(n_cols))])
+        for step in range(1, 31):
+            for k in range(4):
+                # r0 climbs with the step, the rest is noise
+                w.writerow([step, f"q{k}", "<answer>1</answer>", 1.0, step / 30, *(rnd.random() for _ in range(n_cols - 1))])
+    out = tmp_path / "out"
+    analysis = analyze(tmp_path, AnalyzeOptions(output_dir=out, no_embeddings=True))
+    assert len(analysis.run.reward_names) == n_cols
+    data = json.loads((out / "analysis.json").read_text())
+    assert all(f"gen_reward/r{i}_mean" in data["metrics"] for i in range(n_cols))
+    r0 = data["metrics"]["gen_reward/r0_mean"]
+    assert (r0["first"], r0["last"], r0["n"]) == (pytest.approx(1 / 30), pytest.approx(1.0), 30)
+    assert r0["trend_slope"] == pytest.approx(1 / 30)
+    reward_plot = next(p for p in analysis.outputs if p.endswith("reward.png"))
+    assert Path(reward_plot).stat().st_size > 0
