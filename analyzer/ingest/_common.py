@@ -212,6 +212,32 @@ def metric_values(
     return mapped
 
 
+def not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` must not be opened as a log (a symlink loop, a dangling symlink, a folder, a
+    FIFO, a device, a socket), or None for a regular file."""
+    import errno
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop"
+        if path.is_symlink():
+            return f"a dangling symlink (to {os.readlink(path)})"
+        return f"unreadable ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    what = (
+        "a folder" if stat.S_ISDIR(mode)
+        else "a FIFO" if stat.S_ISFIFO(mode)
+        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+    )
+    target = f" (a symlink to {os.readlink(path)})" if path.is_symlink() else ""
+    return f"{what}{target}, not a regular file"
+
+
 def run_files(paths: Iterable[Path], col: Collector) -> list[Path]:
     """The files of a run folder worth opening among ``paths`` (a glob's matches), each once.
 
@@ -220,33 +246,14 @@ def run_files(paths: Iterable[Path], col: Collector) -> list[Path]:
     A second name of one file (``events.rank1.jsonl`` linked to ``events.jsonl``) is read once,
     with a note: read twice it would look like another rank, or a resume, re-logging every step.
     """
-    import errno
-    import stat
-
     out: list[Path] = []
     seen: dict[tuple[int, int], Path] = {}
     for path in sorted(paths, key=lambda p: (p.is_symlink(), p.name)):  # a real file before its links
-        try:
-            st = path.stat()
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                why = "a symlink loop"
-            elif path.is_symlink():
-                why = f"a dangling symlink (to {os.readlink(path)})"
-            else:
-                why = f"unreadable ({exc.strerror})"
+        why = not_a_regular_file(path)
+        if why is not None:
             col.issue(path, None, f"{why}; not read", "unreadable_file", skipped=False)
             continue
-        if not stat.S_ISREG(st.st_mode):
-            what = (
-                "a folder" if stat.S_ISDIR(st.st_mode)
-                else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-                else "a socket"
-            )
-            target = f" (a symlink to {os.readlink(path)})" if path.is_symlink() else ""
-            col.issue(path, None, f"{what}{target}, not a regular file; not read", "unreadable_file", skipped=False)
-            continue
+        st = path.stat()
         key = (st.st_dev, st.st_ino)
         if key in seen:
             col.note(f"{col.rel(path)} is another name (a link) of {col.rel(seen[key])}; read once")

@@ -25,7 +25,6 @@ When a run mixes bases, ``before_update`` completions of the train split move to
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -188,11 +187,11 @@ def _classify(path: Path) -> tuple[str | None, str]:
 
 def _state_step(path: Path) -> int | None:
     """``global_step`` of a trainer_state.json, None when it cannot be read."""
-    from analyzer.ingest._common import to_int
+    from analyzer.ingest._common import loads, to_int
 
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
+        data = loads(path.read_bytes())
+    except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("log_history"), list):
         return None
@@ -246,6 +245,7 @@ def _is_own_output(folder: Path) -> bool:
 def discover(folder: Path, *, nested: bool = True) -> Discovery:
     """Every source in ``folder`` (see the module docstring) and every file not read, with why."""
     from analyzer.ingest import _detect_dir, logscan_run, trl_completions
+    from analyzer.ingest._common import not_a_regular_file
     from trainer_hooks import schema as S
 
     disc = Discovery(folder)
@@ -263,8 +263,9 @@ def discover(folder: Path, *, nested: bool = True) -> Discovery:
 
     # 1. a logscan run (run.json, events*.jsonl, generations*.jsonl|csv) — or a seed CSV's files
     if logscan_run.is_logscan_folder(folder) or ((folder / S.MANIFEST_FILE).is_file()):
-        own = [p for p in files if p.name == S.MANIFEST_FILE or re.match(r"run\.rank\d+\.json$", p.name)
-               or (p.name.startswith((S.EVENTS_STEM, S.GENERATIONS_STEM)) and p.suffix in (".jsonl", ".csv"))]
+        # entries, not files: a broken link among them is the reader's to report (run_files)
+        own = [p for p in entries if not p.is_dir() and (p.name == S.MANIFEST_FILE or re.match(r"run\.rank\d+\.json$", p.name)
+               or (p.name.startswith((S.EVENTS_STEM, S.GENERATIONS_STEM)) and p.suffix in (".jsonl", ".csv")))]
         if _manifest_says_jsonl(folder):
             # run.json says the hooks wrote JSONL: a generations*.csv beside it is another logger's
             # (the seed's CSV logger), read as its own source with its own step alignment
@@ -284,6 +285,9 @@ def discover(folder: Path, *, nested: bool = True) -> Discovery:
     # 4. the remaining files, one by one (seed CSVs are grouped: ranks and parts of one log)
     csvs: list[Path] = []
     dumps: list[Path] = []
+    for p in entries:  # a broken link, a FIFO, a device: named, never opened
+        if p not in claimed and not p.is_dir() and (why := not_a_regular_file(p)) is not None:
+            disc.skip(p, why)
     for p in files:
         if p in claimed:
             continue
@@ -346,11 +350,15 @@ def discover(folder: Path, *, nested: bool = True) -> Discovery:
 
 
 def _manifest_says_jsonl(folder: Path) -> bool:
+    from analyzer.ingest._common import loads
     from trainer_hooks import schema as S
 
+    path = folder / S.MANIFEST_FILE
+    if not path.is_file():  # a device (run.json -> /dev/zero) would be read until memory runs out
+        return False
     try:
-        data = json.loads((folder / S.MANIFEST_FILE).read_bytes())
-    except (OSError, ValueError, RecursionError):
+        data = loads(path.read_bytes())
+    except (OSError, ValueError):
         return False
     return isinstance(data, dict) and data.get(S.M_GENERATIONS_FORMAT) == "jsonl"
 
