@@ -99,6 +99,7 @@ def read_manifest(folder: Path, col: Collector) -> dict[str, Any]:
             col.issue(path, None, "manifest is not a JSON object; ignored", "malformed", skipped=False)
             continue
         col.read(path)
+        data = _typed_manifest(data, path, col)
         counters = data.get(S.M_COUNTERS)
         if isinstance(counters, dict):
             # trainer_hooks' counters: records_failed did not reach the disk (a write error, a
@@ -143,6 +144,55 @@ def read_manifest(folder: Path, col: Collector) -> dict[str, Any]:
         for rank, rs in all_resumes.items()
     }
     return info
+
+
+_MANIFEST_TEXT: Final = (S.M_RUN_ID, S.M_ALGORITHM, S.M_MODEL, S.M_STATUS, S.M_CREATED, S.M_ENDED, S.M_FORMAT, S.M_GENERATIONS_FORMAT)
+
+
+def _typed_manifest(data: dict[str, Any], path: Path, col: Collector) -> dict[str, Any]:
+    """``data`` with its run-info fields of the types analysis.json promises: a number where text
+    belongs is read as its text, a single reward name as a list of one, an integral world size
+    as an integer; any other wrong type is left out. Each is a located ``wrong_type`` issue."""
+    out = dict(data)
+
+    def wrong(key: str, value: Any, fate: str) -> None:
+        col.issue(path, None, f"{key} is {short(value)} ({type(value).__name__}); {fate}", "wrong_type", skipped=False)
+
+    for key in _MANIFEST_TEXT:
+        value = out.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = json_text(value)
+            wrong(key, value, f"read as the text {out[key]!r}")
+        else:
+            del out[key]
+            wrong(key, value, "not text; ignored")
+    names = out.get(S.M_REWARD_NAMES)
+    if isinstance(names, str):
+        out[S.M_REWARD_NAMES] = [names]
+        wrong(S.M_REWARD_NAMES, names, "read as a list of one name")
+    elif names is not None and not isinstance(names, list):
+        del out[S.M_REWARD_NAMES]
+        wrong(S.M_REWARD_NAMES, names, "not a list of names; ignored")
+    elif isinstance(names, list) and not all(isinstance(n, str) for n in names):
+        out[S.M_REWARD_NAMES] = [n if isinstance(n, str) else json_text(n) for n in names if n is not None]
+        wrong(S.M_REWARD_NAMES, names, "names that are not text are read as their JSON text")
+    size = out.get(S.M_WORLD_SIZE)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        as_int = to_int(size)
+        if as_int is not None and as_int >= 1:
+            out[S.M_WORLD_SIZE] = as_int
+            wrong(S.M_WORLD_SIZE, size, f"read as {as_int}")
+        else:
+            del out[S.M_WORLD_SIZE]
+            wrong(S.M_WORLD_SIZE, size, "not a number of processes; ignored")
+    for key, kind in ((S.M_CONFIG, dict), (S.M_RESUMES, list), (S.M_COUNTERS, dict)):
+        value = out.get(key)
+        if value is not None and not isinstance(value, kind):
+            del out[key]
+            wrong(key, value, f"not {'an object' if kind is dict else 'a list'}; ignored")
+    return out
 
 
 # Internal key of read_manifest's result: per rank, when its resumed sessions started (unix
