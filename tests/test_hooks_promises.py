@@ -588,3 +588,20 @@ def test_update_manifest_does_not_wait_for_the_disk(
     m = manifest(tmp_path)
     assert (m[schema.M_MODEL], m[schema.M_CONFIG]) == ("m", {"lr": 0.1})
     assert lg.close(timeout=30)
+
+
+def test_close_never_raises_and_answers_waiting_flushes_even_when_it_breaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lg = RunLogger(tmp_path)
+
+    def broken(deadline: Any) -> bool:
+        raise RuntimeError("a bug in close")
+
+    monkeypatch.setattr(lg, "_write_final_manifest", broken)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert lg.close(timeout=10) is False
+    assert lg.close(timeout=1) is False and lg.flush() is False
+    with RunLogger(tmp_path):  # and the folder is free again
+        pass

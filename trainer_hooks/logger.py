@@ -928,7 +928,19 @@ class RunLogger:
             if not self._closed_event.wait(_time_left(deadline, forever=None)):
                 return False
             return bool(self._final)
-        return self._finish_close(deadline, timeout, status)
+        try:
+            return self._finish_close(deadline, timeout, status)
+        except Exception as exc:  # a bug here must not reach training, nor leave flush() waiting
+            self._warn_once("close", f"logscan: close() failed: {exc!r}")
+            with self._marker_lock:
+                self._final = False
+                _, markers = self._sweep_queue()
+            for marker in markers:
+                marker.done.set()
+            self._closed_event.set()
+            with contextlib.suppress(Exception):
+                self._release_after_close()
+            return False
 
     def _begin_close(self, deadline: float | None, status: str | None) -> None:
         self._close_deadline = deadline
