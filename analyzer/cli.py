@@ -219,21 +219,45 @@ def html_report(run: Path, output_file: Path | None, **kwargs: Any) -> None:
     """Render one self-contained HTML report (plots inline, model text escaped).
 
     Runs the analysis afresh (current logs, --config and --set), so the page never shows a stale
-    result; analysis.json and the parquet files in RUN/logscan/ are refreshed to match it.
+    result; analysis.json and the parquet files in RUN/logscan/ are refreshed to match it (with
+    -o FILE, when RUN/logscan/ can be written).
 
     \b
     Example:
         logscan html-report runs/001 -o report.html
     """
-    from analyzer.pipeline import output_error
+    from analyzer.pipeline import AnalyzeOptions, output_dir_for, output_error
     from analyzer.render import write_html_report
 
-    result = _analyze(run, write_reports=False, **kwargs)
+    data_dir = output_dir_for(Path(run), AnalyzeOptions())
+    refresh = True
+    if output_file is not None and (why := _unwritable(data_dir)) is not None:
+        # -o names where the page goes: a run that is read-only (or whose logscan/ is in the
+        # way) must not refuse it; only the data files beside the run are not refreshed
+        refresh = False
+        click.echo(f"note: {data_dir} cannot be written ({why}): its analysis.json and parquet files were not refreshed", err=True)
+    result = _analyze(run, write_reports=False, write_outputs=refresh, **kwargs)
     try:
         path = write_html_report(result, output_file)
     except OSError as exc:
         raise output_error(exc, output_file.parent if output_file else Path(run)) from exc
     click.echo(f"Wrote {path}")
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be written into ``folder`` (created if missing), or None when they can."""
+    import errno
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+            return "a file or folder is in the way"
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 @cli.command()
