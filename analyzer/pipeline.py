@@ -325,8 +325,27 @@ def analysis_dict(analysis: Analysis) -> dict[str, Any]:
 def _write_json(analysis: Analysis, path: Path) -> None:
     data = analysis_dict(analysis)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(analysis_json_text(data), encoding="utf-8")
     tmp.replace(path)
+
+
+def analysis_json_text(data: dict[str, Any]) -> str:
+    """``analysis.json``'s text: indented, except that each metric's summary is one line. A run
+    with thousands of metric columns has hundreds of thousands of summary values, and indenting
+    makes Python's json module encode in Python instead of C (seconds, and a file of mostly
+    whitespace)."""
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        return json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    import uuid
+
+    marker = f"\u0000metrics-{uuid.uuid4().hex}\u0000"  # no log text can spell it
+    text = json.dumps({**data, "metrics": marker}, indent=2, allow_nan=False, ensure_ascii=False)
+    lines = ",\n".join(
+        f"    {json.dumps(name, ensure_ascii=False)}: {json.dumps(summary, allow_nan=False, ensure_ascii=False)}"
+        for name, summary in metrics.items()
+    )
+    return text.replace(json.dumps(marker), "{\n" + lines + "\n  }", 1) + "\n"
 
 
 @contextmanager

@@ -294,25 +294,50 @@ PPO_METRICS: tuple[str, ...] = (
 )
 
 
-def _expand(patterns: Iterable[str], names: Iterable[str]) -> list[str]:
+# A run can have thousands of reward functions: the key-metrics table lists at most this many
+# per pattern (those whose value moved most), the completions table shows at most this many
+# rewards per completion, and "All metrics" at most MAX_ALL_METRIC_ROWS rows; analysis.json and
+# the parquet files hold every one.
+MAX_PER_PATTERN = 12
+MAX_ALL_METRIC_ROWS = 1000
+
+
+def _expand(patterns: Iterable[str], names: Iterable[str], summary: Mapping[str, Any] | None = None) -> tuple[list[str], int]:
+    """The metric names the patterns select, in order, and how many a pattern matched beyond
+    ``MAX_PER_PATTERN`` (left out: those whose range in ``summary`` is smallest)."""
     names = list(names)
     out: list[str] = []
+    seen: set[str] = set()
+    hidden = 0
     for pat in patterns:
         if pat.startswith("<"):
             body = pat[1:-1]
             prefix, _, suffix = body.partition("*")
             # One level only: reward/<fn> but not TRL's reward/<fn>/std.
-            out += sorted(
+            found = sorted(
                 n
                 for n in names
                 if n.startswith(prefix)
                 and n.endswith(suffix)
                 and "/" not in n[len(prefix) : len(n) - len(suffix)]
-                and n not in out
+                and n not in seen
             )
-        elif pat in names and pat not in out:
+            if len(found) > MAX_PER_PATTERN:
+                hidden += len(found) - MAX_PER_PATTERN
+                moved = set(sorted(found, key=lambda n: -_range(summary, n))[:MAX_PER_PATTERN])
+                found = [n for n in found if n in moved]
+            out += found
+            seen.update(found)
+        elif pat in names and pat not in seen:
             out.append(pat)
-    return out
+            seen.add(pat)
+    return out, hidden
+
+
+def _range(summary: Mapping[str, Any] | None, name: str) -> float:
+    s = (summary or {}).get(name) or {}
+    lo, hi = s.get("min"), s.get("max")
+    return float(hi - lo) if isinstance(lo, float | int) and isinstance(hi, float | int) else 0.0
 
 
 def _trend(summary: Mapping[str, Any]) -> tuple[str, str]:
@@ -535,7 +560,7 @@ def completions_table(
         )
     else:
         chosen = frame
-    reward_cols = [c for c in gens.columns if c.startswith(C.REWARD_PREFIX)]
+    reward_cols = [c for c in gens.columns if c.startswith(C.REWARD_PREFIX)][:MAX_PER_PATTERN]
     want = [
         c
         for c in (
@@ -617,7 +642,7 @@ def report_context(
         data = analysis_to_dict(analysis, generated_at=generated_at)
     summary = data["metrics"]
     alerts = _alerts_view(analysis)
-    key_names = _expand(KEY_METRICS, summary.keys())
+    key_names, key_hidden = _expand(KEY_METRICS, summary.keys(), summary)
     ppo = [n for n in PPO_METRICS if n in summary]
     src = image_src or (lambda p: f"plots/{p.filename}")
     ingest = data["ingest"]
@@ -636,7 +661,9 @@ def report_context(
         "verdict": _verdict_view(analysis, alerts, data["summary"]),
         "alerts": alerts,
         "metric_rows": [_metric_row(n, summary[n]) for n in key_names],
-        "all_metric_rows": [_metric_row(n, summary[n]) for n in sorted(summary)],
+        "metric_rows_hidden": key_hidden,
+        "all_metric_rows": [_metric_row(n, summary[n]) for n in sorted(summary)[:MAX_ALL_METRIC_ROWS]],
+        "all_metric_count": len(summary),
         "absent_metrics": [n for n in CORE_METRICS if n not in summary],
         "ppo_rows": [_metric_row(n, summary[n]) for n in ppo]
         if (C.VALUE_LOSS in summary or C.CLIP_FRACTION in summary or C.POLICY_LOSS in summary)

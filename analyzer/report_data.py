@@ -250,7 +250,7 @@ def analysis_to_dict(analysis: Analysis, *, generated_at: str | None = None) -> 
         "ingest": analysis.run.report.to_dict(),
         "verdict": analysis.verdict,
         "summary": run_summary(analysis),
-        "metrics": summarize_metrics(analysis.metrics),
+        "metrics": {},  # below
         "alerts": [a.to_dict() for a in analysis.alerts],
         "detectors": [
             {"name": d.name, "ran": d.ran, "reason": d.reason, "alerts": d.alerts}
@@ -262,6 +262,9 @@ def analysis_to_dict(analysis: Analysis, *, generated_at: str | None = None) -> 
         "timings": analysis.timings,
     }
     result: dict[str, Any] = jsonable(data)
+    # plain JSON values already (finite floats, ints, None; see summarize_metrics): a wide run has
+    # hundreds of thousands of them, not worth walking again
+    result["metrics"] = summarize_metrics(analysis.metrics)
     return result
 
 

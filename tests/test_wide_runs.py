@@ -97,3 +97,11 @@ def test_a_run_with_2000_reward_columns_is_analyzed_whole(tmp_path: Path) -> Non
     assert r0["trend_slope"] == pytest.approx(1 / 30)
     reward_plot = next(p for p in analysis.outputs if p.endswith("reward.png"))
     assert Path(reward_plot).stat().st_size > 0
+    # every column is in analysis.json, one line per metric; the reports show the ones that moved
+    text = (out / "analysis.json").read_text()
+    assert '\n    "gen_reward/r0_mean": {"first": ' in text
+    md = (out / "report.md").read_text()
+    assert "`gen_reward/r0_mean`" in md and "… and 1988 more reward functions that moved less" in md
+    assert len(md.encode()) < 65536  # still fits a PR comment
+    html = (out / "report.html").read_text()
+    assert f"All {len(data['metrics'])} metrics (the first 1000 here; every one is in analysis.json)" in html

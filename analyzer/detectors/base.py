@@ -176,11 +176,16 @@ class DetectorContext:
         values = self.metrics.get_column(column, default=None)
         if values is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        # two columns by name, not a select over the frame: one per column read, on a frame of
-        # thousands of columns a select's cost grows with the frame
-        df = pl.DataFrame([self.metrics.get_column(C.STEP), values.cast(pl.Float64, strict=False)]).drop_nulls()
-        x = df[C.STEP].to_numpy().astype(np.int64)
-        y = df[column].to_numpy().astype(float)
+        # the column by name, not a select over the frame: detectors read thousands of columns of
+        # a wide run, and a select's cost grows with the frame
+        steps = self.metrics.get_column(C.STEP)
+        y_all = values.cast(pl.Float64, strict=False)
+        if y_all.null_count() == 0 and steps.null_count() == 0:
+            x, y = steps.to_numpy().astype(np.int64), y_all.to_numpy().astype(float)
+        else:
+            keep = (y_all.is_not_null() & steps.is_not_null()).to_numpy()
+            x = steps.to_numpy()[keep].astype(np.int64)
+            y = y_all.to_numpy()[keep].astype(float)
         if finite:
             keep = np.isfinite(y)
             x, y = x[keep], y[keep]

@@ -38,10 +38,9 @@ def nan_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     critical = False
     cols = ctx.numeric_columns()
     # one pass to find the columns holding any NaN/inf; only those are looked at closely
+    # (one expression over all of them: one per column costs seconds on a run with 10,000 columns)
     flagged = (
-        ctx.metrics.select(
-            [(~pl.col(c).cast(pl.Float64, strict=False).is_finite()).any().alias(c) for c in cols]
-        ).row(0)
+        ctx.metrics.select((~pl.col(cols).cast(pl.Float64, strict=False).is_finite()).any()).row(0)
         if cols and ctx.n_steps
         else ()
     )
