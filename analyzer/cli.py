@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from analyzer import __version__
-from analyzer.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, LogscanError
+from analyzer.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, InputError, LogscanError
 from analyzer.pipeline import FAIL_ON_CHOICES  # cheap: the stages are imported when they run
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,9 +105,21 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.meta["logscan.debug"] = debug
 
 
+class RunPath(click.Path):
+    """A local path (given as a ``Path``), or a URL of a run in object storage (``s3://…``, kept as
+    text: a ``Path`` would fold its ``//``; analyzer/ingest/remote.py reads it)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from analyzer.ingest.remote import is_url
+
+        if is_url(value):
+            return value
+        return super().convert(value, param, ctx)
+
+
 def run_argument(fn: F) -> F:
     return click.argument(
-        "run", type=click.Path(path_type=Path, exists=False), metavar="RUN"
+        "run", type=RunPath(path_type=Path, exists=False), metavar="RUN"
     )(fn)
 
 
@@ -150,11 +162,11 @@ def analysis_options(fn: F) -> F:
     return fn
 
 
-def _analyze(run: Path, **kwargs: Any) -> Any:
+def _analyze(run: Path | str, **kwargs: Any) -> Any:
     from analyzer.pipeline import AnalyzeOptions, analyze, output_dir_for
 
     options = AnalyzeOptions(**kwargs)
-    click.get_current_context().meta[OUTPUT_DIR_META] = output_dir_for(Path(run), options)
+    click.get_current_context().meta[OUTPUT_DIR_META] = output_dir_for(run, options)
     return analyze(run, options)
 
 
@@ -172,7 +184,7 @@ def _analyze(run: Path, **kwargs: Any) -> Any:
     "--output",
     "output_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Where to write the results (default: RUN/logscan/).",
+    help="Where to write the results (default: RUN/logscan/; for a URL, ./logscan-<bucket>-<prefix>/).",
 )
 @click.option("--junit", is_flag=True, help="Also write report.junit.xml: one test case per detector.")
 @click.option(
@@ -189,6 +201,8 @@ def analyze(run: Path, fail_on: str | None, quiet: bool, **kwargs: Any) -> None:
 
     RUN is a logscan run folder, a seed-schema generations.csv, a Hugging Face / TRL output or
     checkpoint folder (or its trainer_state.json), or a verl log. Results go to RUN/logscan/.
+    RUN may be in object storage (s3://, gs://, az://, hf://): it is read from there and the
+    results go to ./logscan-<bucket>-<prefix>/.
 
     \b
     Exit codes: 0 no alert at or above --fail-on (a limited run too, unless --fail-on limited),
@@ -197,6 +211,7 @@ def analyze(run: Path, fail_on: str | None, quiet: bool, **kwargs: Any) -> None:
     \b
     Example:
         logscan analyze runs/001 --fail-on warning -o out/
+        logscan analyze s3://bucket/runs/001
     """
     from analyzer.pipeline import exit_code, summary_text
 
@@ -229,7 +244,7 @@ def html_report(run: Path, output_file: Path | None, **kwargs: Any) -> None:
     from analyzer.pipeline import AnalyzeOptions, output_dir_for, output_error
     from analyzer.render import write_html_report
 
-    data_dir = output_dir_for(Path(run), AnalyzeOptions())
+    data_dir = output_dir_for(run, AnalyzeOptions())
     refresh = True
     if output_file is not None and (why := _unwritable(data_dir)) is not None:
         # -o names where the page goes: a run that is read-only (or whose logscan/ is in the
@@ -240,7 +255,7 @@ def html_report(run: Path, output_file: Path | None, **kwargs: Any) -> None:
     try:
         path = write_html_report(result, output_file)
     except OSError as exc:
-        raise output_error(exc, output_file.parent if output_file else Path(run)) from exc
+        raise output_error(exc, output_file.parent if output_file else data_dir) from exc
     click.echo(f"Wrote {path}")
 
 
@@ -282,7 +297,7 @@ def samples(run: Path, question_id: str | None, prompt: str | None, split: str |
 
 
 @cli.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_A RUN_B ...")
+@click.argument("runs", nargs=-1, required=True, type=RunPath(path_type=Path), metavar="RUN_A RUN_B ...")
 @click.option(
     "--embeddings/--no-embeddings",
     default=False,
@@ -322,8 +337,11 @@ def watch(run: Path, interval: float, once: bool, stop_on: str | None) -> None:
     Example:
         logscan watch runs/001 --stop-on critical
     """
+    from analyzer.ingest.remote import display_url, is_url
     from analyzer.watch import watch_run
 
+    if is_url(run):
+        raise InputError(f"{display_url(str(run))}: watch follows a local run as it is written; for a run in object storage use logscan analyze")
     watch_run(run, interval=interval, once=once, stop_on=stop_on, echo=click.echo)
 
 

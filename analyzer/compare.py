@@ -40,7 +40,7 @@ def compare_analyses(paths: Sequence[str | Path], *, embeddings: bool = False) -
     from analyzer.pipeline import AnalyzeOptions, analyze
 
     options = AnalyzeOptions(no_embeddings=not embeddings, write_outputs=False)
-    return [analyze(Path(p), options) for p in paths]
+    return [analyze(p, options) for p in paths]  # a URL stays text (analyzer/ingest/remote.py)
 
 
 def compare_text(paths: Sequence[str | Path], *, embeddings: bool = False) -> str:

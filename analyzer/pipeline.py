@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
 from analyzer.errors import EXIT_ALERTS, EXIT_OK, ConfigError, InputError, OutputError
+from analyzer.ingest import remote  # light: fsspec is imported when a URL is read
 from analyzer.ingest.sources import FORMATS, display_name
 from analyzer.model import Alert, Analysis, DriftResult, RunData, Severity, SourceRead
 
@@ -61,10 +62,14 @@ class AnalyzeOptions:
     drift: bool = True
 
 
-def output_dir_for(run_path: Path, options: AnalyzeOptions) -> Path:
-    """``-o DIR`` when given; else ``RUN/logscan/``, or ``<file's folder>/logscan/`` for a file."""
+def output_dir_for(run_path: str | Path, options: AnalyzeOptions) -> Path:
+    """``-o DIR`` when given; else ``RUN/logscan/``, or ``<file's folder>/logscan/`` for a file;
+    for a run in object storage, ``./logscan-<bucket>-<prefix>/`` (docs/cli.md)."""
     if options.output_dir is not None:
         return Path(options.output_dir)
+    if remote.is_url(run_path):
+        return remote.default_output_dir(str(run_path))
+    run_path = Path(run_path)
     base = run_path if run_path.is_dir() else run_path.parent
     return base / OUTPUT_DIRNAME
 
@@ -72,6 +77,8 @@ def output_dir_for(run_path: Path, options: AnalyzeOptions) -> Path:
 def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Analysis:
     """Ingest ``run_path`` and analyze it (see ``analyze_run``); raises ``InputError`` for bad input."""
     options = options or AnalyzeOptions()
+    if remote.is_url(run_path):  # object storage: staged locally, never read as a path
+        return _analyze_remote(str(run_path), options)
     run_path = Path(run_path)
     if not run_path.exists():
         raise InputError(f"{run_path} does not exist; give a run folder, a generations.csv or a trainer_state.json")
@@ -86,24 +93,39 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
     return analyze_run(run, options, run_path=run_path, timings=timings, config=config)
 
 
+def _analyze_remote(url: str, options: AnalyzeOptions) -> Analysis:
+    """A run in object storage: the config from the working directory, the files staged into the
+    output folder's cache (kept: a re-run downloads only what changed), or a temporary folder when
+    nothing is written."""
+    config = _load_config(None, options)
+    _resolve_fail_on(options, config)
+    timings: dict[str, float] = {}
+    staging = output_dir_for(url, options) / "cache" / "remote" if options.write_outputs else None
+    with _timed(timings, "ingest"):
+        run = remote.load_remote_run(url, staging=staging)
+    return analyze_run(run, options, run_path=run.path, timings=timings, config=config)
+
+
 def analyze_run(
     run: RunData,
     options: AnalyzeOptions | None = None,
     *,
-    run_path: Path | None = None,
+    run_path: str | Path | None = None,
     timings: dict[str, float] | None = None,
     config: dict[str, Any] | None = None,
 ) -> Analysis:
     """Everything after ingest, on a ``RunData`` already in memory. ``config`` (the effective
     configuration) is loaded for ``run_path`` when not given."""
     options = options or AnalyzeOptions()
-    run_path = Path(run_path if run_path is not None else run.path)
+    run_path = run_path if run_path is not None else run.path
+    if not remote.is_url(run_path):
+        run_path = Path(run_path)
     timings = dict(timings or {})
     started = time.perf_counter() - sum(timings.values())
     notes: list[str] = []
 
     if config is None:
-        config = _load_config(run_path, options)
+        config = _load_config(run_path if isinstance(run_path, Path) else None, options)
     fail_on = _resolve_fail_on(options, config)
 
     with _timed(timings, "metrics"):
@@ -244,7 +266,7 @@ def _resolve_fail_on(options: AnalyzeOptions, config: dict[str, Any]) -> str:
 # --- the stages -------------------------------------------------------------------------------
 
 
-def _load_config(run_path: Path, options: AnalyzeOptions) -> dict[str, Any]:
+def _load_config(run_path: Path | None, options: AnalyzeOptions) -> dict[str, Any]:
     from analyzer.config import load_config, register_section
     from analyzer.report_data import REPORT_CONFIG_DEFAULTS
 

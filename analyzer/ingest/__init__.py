@@ -204,7 +204,12 @@ def detect_source(path: str | Path) -> str:
 
 
 def load_run(path: str | Path) -> RunData:
-    """Read a run in any supported format. Raises ``InputError`` when nothing usable is there."""
+    """Read a run in any supported format. Raises ``InputError`` when nothing usable is there.
+    A URL (``s3://…``, ``gs://…``, ``az://…``, ``hf://…``) is staged locally first (``remote``)."""
+    from analyzer.ingest import remote
+
+    if remote.is_url(path):
+        return remote.load_remote_run(str(path))
     p = Path(path)
     if p.is_dir():
         from analyzer.ingest.merge import load_folder
