@@ -105,3 +105,21 @@ def test_a_run_with_2000_reward_columns_is_analyzed_whole(tmp_path: Path) -> Non
     assert len(md.encode()) < 65536  # still fits a PR comment
     html = (out / "report.html").read_text()
     assert f"All {len(data['metrics'])} metrics (the first 1000 here; every one is in analysis.json)" in html
+
+
+def test_nan_values_names_the_one_bad_column_among_thousands() -> None:
+    from analyzer.model import IngestReport, RunData
+    from analyzer.pipeline import analyze_run
+
+    n = 20
+    cols: dict[str, object] = {"step": pl.Series(range(1, n + 1), dtype=pl.Int64)}
+    for i in range(3000):
+        cols[f"reward/f{i}"] = np.linspace(0, 1, n)
+    cols["reward/f7"] = np.where(np.arange(n) == 12, np.nan, 0.5)  # NaN at step 13
+    cols["reward/f9"] = pl.Series([None] * 3 + [0.5] * (n - 3), dtype=pl.Float64)  # missing is not NaN
+    cols["reward/f11"] = pl.Series([1, 2] * (n // 2), dtype=pl.Int64)
+    run = RunData(path="wide", steps=pl.DataFrame(cols), generations=None, report=IngestReport(source_kind="logscan"), info={})
+    analysis = analyze_run(run, AnalyzeOptions(write_outputs=False, drift=False))
+    (nan,) = [a for a in analysis.alerts if a.kind == "nan_values"]
+    assert list(nan.evidence["columns"]) == ["reward/f7"]
+    assert nan.evidence["columns"]["reward/f7"]["steps"] == [13] and nan.step == 13
