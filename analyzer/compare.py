@@ -45,13 +45,17 @@ def compare_analyses(paths: Sequence[str | Path], *, embeddings: bool = False) -
 
 def compare_text(paths: Sequence[str | Path], *, embeddings: bool = False) -> str:
     """A plain-text table: one column per run; rows for verdict, steps, alerts and key metrics."""
-    return format_comparison(compare_analyses(paths, embeddings=embeddings), [Path(p) for p in paths])
+    return format_comparison(compare_analyses(paths, embeddings=embeddings), paths)
 
 
-def format_comparison(analyses: Sequence[Analysis], paths: Sequence[Path]) -> str:
-    names = [p.name or str(p) for p in paths]
+def format_comparison(analyses: Sequence[Analysis], paths: Sequence[str | Path]) -> str:
+    from analyzer.ingest.remote import display_url, is_url
+
+    # a URL is shown as itself (without credentials), never folded into a path
+    full = [display_url(str(p)) if is_url(p) else str(Path(p)) for p in paths]
+    names = [(f.rsplit("/", 1)[-1] if is_url(p) else Path(p).name) or f for p, f in zip(paths, full, strict=True)]
     if len(set(names)) < len(names):
-        names = [str(p) for p in paths]
+        names = full
     from analyzer.coverage import coverage_of
 
     summaries = [run_summary(a) for a in analyses]

@@ -228,6 +228,29 @@ def test_one_file_and_samples_read_from_s3(s3_endpoint: str, tmp_path: Path, mon
     assert not list(Path(tempfile.gettempdir()).glob("logscan-remote-*/sample-grpo"))
 
 
+def test_html_report_and_compare_read_from_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _aws_env(monkeypatch, tmp_path, s3_endpoint)
+    _upload(s3_endpoint, SAMPLE, "cmp/sample-grpo")
+    _upload(s3_endpoint, REPO / "examples" / "runs" / "healthy-grpo", "cmp/healthy-grpo")
+    # a folder marker object, as consoles and some tools create: not a file, not reported
+    _client(s3_endpoint).put_object(Bucket=BUCKET, Key="cmp/sample-grpo/", Body=b"")
+    monkeypatch.chdir(tmp_path)
+    page = CliRunner().invoke(cli, ["html-report", "s3://runs/cmp/sample-grpo", "--no-embeddings"], catch_exceptions=False)
+    assert page.exit_code == 0, page.output
+    assert page.output == "Wrote logscan-runs-cmp-sample-grpo/report.html\n"
+    assert "s3://runs/cmp/sample-grpo" in (tmp_path / "logscan-runs-cmp-sample-grpo" / "report.html").read_text()
+    data = json.loads((tmp_path / "logscan-runs-cmp-sample-grpo" / "analysis.json").read_text())
+    assert data["ingest"]["not_read"] == [{"file": "README.md", "reason": data["ingest"]["not_read"][0]["reason"]}]
+    table = CliRunner().invoke(cli, ["compare", "s3://runs/cmp/sample-grpo", "s3://runs/cmp/healthy-grpo"], catch_exceptions=False)
+    assert table.exit_code == 0, table.output
+    header = table.output.splitlines()[0]
+    assert "sample-grpo" in header and "healthy-grpo" in header and "s3:/" not in header
+    verdicts = next(line for line in table.output.splitlines() if line.startswith("verdict"))
+    assert verdicts.split()[1:] == ["critical", "healthy"]
+    # compare writes nothing: no output folder for the second run
+    assert not (tmp_path / "logscan-runs-cmp-healthy-grpo").exists()
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -158,8 +158,9 @@ def filesystem(url: str) -> tuple[Any, str]:
         import fsspec.core
     except ImportError:
         raise InputError(f"{shown}: {hint}") from None
+    options = _storage_options(scheme)
     try:
-        fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True, **_storage_options(scheme))
+        fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
     except ImportError:
         raise InputError(f"{shown}: {hint}") from None
     except Exception as exc:
@@ -235,7 +236,7 @@ def _not_fetched_reason(rel: str) -> str | None:
 
 def _signature(info: dict[str, Any]) -> list[Any]:
     """What says a remote file changed: its size and ETag (or modification time)."""
-    tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("last_modified") or info.get("mtime")
+    tag = next((info[k] for k in ("ETag", "etag", "blob_id", "generation", "md5Hash", "LastModified", "last_modified", "mtime") if info.get(k)), None)
     return [info.get("size"), str(tag) if tag is not None else None]
 
 
@@ -311,7 +312,9 @@ def _sync(fs: Any, root: str, files: dict[str, Any], dirs: set[str], staged: Sta
     previous: dict[str, Any] = old.get("files", {}) if isinstance(old.get("files"), dict) else {}
     wanted: dict[str, list[Any]] = {}
     for rel in sorted(files):
-        if not rel or rel.startswith("/") or ".." in rel.split("/"):
+        if not rel or rel.endswith("/"):  # a folder marker (a zero-byte "prefix/" object)
+            continue
+        if rel.startswith("/") or ".." in rel.split("/"):
             staged.not_fetched.append((rel or "?", "a name that is not a path inside the run"))
             continue
         why = _not_fetched_reason(rel)
