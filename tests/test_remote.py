@@ -312,6 +312,24 @@ def test_a_store_that_never_answers_times_out(tmp_path: Path, monkeypatch: pytes
             c.close()
 
 
+def test_a_bad_timeout_setting_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _aws_env(monkeypatch, tmp_path, f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("LOGSCAN_REMOTE_TIMEOUT", "soon")
+    line = _one_line_error(_analyze(["s3://runs/team/run", "-o", str(tmp_path / "o"), *FAST]))
+    assert line == "Error: LOGSCAN_REMOTE_TIMEOUT='soon' is not a number of seconds"
+
+
+def test_a_staging_folder_that_cannot_be_written_is_an_output_error(
+    s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _aws_env(monkeypatch, tmp_path, s3_endpoint)
+    _upload(s3_endpoint, SAMPLE, "team/sample-grpo")
+    (tmp_path / "blocker").write_text("a file where the output folder should be")
+    line = _one_line_error(_analyze(["s3://runs/team/sample-grpo", "-o", str(tmp_path / "blocker" / "out"), *FAST]))
+    assert line.startswith(f"Error: cannot write {tmp_path / 'blocker' / 'out'}")
+    assert line.endswith("write elsewhere with -o")
+
+
 def test_nothing_listening_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _aws_env(monkeypatch, tmp_path, f"http://127.0.0.1:{_free_port()}")
     line = _one_line_error(_analyze(["s3://runs/team/run", "-o", str(tmp_path / "o"), *FAST]))

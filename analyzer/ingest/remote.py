@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from analyzer.errors import InputError, OutputError
+from analyzer.errors import InputError
 
 if TYPE_CHECKING:
     from analyzer.model import RunData
@@ -275,10 +275,10 @@ def stage(url: str, into: Path) -> Staged:
             dirs = set()
             staged = Staged(shown, local_root, local_root / name)
         _sync(fs, root, files, dirs, staged, into / _MANIFEST, info.get("type") == "directory")
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write {exc.filename or into}: {exc.strerror or exc}; free some space or write elsewhere with -o"
-        ) from exc
+    except OSError as exc:  # the local disk: full, read-only, a file in the way
+        from analyzer.pipeline import output_error
+
+        raise output_error(exc, into) from exc
     return staged
 
 
@@ -353,23 +353,30 @@ def _sync(fs: Any, root: str, files: dict[str, Any], dirs: set[str], staged: Sta
 
 
 def _download(fs: Any, remote_path: str, local: Path, shown: str, rel: str) -> int:
-    """Stream one object into ``local`` (via a temporary name: an interrupted copy is never read)."""
+    """Stream one object into ``local`` (via a temporary name: an interrupted copy is never read).
+    A failure of the store is an ``InputError``; one of the local disk (full, read-only) stays an
+    ``OSError`` for the caller to report as an output that cannot be written."""
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(local.name + ".logscan-part")
     total = 0
     try:
-        with fs.open(remote_path, "rb", block_size=CHUNK) as src, open(tmp, "wb") as dst:
-            while chunk := src.read(CHUNK):
+        try:
+            src = fs.open(remote_path, "rb", block_size=CHUNK)
+        except Exception as exc:
+            raise remote_error(exc, shown, what=f" ({rel})") from None
+        with src, open(tmp, "wb") as dst:
+            while True:
+                try:
+                    chunk = src.read(CHUNK)
+                except Exception as exc:
+                    raise remote_error(exc, shown, what=f" ({rel})") from None
+                if not chunk:
+                    break
                 dst.write(chunk)
                 total += len(chunk)
-    except OSError as exc:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        if exc.filename is not None and str(exc.filename).startswith(str(local.parent)):
-            raise  # the local disk: the caller's OutputError
-        raise remote_error(exc, shown, what=f" ({rel})") from None
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        raise remote_error(exc, shown, what=f" ({rel})") from None
+        raise
     tmp.replace(local)
     return total
 
