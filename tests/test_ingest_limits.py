@@ -194,3 +194,16 @@ def test_a_verl_rollout_dump_that_is_a_symlink_loop_is_reported(tmp_path: Path) 
     run = load_run(tmp_path)
     assert run.generations is not None and run.generations["step"].to_list() == [1, 2, 3]
     assert _issues(run) == ["4.jsonl: a symlink loop; not read"]
+
+
+def test_a_broken_link_beside_the_run_is_listed_as_not_read(tmp_path: Path) -> None:
+    import os
+
+    _small_run(tmp_path)
+    (tmp_path / "notes.log").symlink_to(tmp_path / "gone.log")
+    os.mkfifo(tmp_path / "trace.log")  # opening it would wait for a writer forever
+    run = load_run(tmp_path)
+    not_read = {n.to_dict()["file"]: n.to_dict()["reason"] for n in run.report.not_read}
+    assert not_read["notes.log"] == f"a dangling symlink (to {tmp_path / 'gone.log'})"
+    assert not_read["trace.log"] == "a FIFO, not a regular file"
+    assert run.steps.height == 11
