@@ -136,6 +136,7 @@ def test_the_sample_run_read_from_s3_gives_the_local_results(
     s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _aws_env(monkeypatch, tmp_path, s3_endpoint)
+    monkeypatch.setattr(remote, "CHUNK", 1 << 16)  # the 1.2 MB completions file crosses 19 chunk boundaries
     _upload(s3_endpoint, SAMPLE, "team/sample-grpo")
     local = tmp_path / "local" / "sample-grpo"
     shutil.copytree(SAMPLE, local)
@@ -273,6 +274,28 @@ def test_no_credentials_is_one_line_and_exit_2(s3_endpoint: str, tmp_path: Path,
     _aws_env(monkeypatch, tmp_path, s3_endpoint, credentials=False)
     line = _one_line_error(_analyze(["s3://runs/team/sample-grpo", "-o", str(tmp_path / "o"), *FAST]))
     assert line.startswith("Error: s3://runs/team/sample-grpo: no credentials found; set AWS_ACCESS_KEY_ID")
+
+
+def test_access_denied_is_one_line_and_exit_2(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server checks credentials (moto's auth switched on): keys it does not know are refused."""
+    import urllib.request
+
+    _aws_env(monkeypatch, tmp_path, s3_endpoint)
+    _upload(s3_endpoint, SAMPLE, "team/sample-grpo")
+
+    def auth_after(count: str) -> None:
+        req = urllib.request.Request(
+            f"{s3_endpoint}/moto-api/reset-auth", data=count.encode(), method="POST", headers={"Content-Type": "text/plain"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+
+    auth_after("0")
+    try:
+        line = _one_line_error(_analyze(["s3://runs/team/sample-grpo", "-o", str(tmp_path / "o"), *FAST]))
+    finally:
+        auth_after("inf")
+    assert line == "Error: s3://runs/team/sample-grpo: access denied; check the credentials and their permissions"
 
 
 def test_credentials_in_the_url_are_never_printed(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
