@@ -19,6 +19,7 @@ from analyzer import columns as C
 from analyzer.errors import EXIT_ALERTS, EXIT_OK, ConfigError, InputError, OutputError
 from analyzer.ingest import remote  # light: fsspec is imported when a URL is read
 from analyzer.ingest.sources import FORMATS, display_name
+from analyzer.ingest.trackers import split_selector
 from analyzer.model import Alert, Analysis, DriftResult, RunData, Severity, SourceRead
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
     if remote.is_url(run_path):  # object storage: staged locally, never read as a path
         return _analyze_remote(str(run_path), options)
     run_path = Path(run_path)
-    if not run_path.exists():
+    if not run_path.exists() and split_selector(str(run_path)) is None:  # STORE.db#RUN: one run of a tracker's store
         raise InputError(f"{run_path} does not exist; give a run folder, a generations.csv or a trainer_state.json")
     # The config first: a typo in --set should fail before a gigabyte is read.
     config = _load_config(run_path, options)

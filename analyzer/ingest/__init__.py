@@ -19,6 +19,11 @@ source kind                 what it is
 ``trl_console``             a TRL/transformers console log (``{'loss': ...}`` lines)
 ``llamafactory``            LLaMA-Factory's ``trainer_log.jsonl``
 ``rollout_markdown``        a Markdown dump of rollouts (``## === Rollout Step N ===`` …)
+``tensorboard``             TensorBoard event files (``runs/<launch>/events.out.tfevents.*``)
+``wandb``                   a W&B run folder (``wandb/run-*/``, ``wandb/offline-run-*/``)
+``trackio``                 a Trackio project store (``<project>.db``; ``STORE.db#RUN``)
+``mlflow``                  an MLflow SQLite store (``mlflow.db``; ``mlflow.db#RUN``)
+``mlflow_files``            an MLflow file store (``mlruns/``)
 =========================== ===============================================================
 
 Problems inside files become located issues in ``RunData.report``; ``InputError`` (one line,
@@ -36,7 +41,8 @@ from analyzer.model import IngestReport, RunData, SourceRead
 
 _HELP: Final = (
     "expected a logscan run folder, a seed-schema CSV, a Hugging Face output folder or "
-    "trainer_state.json, TRL completions, a verl log or rollout dump, or a console log"
+    "trainer_state.json, TRL completions, a verl log or rollout dump, a console log, or a "
+    "tracker's logs (TensorBoard, W&B, Trackio, MLflow)"
 )
 
 
@@ -84,6 +90,8 @@ def _detect_file(path: Path) -> str:
         raise InputError(f"{path}: the file is empty")
     if path.name == "run.json":
         return "logscan"
+    if (tracker := _detect_tracker_file(path)) is not None:
+        return tracker
     if suffix == ".json":
         try:
             with path.open("rb") as fh:
@@ -118,6 +126,19 @@ def _detect_file(path: Path) -> str:
     if kind is None:
         raise InputError(f"{path}: not a format logscan reads; {_HELP}")
     return kind
+
+
+def _detect_tracker_file(path: Path) -> str | None:
+    """A tracker's file: a TensorBoard event file, a W&B ``.wandb`` log, a Trackio or MLflow store."""
+    from analyzer.ingest.trackers import TB_EVENTS_GLOB, sqlite_kind
+
+    if path.name.startswith(TB_EVENTS_GLOB[:-1]):
+        return "tensorboard"
+    if path.suffix == ".wandb":
+        return "wandb"
+    if path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
+        return sqlite_kind(path)
+    return None
 
 
 def _detect_dir(path: Path, *, explain: bool = True) -> str:
@@ -211,6 +232,8 @@ def load_run(path: str | Path) -> RunData:
     if remote.is_url(path):
         return remote.load_remote_run(str(path))
     p = Path(path)
+    if not p.exists() and (picked := _store_and_run(str(path))) is not None:
+        return picked
     if p.is_dir():
         from analyzer.ingest.merge import load_folder
 
@@ -242,6 +265,26 @@ def load_run(path: str | Path) -> RunData:
 
         kinds = kind.split("+")  # hf_trainer_state+trl_completions: one entry per part
         report.sources = [source_read(kinds[0], run)] if len(kinds) == 1 else _split_sources(run, kinds)
+    _complete_info(run)
+    return run
+
+
+def _store_and_run(text: str) -> RunData | None:
+    """``STORE.db#RUN``: one run (id or name) of a Trackio or MLflow store that holds several."""
+    from analyzer.ingest.merge import source_read
+    from analyzer.ingest.trackers import split_selector, sqlite_kind
+
+    hit = split_selector(text)
+    if hit is None:
+        return None
+    store, name = hit
+    kind = sqlite_kind(store)
+    if kind is None:
+        raise InputError(f"{store}: not a Trackio or MLflow store; STORE#RUN selects a run of one")
+    report = IngestReport(source_kind=kind)
+    run = FORMATS[kind].load(store, report, run=name)
+    run.path = text
+    report.sources = [source_read(kind, run)]
     _complete_info(run)
     return run
 

@@ -112,6 +112,34 @@ FORMATS: Final[dict[str, SourceFormat]] = {
             "Step: X/N is the global_step while the rollout is generated (the first is Step: 0)",
             "console:load_rollout_markdown", completion_rank=3,
         ),
+        # experiment trackers (transformers' report_to callbacks; analyzer/ingest/trackers.py)
+        SourceFormat(
+            "tensorboard", "TensorBoard event files", "scalars", "after_update",
+            "TensorBoardCallback writes add_scalar(tag, value, state.global_step) in on_log, after the update",
+            "tb_events:load_tensorboard", scalar_rank=3,
+        ),
+        SourceFormat(
+            "wandb", "Weights & Biases run", "scalars+completions", "after_update",
+            "WandbCallback logs train/global_step = state.global_step with every record (W&B's own _step is not used); "
+            "TRL's completions table has the same step",
+            "wandb_files:load_wandb", scalar_rank=3, completion_rank=2,
+        ),
+        SourceFormat(
+            "trackio", "Trackio store", "scalars+completions", "after_update",
+            "TrackioCallback logs train/global_step = state.global_step with every record (Trackio's own step is not used); "
+            "TRL's completions table has the same step",
+            "trackio_db:load_trackio", scalar_rank=3, completion_rank=2,
+        ),
+        SourceFormat(
+            "mlflow", "MLflow SQLite store", "scalars", "after_update",
+            "MLflowCallback logs log_metrics(..., step=state.global_step) in on_log, after the update",
+            "mlflow_store:load_mlflow_db", scalar_rank=3,
+        ),
+        SourceFormat(
+            "mlflow_files", "MLflow file store", "scalars", "after_update",
+            "MLflowCallback logs log_metrics(..., step=state.global_step) in on_log, after the update",
+            "mlflow_store:load_mlflow_files", scalar_rank=3,
+        ),
     )
 }
 
@@ -282,6 +310,11 @@ def discover(folder: Path, *, nested: bool = True) -> Discovery:
     if (comp := trl_completions.find_completion_files(folder)):
         disc.found.append(Found("trl_completions", comp[0].parent if folder.name != "completions" else folder, comp))
         claimed.update(comp)
+    # 3b. experiment trackers: TensorBoard runs/, wandb/, Trackio and MLflow stores, mlruns/
+    from analyzer.ingest.trackers import find_tracker_sources
+
+    tracker_dirs = find_tracker_sources(folder, entries, disc)
+    claimed.update(tracker_dirs)
     # 4. the remaining files, one by one (seed CSVs are grouped: ranks and parts of one log)
     csvs: list[Path] = []
     dumps: list[Path] = []
@@ -316,7 +349,7 @@ def discover(folder: Path, *, nested: bool = True) -> Discovery:
     # run folders one level down (judged against the folder's own sources by the merge), the rest
     later: list[Path] = []
     for d in dirs:
-        if _CHECKPOINT_RE.search(d.name) or (d.name == trl_completions.FOLDER and comp):
+        if _CHECKPOINT_RE.search(d.name) or (d.name == trl_completions.FOLDER and comp) or d in tracker_dirs:
             continue
         if d.name.startswith("."):
             disc.skip(d, "hidden folder")

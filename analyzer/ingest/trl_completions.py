@@ -119,16 +119,27 @@ def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
 def read_completions(files: list[Path], col: Collector, reward_names: list[str] | None) -> pl.DataFrame | None:
     import polars as pl
 
-    frames = []
-    previous: pl.DataFrame | None = None
-    repeats = 0
-    for i, path in enumerate(files):
+    tables: list[tuple[Path, pl.DataFrame]] = []
+    for path in files:
         try:
             df = pl.read_parquet(path)
         except Exception as exc:  # polars/arrow raise many types for a broken file
             col.issue(path, None, f"unreadable parquet ({type(exc).__name__}); file skipped", "malformed", skipped=False)
             continue
         col.read(path)
+        tables.append((path, df))
+    return completion_tables(tables, col, reward_names)
+
+
+def completion_tables(tables: list[tuple[Path, pl.DataFrame]], col: Collector, reward_names: list[str] | None) -> pl.DataFrame | None:
+    """TRL's completion tables (each with the file it came from, in logging order) → generations.
+    The parquet files and the ``completions`` tables TRL logs to W&B and Trackio have one layout."""
+    import polars as pl
+
+    frames = []
+    previous: pl.DataFrame | None = None
+    repeats = 0
+    for i, (path, df) in enumerate(tables):
         missing = {"step", "completion"} - set(df.columns)
         if missing:
             col.issue(path, None, f"not a TRL completions file (no {', '.join(sorted(missing))} column); skipped", "malformed", skipped=False)
