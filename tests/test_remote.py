@@ -229,6 +229,7 @@ def test_one_file_and_samples_read_from_s3(s3_endpoint: str, tmp_path: Path, mon
     assert not list(Path(tempfile.gettempdir()).glob("logscan-remote-*/sample-grpo"))
 
 
+@pytest.mark.slow  # html-report draws every plot (~20 s on 2 loaded cores)
 def test_html_report_and_compare_read_from_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _aws_env(monkeypatch, tmp_path, s3_endpoint)
     _upload(s3_endpoint, SAMPLE, "cmp/sample-grpo")
