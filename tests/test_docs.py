@@ -156,3 +156,32 @@ def test_ci_runs_the_readme_quick_start_from_the_wheel():
     assert quick == [last_step(readme_command("Quick start"))]
     assert "python -m build" in ci and "twine check --strict" in ci
     assert re.search(r"pip install --quiet \"\$DIST\"/dist/logscan_rl-\"\$VERSION\"-py3-none-any\.whl", ci)
+
+
+DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_set_example_in_the_docs_is_a_valid_override(doc: Path, tmp_path: Path) -> None:
+    import analyzer.detectors  # noqa: F401  (registers the detectors' sections)
+    from analyzer.config import load_config, register_section
+    from analyzer.report_data import REPORT_CONFIG_DEFAULTS
+
+    # the sections the pipeline adds before it loads the config
+    register_section("analyze", {"fail_on": "critical"})
+    register_section("report", REPORT_CONFIG_DEFAULTS)
+    text = doc.read_text(encoding="utf-8")
+    examples = re.findall(r"--set[ =]([A-Za-z_][\w.]*=[^\s`|)]+)", text)
+    placeholders = {"section.key=value", "key=value"}
+    for example in (e for e in examples if e.lower() not in placeholders):
+        load_config(None, overrides=[example], cwd=tmp_path)  # raises ConfigError if it would fail
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_docs_name_and_link_only_files_that_exist(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            assert (doc.parent / target).is_file(), f"{doc.name} links to {target}, which does not exist"
+    for named in re.findall(r"(?<![\w/.])docs/[\w-]+\.md", text):
+        assert (REPO / named).is_file(), f"{doc.name} names {named}, which does not exist"
