@@ -15,7 +15,7 @@ import click
 
 from analyzer import __version__
 from analyzer.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, InputError, LogscanError
-from analyzer.pipeline import FAIL_ON_CHOICES  # cheap: the stages are imported when they run
+from analyzer.verdict import FAIL_ON_CHOICES  # cheap: the stages are imported when they run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -213,7 +213,8 @@ def analyze(run: Path, fail_on: str | None, quiet: bool, **kwargs: Any) -> None:
         logscan analyze runs/001 --fail-on warning -o out/
         logscan analyze s3://bucket/runs/001
     """
-    from analyzer.pipeline import exit_code, summary_text
+    from analyzer.pipeline import summary_text
+    from analyzer.verdict import exit_code
 
     result = _analyze(run, fail_on=fail_on, **kwargs)
     click.echo(summary_text(result, quiet=quiet))

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import polars as pl
+
+
+# What ``--fail-on`` may be set to (``analyzer.verdict`` decides what each one fails).
+FailOn = Literal["info", "warning", "critical", "limited", "never"]
 
 
 class Severity(StrEnum):
@@ -245,8 +249,9 @@ class Analysis:
     alerts: list[Alert] = field(default_factory=list)
     detectors: list[DetectorStatus] = field(default_factory=list)
     drift: DriftResult | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    verdict: str = "healthy"  # critical | warnings | too_short | limited | healthy (analyzer.pipeline.verdict_for)
+    config: dict[str, Any] = field(default_factory=dict)  # the effective configuration
+    verdict: str = "healthy"  # critical | warnings | too_short | limited | healthy (analyzer.verdict)
+    fail_on: FailOn = "critical"  # resolved once, from --fail-on or the config (analyzer.verdict)
     timings: dict[str, float] = field(default_factory=dict)
     # Set by analyzer.pipeline: where the results went, which files, and stages skipped (and why).
     output_dir: str | None = None

@@ -16,25 +16,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
-from analyzer.errors import EXIT_ALERTS, EXIT_OK, ConfigError, InputError, OutputError
+from analyzer.errors import InputError, OutputError
 from analyzer.ingest import remote  # light: fsspec is imported when a URL is read
 from analyzer.ingest.sources import FORMATS, display_name
 from analyzer.ingest.trackers import split_selector
-from analyzer.model import Alert, Analysis, DriftResult, RunData, Severity, SourceRead
+from analyzer.model import Analysis, DriftResult, FailOn, RunData, Severity, SourceRead
+from analyzer.verdict import (
+    DEFAULT_FAIL_ON,
+    exit_code,
+    min_steps,
+    resolve_fail_on,
+    sort_alerts,
+    verdict_for,
+)
 
 if TYPE_CHECKING:
     import polars as pl
 
 OUTPUT_DIRNAME = "logscan"
-# Fewer logged steps than this (config ``general.min_steps``, shared with the detectors, which
-# skip their trend checks below it) and the verdict is "too_short" unless an alert at warning or
-# above fired (a NaN loss at step 2 is still worth a "critical").
-MIN_STEPS = 10
-# ``limited`` is not a severity: it fails every verdict but ``healthy`` (docs/cli.md).
-FAIL_ON_CHOICES = ("info", "warning", "critical", "limited", "never")
-DEFAULT_FAIL_ON = "critical"
-# Worst first: the verdict is the first that applies (docs/detectors.md, "What was checked").
-VERDICTS = ("critical", "warnings", "too_short", "limited", "healthy")
 
 # display names of the source kinds: the registry of formats (analyzer/ingest/sources.py)
 SOURCE_KIND_NAMES = {k: f.display for k, f in FORMATS.items()}
@@ -52,7 +51,7 @@ class AnalyzeOptions:
     max_embed: int | None = None
     device: str | None = None
     overrides: tuple[str, ...] = ()
-    fail_on: str | None = None
+    fail_on: FailOn | None = None
     junit: bool = False
     md_inline_images: bool = False
     no_plots: bool = False
@@ -85,7 +84,7 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
         raise InputError(f"{run_path} does not exist; give a run folder, a generations.csv or a trainer_state.json")
     # The config first: a typo in --set should fail before a gigabyte is read.
     config = _load_config(run_path, options)
-    _resolve_fail_on(options, config)
+    resolve_fail_on(options.fail_on, config)
     timings: dict[str, float] = {}
     with _timed(timings, "ingest"):
         from analyzer.ingest import load_run
@@ -99,7 +98,7 @@ def _analyze_remote(url: str, options: AnalyzeOptions) -> Analysis:
     output folder's cache (kept: a re-run downloads only what changed), or a temporary folder when
     nothing is written."""
     config = _load_config(None, options)
-    _resolve_fail_on(options, config)
+    resolve_fail_on(options.fail_on, config)
     timings: dict[str, float] = {}
     staging = output_dir_for(url, options) / "cache" / "remote" if options.write_outputs else None
     with _timed(timings, "ingest"):
@@ -127,7 +126,7 @@ def analyze_run(
 
     if config is None:
         config = _load_config(run_path if isinstance(run_path, Path) else None, options)
-    fail_on = _resolve_fail_on(options, config)
+    fail_on = resolve_fail_on(options.fail_on, config)
 
     with _timed(timings, "metrics"):
         from analyzer.metrics import DEFAULT_TAGS, compute_metrics
@@ -150,7 +149,7 @@ def analyze_run(
         from analyzer.detectors import run_detectors
 
         alerts, statuses = run_detectors(run, metrics, drift, config)
-    alerts = sorted(alerts, key=lambda a: (-a.severity.rank, a.step if a.step is not None else -1, a.kind))
+    alerts = sort_alerts(alerts)
 
     analysis = Analysis(
         run=run,
@@ -158,16 +157,16 @@ def analyze_run(
         alerts=alerts,
         detectors=statuses,
         drift=drift,
-        # the effective config, plus the resolved fail_on at top level (what the reports read)
-        config={**config, "fail_on": fail_on},
+        config=config,
         verdict="healthy",
+        fail_on=fail_on,
         timings=timings,
         notes=notes,
     )
     from analyzer.coverage import coverage_of
 
     analysis.verdict = verdict_for(
-        alerts, n_steps(metrics), min_steps=_min_steps(config), limited=coverage_of(analysis).limited
+        alerts, n_steps(metrics), min_steps=min_steps(config), limited=coverage_of(analysis).limited
     )
     if options.write_outputs:
         analysis.output_dir = str(out_dir)
@@ -213,7 +212,7 @@ def output_error(exc: OSError, out_dir: Path) -> OutputError:
     return OutputError(f"cannot write {where}: {exc.strerror or exc}; {hint}")
 
 
-# --- verdict and exit code --------------------------------------------------------------------
+# --- the verdict's inputs (analyzer.verdict decides) ---------------------------------------------
 
 
 def n_steps(metrics: pl.DataFrame) -> int:
@@ -222,46 +221,9 @@ def n_steps(metrics: pl.DataFrame) -> int:
     return int(metrics.get_column(C.STEP).drop_nulls().n_unique())
 
 
-def verdict_for(alerts: list[Alert], steps: int, *, min_steps: int = MIN_STEPS, limited: bool = False) -> str:
-    """critical / warnings when such alerts fired; else too_short below ``min_steps``; else limited
-    when the core checks of the run's kind could not all run (``analyzer.coverage``); else healthy."""
-    worst = max((a.severity.rank for a in alerts), default=-1)
-    if worst >= Severity.CRITICAL.rank:
-        return "critical"
-    if worst >= Severity.WARNING.rank:
-        return "warnings"
-    if steps < min_steps:
-        return "too_short"
-    if limited:
-        return "limited"
-    return "healthy"
-
-
-def exit_code(analysis: Analysis) -> int:
-    """0 when no alert is at or above ``fail_on`` (``never``: always 0), else 1. ``limited``
-    fails every verdict but ``healthy`` (a warning, too few steps, core checks that did not run)."""
-    fail_on = str(analysis.config.get("fail_on") or DEFAULT_FAIL_ON)
-    if fail_on == "never":
-        return EXIT_OK
-    if fail_on == "limited":
-        return EXIT_OK if analysis.verdict == "healthy" else EXIT_ALERTS
-    return EXIT_ALERTS if alerts_at_or_above(analysis, fail_on) else EXIT_OK
-
-
 def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
     value = config.get(name)
     return value if isinstance(value, dict) else {}
-
-
-def _min_steps(config: dict[str, Any]) -> int:
-    return int(_section(config, "general").get("min_steps") or MIN_STEPS)
-
-
-def _resolve_fail_on(options: AnalyzeOptions, config: dict[str, Any]) -> str:
-    value = options.fail_on or _section(config, "analyze").get("fail_on") or DEFAULT_FAIL_ON
-    if value not in FAIL_ON_CHOICES:
-        raise ConfigError(f"fail_on = {value!r} is not one of {', '.join(FAIL_ON_CHOICES)}")
-    return str(value)
 
 
 # --- the stages -------------------------------------------------------------------------------
@@ -393,13 +355,12 @@ def verdict_line(analysis: Analysis) -> str:
     label = analysis.verdict.upper().replace("_", " ")
     extra = ""
     if analysis.verdict == "too_short":
-        extra = f" (fewer than {_min_steps(analysis.config)} steps: too short to judge trends)"
+        extra = f" (fewer than {min_steps(analysis.config)} steps: too short to judge trends)"
     elif analysis.verdict == "limited":
         from analyzer.coverage import coverage_of
 
         extra = f" ({coverage_of(analysis).headline()})"
-    fail_on = analysis.config.get("fail_on", DEFAULT_FAIL_ON)
-    return f"logscan: {label} — {alerts}{extra}; exit {exit_code(analysis)} (--fail-on {fail_on})"
+    return f"logscan: {label} — {alerts}{extra}; exit {exit_code(analysis)} (--fail-on {analysis.fail_on})"
 
 
 def _drift_line(analysis: Analysis) -> str | None:
@@ -536,19 +497,3 @@ def _short_list(paths: list[str], limit: int = 4) -> str:
     names = [Path(p).name for p in paths[:limit]]
     more = f", … (+{len(paths) - limit})" if len(paths) > limit else ""
     return ", ".join(names) + more
-
-
-def alert_threshold(fail_on: str) -> Severity | None:
-    """The alert severity a ``--fail-on`` value fails on: ``limited`` fails warnings (as every
-    verdict but healthy), ``never`` none."""
-    if fail_on == "never":
-        return None
-    return Severity.WARNING if fail_on == "limited" else Severity(fail_on)
-
-
-def alerts_at_or_above(analysis: Analysis, severity: str) -> list[Alert]:
-    threshold = alert_threshold(severity)
-    if threshold is None:
-        return []
-    return [a for a in analysis.alerts if a.severity.rank >= threshold.rank]
-

@@ -412,9 +412,9 @@ def _lookup_samples(analysis: Analysis, ids: Iterable[int]) -> dict[int, dict[st
 
 
 def _alerts_view(analysis: Analysis) -> list[dict[str, Any]]:
-    alerts = sorted(
-        analysis.alerts, key=lambda a: (-a.severity.rank, a.step if a.step is not None else 1 << 62)
-    )
+    from analyzer.verdict import sort_alerts
+
+    alerts = sort_alerts(analysis.alerts)
     samples = _lookup_samples(
         analysis, (i for a in alerts for i in _sample_ids(a)[:EVIDENCE_SAMPLES])
     )
@@ -778,9 +778,7 @@ def _xml_text(value: Any) -> str:
 
 
 def fail_threshold(analysis: Analysis, fail_on: str | None = None) -> str:
-    from analyzer.pipeline import DEFAULT_FAIL_ON
-
-    return str(fail_on or (analysis.config or {}).get("fail_on") or DEFAULT_FAIL_ON)
+    return str(fail_on or analysis.fail_on)
 
 
 def render_junit(analysis: Analysis, *, fail_on: str | None = None) -> str:
@@ -792,7 +790,7 @@ def render_junit(analysis: Analysis, *, fail_on: str | None = None) -> str:
     import xml.etree.ElementTree as ET
 
     from analyzer.coverage import coverage_of
-    from analyzer.pipeline import alert_threshold
+    from analyzer.verdict import alert_threshold
 
     threshold = fail_threshold(analysis, fail_on)
     severity = alert_threshold(threshold)

@@ -258,7 +258,8 @@ def analysis_to_dict(analysis: Analysis, *, generated_at: str | None = None) -> 
         ],
         "drift": drift_to_dict(analysis),
         "coverage": _coverage(analysis),
-        "config": analysis.config,
+        # the effective config, plus the resolved fail_on at top level
+        "config": {**analysis.config, "fail_on": analysis.fail_on},
         "timings": analysis.timings,
     }
     result: dict[str, Any] = jsonable(data)

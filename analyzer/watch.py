@@ -112,7 +112,7 @@ def watch_run(
 
     Returns 0 (the exit code): watching is not judging; ``logscan analyze`` is the CI gate.
     """
-    from analyzer.pipeline import alerts_at_or_above
+    from analyzer.verdict import alerts_at_or_above
 
     path = Path(path)
     if not path.exists():

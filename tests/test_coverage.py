@@ -20,9 +20,10 @@ from analyzer.cli import cli
 from analyzer.detectors import REGISTRY, Skip, register
 from analyzer.detectors.base import alert
 from analyzer.model import Alert, DetectorStatus, IngestReport, RunData, Severity
-from analyzer.pipeline import AnalyzeOptions, analyze, exit_code, summary_text, verdict_for
+from analyzer.pipeline import AnalyzeOptions, analyze, summary_text
 from analyzer.render import render_html, render_junit, render_markdown
 from analyzer.report_data import analysis_to_dict, load_schema
+from analyzer.verdict import exit_code, verdict_for
 
 REPO = Path(__file__).resolve().parent.parent
 HEALTHY = REPO / "examples" / "runs" / "healthy-grpo"
@@ -156,7 +157,7 @@ def test_grpo_run_with_everything_logged_and_nothing_wrong_is_healthy() -> None:
     assert len(c.ran) == len(c.core) == 9
     assert "checks:      9 of 9 core checks for a GRPO/PPO/RLOO run with completions ran" in summary_text(a)
     # healthy passes even the strictest gate
-    a.config["fail_on"] = "limited"
+    a.fail_on = "limited"
     assert exit_code(a) == 0
 
 

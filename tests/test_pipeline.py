@@ -12,16 +12,8 @@ import pytest
 from analyzer import columns as C
 from analyzer.errors import ConfigError, InputError
 from analyzer.model import Alert, Analysis, IngestIssue, IngestReport, RunData, Severity
-from analyzer.pipeline import (
-    MIN_STEPS,
-    AnalyzeOptions,
-    analyze,
-    analyze_run,
-    exit_code,
-    output_dir_for,
-    summary_text,
-    verdict_for,
-)
+from analyzer.pipeline import AnalyzeOptions, analyze, analyze_run, output_dir_for, summary_text
+from analyzer.verdict import MIN_STEPS, exit_code, verdict_for
 
 
 def alert(sev: str, kind: str = "reward_hacking", step: int | None = 3) -> Alert:
@@ -90,7 +82,7 @@ def test_verdict_rules():
     ],
 )
 def test_exit_code(severities, fail_on, expected):
-    a = Analysis(run=memory_run(), metrics=pl.DataFrame(), alerts=[alert(s) for s in severities], config={"fail_on": fail_on})
+    a = Analysis(run=memory_run(), metrics=pl.DataFrame(), alerts=[alert(s) for s in severities], fail_on=fail_on)
     assert exit_code(a) == expected
 
 
@@ -159,10 +151,10 @@ def test_fail_on_from_config_file_and_flag_precedence(tmp_path):
     run = memory_run(path=str(run_dir), with_nan=False)
     opts = dict(write_outputs=False, **FAST)
     from_file = analyze_run(run, AnalyzeOptions(**opts))
-    assert from_file.config["fail_on"] == "info"
+    assert from_file.fail_on == "info" and "fail_on" not in from_file.config
     assert exit_code(from_file) == 1  # the torn-line info alert now fails
     flag = analyze_run(run, AnalyzeOptions(fail_on="critical", **opts))
-    assert flag.config["fail_on"] == "critical" and exit_code(flag) == 0
+    assert flag.fail_on == "critical" and exit_code(flag) == 0
     override = analyze_run(run, AnalyzeOptions(overrides=("analyze.fail_on=never",), **opts))
     assert exit_code(override) == 0
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
 from analyzer.model import Alert, DetectorStatus, DriftResult, RunData, Severity
+from analyzer.verdict import alert_order
 
 if TYPE_CHECKING:
     import numpy as np
@@ -372,7 +373,7 @@ def run_detectors(
             continue
         alerts.extend(found)
         statuses.append(DetectorStatus(name=name, ran=True, reason=None, alerts=len(found)))
-    alerts.sort(key=lambda a: (-a.severity.rank, a.step if a.step is not None else -1, a.kind))
+    alerts.sort(key=alert_order)  # the one alert order (analyzer.verdict)
     return alerts, statuses
 
 
