@@ -101,6 +101,9 @@ def _multi_source_run(folder: Path) -> Path:
     (folder / "checkpoint-50" / "model.safetensors").write_bytes(b"\0" * 4096)
     (folder / "notes.txt").write_text("launched by the nightly job\n")
     (folder / ".DS_Store").write_bytes(b"\0\1")
+    for name in ("config", "objects/ab/cdef", "objects/12/3456"):
+        (folder / ".git" / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / ".git" / name).write_text("not a log")
     return folder
 
 
@@ -182,6 +185,8 @@ def test_a_folder_of_several_sources_from_s3_is_one_run_as_locally(
     not_read = {n["file"]: n["reason"] for n in b["ingest"]["not_read"]}
     assert not_read["checkpoint-50/model.safetensors"].endswith("; not downloaded")
     assert not_read[".DS_Store"] == "hidden file; not downloaded"
+    assert not_read[".git/"] == "hidden folder; not downloaded"  # once, not per object
+    assert not [f for f in not_read if f.startswith(".git/") and f != ".git/"]
     assert not_read["checkpoint-50/trainer_state.json"].startswith("older checkpoint")  # fetched and judged
     assert "notes.txt" in not_read
     staged = tmp_path / "b" / "cache" / "remote" / "grpo-out"
@@ -201,8 +206,8 @@ def test_a_rerun_downloads_only_what_changed_and_forgets_deleted_files(
         return [n for n in json.loads((out / "analysis.json").read_text())["ingest"]["notes"] if n.startswith("read from")]
 
     size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file() and p.suffix in (".json", ".csv", ".txt"))
-    assert notes() == [f"read from s3://runs/exp/grow: 4 file(s) downloaded ({size / 1e6:.1f} MB), 2 not downloaded (not training logs)"]
-    assert notes() == ["read from s3://runs/exp/grow: 0 file(s) downloaded (0.0 MB), 4 unchanged since the last run, 2 not downloaded (not training logs)"]
+    assert notes() == [f"read from s3://runs/exp/grow: 4 file(s) downloaded ({size / 1e6:.1f} MB), 3 not downloaded (not training logs)"]
+    assert notes() == ["read from s3://runs/exp/grow: 0 file(s) downloaded (0.0 MB), 4 unchanged since the last run, 3 not downloaded (not training logs)"]
     client = _client(s3_endpoint)
     client.put_object(Bucket=BUCKET, Key="exp/grow/notes.txt", Body=b"relaunched\n")
     client.delete_object(Bucket=BUCKET, Key="exp/grow/generations.csv")

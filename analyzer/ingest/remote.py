@@ -198,7 +198,8 @@ def remote_error(exc: BaseException, shown: str, *, what: str = "") -> InputErro
     if any(isinstance(c, FileNotFoundError) for c in chain) or re.search(r"NoSuchKey|\b404\b|Not ?Found", texts):
         return InputError(f"{where}: no such file or folder")
     if re.search(r"EndpointConnectionError|ClientConnector|ConnectionError|Connection refused|Could not connect", names + " " + texts):
-        return InputError(f"{where}: cannot connect to the storage endpoint (check the network and AWS_ENDPOINT_URL)")
+        endpoint = " and AWS_ENDPOINT_URL" if SCHEMES.get(scheme_of(shown)) == "s3" else ""
+        return InputError(f"{where}: cannot connect to the storage endpoint (check the network{endpoint})")
     detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     if len(detail) > 200:
         detail = detail[:199] + "…"
@@ -227,11 +228,20 @@ def _not_fetched_reason(rel: str) -> str | None:
     from analyzer.ingest.sources import _CHECKPOINT_RE, _not_a_log
 
     parts = rel.split("/")
-    if any(p.startswith(".") for p in parts):
+    if parts[-1].startswith("."):
         return "hidden file"
     if any(_CHECKPOINT_RE.search(p) for p in parts[:-1]) and parts[-1] != "trainer_state.json":
         return "checkpoint file (weights, optimiser or config), not a training log"
     return _not_a_log(Path(parts[-1]))
+
+
+def _hidden_folder(rel: str) -> str | None:
+    """``.git/`` for ``.git/objects/ab/cd``: the first hidden folder on the way to ``rel``."""
+    parts = rel.split("/")[:-1]
+    for i, part in enumerate(parts):
+        if part.startswith("."):
+            return "/".join(parts[: i + 1]) + "/"
+    return None
 
 
 def _signature(info: dict[str, Any]) -> list[Any]:
@@ -311,11 +321,18 @@ def _sync(fs: Any, root: str, files: dict[str, Any], dirs: set[str], staged: Sta
         old = {}
     previous: dict[str, Any] = old.get("files", {}) if isinstance(old.get("files"), dict) else {}
     wanted: dict[str, list[Any]] = {}
+    hidden: set[str] = set()
     for rel in sorted(files):
         if not rel or rel.endswith("/"):  # a folder marker (a zero-byte "prefix/" object)
             continue
-        if rel.startswith("/") or ".." in rel.split("/"):
-            staged.not_fetched.append((rel or "?", "a name that is not a path inside the run"))
+        if rel.startswith("/") or ".." in rel.split("/") or "\0" in rel:
+            staged.not_fetched.append((rel.replace("\0", "\\0"), "a name that is not a path inside the run; not downloaded"))
+            continue
+        folder = _hidden_folder(rel)
+        if folder is not None:  # named once, as discovery names a hidden folder (.git/ may hold thousands)
+            if folder not in hidden:
+                hidden.add(folder)
+                staged.not_fetched.append((folder, "hidden folder; not downloaded"))
             continue
         why = _not_fetched_reason(rel)
         if why is not None:
@@ -328,8 +345,11 @@ def _sync(fs: Any, root: str, files: dict[str, Any], dirs: set[str], staged: Sta
         base.unlink()
     base.mkdir(parents=True, exist_ok=True)
     for d in sorted(dirs):
-        if d and ".." not in d.split("/") and not any(p.startswith(".") for p in d.split("/")[:-1]):
+        if d and ".." not in d.split("/") and "\0" not in d and not any(p.startswith(".") for p in d.split("/")):
             (base / d).mkdir(parents=True, exist_ok=True)
+        elif d and (folder := _hidden_folder(d + "/x")) is not None and folder not in hidden:
+            hidden.add(folder)
+            staged.not_fetched.append((folder, "hidden folder; not downloaded"))
     for rel, sig in wanted.items():
         local = base / rel if is_dir else staged.path
         if previous.get(rel) == sig and sig[1] is not None and local.is_file() and local.stat().st_size == sig[0]:
