@@ -66,4 +66,29 @@ GEN_ZERO_SPREAD_ALL_WRONG: Final = "gen_frac_zero_spread_all_wrong"
 GEN_REPEAT_NGRAM: Final = "gen_repeated_ngram_rate"
 GEN_REWARD_LENGTH_CORR: Final = "gen_reward_length_corr"
 GEN_REWARD_NONFINITE: Final = "gen_reward_nonfinite"  # share of completions with NaN/inf total_reward
-# drift (analyzer.drift) adds per-step columns with prefix "drift_" (see docs/drift.md)
+
+# --- scored by analyzer.drift, joined into the metrics frame, prefix "drift_" (docs/drift.md) ---
+DRIFT_N: Final = "drift_n"  # completions embedded at the step
+DRIFT_TRAIN_MEAN: Final = "drift_train_mean"  # train answers' distance from their prompt's baseline
+DRIFT_TRAIN_P90: Final = "drift_train_p90"
+DRIFT_TRAIN_N: Final = "drift_train_n"
+DRIFT_EVAL_MEAN: Final = "drift_eval_mean"  # eval and probe answers' distance from their baseline
+DRIFT_EVAL_MAX: Final = "drift_eval_max"
+DRIFT_EVAL_N: Final = "drift_eval_n"
+DRIFT_DIVERSITY_GROUP: Final = "drift_diversity_group"  # within-prompt similarity (↑ = less diverse)
+DRIFT_DIVERSITY_STEP: Final = "drift_diversity_step"  # within-step similarity
+DRIFT_STEP_SHIFT: Final = "drift_step_shift"  # the step's mean completion away from the early ones
+DRIFT_OUTLIER_FRAC: Final = "drift_outlier_frac"  # share of completions far from every early one
+DRIFT_COLUMNS: Final = (
+    DRIFT_N,
+    DRIFT_TRAIN_MEAN,
+    DRIFT_TRAIN_P90,
+    DRIFT_TRAIN_N,
+    DRIFT_EVAL_MEAN,
+    DRIFT_EVAL_MAX,
+    DRIFT_EVAL_N,
+    DRIFT_DIVERSITY_GROUP,
+    DRIFT_DIVERSITY_STEP,
+    DRIFT_STEP_SHIFT,
+    DRIFT_OUTLIER_FRAC,
+)

@@ -13,27 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from analyzer import columns as C
+from analyzer import catalogue
 from analyzer.model import Analysis, Severity
 from analyzer.report_data import finite_or_none, run_summary
 
-# The rows compare shows, in order, when at least one run has the column.
-KEY_METRICS: tuple[str, ...] = (
-    C.REWARD,
-    C.GEN_REWARD_MEAN,
-    C.GEN_ACCURACY,
-    "eval/" + C.GEN_ACCURACY,
-    C.GEN_FORMAT_OK,
-    C.GEN_LEN_CHARS,
-    C.COMPLETION_LENGTH,
-    C.GEN_REPEAT_NGRAM,
-    C.GEN_ZERO_SPREAD_GROUPS,
-    C.KL,
-    C.ENTROPY,
-    C.LOSS,
-    C.GRAD_NORM,
-    "eval/" + C.REWARD,
-)
+# The rows compare shows, in order, when at least one run has the column (analyzer.catalogue).
+KEY_METRICS: tuple[str, ...] = catalogue.COMPARE
 
 
 def compare_analyses(paths: Sequence[str | Path], *, embeddings: bool = False) -> list[Analysis]:

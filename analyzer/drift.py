@@ -50,26 +50,14 @@ DIFF_MAX_LINES = 200
 # Thresholds calibrated with all-MiniLM-L6-v2 (see docs/drift.md and tests/test_drift.py). The
 # detectors own the real thresholds; these are the documented starting points they may import.
 SUGGESTED_THRESHOLDS: dict[str, float] = {
-    "drift_eval_mean": 0.25,  # eval/probe answers mean-embedding moved this far from baseline
-    "drift_train_mean": 0.30,
-    "drift_diversity_group": 0.95,  # completions of one prompt near-identical
-    "drift_outlier_frac": 0.25,
-    "drift_step_shift": 0.25,  # the step's mean completion moved away from the early ones
+    C.DRIFT_EVAL_MEAN: 0.25,  # eval/probe answers mean-embedding moved this far from baseline
+    C.DRIFT_TRAIN_MEAN: 0.30,
+    C.DRIFT_DIVERSITY_GROUP: 0.95,  # completions of one prompt near-identical
+    C.DRIFT_OUTLIER_FRAC: 0.25,
+    C.DRIFT_STEP_SHIFT: 0.25,  # the step's mean completion moved away from the early ones
 }
 
-DRIFT_COLUMNS: tuple[str, ...] = (
-    "drift_n",
-    "drift_train_mean",
-    "drift_train_p90",
-    "drift_train_n",
-    "drift_eval_mean",
-    "drift_eval_max",
-    "drift_eval_n",
-    "drift_diversity_group",
-    "drift_diversity_step",
-    "drift_step_shift",
-    "drift_outlier_frac",
-)
+DRIFT_COLUMNS: tuple[str, ...] = C.DRIFT_COLUMNS  # kept importable here: the names live in analyzer.columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,17 +468,17 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
     per_step = pl.DataFrame(
         {
             "step": pl.Series(uniq_steps.astype(np.int64), dtype=pl.Int64),
-            "drift_n": pl.Series(counts_per_step.astype(np.int64), dtype=pl.Int64),
-            "drift_train_mean": pl.Series(agg(drift["train"], "mean"), dtype=pl.Float64),
-            "drift_train_p90": pl.Series(agg(drift["train"], "p90"), dtype=pl.Float64),
-            "drift_train_n": pl.Series([len(v) for v in drift["train"]], dtype=pl.Int64),
-            "drift_eval_mean": pl.Series(agg(drift["eval"], "mean"), dtype=pl.Float64),
-            "drift_eval_max": pl.Series(agg(drift["eval"], "max"), dtype=pl.Float64),
-            "drift_eval_n": pl.Series([len(v) for v in drift["eval"]], dtype=pl.Int64),
-            "drift_diversity_group": pl.Series(col(div_group), dtype=pl.Float64),
-            "drift_diversity_step": pl.Series(col(div_step), dtype=pl.Float64),
-            "drift_step_shift": pl.Series(col(shift), dtype=pl.Float64),
-            "drift_outlier_frac": pl.Series(col(outlier_frac), dtype=pl.Float64),
+            C.DRIFT_N: pl.Series(counts_per_step.astype(np.int64), dtype=pl.Int64),
+            C.DRIFT_TRAIN_MEAN: pl.Series(agg(drift["train"], "mean"), dtype=pl.Float64),
+            C.DRIFT_TRAIN_P90: pl.Series(agg(drift["train"], "p90"), dtype=pl.Float64),
+            C.DRIFT_TRAIN_N: pl.Series([len(v) for v in drift["train"]], dtype=pl.Int64),
+            C.DRIFT_EVAL_MEAN: pl.Series(agg(drift["eval"], "mean"), dtype=pl.Float64),
+            C.DRIFT_EVAL_MAX: pl.Series(agg(drift["eval"], "max"), dtype=pl.Float64),
+            C.DRIFT_EVAL_N: pl.Series([len(v) for v in drift["eval"]], dtype=pl.Int64),
+            C.DRIFT_DIVERSITY_GROUP: pl.Series(col(div_group), dtype=pl.Float64),
+            C.DRIFT_DIVERSITY_STEP: pl.Series(col(div_step), dtype=pl.Float64),
+            C.DRIFT_STEP_SHIFT: pl.Series(col(shift), dtype=pl.Float64),
+            C.DRIFT_OUTLIER_FRAC: pl.Series(col(outlier_frac), dtype=pl.Float64),
         }
     )
     per_step = per_step.filter(pl.col("step") >= 0) if (uniq_steps < 0).any() else per_step

@@ -21,22 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from analyzer import catalogue
 from analyzer import columns as C
 from analyzer.errors import InputError
 from analyzer.model import Analysis
 from analyzer.report_data import finite_or_none
 
-WATCHED: tuple[str, ...] = (
-    C.REWARD,
-    C.GEN_REWARD_MEAN,
-    C.GEN_ACCURACY,
-    C.GEN_FORMAT_OK,
-    C.GEN_LEN_CHARS,
-    C.KL,
-    C.ENTROPY,
-    C.LOSS,
-    C.GRAD_NORM,
-)
+WATCHED: tuple[str, ...] = catalogue.WATCH  # the key metrics watch shows (analyzer.catalogue)
 FINISHED_STATUSES = ("finished", "crashed")
 
 

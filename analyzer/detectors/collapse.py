@@ -293,7 +293,7 @@ def mode_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     if exc is None:
         return []
     ev: dict[str, Any] = {}
-    for c in ("drift_diversity_group", "drift_diversity_step"):
+    for c in (C.DRIFT_DIVERSITY_GROUP, C.DRIFT_DIVERSITY_STEP):
         if ctx.has(c):
             _, dv = ctx.series(c)
             w = ctx.warmup_points(dv.size)

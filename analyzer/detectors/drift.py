@@ -25,8 +25,8 @@ from analyzer.detectors.base import DetectorContext, Skip, alert, register
 from analyzer.detectors.text import CORRECT
 from analyzer.model import Alert, Severity
 
-EVAL_DRIFT = "drift_eval_mean"  # eval and probe prompts together (analyzer.drift)
-TRAIN_DRIFT = "drift_train_mean"
+EVAL_DRIFT = C.DRIFT_EVAL_MEAN  # eval and probe prompts together (analyzer.drift)
+TRAIN_DRIFT = C.DRIFT_TRAIN_MEAN
 # eval/probe metrics where higher is worse (lower-is-worse ones: _common.eval_quality_columns)
 _EVAL_UP = ("loss",)
 
