@@ -573,3 +573,22 @@ def test_forgetting_on_an_eval_logged_every_few_steps(every: int) -> None:
     forgetting = [a for a in alerts if a.kind == "catastrophic_forgetting"]
     assert len(forgetting) == 1 and forgetting[0].severity.value in ("warning", "critical")
     assert abs(forgetting[0].step - 60) <= every
+
+
+def test_reward_std_collapse_points_at_the_same_completions_every_time() -> None:
+    """The zero-spread groups come out of a group_by in no set order: the completions named must
+    still be the same on every run of the same data (earliest step first, then by id)."""
+    sc = make_scenario("reward_std_collapse", with_generations=True)
+    metrics = compute_metrics(sc.run)
+    picks = set()
+    for _ in range(8):
+        alerts, _ = run_detectors(sc.run, metrics, sc.drift, None)
+        a = next(a for a in alerts if a.kind == "reward_std_collapse")
+        picks.add(tuple(a.evidence["sample_ids"]))
+    assert len(picks) == 1, picks
+    ids = list(next(iter(picks)))
+    assert ids
+    g = sc.run.generations
+    assert g is not None
+    steps = dict(zip(g["sample_id"].to_list(), g["step"].to_list(), strict=True))
+    assert [(steps[i], i) for i in ids] == sorted((steps[i], i) for i in ids)

@@ -170,7 +170,7 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
                 cause = "mostly all-wrong groups: the prompts are too hard or the reward is broken"
             else:
                 cause = "a mix of all-correct and all-wrong groups"
-            ids = ctx.pick_samples(late.sort(C.STEP))
+            ids = ctx.pick_samples(late.sort(C.STEP, C.SAMPLE_ID))  # group_by has no set order
     else:
         for c in (C.GEN_ZERO_SPREAD_ALL_CORRECT, C.GEN_ZERO_SPREAD_ALL_WRONG):
             if ctx.has(c):
