@@ -242,7 +242,8 @@ def html_report(run: Path, output_file: Path | None, **kwargs: Any) -> None:
     Example:
         logscan html-report runs/001 -o report.html
     """
-    from analyzer.pipeline import AnalyzeOptions, output_dir_for, output_error
+    from analyzer.errors import output_error
+    from analyzer.pipeline import AnalyzeOptions, output_dir_for
     from analyzer.render import write_html_report
 
     data_dir = output_dir_for(run, AnalyzeOptions())
@@ -354,9 +355,9 @@ def detectors() -> None:
     Example:
         logscan detectors
     """
-    from analyzer.detectors import describe_detectors
+    from analyzer.coverage import describe_checks
 
-    click.echo(describe_detectors())
+    click.echo(describe_checks())
 
 
 def main() -> None:

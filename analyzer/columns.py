@@ -92,3 +92,9 @@ DRIFT_COLUMNS: Final = (
     DRIFT_STEP_SHIFT,
     DRIFT_OUTLIER_FRAC,
 )
+
+
+def split_prefix(split: str) -> str:
+    """``""`` for the train split, ``"eval/"``, ``"probe/"`` (or ``"<name>/"``) for the others: the
+    prefix of a split's columns in the steps and metrics frames."""
+    return "" if split == "train" else f"{split}/"

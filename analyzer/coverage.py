@@ -369,3 +369,21 @@ def assess(
 def coverage_of(analysis: Analysis) -> Coverage:
     """The coverage of an analysed run (cheap: it reads the detectors' statuses and a few columns)."""
     return assess(analysis.run, analysis.metrics, analysis.detectors)
+
+
+def describe_checks() -> str:
+    """``logscan detectors``: every registered detector (``describe_detectors``), then the core
+    and optional checks of each kind of run."""
+    from analyzer.detectors import REGISTRY, describe_detectors
+
+    lines = ["Core checks per kind of run (all must run, else the verdict is limited; docs/detectors.md)"]
+    for kind, rule in KINDS.items():
+        core, optional = core_checks(kind, registry=REGISTRY.values())
+        lines.append(f"{kind}: {rule.label}")
+        lines.append(f"    core:     {', '.join(core)}")
+        if optional:
+            lines.append(f"    optional: {', '.join(optional)}")
+        if rule.no_specific and all(c in GENERIC for c in core):
+            lines.append(f"    note:     {rule.no_specific}")
+    lines.append("(a run with a critic — PPO — checks value_reward_mismatch instead of reward_std_collapse)")
+    return describe_detectors() + "\n" + "\n".join(lines) + "\n"

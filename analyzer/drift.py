@@ -27,7 +27,7 @@ from analyzer import columns as C
 from analyzer import embeddings
 from analyzer.errors import DeviceUnavailableError, ModelUnavailableError
 from analyzer.model import DriftResult, RunData, SampleDiff
-from analyzer.report_data import finite_or_none
+from analyzer.values import finite_or_none
 
 if TYPE_CHECKING:
     import numpy as np

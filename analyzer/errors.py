@@ -5,6 +5,9 @@ Every message says what was wrong and, where it can, how to fix it, on one line.
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 EXIT_OK = 0
 EXIT_ALERTS = 1  # alerts at or above --fail-on
 EXIT_USAGE = 2  # bad usage, bad config or unreadable input
@@ -38,3 +41,17 @@ class DeviceUnavailableError(ModelUnavailableError):
 
 class OutputError(LogscanError):
     """An output file could not be written (a full disk, a read-only folder)."""
+
+
+def output_error(exc: OSError, out_dir: Path) -> OutputError:
+    """The one-line error for an output that cannot be written (exit 2): what, where, and a hint."""
+    where = exc.filename or out_dir
+    if not exc.errno and "no space left" in str(exc.strerror).lower():
+        exc = OSError(errno.ENOSPC, str(exc.strerror), exc.filename)
+    hint = {
+        errno.ENOSPC: "free some space or write elsewhere with -o",
+        errno.EDQUOT: "free some space or write elsewhere with -o",
+        errno.EACCES: "no permission to write there; write elsewhere with -o",
+        errno.EROFS: "the file system is read-only; write elsewhere with -o",
+    }.get(exc.errno or 0, "a file or folder is in the way; remove it or write elsewhere with -o")
+    return OutputError(f"cannot write {where}: {exc.strerror or exc}; {hint}")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
+from analyzer.columns import split_prefix
 
 if TYPE_CHECKING:
     import polars as pl
@@ -46,11 +47,6 @@ _NG = "__ngram_rate"
 _OTHER_SPACE = "[\t\n\x0b\x0c\r\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 # whitespace_token_counts: texts per numpy slice (≈ 10 MB of text at typical completion lengths)
 _TOKEN_SLICE = 1 << 15
-
-
-def split_prefix(split: str) -> str:
-    """``""`` for the train split, ``"eval/"``, ``"probe/"`` (or ``"<name>/"``) for the others."""
-    return "" if split == "train" else f"{split}/"
 
 
 def normalise_answer(expr: pl.Expr) -> pl.Expr:

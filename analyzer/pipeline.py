@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
-from analyzer.errors import InputError, OutputError
+from analyzer.errors import InputError, output_error
 from analyzer.ingest import remote  # light: fsspec is imported when a URL is read
 from analyzer.ingest.sources import FORMATS, display_name
 from analyzer.ingest.trackers import split_selector
 from analyzer.model import Analysis, DriftResult, FailOn, RunData, Severity, SourceRead
+from analyzer.paths import run_output_dir
 from analyzer.verdict import (
     DEFAULT_FAIL_ON,
     exit_code,
@@ -33,7 +34,6 @@ from analyzer.verdict import (
 if TYPE_CHECKING:
     import polars as pl
 
-OUTPUT_DIRNAME = "logscan"
 
 # display names of the source kinds: the registry of formats (analyzer/ingest/sources.py)
 SOURCE_KIND_NAMES = {k: f.display for k, f in FORMATS.items()}
@@ -67,11 +67,7 @@ def output_dir_for(run_path: str | Path, options: AnalyzeOptions) -> Path:
     for a run in object storage, ``./logscan-<bucket>-<prefix>/`` (docs/cli.md)."""
     if options.output_dir is not None:
         return Path(options.output_dir)
-    if remote.is_url(run_path):
-        return remote.default_output_dir(str(run_path))
-    run_path = Path(run_path)
-    base = run_path if run_path.is_dir() else run_path.parent
-    return base / OUTPUT_DIRNAME
+    return run_output_dir(run_path)
 
 
 def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Analysis:
@@ -194,22 +190,6 @@ def analyze_run(
         except OSError as exc:
             raise output_error(exc, out_dir) from exc
     return analysis
-
-
-def output_error(exc: OSError, out_dir: Path) -> OutputError:
-    """The one-line error for an output that cannot be written (exit 2)."""
-    import errno
-
-    where = exc.filename or out_dir
-    if not exc.errno and "no space left" in str(exc.strerror).lower():
-        exc = OSError(errno.ENOSPC, str(exc.strerror), exc.filename)
-    hint = {
-        errno.ENOSPC: "free some space or write elsewhere with -o",
-        errno.EDQUOT: "free some space or write elsewhere with -o",
-        errno.EACCES: "no permission to write there; write elsewhere with -o",
-        errno.EROFS: "the file system is read-only; write elsewhere with -o",
-    }.get(exc.errno or 0, "a file or folder is in the way; remove it or write elsewhere with -o")
-    return OutputError(f"cannot write {where}: {exc.strerror or exc}; {hint}")
 
 
 # --- the verdict's inputs (analyzer.verdict decides) ---------------------------------------------
@@ -377,7 +357,7 @@ def _drift_line(analysis: Analysis) -> str | None:
 
 def terminal_text(value: object) -> str:
     """Log-supplied text for the terminal: control characters as escapes, line breaks as ⏎."""
-    from analyzer.samples import terminal_safe
+    from analyzer.values import terminal_safe
 
     return terminal_safe(str(value)).replace("\n", "⏎")
 

@@ -345,10 +345,10 @@ def kl_thresholds(analysis: Analysis) -> list[tuple[str, float]]:
     unit = None
     if budget is None:
         try:
-            from analyzer.detectors.kl import kl_unit
+            from analyzer.values import kl_unit
 
             unit = kl_unit(analysis.run, str(section.get("unit") or "auto"))
-        except Exception:  # the detectors package is optional here; token is the common case
+        except Exception:  # a run whose info cannot say: token is the common case
             unit = "token"
         budget = number(f"budget_per_{unit}")
     if budget is None:

@@ -232,11 +232,11 @@ def resolve_template_dir(analysis: Analysis, template_dir: str | Path | None = N
 def default_output_dir(analysis: Analysis) -> Path:
     """The pipeline's ``output_dir`` when it recorded one, else ``RUN/logscan/`` (next to the run
     file when RUN is a file)."""
-    from analyzer.pipeline import AnalyzeOptions, output_dir_for
+    from analyzer.paths import run_output_dir
 
     if analysis.output_dir:
         return Path(analysis.output_dir)
-    return output_dir_for(Path(analysis.run.path), AnalyzeOptions())
+    return run_output_dir(Path(analysis.run.path))
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from analyzer import __version__
 from analyzer import columns as C
+from analyzer.values import finite_or_none
 
 if TYPE_CHECKING:
     import polars as pl
@@ -78,15 +79,6 @@ def metric_direction(name: str) -> int:
     ):
         return 1
     return 0
-
-
-def finite_or_none(x: Any) -> float | None:
-    """``x`` as a float, or None when it is not a finite number (None, text, NaN, ±inf)."""
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def summarize_metrics(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:

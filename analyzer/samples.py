@@ -8,13 +8,13 @@ steps in between), each compared with the previous one shown.
 from __future__ import annotations
 
 import math
-import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyzer import columns as C
 from analyzer.drift import compare_texts, evenly_spaced
 from analyzer.errors import InputError
+from analyzer.values import terminal_safe
 
 if TYPE_CHECKING:
     import polars as pl
@@ -24,23 +24,6 @@ if TYPE_CHECKING:
 MAX_TEXT_CHARS = 3000
 MAX_PROMPT_CHARS = 300
 DIFF_MIN_SIMILARITY = 0.5  # below this a diff is noisier than the new text itself
-
-
-def terminal_safe(text: str) -> str:
-    """Model output is untrusted: control characters (ANSI escapes, \\r, bells) would rewrite the
-    terminal, and lone surrogates cannot be printed. Show them as escapes / U+FFFD instead."""
-    out: list[str] = []
-    for ch in text:
-        o = ord(ch)
-        if ch in "\n\t":
-            out.append(ch)
-        elif 0xD800 <= o <= 0xDFFF:
-            out.append("\ufffd")
-        elif unicodedata.category(ch) in ("Cc", "Cf") and ch not in "\u200d":  # keep ZWJ (emoji sequences)
-            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def _clip(text: str, limit: int) -> str:

@@ -133,6 +133,16 @@ def test_tensorboard_every_point_is_read_and_a_relaunch_is_a_resume(tmp_path: Pa
     assert [(r["from_step"], r["to_step"]) for r in run.report.resumes] == [(10_050, 10_001)]
 
 
+def test_a_folder_of_runs_logged_only_to_tensorboard_is_named_as_such(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    steps = make_scenario(None, with_generations=False, n_steps=12).run.steps
+    for name in ("run-a", "run-b"):
+        write_tensorboard(tmp_path / name / "runs" / "Dec07_host", steps)
+    with pytest.raises(InputError, match=r"a folder of 2 runs \(run-a, run-b\), not a run"):
+        load_run(tmp_path)
+    assert load_run(tmp_path / "run-a").report.source_kind == "tensorboard"
+
+
 # --- Weights & Biases -----------------------------------------------------------------------------
 def write_wandb(folder: Path, steps: pl.DataFrame, *, table_every: int = 0, name: str = "grpo") -> Path:
     """What transformers' WandbCallback (and TRL's completions table) do, offline, into

@@ -392,7 +392,8 @@ def too_short_reason(
 
 
 def describe_detectors() -> str:
-    """Plain-text documentation of every registered detector (``logscan detectors``)."""
+    """Plain-text documentation of every registered detector; ``logscan detectors`` adds the core
+    checks per kind of run (``analyzer.coverage.describe_checks``)."""
     lines = [
         "Detectors (config: [tool.logscan.<name>] in pyproject.toml or logscan.toml, or --set name.key=value)",
         "",
@@ -412,18 +413,6 @@ def describe_detectors() -> str:
         for k, v in spec.defaults.items():
             lines.append(f"    {name}.{k} = {_fmt(v)}")
         lines.append("")
-    from analyzer.coverage import GENERIC, KINDS, core_checks
-
-    lines.append("Core checks per kind of run (all must run, else the verdict is limited; docs/detectors.md)")
-    for kind, rule in KINDS.items():
-        core, optional = core_checks(kind, registry=REGISTRY.values())
-        lines.append(f"{kind}: {rule.label}")
-        lines.append(f"    core:     {', '.join(core)}")
-        if optional:
-            lines.append(f"    optional: {', '.join(optional)}")
-        if rule.no_specific and all(c in GENERIC for c in core):
-            lines.append(f"    note:     {rule.no_specific}")
-    lines.append("(a run with a critic — PPO — checks value_reward_mismatch instead of reward_std_collapse)")
     return "\n".join(lines).rstrip() + "\n"
 
 

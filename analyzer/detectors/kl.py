@@ -14,28 +14,8 @@ import numpy as np
 from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
-from analyzer.model import Alert, RunData, Severity
-
-
-def kl_unit(run: RunData, configured: str = "auto") -> str:
-    """``token`` or ``sequence``: configured, else ``run.info['kl_unit']``, else from the source.
-
-    TRL's PPO (and RLOO before TRL 0.20) log ``objective/kl``, summed per sequence; ingest marks
-    such logs as algorithm ``ppo`` (they carry ``objective/*`` keys). GRPO, today's RLOO (``kl``)
-    and verl (``actor/kl_loss``, ``actor/reward_kl_penalty``) log a per-token mean.
-    """
-    if configured in ("token", "sequence"):
-        return configured
-    unit = str(run.info.get("kl_unit") or "").lower()
-    if unit in ("token", "sequence"):
-        return unit
-    algo = str(run.info.get("algorithm") or "").lower()
-    source = (run.report.source_kind or "").lower()
-    if source.startswith("verl"):
-        return "token"
-    if algo == "ppo" or any(c.startswith("objective/") for c in run.steps.columns):
-        return "sequence"
-    return "token"
+from analyzer.model import Alert, Severity
+from analyzer.values import kl_unit
 
 
 @register(

@@ -158,6 +158,10 @@ def _detect_dir(path: Path, *, explain: bool = True) -> str:
         return "verl_rollouts"
     if seed_csv.find_seed_csv(path):
         return "seed_csv"
+    from analyzer.ingest.trackers import dir_kind
+
+    if (tracker := dir_kind(path)) is not None:
+        return tracker
     if not explain:  # a subfolder looked at by _runs_inside: a format check only, no recursion
         raise InputError(f"{path}: not a run")
     if (source := _own_output(path)) is not None:

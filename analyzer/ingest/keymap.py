@@ -92,6 +92,8 @@ KNOWN_AS_IS: Final[tuple[str, ...]] = (
     r"num_tokens", r"step_time", r"completions/.+", r"clip_ratio/.+", r"sampling/.+",
     r"tools/.+", r"entropy_coef", r"aux_loss", r"cispo_clip_ratio", r"vespo/.+",
     r"total_flos", r"num_input_tokens_seen", r"mean_token_accuracy",
+    # TRL's profiling timings (trl/extras/profiling.py), logged to W&B, MLflow and Trackio only
+    r"profiling/.+",
     # TRL DPO / ORPO / KTO: plain scalars
     r"rewards/(chosen|rejected|margins|accuracies)", r"logps/.+", r"logits/.+",
     r"nll_loss", r"sft_loss", r"odds_ratio_loss", r"log_odds_ratio", r"log_odds_chosen",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from analyzer import columns as C
+from analyzer.columns import split_prefix
 from analyzer.errors import InputError
 from analyzer.ingest._common import (
     FILE_COL,
@@ -28,6 +29,7 @@ from analyzer.ingest._common import (
     Dirty,
     JSONLimitError,
     buffer_raw_lines,
+    empty_steps,
     expand_object,
     extra_column,
     finalize_generations,
@@ -46,8 +48,7 @@ from analyzer.ingest._common import (
     to_unix_seconds,
     why_empty,
 )
-from analyzer.ingest.seed_csv import read_generations_csv, record_start_line
-from analyzer.metrics import split_prefix
+from analyzer.ingest.seed_csv import find_seed_csv, read_generations_csv, record_start_line
 from analyzer.model import IngestReport, RunData
 from trainer_hooks import schema as S
 
@@ -690,3 +691,18 @@ def load_logscan_run(folder: Path, report: IngestReport, *, generation_files: li
     for r in info.pop(S.M_RESUMES, None) or []:
         col.note(f"run.json records a resume: {r}")
     return RunData(path=str(folder), steps=steps, generations=gens, report=report, info=info)
+
+
+def load_seed_csv(path: Path, report: IngestReport) -> RunData:
+    """A bare seed-schema CSV (or a folder holding CSVs of that schema), read like a logscan run's
+    CSV generations (file-name ranks and parts, resumes)."""
+    root = path if path.is_dir() else path.parent
+    col = Collector(report, root)
+    df = read_generation_files(find_seed_csv(path) if path.is_dir() else [path], col)
+    col.finish()
+    if df is None:
+        raise InputError(f"{path}: no readable generations in the CSV ({why_empty(report, 'no rows')})")
+    gens = finalize_generations(df, col)
+    reward_names = [c[len(C.REWARD_PREFIX) :] for c in gens.columns if c.startswith(C.REWARD_PREFIX)]
+    info = {"run_id": path.stem if path.is_file() else path.name, "reward_names": reward_names, "world_size": 1}
+    return RunData(path=str(path), steps=empty_steps(), generations=gens, report=report, info=info)

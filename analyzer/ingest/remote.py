@@ -286,7 +286,7 @@ def stage(url: str, into: Path) -> Staged:
             staged = Staged(shown, local_root, local_root / name)
         _sync(fs, root, files, dirs, staged, into / _MANIFEST, info.get("type") == "directory")
     except OSError as exc:  # the local disk: full, read-only, a file in the way
-        from analyzer.pipeline import output_error
+        from analyzer.errors import output_error
 
         raise output_error(exc, into) from exc
     return staged

@@ -29,19 +29,15 @@ from analyzer.ingest._common import (
     Collector,
     Columns,
     Dirty,
-    empty_steps,
     expand_object,
     extra_column,
-    finalize_generations,
     json_text,
     loads,
     short,
     text_to_float,
     to_float,
     to_int,
-    why_empty,
 )
-from analyzer.model import IngestReport, RunData
 from trainer_hooks import schema as S
 
 if TYPE_CHECKING:
@@ -477,20 +473,3 @@ def find_seed_csv(folder: Path) -> list[Path]:
     if named:
         return named
     return [p for p in sorted(folder.glob("*.csv")) if looks_like_seed_csv(p)]
-
-
-def load_seed_csv(path: Path, report: IngestReport) -> RunData:
-    """A bare seed-schema CSV (or a folder holding CSVs of that schema), read like a logscan run's
-    CSV generations (file-name ranks and parts, resumes)."""
-    from analyzer.ingest.logscan_run import read_generation_files
-
-    root = path if path.is_dir() else path.parent
-    col = Collector(report, root)
-    df = read_generation_files(find_seed_csv(path) if path.is_dir() else [path], col)
-    col.finish()
-    if df is None:
-        raise InputError(f"{path}: no readable generations in the CSV ({why_empty(report, 'no rows')})")
-    gens = finalize_generations(df, col)
-    reward_names = [c[len(C.REWARD_PREFIX) :] for c in gens.columns if c.startswith(C.REWARD_PREFIX)]
-    info = {"run_id": path.stem if path.is_file() else path.name, "reward_names": reward_names, "world_size": 1}
-    return RunData(path=str(path), steps=empty_steps(), generations=gens, report=report, info=info)

@@ -70,7 +70,7 @@ FORMATS: Final[dict[str, SourceFormat]] = {
         SourceFormat(
             "seed_csv", "seed-schema CSV", "completions", "before_update",
             "the seed's CSV logger writes the trainer_state.global_step its reward function sees (before the update)",
-            "seed_csv:load_seed_csv", completion_rank=1,
+            "logscan_run:load_seed_csv", completion_rank=1,
         ),
         SourceFormat(
             "hf_trainer_state", "Hugging Face trainer_state.json", "scalars", "after_update",

@@ -248,6 +248,25 @@ def find_tracker_sources(folder: Path, entries: list[Path], disc: Discovery) -> 
     return covered
 
 
+def dir_kind(folder: Path) -> str | None:
+    """The tracker whose logs ``folder`` holds (a run folder with only a tracker's logs), or None."""
+    from analyzer.ingest import mlflow_store, tb_events, wandb_files
+
+    try:
+        if wandb_files.is_run_dir(folder) or wandb_files.is_wandb_dir(folder) or wandb_files.is_wandb_dir(folder / wandb_files.FOLDER):
+            return "wandb"
+        if tb_events.event_folders(folder):
+            return "tensorboard"
+        if mlflow_store.is_file_store(folder) or mlflow_store.is_file_store(folder / mlflow_store.FILE_STORE):
+            return "mlflow_files"
+        for db in sorted(folder.glob("*.db")):
+            if (kind := sqlite_kind(db)) is not None:
+                return kind
+    except OSError:
+        return None
+    return None
+
+
 SELECTOR_RE: Final = re.compile(r"^(?P<path>.+\.db)#(?P<run>[^#/]+)$")
 
 
@@ -262,6 +281,7 @@ def split_selector(text: str) -> tuple[Path, str] | None:
 __all__ = [
     "GLOBAL_STEP",
     "StepRows",
+    "dir_kind",
     "find_tracker_sources",
     "history_rows",
     "missing_extra",
