@@ -346,10 +346,18 @@ def _trend(summary: Mapping[str, Any]) -> tuple[str, str]:
     if slope is None:
         return "·", "—"
     span = (summary.get("last_step") or 0) - (summary.get("first_step") or 0)
-    change = slope * span
-    scale = max(abs(summary["max"] - summary["min"]), abs(summary["mean"]), 1e-12)
+    # A fitted line can overshoot what the metric did (a share's slope × span can read +1.06):
+    # the change shown stays within the metric's own observed range.
+    observed = abs(summary["max"] - summary["min"])
+    change = max(-observed, min(observed, slope * span))
+    scale = max(observed, abs(summary["mean"]), 1e-12)
     arrow = "→" if abs(change) < 0.05 * scale else ("↗" if change > 0 else "↘")
     return arrow, fmt_signed(change)
+
+
+# An RL policy's loss is not a score: its lowest value says nothing about the run, so the
+# reports show no "best" for it (analysis.json keeps the field).
+_NO_BEST_SHOWN = frozenset({C.LOSS, C.POLICY_LOSS})
 
 
 def _metric_row(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
@@ -358,7 +366,7 @@ def _metric_row(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
         "name": name,
         "label": label(name),
         "first": fmt(s["first"]),
-        "best": fmt(s["best"]),
+        "best": "—" if name in _NO_BEST_SHOWN else fmt(s["best"]),
         "last": fmt(s["last"]),
         "min": fmt(s["min"]),
         "max": fmt(s["max"]),
@@ -369,7 +377,18 @@ def _metric_row(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+EVIDENCE_TABLE_ROWS = 5
+EVIDENCE_TABLE_COLUMNS = 7
+EVIDENCE_CELL = 60  # characters of a text cell in an evidence table
+
+
+def _evidence_key(key: Any) -> str:
+    return str(key).replace("_", " ")
+
+
 def _fmt_evidence(value: Any) -> str:
+    """One evidence value on one line: numbers formatted, lists shortened, a mapping as
+    ``key value`` pairs (never raw JSON cut mid-string)."""
     if value is None:  # a value the detector could not know (e.g. no max length logged)
         return "—"
     if isinstance(value, float | int) and not isinstance(value, bool):
@@ -379,9 +398,36 @@ def _fmt_evidence(value: Any) -> str:
         more = f", … ({len(value)} in all)" if len(value) > 8 else ""
         return "[" + ", ".join(items) + more + "]"
     if isinstance(value, Mapping):
-        text = json.dumps(value, default=str, ensure_ascii=False)
-        return text if len(text) <= 200 else text[:199] + "…"
+        return ", ".join(f"{_evidence_key(k)} {_fmt_evidence(v)}" for k, v in value.items())
     return excerpt(value, 200)
+
+
+def _evidence_item(key: str, value: Any) -> dict[str, Any]:
+    """An evidence entry as the templates show it: ``text`` for a plain value, ``fields`` (sub-
+    bullets) for a mapping, ``table`` for a list of mappings (e.g. the prompts drifting most)."""
+    item: dict[str, Any] = {"key": _evidence_key(key), "text": "", "fields": [], "table": None}
+    if isinstance(value, Mapping) and value:
+        item["fields"] = [(_evidence_key(k), _fmt_evidence(v)) for k, v in value.items()]
+    elif isinstance(value, list | tuple) and value and all(isinstance(v, Mapping) for v in value):
+        columns: list[str] = []
+        for row in value[:EVIDENCE_TABLE_ROWS]:
+            columns += [str(k) for k in row if str(k) not in columns]
+        columns = columns[:EVIDENCE_TABLE_COLUMNS]
+        rows = [
+            [
+                excerpt(row.get(c), EVIDENCE_CELL) if isinstance(row.get(c), str) else _fmt_evidence(row.get(c))
+                for c in columns
+            ]
+            for row in value[:EVIDENCE_TABLE_ROWS]
+        ]
+        item["table"] = {
+            "columns": [_evidence_key(c) for c in columns],
+            "rows": rows,
+            "more": max(0, len(value) - EVIDENCE_TABLE_ROWS),
+        }
+    else:
+        item["text"] = _fmt_evidence(value)
+    return item
 
 
 def _sample_ids(alert: Alert) -> list[int]:
@@ -435,7 +481,7 @@ def _alerts_view(analysis: Analysis) -> list[dict[str, Any]]:
                     "found": bool(row),
                 }
             )
-        evidence = [(k, _fmt_evidence(v)) for k, v in a.evidence.items() if k != "sample_ids"]
+        evidence = [_evidence_item(k, v) for k, v in a.evidence.items() if k != "sample_ids"]
         out.append(
             {
                 "n": n,

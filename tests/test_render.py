@@ -276,7 +276,12 @@ def _payload_analysis() -> Analysis:
             Severity.CRITICAL,
             3,
             payload,
-            {"note": payload, "sample_ids": [0, 4, 8]},
+            {
+                "note": payload,
+                "nested": {"text": payload, "n": 2},
+                "top_drifting": [{"question_id": payload, "question": payload, "distance": 0.5}],
+                "sample_ids": [0, 4, 8],
+            },
         ),
     )
     assert base.drift is not None
@@ -684,3 +689,33 @@ def test_evidence_values_render_readably():
     assert render._fmt_evidence(0.5) == render.fmt(0.5)
     assert render._fmt_evidence([1, None]) == "[1, —]"
     assert render._fmt_evidence("<b>x</b>") == "<b>x</b>"  # escaped by the template, not here
+
+
+def test_evidence_mappings_and_lists_of_records_are_bullets_and_tables_not_json():
+    """A first-time user saw raw JSON cut mid-string (`top_drifting: [{"question_id": … "s…`)."""
+    nested = render._evidence_item("superlinear", {"onset_step": 32, "slope_after": 0.0113769})
+    assert nested["fields"] == [("onset step", "32"), ("slope after", "0.01138")] and not nested["table"]
+    rows = [{"question_id": f"q{i}", "question": "x" * 200, "distance": 0.5 + i} for i in range(7)]
+    table = render._evidence_item("top_drifting", rows)["table"]
+    assert table["columns"] == ["question id", "question", "distance"]
+    assert len(table["rows"]) == render.EVIDENCE_TABLE_ROWS and table["more"] == 2
+    assert table["rows"][0][0] == "q0" and len(table["rows"][0][1]) == render.EVIDENCE_CELL
+    assert table["rows"][1][2] == "1.5"
+    assert render._evidence_item("last", 0.25) == {"key": "last", "text": "0.25", "fields": [], "table": None}
+    text = render_markdown(_payload_analysis())
+    assert '{"' not in text and "- top drifting:" in text and "  - n: 2" in text
+    assert "  | question id | question | distance |" in text
+
+
+def test_trend_stays_within_the_metric_range_and_a_loss_has_no_best():
+    """A share's fitted slope × span read +1.06; an RL loss's minimum is not its "best"."""
+    share = {"first": 0.1, "last": 0.9, "min": 0.0, "max": 0.92, "mean": 0.4, "best": 0.0,
+             "trend_slope": 0.018, "n": 60, "first_step": 1, "last_step": 60}
+    assert render._trend(share) == ("↗", "+0.92")
+    falling = {**share, "trend_slope": -0.05}
+    assert render._trend(falling) == ("↘", "-0.92")
+    assert render._trend({**share, "trend_slope": 0.01})[1] == "+0.59"  # inside the range: unchanged
+    assert render._metric_row("loss", share)["best"] == "—"
+    assert render._metric_row("policy_loss", share)["best"] == "—"
+    assert render._metric_row("value_loss", share)["best"] == "0"
+    assert render._metric_row("gen_frac_zero_spread_groups", share)["best"] == "0"
