@@ -107,6 +107,14 @@ def test_tensorboard_kl_blowup_is_found_at_its_step(tmp_path: Path) -> None:
     assert run.sources[0].alignment.startswith("TensorBoardCallback")
     assert_kl_found(out, sc, tmp_path)
     assert snapshot(out) == before
+    # a live or killed run: the event file cut mid-record keeps the points before the cut
+    events = next((out / "runs").rglob("events.out.tfevents.*"))
+    torn = tmp_path / "torn" / "runs" / "x" / events.name
+    torn.parent.mkdir(parents=True)
+    torn.write_bytes(events.read_bytes()[: events.stat().st_size // 2])
+    cut = load_run(tmp_path / "torn")
+    assert 0 < cut.steps.height < sc.n_steps
+    assert [i.kind for i in cut.report.issues] == ["torn_line"]
 
 
 def test_tensorboard_every_point_is_read_and_a_relaunch_is_a_resume(tmp_path: Path) -> None:

@@ -40,6 +40,26 @@ def event_folders(path: Path) -> list[Path]:
     return found
 
 
+def _torn(path: Path) -> bool:
+    """Whether an event file ends inside a record (a live writer, a killed run). The loader stops
+    there quietly; only the TFRecord framing (length, its CRC, data, the data's CRC) is walked."""
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            pos = 0
+            while pos < size:
+                fh.seek(pos)
+                head = fh.read(8)
+                if len(head) < 8:
+                    return True
+                pos += 12 + struct.unpack("<Q", head)[0] + 4
+            return pos > size
+    except OSError:
+        return False
+
+
 def _points(folder: Path, files: list[Path], col: Collector) -> list[tuple[float, int, str, float]]:
     try:
         from tensorboard.backend.event_processing import event_accumulator as ea
@@ -55,6 +75,8 @@ def _points(folder: Path, files: list[Path], col: Collector) -> list[tuple[float
         col.issue(files[0], None, f"unreadable event file ({type(exc).__name__}: {exc}); read up to it", "malformed", skipped=False)
     for f in files:
         col.read(f)
+        if _torn(f):
+            col.issue(f, None, "torn last record: the event file is cut short (a live or killed run); the points before it are read", "torn_line")
     out: list[tuple[float, int, str, float]] = []
     tags = acc.Tags()
     for tag in tags.get(ea.SCALARS, []):

@@ -59,6 +59,7 @@ def load_trackio(path: Path, report: IngestReport, *, run: str | None = None) ->
             info["config"] = {k: v for k, v in cfg.items() if not k.startswith("_")} or None
     records: list[tuple[int | None, int | None, dict[str, Any]]] = []
     tables: list[tuple[Path, pl.DataFrame]] = []
+    skipped: dict[str, int] = {}
     for row_id, step, text in raw:
         try:
             obj = loads(text)
@@ -75,11 +76,16 @@ def load_trackio(path: Path, report: IngestReport, *, run: str | None = None) ->
                 rows = v.get("_value")
                 if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows) and "completion" in rows[0]:
                     tables.append((path, pl.DataFrame([{c: _cell(x) for c, x in r.items()} for r in rows], strict=False, infer_schema_length=None)))
+                else:
+                    skipped[k] = skipped.get(k, 0) + 1
             elif isinstance(v, dict):
-                continue  # media (images, audio…) and other objects: not scalars
+                skipped[k] = skipped.get(k, 0) + 1  # media (images, audio…) and other objects: not scalars
             else:
                 flat[k] = v
         records.append((row_id, step, flat))
+    if skipped:
+        shown = ", ".join(f"{k} ({v})" for k, v in sorted(skipped.items()))
+        col.note(f"Trackio: logged media and tables other than TRL's completions are not read: {shown}")
     rows = history_rows(records, path, col, info)
     keys = {tracker_key(k) for _, _, r in records for k in r}
     names = sorted(k[len("rewards/") : -len("/mean")] for k in keys if k.startswith("rewards/") and k.endswith("/mean"))

@@ -202,7 +202,9 @@ def _read_log(path: Path, col: Collector, info: dict[str, Any]) -> list[tuple[in
     return out
 
 
-def _without_media(records: list[tuple[int | None, int | None, dict[str, Any]]]) -> list[tuple[int | None, int | None, dict[str, Any]]]:
+def _without_media(
+    records: list[tuple[int | None, int | None, dict[str, Any]]], dropped: dict[str, int]
+) -> list[tuple[int | None, int | None, dict[str, Any]]]:
     """History rows without media references: a logged table (image, …) is a group of nested
     keys ``<name>/_type`` (``table-file``), ``<name>/path``, ``<name>/sha256``… whose content is a
     file under ``files/media/`` (tables are read from there)."""
@@ -210,6 +212,8 @@ def _without_media(records: list[tuple[int | None, int | None, dict[str, Any]]])
     for n, own, r in records:
         media = tuple(k[: -len("_type")] for k in r if k.endswith("/_type"))
         out.append((n, own, {k: v for k, v in r.items() if not isinstance(v, dict) and not (media and k.startswith(media))}))
+        for m in media:
+            dropped[m.rstrip("/")] = dropped.get(m.rstrip("/"), 0) + 1
     return out
 
 
@@ -274,7 +278,11 @@ def load_wandb(path: Path, report: IngestReport) -> RunData:
             records += _read_log(f, col, info)
     if len(run_dirs) > 1:
         col.note(f"W&B: run {info.get('run_id')} was launched {len(run_dirs)} times; its folders are read in order")
-    records = _without_media(records)
+    media: dict[str, int] = {}
+    records = _without_media(records, media)
+    if media:
+        shown = ", ".join(f"{k} ({v})" for k, v in sorted(media.items()))
+        col.note(f"W&B: logged media and tables are not metrics: {shown}; TRL's completions tables are read from {TABLES}/")
     rows = history_rows(records, first, col, info)
     keys = {tracker_key(k) for _, _, r in records for k in r}
     names = sorted(k[len("rewards/") : -len("/mean")] for k in keys if k.startswith("rewards/") and k.endswith("/mean"))
