@@ -198,6 +198,17 @@ def test_wandb_offline_run_kl_blowup_completions_and_a_torn_tail(tmp_path: Path)
     assert_kl_found(tmp_path, sc, tmp_path)
     assert snapshot(tmp_path / "wandb") == before
 
+    # an older run in the same wandb/ folder: the latest run is read, the other one named
+    rid = run_dir.name.rsplit("-", 1)[1]
+    older = tmp_path / "wandb" / "offline-run-20200101_000000-older1"
+    shutil.copytree(run_dir, older)
+    (older / f"run-{rid}.wandb").rename(older / "run-older1.wandb")
+    both = load_run(tmp_path)
+    assert both.steps.height == steps.height and both.info["run_id"] == rid
+    assert {n.file: n.reason for n in both.report.not_read}["wandb/offline-run-20200101_000000-older1/"].startswith(
+        f"another W&B run (older1); this run's is {rid}")
+    shutil.rmtree(older)
+
     # a live or killed run: the log cut mid-record keeps every record before the cut
     log = next(run_dir.glob("run-*.wandb"))
     data = log.read_bytes()
