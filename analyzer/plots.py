@@ -235,10 +235,15 @@ def _legend(ax: Axes, extra: Iterable[Any] = ()) -> None:
     )
 
 
+MARK_FONT = 7.0  # points
+MARK_ROW = 9.0  # points between two rows of alert labels in the strip above the axes
+
+
 def _mark_alerts(axes: Sequence[Axes], alerts: Sequence[Alert]) -> tuple[str, ...]:
-    """Dashed vertical lines at each alert's first step, coloured by severity, each named by small
-    rotated text at the top of the axes (not a legend entry each: a run can raise dozens).
-    Onsets too close to label apart share one label listing their kinds."""
+    """Dashed vertical lines at each alert's first step, coloured by severity. Every line is named
+    once, in a strip above the axes (never over the data): its step and kinds in small text joined
+    to the line by a short leader; labels that would collide go to another row of the strip, and
+    the panel's title moves up above it (not a legend entry each: a run can raise dozens)."""
     from matplotlib.transforms import blended_transform_factory
 
     kinds: list[str] = []
@@ -259,31 +264,46 @@ def _mark_alerts(axes: Sequence[Axes], alerts: Sequence[Alert]) -> tuple[str, ..
             continue
         lo, hi = ax.get_xlim()
         fig: Any = ax.get_figure()
-        px_per_step = ax.get_position().width * fig.get_figwidth() * 72 / max(hi - lo, 1e-9)
+        width_pt = ax.get_position().width * fig.get_figwidth() * 72
+        pt_per_step = width_pt / max(hi - lo, 1e-9)
         trans = blended_transform_factory(ax.transData, ax.transAxes)
-        groups: list[tuple[float, str, list[str]]] = []
-        free = -math.inf  # first x (in points) not covered by the previous label
-        for step, (color, ks) in sorted(onsets.items()):
-            x_pt = (step - lo) * px_per_step
-            if groups and x_pt < free:
-                groups[-1][2].extend(k for k in ks if k not in groups[-1][2])
-            else:
-                groups.append((step, color, list(ks)))
-            free = (groups[-1][0] - lo) * px_per_step + 9.5 * len(groups[-1][2]) + 2
-        for step, color, ks in groups:
-            ax.text(
-                step,
-                0.98,
-                "\n".join(ks),
-                transform=trans,
-                rotation=90,
-                ha="left",
-                va="top",
-                fontsize=7,
-                color=color,
-                zorder=5,
-                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.7, "lw": 0},
+        rows: list[list[tuple[float, float]]] = []  # per row of the strip: (left, right) in points
+        # Right to left: a label that must go up a row then sits left of the ones below it, so
+        # its leader (straight up from its line) crosses no other label.
+        for step, (color, ks) in sorted(onsets.items(), reverse=True):
+            text = f"{step:g} " + ", ".join(ks)
+            width = len(text) * MARK_FONT * 0.58 + 4
+            x = (step - lo) * pt_per_step
+            # right of its line, or left of it where the label would run past the axes
+            left, ha = (x, "left") if x + width <= width_pt + 8 else (x - width, "right")
+            row = next(
+                (i for i, taken in enumerate(rows) if all(left >= b + 3 or left + width + 3 <= a for a, b in taken)),
+                len(rows),
             )
+            if row == len(rows):
+                rows.append([])
+            rows[row].append((left, left + width))
+            ax.annotate(
+                text,
+                xy=(step, 1.0),
+                xycoords=trans,
+                xytext=(0, 3 + row * MARK_ROW),
+                textcoords="offset points",
+                ha=ha,
+                va="bottom",
+                fontsize=MARK_FONT,
+                color=color,
+                annotation_clip=False,
+                arrowprops={
+                    "arrowstyle": "-",
+                    "color": color,
+                    "lw": 0.8,
+                    "shrinkA": 0,
+                    "shrinkB": 0,
+                    "relpos": (0.0, 0.0) if ha == "left" else (1.0, 0.0),
+                },
+            )
+        ax.set_title(ax.get_title(loc="left"), fontsize=11, loc="left", pad=6 + len(rows) * MARK_ROW)
     return tuple(kinds)
 
 
@@ -651,6 +671,9 @@ def _draw_mechanics(a: Analysis) -> DrawResult:
     cols = _present(a.metrics, MECHANICS)
     if not cols:
         return "no clip fraction, advantage, grad norm, learning rate or zero-spread column"
+    # The share of zero-spread groups rebuilt from the completions and the one the trainer logged
+    # measure the same thing: one panel, both lines.
+    logged_zero_spread = cols.pop(C.FRAC_REWARD_ZERO_STD, None) if C.GEN_ZERO_SPREAD_GROUPS in cols else None
     ncols = min(3, len(cols))
     nrows = math.ceil(len(cols) / ncols)
     fig, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.0 * nrows), squeeze=False)
@@ -659,6 +682,9 @@ def _draw_mechanics(a: Analysis) -> DrawResult:
         ax = axes[i]
         _line(ax, xy, col, PALETTE[i % len(PALETTE)])
         _style(ax, label(col).capitalize(), _MECH_UNITS.get(col, col))
+        if col == C.GEN_ZERO_SPREAD_GROUPS and logged_zero_spread is not None:
+            _line(ax, logged_zero_spread, C.FRAC_REWARD_ZERO_STD, PALETTE[(i + 1) % len(PALETTE)])
+            _legend(ax)
         if float(xy[1].max()) == float(xy[1].min()):
             # A flat line alone looks like a rendering bug: say that the value never moved.
             ax.text(
@@ -680,7 +706,8 @@ def _draw_mechanics(a: Analysis) -> DrawResult:
     used = axes[: len(cols)]
     kinds = _mark_alerts(used, _alerts_for(a, "mechanics"))
     fig.suptitle("Optimisation mechanics", fontsize=12, x=0.01, ha="left")
-    return fig, tuple(cols), kinds
+    drawn = (*cols, C.FRAC_REWARD_ZERO_STD) if logged_zero_spread is not None else tuple(cols)
+    return fig, drawn, kinds
 
 
 def _alerts_for(a: Analysis, plot: str) -> list[Alert]:

@@ -146,12 +146,12 @@ def test_legends_sit_below_the_axes_and_alerts_are_labelled_on_the_lines():
     line, not by one legend entry per alert."""
     import matplotlib.pyplot as plt
 
-    from analyzer.plots import FIGURES
+    from analyzer.plots import FIGURES, _alerts_for
 
     analysis = render_fixture.analysis()
     kinds = {al.kind for al in analysis.alerts}
     with_legend = labelled = 0
-    for _name, _title, draw in FIGURES:
+    for name, _title, draw in FIGURES:
         result = draw(analysis)
         if isinstance(result, str):
             continue
@@ -166,12 +166,78 @@ def test_legends_sit_below_the_axes_and_alerts_are_labelled_on_the_lines():
                     with_legend += 1
                     assert legend.get_window_extent(renderer).y1 <= ax.bbox.y0 + 1
                     assert not any("@" in t.get_text() for t in legend.get_texts())
-                texts = {k for t in ax.texts for k in t.get_text().split("\n")}
-                labelled += bool(texts & kinds)
+                marks = [t for t in ax.texts if t.get_text().split(" ")[-1] in kinds]
+                if not marks or not ax.get_visible():
+                    continue
+                labelled += 1
+                from matplotlib.text import Text
+
+                boxes = [Text.get_window_extent(t, renderer) for t in marks]  # the text, not its leader
+                # in the strip above the axes, under the panel's title, never over the data
+                assert all(b.y0 >= ax.bbox.y1 for b in boxes)
+                title = ax._left_title.get_window_extent(renderer)
+                assert all(b.y1 <= title.y0 + 1 for b in boxes)
+                for i, a in enumerate(boxes):  # no two labels overlap
+                    for b in boxes[i + 1 :]:
+                        assert a.x1 <= b.x0 + 1 or b.x1 <= a.x0 + 1 or a.y1 <= b.y0 + 1 or b.y1 <= a.y0 + 1
+                # every onset line is named exactly once, by its step
+                steps = sorted({float(al.step) for al in _alerts_for(analysis, name) if al.step is not None})
+                named = sorted(float(t.get_text().split(" ", 1)[0]) for t in marks)
+                assert named == steps
         finally:
             plt.close(fig)
     assert with_legend >= 3
     assert labelled >= 1
+
+
+def test_close_alert_onsets_each_get_their_own_label():
+    """Onsets one step apart (a first-time user saw the line at step 33 without a label)."""
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    from analyzer.plots import _draw_quality
+
+    analysis = render_fixture.analysis()
+    analysis.alerts[:] = [
+        Alert("semantic_drift", Severity.INFO, 32, "m", {}),
+        Alert("reward_hacking", Severity.CRITICAL, 33, "m", {}),
+        Alert("mode_collapse", Severity.WARNING, 33, "m", {}),
+        Alert("repetition", Severity.WARNING, 34, "m", {}),
+    ]
+    result = _draw_quality(dataclasses.replace(analysis))
+    assert not isinstance(result, str)
+    fig = result[0]
+    try:
+        for ax in fig.axes:
+            if not ax.get_visible() or not ax.lines:
+                continue
+            texts = sorted(t.get_text() for t in ax.texts if t.get_text()[:1].isdigit())
+            assert texts == ["32 semantic_drift", "33 reward_hacking, mode_collapse", "34 repetition"]
+    finally:
+        plt.close(fig)
+
+
+def test_mechanics_draws_zero_spread_groups_once_with_both_lines():
+    import matplotlib.pyplot as plt
+
+    from analyzer import columns as C
+    from analyzer.plots import _draw_mechanics, label
+
+    analysis = render_fixture.analysis()
+    metrics = analysis.metrics
+    assert C.GEN_ZERO_SPREAD_GROUPS in metrics.columns
+    analysis.metrics = metrics.with_columns(metrics[C.GEN_ZERO_SPREAD_GROUPS].alias(C.FRAC_REWARD_ZERO_STD))
+    result = _draw_mechanics(analysis)
+    assert not isinstance(result, str)
+    fig, columns, _kinds = result
+    try:
+        assert C.FRAC_REWARD_ZERO_STD in columns
+        titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_visible()]
+        assert label(C.GEN_ZERO_SPREAD_GROUPS).capitalize() in titles
+        assert label(C.FRAC_REWARD_ZERO_STD).capitalize() not in titles
+    finally:
+        plt.close(fig)
 
 
 def test_similarity_is_not_labelled_diversity():
