@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .logger import TagExtractor, _nan_sum
+from ._encode import TagExtractor, nan_sum
 
 if TYPE_CHECKING:
     from .logger import RunLogger
@@ -267,7 +267,7 @@ class _Collector:
             qid = kw[id_col][i] if id_col is not None else None
             if qid is not None:  # else the writer thread hashes question_id_for(question, truth)
                 qid = str(qid)
-            total = _nan_sum(v * weights.get(name, 1.0) for name, v in rewards.items())
+            total = nan_sum(v * weights.get(name, 1.0) for name, v in rewards.items())
             extra: dict[str, Any] = {}
             if ids is not None and i < len(ids):
                 try:
