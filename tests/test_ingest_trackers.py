@@ -35,6 +35,7 @@ from analyzer.pipeline import AnalyzeOptions, analyze
 FAST = dict(no_embeddings=True, no_plots=True, no_html=True)
 DATA = Path(__file__).resolve().parent / "data" / "trackers"
 # canonical name → the key TRL's GRPOTrainer logs (Trainer.log's keys)
+TIMING = "profiling/Time taken: GRPOTrainer.compute_loss"  # trl/extras/profiling.py
 TRL_KEYS = {"clipped_ratio": "completions/clipped_ratio", "completion_length": "completions/mean_length"}
 
 
@@ -161,6 +162,7 @@ def write_wandb(folder: Path, steps: pl.DataFrame, *, table_every: int = 0, name
                      config={"learning_rate": 1e-6, "beta": 0.04})
     for row in steps.to_dicts():
         s = row["step"]
+        run.log({TIMING: 0.5 * s})  # TRL's profiling, while the step runs: no train/global_step
         run.log({**{f"train/{k}": v for k, v in trl_logs(row).items()}, "train/global_step": s})
         if table_every and s % table_every == 0:
             # TRL's GRPOTrainer.log: {"completions": Table(dataframe=...)} with a step column
@@ -188,6 +190,9 @@ def test_wandb_offline_run_kl_blowup_completions_and_a_torn_tail(tmp_path: Path)
     # on train/global_step, not W&B's own _step (which the 8 tables advanced)
     assert run.steps["step"].to_list() == steps["step"].to_list()
     assert run.steps["kl"].to_list() == pytest.approx(steps["kl"].to_list())
+    # TRL's timings, logged while a step runs, are put on the step they time (the first one too)
+    assert run.steps[TIMING].to_list() == [0.5 * s for s in steps["step"].to_list()]
+    assert TIMING not in run.report.unknown_keys and not [n for n in run.report.notes if "not read" in n]
     assert run.info["run_name"] == "grpo" and run.info["config"]["beta"] == 0.04 and run.info["status"] == "finished"
     g = run.generations
     assert g is not None and g.height == 8 * 4
@@ -248,6 +253,7 @@ def write_mlflow(uri: str, steps: pl.DataFrame, *, name: str = "grpo") -> None:
     with mlflow.start_run(run_name=name):
         mlflow.log_params({"learning_rate": 1e-6, "beta": 0.04})
         for row in steps.to_dicts():
+            mlflow.log_metrics({TIMING: 0.5 * row["step"]}, step=row["step"] - 1)  # TRL's profiling: the step before
             logs = {re.sub(r"[^0-9A-Za-z_\-\.\ :/]", "_", k): v for k, v in trl_logs(row).items()}
             mlflow.log_metrics(logs, step=row["step"])
         mlflow.log_metrics({"eval_loss": math.nan}, step=int(steps["step"].max()))
@@ -309,6 +315,7 @@ def test_mlflow_file_store_kl_blowup_is_found_at_its_step(tmp_path: Path, monkey
     run = load_run(folder)
     assert run.report.source_kind == "mlflow_files"
     assert run.steps["kl"].to_list() == pytest.approx(sc.run.steps["kl"].to_list())
+    assert run.steps["step"].min() == 1 and run.steps[TIMING].to_list() == [0.5 * s for s in run.steps["step"].to_list()]
     assert math.isnan(run.steps["eval/loss"].drop_nulls().item())
     assert run.info["run_name"] == "grpo" and run.info["config"]["beta"] == "0.04"
     assert_kl_found(folder, sc, tmp_path)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 DISTRIBUTION: Final = "logscan-rl"
 GLOBAL_STEP: Final = "train/global_step"  # W&B and Trackio: the trainer's step, logged as a value
 TB_EVENTS_GLOB: Final = "events.out.tfevents.*"
+PROFILING: Final = "profiling/"  # TRL's timings (trl/extras/profiling.py), logged to W&B, MLflow, Trackio
 
 
 def missing_extra(package: str, extra: str, what: str) -> InputError:
@@ -64,6 +65,11 @@ class StepRows:
         summary = {k: pairs.pop(k) for k in list(pairs) if k in SUMMARY_KEYS}
         if summary:
             self.info.setdefault("train_summary", {}).update(summary)
+        # TRL's profiling timings are logged while a step runs, at the step before it
+        # (``state.global_step`` before the update): moved to the step they time
+        timed = {k: pairs.pop(k) for k in list(pairs) if k.startswith(PROFILING)}
+        if timed:
+            self.rows.setdefault(step + 1, {}).update(metric_values(timed, path, where, self.col, label=label))
         if not pairs:
             return
         if self._prev is not None and step < self._prev:
@@ -96,6 +102,8 @@ def history_rows(
             if gs is None and raw is not None:
                 col.issue(path, where, f"{GLOBAL_STEP} is {short(raw)}, not an integer; the last step is used", "wrong_type", skipped=False)
             step = gs if gs is not None else last
+            if step is None and rec and all(k.startswith(PROFILING) for k in rec):
+                step = 0  # the first step's timings, logged before any train/global_step
             if step is None:
                 early += 1
                 continue
