@@ -162,10 +162,6 @@ class RunData:
     generations: pl.DataFrame | None
     report: IngestReport
     info: dict[str, Any] = field(default_factory=dict)  # run_id, algorithm, model, config, status, reward_names, world_size ...
-    # Work one stage did that a later one reuses instead of repeating, keyed by what it is (e.g.
-    # ``analyzer.metrics.shared_features_key(tags)``: the per-completion exact match and word counts
-    # that metrics computes and the detectors need again). Never part of any output.
-    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def sources(self) -> list[SourceRead]:

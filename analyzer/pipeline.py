@@ -125,10 +125,13 @@ def analyze_run(
     fail_on = resolve_fail_on(options.fail_on, config)
 
     with _timed(timings, "metrics"):
-        from analyzer.metrics import DEFAULT_TAGS, compute_metrics
+        from analyzer.features import DEFAULT_TAGS, build_features
+        from analyzer.metrics import compute_metrics
 
         tags = _section(config, "general").get("tags") or DEFAULT_TAGS
-        metrics = compute_metrics(run, tags=tuple(tags))
+        # one row per completion, built once: the metrics aggregate it, the detectors read it
+        features = build_features(run, tags=tuple(tags))
+        metrics = compute_metrics(run, tags=tuple(tags), features=features)
 
     out_dir = output_dir_for(run_path, options)
     drift: DriftResult | None = None
@@ -144,7 +147,7 @@ def analyze_run(
     with _timed(timings, "detectors"):
         from analyzer.detectors import run_detectors
 
-        alerts, statuses = run_detectors(run, metrics, drift, config)
+        alerts, statuses = run_detectors(run, metrics, drift, config, features=features)
     alerts = sort_alerts(alerts)
 
     analysis = Analysis(

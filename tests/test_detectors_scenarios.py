@@ -10,6 +10,7 @@ import pytest
 from detector_scenarios import KINDS, delay_tolerance, make_scenario, severity_rank
 
 from analyzer.detectors import REGISTRY, run_detectors
+from analyzer.features import build_features
 from analyzer.metrics import compute_metrics
 from analyzer.model import Alert, DetectorStatus, IngestReport, RunData
 
@@ -23,7 +24,9 @@ def analyse(
     ppo: bool | None = None,
 ):
     sc = make_scenario(kind, seed=seed, noise=noise, with_generations=gens, ppo=ppo)
-    alerts, statuses = run_detectors(sc.run, compute_metrics(sc.run), sc.drift, None)
+    features = build_features(sc.run)  # built once and shared, as the pipeline does
+    metrics = compute_metrics(sc.run, features=features)
+    alerts, statuses = run_detectors(sc.run, metrics, sc.drift, None, features=features)
     return sc, alerts, statuses
 
 

@@ -270,7 +270,7 @@ def _words(text: str) -> list[str]:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.text(alphabet=_ALPHABET, max_size=30)), max_size=40), st.integers(1, 5))
 def test_whitespace_token_counts_match_the_regex_and_plain_splitting(texts, slice_rows):
-    import analyzer.metrics as M
+    import analyzer.features as M  # the word-count kernel lives with the feature frame
 
     s = pl.Series("t", texts, dtype=pl.String)
     old = M._TOKEN_SLICE
@@ -312,10 +312,11 @@ def test_staged_accuracy_equals_the_exact_match_expression(pairs):
 
 
 def test_detectors_reuse_the_metrics_features_and_get_the_same_frame():
-    """compute_metrics leaves its per-completion exact match and word counts for the detectors;
-    the detectors' feature frame is the same whether it reuses them or computes them itself."""
+    """The completion-feature frame is built once (analyzer.features) and read by the metrics and
+    the detectors; the detectors' frame is the same whether it reuses it or computes it itself."""
     from analyzer.detectors.text import CORRECT, N_TOKENS, sample_features
-    from analyzer.metrics import SHARED_CORRECT, shared_features_key
+    from analyzer.features import CORRECT as F_CORRECT
+    from analyzer.features import build_features
 
     run = make_run([
         gen(1, "<reasoning>a b</reasoning><answer>4</answer>", answer="4", truth="4", group="g1"),
@@ -323,29 +324,44 @@ def test_detectors_reuse_the_metrics_features_and_get_the_same_frame():
         gen(2, "no tags at all", answer=None, truth="1,000", group="g2"),
         gen(2, "<answer>1000.0</answer>", answer="1000.0", truth="1,000", group="g2"),
     ])
-    assert run.derived == {}
-    compute_metrics(run)
-    shared = run.derived[shared_features_key(("reasoning", "answer"))]
-    assert shared[SHARED_CORRECT].to_list() == [1.0, 0.0, 0.0, 1.0]
+    features = build_features(run)
+    assert features is not None
+    assert features.frame[F_CORRECT].to_list() == [1.0, 0.0, 0.0, 1.0]
+    assert compute_metrics(run, features=features).equals(compute_metrics(run))
     assert run.generations is not None
-    reused = sample_features(run.generations, shared=shared)
+    reused = sample_features(run.generations, features=features)
     computed = sample_features(run.generations)
     assert reused.equals(computed)
     assert reused[N_TOKENS].to_list() == [2.0, 3.0, 4.0, 1.0]  # whitespace-separated words
     assert reused[CORRECT].to_list() == [1.0, 0.0, 0.0, 1.0]
     # not aligned (another frame): computed, not borrowed
-    other = sample_features(run.generations.head(2), shared=shared)
+    other = sample_features(run.generations.head(2), features=features)
     assert other[CORRECT].to_list() == [1.0, 0.0]
-    # other tags: a different key, nothing to reuse
-    assert shared_features_key(("think", "answer")) not in run.derived
+    # other tags: the frame does not match, nothing is borrowed
+    assert not features.matches(run.generations, ("think", "answer"))
+
+
+def test_feature_frame_keeps_stepless_rows_and_metrics_leave_them_out():
+    """The frame is row for row with the completions (a completion without a step included); the
+    metrics aggregate only the rows that have a step — the same numbers as without the frame."""
+    from analyzer.features import build_features
+
+    run = make_run([gen(1, answer="4", truth="4"), gen(1, answer="5", truth="4"), gen(2, answer="4", truth="4")])
+    assert run.generations is not None
+    run.generations = run.generations.with_columns(
+        pl.when(pl.col(C.SAMPLE_ID) == 1).then(None).otherwise(pl.col(C.STEP)).alias(C.STEP)
+    )
+    features = build_features(run)
+    assert features is not None and features.frame.height == 3
+    assert compute_metrics(run, features=features).equals(compute_metrics(run))
 
 
 def test_detector_features_follow_the_metrics_definitions_without_an_answer_column():
     """No model_answer column (TRL / verl completions) and a null completion: the detectors' exact
     match and word counts are the metrics' (answer read from the answer tag; null words for a null
-    completion) whether they reuse compute_metrics' frame or compute it themselves."""
+    completion) whether they reuse the completion-feature frame or compute it themselves."""
     from analyzer.detectors.text import CORRECT, N_TOKENS, sample_features
-    from analyzer.metrics import shared_features_key
+    from analyzer.features import build_features
 
     gens = pl.DataFrame({
         C.STEP: [1, 1, 2],
@@ -357,7 +373,7 @@ def test_detector_features_follow_the_metrics_definitions_without_an_answer_colu
                   report=IngestReport("test"))
     metrics = compute_metrics(run)
     assert row_of(metrics, 1)[C.GEN_ACCURACY] == 0.5  # the tag's answer 4 is right; no answer is wrong
-    reused = sample_features(gens, shared=run.derived[shared_features_key(("reasoning", "answer"))])
+    reused = sample_features(gens, features=build_features(run))
     computed = sample_features(gens)
     assert reused.equals(computed)
     assert computed[CORRECT].to_list() == [1.0, 0.0, 0.0]

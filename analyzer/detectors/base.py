@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import numpy as np
     import polars as pl
 
+    from analyzer.features import CompletionFeatures
+
 DetectorFn = Callable[["DetectorContext", dict[str, Any]], list[Alert]]
 
 # Settings every detector shares, under ``[tool.logscan.general]``.
@@ -129,6 +131,8 @@ class DetectorContext:
     metrics: pl.DataFrame
     drift: DriftResult | None
     general: dict[str, Any]
+    # the run's completion-feature frame (analyzer.features), when the pipeline built it
+    features: CompletionFeatures | None = None
     # (column, finite) -> (steps, values): ``has`` and every detector read the same few columns
     _series: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, init=False, repr=False
@@ -241,12 +245,10 @@ class DetectorContext:
     def samples(self) -> pl.DataFrame:
         """One row per completion with per-sample features (see ``analyzer.detectors.text``)."""
         from analyzer.detectors.text import sample_features
-        from analyzer.metrics import shared_features_key
 
         assert self.run.generations is not None
         tags = tuple(self.general["tags"])
-        shared = self.run.derived.get(shared_features_key(tags))
-        return sample_features(self.run.generations, tags=tags, shared=shared)
+        return sample_features(self.run.generations, tags=tags, features=self.features)
 
     def train_samples(self) -> pl.DataFrame:
         import polars as pl
@@ -328,8 +330,12 @@ def run_detectors(
     metrics: pl.DataFrame | None,
     drift: DriftResult | None,
     config: Mapping[str, Any] | None = None,
+    *,
+    features: CompletionFeatures | None = None,
 ) -> tuple[list[Alert], list[DetectorStatus]]:
     """Run every enabled detector; return the alerts (most severe first) and one status per detector.
+    ``features``: the run's completion-feature frame (``analyzer.features.build_features``), read
+    instead of computed again when it was built with the configured tags.
 
     A detector that raises ``Skip`` is reported with ``ran=False`` and the reason. A detector that
     crashes on odd input is reported the same way (reason starts with ``internal error``) so one
@@ -346,7 +352,7 @@ def run_detectors(
     if metrics is None or C.STEP not in metrics.columns:
         metrics = pl.DataFrame({C.STEP: pl.Series([], dtype=pl.Int64)})
     metrics = join_drift(metrics.sort(C.STEP), drift)
-    ctx = DetectorContext(run=run, metrics=metrics, drift=drift, general=cfg["general"])
+    ctx = DetectorContext(run=run, metrics=metrics, drift=drift, general=cfg["general"], features=features)
 
     alerts: list[Alert] = []
     statuses: list[DetectorStatus] = []

@@ -15,6 +15,8 @@ from analyzer import columns as C
 if TYPE_CHECKING:
     import polars as pl
 
+    from analyzer.features import CompletionFeatures
+
 # feature columns added to the generations frame
 CORRECT = "_correct"  # 1.0 / 0.0 exact match, null without ground truth
 FORMAT_OK = "_format_ok"
@@ -29,15 +31,15 @@ def sample_features(
     gens: pl.DataFrame,
     *,
     tags: Sequence[str] = ("reasoning", "answer"),
-    shared: pl.DataFrame | None = None,
+    features: CompletionFeatures | None = None,
 ) -> pl.DataFrame:
-    """``gens`` plus the feature columns above. Exact match and word counts are the metrics' own
-    (``analyzer.metrics.shared_features``): ``shared``, what ``compute_metrics`` already computed
-    (``shared_features_key``), is used when it lines up with ``gens`` row for row, else they are
-    computed here — the same definitions either way."""
+    """``gens`` plus the feature columns above. Exact match and word counts are the completion
+    feature frame's (``analyzer.features``, the values behind ``gen_accuracy`` and
+    ``gen_length_tokens_mean``): ``features``, the frame the pipeline built once, is used when it
+    lines up with ``gens`` row for row, else it is computed here — the same definitions either way."""
     import polars as pl
 
-    from analyzer.metrics import SHARED_CORRECT, SHARED_TOKENS, format_ok, shared_features
+    from analyzer import features as F
 
     def col(name: str, dtype: pl.DataType) -> pl.Expr:
         return (
@@ -66,20 +68,20 @@ def sample_features(
         )
     )
     answer = col(C.ANSWER, pl.Utf8())
-    aligned = (
-        shared is not None
-        and shared.height == out.height
-        and bool((shared[C.SAMPLE_ID] == out[C.SAMPLE_ID]).all())
-    )
-    if not aligned:
-        shared = shared_features(gens.with_columns(out[C.SAMPLE_ID]), tags=tags)
-    assert shared is not None
+    if (
+        features is not None
+        and features.matches(gens, tags)
+        and bool((features.frame[C.SAMPLE_ID] == out[C.SAMPLE_ID]).all())
+    ):
+        shared = features.frame
+    else:
+        shared = F.completion_features(gens.with_columns(out[C.SAMPLE_ID]), tags=tags)
     out = out.with_columns(
-        shared[SHARED_CORRECT].alias(CORRECT),
-        shared[SHARED_TOKENS].cast(pl.Float64).alias(N_TOKENS),
+        shared[F.CORRECT].alias(CORRECT),
+        shared[F.TOKENS].cast(pl.Float64).alias(N_TOKENS),
     )
     return out.with_columns(
-        format_ok(pl.col(C.OUTPUT), tags).alias(FORMAT_OK),
+        F.format_ok(pl.col(C.OUTPUT), tags).alias(FORMAT_OK),
         group.alias(GROUP),
         (answer.is_not_null() & (answer.str.strip_chars() != "")).alias(HAS_ANSWER),
     )
@@ -100,7 +102,7 @@ def with_ngram_rates(samples: pl.DataFrame, *, per_step: int = 32) -> pl.DataFra
     ``gen_repeated_ngram_rate``): per completion, sampled to keep big runs fast."""
     import polars as pl
 
-    from analyzer.metrics import repeated_ngram_rates
+    from analyzer.features import repeated_ngram_rates
 
     sub = (
         samples.sort(C.SAMPLE_ID)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from analyzer.detectors import run_detectors
+from analyzer.features import build_features
 from analyzer.ingest import load_run
 from analyzer.metrics import compute_metrics
 
@@ -26,10 +27,11 @@ def main() -> int:
     run = load_run(path)
     t_ingest = time.perf_counter() - t
     t = time.perf_counter()
-    metrics = compute_metrics(run)
+    features = build_features(run)  # built once, as the pipeline does: part of the baseline
+    metrics = compute_metrics(run, features=features)
     t_metrics = time.perf_counter() - t
     t = time.perf_counter()
-    alerts, statuses = run_detectors(run, metrics, None, None)
+    alerts, statuses = run_detectors(run, metrics, None, None, features=features)
     t_detect = time.perf_counter() - t
     n = 0 if run.generations is None else run.generations.height
     print(

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from detector_scenarios import KINDS, Scenario, make_scenario, severity_rank  # noqa: E402
 
 from analyzer.detectors import run_detectors  # noqa: E402
+from analyzer.features import build_features  # noqa: E402
 from analyzer.metrics import compute_metrics  # noqa: E402
 
 NOISES = (0.5, 1.0, 2.0)
@@ -32,9 +33,10 @@ TIMES = {"metrics": 0.0, "detectors": 0.0}
 
 def evaluate(sc: Scenario) -> list:
     t = time.perf_counter()
-    metrics = compute_metrics(sc.run)
+    features = build_features(sc.run)  # built once, as the pipeline does
+    metrics = compute_metrics(sc.run, features=features)
     t1 = time.perf_counter()
-    alerts, _ = run_detectors(sc.run, metrics, sc.drift, None)
+    alerts, _ = run_detectors(sc.run, metrics, sc.drift, None, features=features)
     t2 = time.perf_counter()
     TIMES["metrics"] += t1 - t
     TIMES["detectors"] += t2 - t1
