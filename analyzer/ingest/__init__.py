@@ -158,7 +158,7 @@ def _detect_dir(path: Path, *, explain: bool = True) -> str:
         return "verl_rollouts"
     if seed_csv.find_seed_csv(path):
         return "seed_csv"
-    from analyzer.ingest.trackers import dir_kind
+    from analyzer.ingest.tracker_discovery import dir_kind
 
     if (tracker := dir_kind(path)) is not None:
         return tracker

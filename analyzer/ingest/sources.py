@@ -311,9 +311,12 @@ def discover(folder: Path, *, nested: bool = True) -> Discovery:
         disc.found.append(Found("trl_completions", comp[0].parent if folder.name != "completions" else folder, comp))
         claimed.update(comp)
     # 3b. experiment trackers: TensorBoard runs/, wandb/, Trackio and MLflow stores, mlruns/
-    from analyzer.ingest.trackers import find_tracker_sources
+    from analyzer.ingest.tracker_discovery import find_tracker_sources
 
-    tracker_dirs = find_tracker_sources(folder, entries, disc)
+    trackers = find_tracker_sources(folder, entries)
+    disc.found += [Found(kind, path, files) for kind, path, files in trackers.found]
+    disc.not_read += trackers.skipped
+    tracker_dirs = trackers.covered
     claimed.update(tracker_dirs)
     # 4. the remaining files, one by one (seed CSVs are grouped: ranks and parts of one log)
     csvs: list[Path] = []

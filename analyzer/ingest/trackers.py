@@ -1,6 +1,7 @@
-"""What the experiment-tracker readers share: finding a tracker's files in a run folder, TRL's
-key names as transformers' ``report_to`` callbacks rewrite them, step rows, read-only SQLite, and
-the one-line error for a missing optional package.
+"""What the experiment-tracker readers share: TRL's key names as transformers' ``report_to``
+callbacks rewrite them, step rows, read-only SQLite, picking one run of a store, and the
+one-line error for a missing optional package (finding a tracker's files in a run folder is
+``tracker_discovery``).
 
 The readers are ``tb_events`` (TensorBoard), ``wandb_files`` (Weights & Biases run folders),
 ``trackio_db`` (Trackio's SQLite store) and ``mlflow_store`` (MLflow's ``mlflow.db`` and
@@ -17,15 +18,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import quote
 
 from analyzer.errors import InputError
 from analyzer.ingest._common import Collector, metric_values, short, to_int
 from analyzer.ingest.hf_trainer_state import SUMMARY_KEYS
-
-if TYPE_CHECKING:
-    from analyzer.ingest.sources import Discovery
 
 DISTRIBUTION: Final = "logscan-rl"
 GLOBAL_STEP: Final = "train/global_step"  # W&B and Trackio: the trainer's step, logged as a value
@@ -194,87 +192,6 @@ def pick_run(runs: list[tuple[str, str]], selector: str | None, path: Path, what
     )
 
 
-SQLITE_SIDE_FILES: Final = ("-wal", "-shm", "-journal")
-
-
-def find_tracker_sources(folder: Path, entries: list[Path], disc: Discovery) -> set[Path]:
-    """The tracker logs among a run folder's entries (``entries``: its sorted listing), added to
-    ``disc`` as sources; returns the entries they cover, which the rest of discovery leaves alone.
-
-    Looked at: event files in the folder or in ``runs/<launch>/`` (any subfolder's launches too);
-    ``wandb/`` (or the folder being ``wandb/`` or one W&B run folder); ``mlruns/`` holding runs
-    (an ``mlruns/`` of artifacts only, beside ``mlflow.db``, is listed as not read); the SQLite
-    stores' ``-wal``/``-shm`` and Trackio's ``.lock`` files, read with their store. The stores
-    themselves (``mlflow.db``, ``<project>.db``) and single files (an event file, a ``.wandb``
-    file) are found by their content like any file."""
-    from analyzer.ingest import mlflow_store, tb_events, wandb_files
-    from analyzer.ingest.sources import Found
-
-    covered: set[Path] = set()
-    names = {p.name for p in entries}
-    for p in entries:
-        if p.is_file() and (p.name.endswith(SQLITE_SIDE_FILES) or p.suffix == ".lock") and (
-            p.name.removesuffix(p.suffix) + ".db" in names or any(p.name == n + s for n in names for s in SQLITE_SIDE_FILES)
-        ):
-            disc.skip(p, "the SQLite store's log or lock file (read with the store)")
-            covered.add(p)
-    # W&B: the folder is a run folder, the wandb/ folder, or holds wandb/
-    wb = folder if wandb_files.is_wandb_dir(folder) or wandb_files.is_run_dir(folder) else folder / wandb_files.FOLDER
-    if wb.is_dir() and (wandb_files.is_wandb_dir(wb) or wandb_files.is_run_dir(wb)):
-        chosen, others = wandb_files.select_runs(wb)
-        if chosen:
-            disc.found.append(Found("wandb", wb, [f for d in chosen for f in wandb_files.history_files(d)]))
-            for d, why in others:
-                disc.skip(d, why)
-            covered.update(entries if wb == folder else [wb])
-    # MLflow's file store
-    ml = folder if mlflow_store.is_file_store(folder) and folder.name != tb_events.RUNS_FOLDER else folder / mlflow_store.FILE_STORE
-    if ml.is_dir() and ml not in covered:
-        if mlflow_store.is_file_store(ml):
-            disc.found.append(Found("mlflow_files", ml, [p for r in mlflow_store.run_folders(ml) for p in sorted((r / "metrics").rglob("*")) if p.is_file()]))
-            covered.update(entries if ml == folder else [ml])
-        elif ml != folder:
-            disc.skip(ml, "MLflow artifacts, no run metrics (an SQLite store's runs are in mlflow.db)")
-            covered.add(ml)
-    # TensorBoard: the folder's own event files, runs/<launch>/, <dir>/<launch>/
-    own = [p for p in entries if p.name.startswith(TB_EVENTS_GLOB[:-1]) and p.is_file()]
-    if own:
-        disc.found.append(Found("tensorboard", folder, own))
-        covered.update(own)
-    for d in (e for e in entries if e.is_dir() and e not in covered and not e.name.startswith(".")):
-        try:
-            files = sorted(d.glob(TB_EVENTS_GLOB)) or sorted(d.glob(f"*/{TB_EVENTS_GLOB}"))
-        except OSError:
-            continue
-        if files and not own:
-            disc.found.append(Found("tensorboard", d, files))
-            covered.add(d)
-            own = files  # one TensorBoard source per run folder: the first found
-        elif files:
-            disc.skip(d, f"more TensorBoard event files (this run's are read from {own[0].parent.name})")
-            covered.add(d)
-    return covered
-
-
-def dir_kind(folder: Path) -> str | None:
-    """The tracker whose logs ``folder`` holds (a run folder with only a tracker's logs), or None."""
-    from analyzer.ingest import mlflow_store, tb_events, wandb_files
-
-    try:
-        if wandb_files.is_run_dir(folder) or wandb_files.is_wandb_dir(folder) or wandb_files.is_wandb_dir(folder / wandb_files.FOLDER):
-            return "wandb"
-        if tb_events.event_folders(folder):
-            return "tensorboard"
-        if mlflow_store.is_file_store(folder) or mlflow_store.is_file_store(folder / mlflow_store.FILE_STORE):
-            return "mlflow_files"
-        for db in sorted(folder.glob("*.db")):
-            if (kind := sqlite_kind(db)) is not None:
-                return kind
-    except OSError:
-        return None
-    return None
-
-
 SELECTOR_RE: Final = re.compile(r"^(?P<path>.+\.db)#(?P<run>[^#/]+)$")
 
 
@@ -289,8 +206,6 @@ def split_selector(text: str) -> tuple[Path, str] | None:
 __all__ = [
     "GLOBAL_STEP",
     "StepRows",
-    "dir_kind",
-    "find_tracker_sources",
     "history_rows",
     "missing_extra",
     "open_sqlite",
