@@ -181,3 +181,31 @@ def _cli_fallback(report: Path, tmp_path: Path, why: Exception | None) -> None:
 def test_report_via_the_chromium_cli(report, tmp_path):
     """The fallback path, exercised even where Playwright works: it must not rot unnoticed."""
     _cli_fallback(report, tmp_path, None)
+
+
+def test_layout_at_760_and_1400_px(report):
+    """At 760 px nothing makes the page scroll sideways (every <details> opened: evidence tables,
+    all metrics); at 1400 px a plot uses the page's width; the sample diffs come before the long
+    completions table."""
+    pw, why = _playwright()
+    if pw is None:
+        pytest.skip(f"Playwright cannot start here ({why}); the layout needs a browser's measurements")
+    try:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        narrow = browser.new_page(viewport={"width": 760, "height": 900})
+        narrow.goto(report.as_uri())
+        narrow.wait_for_selector("#completions-body tr")
+        narrow.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+        sizes = narrow.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert sizes[0] <= sizes[1], f"page is {sizes[0]} px wide in a {sizes[1]} px window"
+
+        wide = browser.new_page(viewport={"width": 1400, "height": 900})
+        wide.goto(report.as_uri())
+        main = wide.evaluate("document.querySelector('main').clientWidth")
+        img = wide.locator("#plots figure img").first.bounding_box()
+        assert img is not None and img["width"] >= 0.9 * main, (img, main)
+        order = wide.evaluate("[...document.querySelectorAll('main > section')].map(s => s.id)")
+        assert order.index("diffs") < order.index("completions"), order
+        browser.close()
+    finally:
+        pw.stop()
