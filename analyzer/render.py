@@ -1,7 +1,7 @@
 """The one Jinja environment, and the reports rendered with it: report.md, report.html, JUnit XML.
 
 Templates are found in a user template folder first (``report.template_dir`` in the config, or
-the ``template_dir`` argument), then in the installed ``templates`` package (read through
+the ``template_dir`` argument), then in the installed ``analyzer.templates`` package (read through
 ``importlib.resources``, so a wheel install works). ``StrictUndefined`` turns a template typo into
 an error instead of an empty cell; HTML templates are autoescaped.
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from analyzer.model import Alert, Analysis
     from analyzer.plots import Plot, SkippedPlot
 
-TEMPLATE_PACKAGE = "templates"
+TEMPLATE_PACKAGE = "analyzer.templates"  # the repository's templates/ folder, installed inside the analyzer
 MD_TEMPLATE = "report.md.j2"
 HTML_TEMPLATE = "report.html.j2"
 HTML_SCRIPT = "report.js"

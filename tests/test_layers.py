@@ -40,3 +40,20 @@ def test_logscan_detectors_lists_the_detectors_then_the_core_checks() -> None:
     assert text.startswith(describe_detectors())
     assert "\nCore checks per kind of run (all must run, else the verdict is limited" in text
     assert "Core checks" not in describe_detectors()
+
+
+def test_every_package_of_the_repository_is_installed_and_nothing_generic_at_top_level() -> None:
+    """pyproject.toml lists the packages (the templates folder installs as ``analyzer.templates``):
+    a new package under analyzer/ or trainer_hooks/ must be added there, or the wheel lacks it."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("analyzer", "trainer_hooks")
+        for init in (ROOT / top).rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert set(setuptools["packages"]) == found | {"analyzer.templates"}
+    assert setuptools["package-dir"] == {"analyzer.templates": "templates"}
+    assert {p.split(".")[0] for p in setuptools["packages"]} == {"analyzer", "trainer_hooks"}

@@ -52,17 +52,20 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_contains_templates_and_schema(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in (
-        "templates/__init__.py",
-        "templates/report.md.j2",
-        "templates/report.html.j2",
-        "templates/report.js",
-        "templates/report.css",
+        "analyzer/templates/__init__.py",
+        "analyzer/templates/report.md.j2",
+        "analyzer/templates/report.html.j2",
+        "analyzer/templates/report.js",
+        "analyzer/templates/report.css",
         "analyzer/analysis.schema.json",
         "analyzer/render.py",
         "analyzer/plots.py",
         "analyzer/py.typed",
     ):
         assert required in names, f"{required} is not in {wheel.name}"
+    # nothing generic at top level: the templates install inside the analyzer (pyproject.toml)
+    top = {n.split("/", 1)[0] for n in names if "/" in n and ".dist-info/" not in n}
+    assert top == {"analyzer", "trainer_hooks"}, top
     schema = json.loads(zipfile.ZipFile(wheel).read("analyzer/analysis.schema.json"))
     assert schema["properties"]["format"]["const"] == "logscan-analysis/1"
 
@@ -82,9 +85,9 @@ def test_html_report_from_a_non_editable_install(wheel, tmp_path):
     env["PYTHONPATH"] = str(site)
     env["MPLBACKEND"] = "Agg"
     probe = (
-        "import json, sys, analyzer, templates, importlib.resources as r; "
+        "import json, sys, analyzer, analyzer.templates, importlib.resources as r; "
         "print(json.dumps({'analyzer': analyzer.__file__, "
-        "'template': str(r.files('templates').joinpath('report.html.j2')), 'path': sys.path}))"
+        "'template': str(r.files('analyzer.templates').joinpath('report.html.j2')), 'path': sys.path}))"
     )
     where = subprocess.run(
         [sys.executable, "-c", probe],
