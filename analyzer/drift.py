@@ -250,12 +250,12 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
     ``encoder`` overrides the one chosen from ``options`` (tests pass a fake). Raises
     ``ModelUnavailableError`` only when ``options.embedding_model`` names a model that cannot be
     found; a missing default model falls back to TF-IDF with a note.
+
+    The steps, each its own function: sample the completions (``select_sample``), embed them
+    (``_embed``), then diversity (``_diversity``), each prompt's drift from its baseline
+    (``_prompt_drift``), the distribution shift and outliers (``_shift_and_outliers``), the
+    per-step frame (``_per_step_frame``) and the before/after comparisons (``_top_drifting``).
     """
-    import numpy as np
-    import polars as pl
-
-    from analyzer.embeddings import TfidfEncoder, load_encoder
-
     options = options or DriftOptions()
     gens = run.generations
     if gens is None or gens.height == 0 or C.OUTPUT not in gens.columns or C.STEP not in gens.columns:
@@ -268,16 +268,117 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
             f"embedded a stratified sample of {sample.height} of {gens.height} completions "
             f"(--max-embed {max_embed}; 0 = all)"
         )
-
-    rows = sample.get_column("_row").to_numpy()
-    picked = gens[rows].select(
-        pl.col(C.OUTPUT).cast(pl.String).fill_null(""),
-        (pl.col(C.QUESTION).cast(pl.String) if C.QUESTION in gens.columns else pl.lit(None, pl.String)).alias("q"),
-        (pl.col(C.TOTAL_REWARD).cast(pl.Float64) if C.TOTAL_REWARD in gens.columns else pl.lit(None, pl.Float64)).alias(
-            "reward"
-        ),
+    s = _Sample.of(gens, sample)
+    emb = _embed(s.texts, encoder, options, notes)
+    s.x = emb.x
+    div = _diversity(s)
+    drift, per_prompt = _prompt_drift(s, options)
+    shift, outlier_frac, outliers, early_cut, threshold = _shift_and_outliers(s, div, options)
+    per_step = _per_step_frame(s, drift, div, shift, outlier_frac)
+    top_drifting, diffs = _top_drifting(s, per_prompt, options)
+    if not per_prompt:
+        notes.append(
+            "no prompt was seen at more than one step in the sample, so per-prompt drift is empty; "
+            "log eval/probe prompts at several steps (or train for more than one epoch)"
+        )
+    if threshold is not None:
+        notes.append(
+            f"outliers: farther than {threshold:.3f} (cosine distance) from every completion of the "
+            f"early steps (<= {early_cut})"
+        )
+    return DriftResult(
+        method=emb.method,
+        model=None if emb.method == "tfidf" else emb.model_name,
+        per_step=per_step,
+        top_drifting=top_drifting,
+        outliers=outliers,
+        sample_diffs=diffs,
+        embedded=int(emb.embedded),
+        cached=int(emb.cached),
+        sampled_from=gens.height,
+        notes=notes,
     )
-    texts: list[str] = picked.get_column(C.OUTPUT).to_list()
+
+
+@dataclass(slots=True)
+class _Sample:
+    """The sampled completions drift scores, as parallel columns (row ``i`` everywhere), and
+    their embeddings ``x`` once ``_embed`` ran."""
+
+    texts: list[str]
+    questions: list[str | None]
+    rewards: list[float | None]
+    steps: np.ndarray
+    is_eval: np.ndarray
+    qids: list[str | None]
+    gkeys: list[str]
+    sample_ids: np.ndarray
+    splits: list[str]
+    uniq_steps: np.ndarray
+    step_pos: dict[int, int]
+    x: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, gens: pl.DataFrame, sample: pl.DataFrame) -> _Sample:
+        import numpy as np
+        import polars as pl
+
+        rows = sample.get_column("_row").to_numpy()
+        picked = gens[rows].select(
+            pl.col(C.OUTPUT).cast(pl.String).fill_null(""),
+            (pl.col(C.QUESTION).cast(pl.String) if C.QUESTION in gens.columns else pl.lit(None, pl.String)).alias(
+                "q"
+            ),
+            (
+                pl.col(C.TOTAL_REWARD).cast(pl.Float64) if C.TOTAL_REWARD in gens.columns else pl.lit(None, pl.Float64)
+            ).alias("reward"),
+        )
+        steps = sample.get_column("step").to_numpy()
+        uniq_steps = np.unique(steps)
+        return cls(
+            texts=picked.get_column(C.OUTPUT).to_list(),
+            questions=picked.get_column("q").to_list(),
+            rewards=picked.get_column("reward").to_list(),
+            steps=steps,
+            is_eval=sample.get_column("is_eval").to_numpy(),
+            qids=sample.get_column("qid").to_list(),
+            gkeys=sample.get_column("gkey").to_list(),
+            sample_ids=sample.get_column("sample_id").to_numpy(),
+            splits=sample.get_column("split").to_list(),
+            uniq_steps=uniq_steps,
+            step_pos={int(s): i for i, s in enumerate(uniq_steps)},
+        )
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.uniq_steps)
+
+    @property
+    def emb(self) -> np.ndarray:
+        assert self.x is not None, "_embed runs first"
+        return self.x
+
+    def per_step_array(self) -> np.ndarray:
+        import numpy as np
+
+        return np.full(self.n_steps, np.nan)
+
+
+@dataclass(frozen=True, slots=True)
+class _Embedded:
+    x: np.ndarray
+    method: str
+    model_name: str | None
+    embedded: int
+    cached: int
+
+
+def _embed(texts: list[str], encoder: EncoderLike | None, options: DriftOptions, notes: list[str]) -> _Embedded:
+    """The texts' embeddings; the encoder chosen from ``options`` unless one is given, TF-IDF when
+    the default model cannot run here (with a note); notes on what was embedded and cached."""
+    import numpy as np
+
+    from analyzer.embeddings import TfidfEncoder, load_encoder
 
     chosen_here = encoder is None
     if encoder is None:
@@ -310,28 +411,31 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
     backend_note = getattr(encoder, "backend_note", None)
     if backend_note:
         notes.append(str(backend_note))
+    return _Embedded(x, method, model_name, embedded, cached)
 
-    steps = sample.get_column("step").to_numpy()
-    is_eval = sample.get_column("is_eval").to_numpy()
-    qids = sample.get_column("qid").to_list()
-    gkeys = sample.get_column("gkey").to_list()
-    sample_ids = sample.get_column("sample_id").to_numpy()
-    splits = sample.get_column("split").to_list()
-    questions = picked.get_column("q").to_list()
-    rewards = picked.get_column("reward").to_list()
-    uniq_steps = np.unique(steps)
-    step_pos = {int(s): i for i, s in enumerate(uniq_steps)}
-    n_steps = len(uniq_steps)
 
-    def per_step_array() -> np.ndarray:
-        return np.full(n_steps, np.nan)
+@dataclass(slots=True)
+class _Diversity:
+    """Within-prompt and within-step similarity per step, and the per-step sums of the primary
+    rows (train; all rows without a train split) that the distribution shift reuses."""
 
-    # ---- diversity (train split; all rows when there is no train split) -------------------
-    primary = ~is_eval if (~is_eval).any() else np.ones(len(steps), dtype=bool)
+    p_idx: np.ndarray
+    div_group: np.ndarray
+    div_step: np.ndarray
+    p_steps: np.ndarray | None = None
+    p_counts: np.ndarray | None = None
+    p_sums: np.ndarray | None = None
+
+
+def _diversity(s: _Sample) -> _Diversity:
+    import numpy as np
+
+    x, steps, uniq_steps, n_steps = s.emb, s.steps, s.uniq_steps, s.n_steps
+    primary = ~s.is_eval if (~s.is_eval).any() else np.ones(len(steps), dtype=bool)
     p_idx = np.flatnonzero(primary)
-    div_group, div_step = per_step_array(), per_step_array()
+    out = _Diversity(p_idx, s.per_step_array(), s.per_step_array())
     if len(p_idx):
-        gcodes = np.unique([f"{steps[i]}\x00{gkeys[i]}" for i in p_idx], return_inverse=True)[1]
+        gcodes = np.unique([f"{steps[i]}\x00{s.gkeys[i]}" for i in p_idx], return_inverse=True)[1]
         codes, counts, sums, sq = _group_sums(x[p_idx], gcodes)
         sims = _mean_pairwise(counts, sums, sq)
         # the step of each group: every member shares it, take it from any member
@@ -342,16 +446,24 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         n_groups = np.bincount(gpos, minlength=n_steps)
         total = np.bincount(gpos, weights=sims[ok], minlength=n_steps)
         with np.errstate(invalid="ignore", divide="ignore"):
-            div_group = np.where(n_groups > 0, total / np.maximum(n_groups, 1), np.nan)
+            out.div_group = np.where(n_groups > 0, total / np.maximum(n_groups, 1), np.nan)
         # per step (sorted), reused for the distribution shift below
-        p_steps, p_counts, p_sums, p_sq = _group_sums(x[p_idx], steps[p_idx])
-        for s, v in zip(p_steps, _mean_pairwise(p_counts, p_sums, p_sq), strict=True):
-            div_step[step_pos[int(s)]] = v
+        out.p_steps, out.p_counts, out.p_sums, p_sq = _group_sums(x[p_idx], steps[p_idx])
+        for st, v in zip(out.p_steps, _mean_pairwise(out.p_counts, out.p_sums, p_sq), strict=True):
+            out.div_step[s.step_pos[int(st)]] = v
+    return out
 
-    # ---- prompt drift from baseline ------------------------------------------------------------
-    drift: dict[str, list[list[float]]] = {"train": [[] for _ in range(n_steps)], "eval": [[] for _ in range(n_steps)]}
+
+def _prompt_drift(s: _Sample, options: DriftOptions) -> tuple[dict[str, list[list[float]]], list[dict[str, Any]]]:
+    """Each prompt's distance from its baseline (its first ``baseline_steps`` steps) per later
+    step, collected per step and class (train / eval), and one record per prompt that drifted."""
+    x, steps, is_eval, step_pos = s.emb, s.steps, s.is_eval, s.step_pos
+    drift: dict[str, list[list[float]]] = {
+        "train": [[] for _ in range(s.n_steps)],
+        "eval": [[] for _ in range(s.n_steps)],
+    }
     prompt_rows: dict[tuple[str, str], dict[int, list[int]]] = {}
-    for i, q in enumerate(qids):
+    for i, q in enumerate(s.qids):
         if q is None:
             continue
         cls = "eval" if is_eval[i] else "train"
@@ -362,18 +474,18 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
             continue
         ordered = sorted(by_step)
         k = min(max(1, options.baseline_steps), len(ordered) - 1)
-        base_rows = [i for s in ordered[:k] for i in by_step[s]]
+        base_rows = [i for st in ordered[:k] for i in by_step[st]]
         base = embeddings.unit_rows(x[base_rows].mean(axis=0))
         if not base.any():
             continue
         dists: dict[int, float] = {}
-        for s in ordered[k:]:
-            c = embeddings.unit_rows(x[by_step[s]].mean(axis=0))
+        for st in ordered[k:]:
+            c = embeddings.unit_rows(x[by_step[st]].mean(axis=0))
             if not c.any():
                 continue
             d = float(max(0.0, 1.0 - float(c @ base)))
-            dists[s] = d
-            drift[cls][step_pos[s]].append(d)
+            dists[st] = d
+            drift[cls][step_pos[st]].append(d)
         if dists:
             last = ordered[-1] if ordered[-1] in dists else max(dists)
             per_prompt.append(
@@ -390,26 +502,25 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
                     "base_centroid": base,
                 }
             )
+    return drift, per_prompt
 
-    def agg(values: list[list[float]], fn: str) -> list[float | None]:
-        out: list[float | None] = []
-        for v in values:
-            if not v:
-                out.append(None)
-            elif fn == "mean":
-                out.append(float(np.mean(v)))
-            elif fn == "max":
-                out.append(float(np.max(v)))
-            else:
-                out.append(float(np.quantile(v, 0.9)))
-        return out
 
-    # ---- distribution shift and outliers vs the early completions -----------------------------
-    shift, outlier_frac = per_step_array(), per_step_array()
+def _shift_and_outliers(
+    s: _Sample, div: _Diversity, options: DriftOptions
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], int | None, float | None]:
+    """Per step: how far its mean completion moved from the early ones, and the share of its
+    completions farther than a threshold from every early one; the most distant late ones as
+    examples; the early cut and the threshold (None without primary rows)."""
+    import numpy as np
+
+    x, steps, uniq_steps, step_pos, p_idx = s.emb, s.steps, s.uniq_steps, s.step_pos, div.p_idx
+    shift, outlier_frac = s.per_step_array(), s.per_step_array()
     outliers: list[dict[str, Any]] = []
     early_cut = None
     threshold = None
     if len(p_idx):
+        assert div.p_steps is not None and div.p_counts is not None and div.p_sums is not None
+        p_steps, p_counts, p_sums = div.p_steps, div.p_counts, div.p_sums
         n_early = max(1, math.ceil(len(p_steps) * options.early_fraction))
         # a reference of a handful of completions makes everything look new: extend it to at
         # least MIN_EARLY_REFERENCE completions, but never beyond the first half of the run
@@ -418,10 +529,10 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         early_cut = int(p_steps[n_early - 1])
         early_idx = p_idx[steps[p_idx] <= early_cut]
         early_centroid = embeddings.unit_rows(x[early_idx].mean(axis=0))
-        for s, ssum in zip(p_steps, p_sums, strict=True):
+        for st, ssum in zip(p_steps, p_sums, strict=True):
             c = embeddings.unit_rows(ssum)
             if c.any() and early_centroid.any():
-                shift[step_pos[int(s)]] = max(0.0, 1.0 - float(c @ early_centroid))
+                shift[step_pos[int(st)]] = max(0.0, 1.0 - float(c @ early_centroid))
         ref_idx = early_idx
         if len(ref_idx) > MAX_OUTLIER_REFERENCE:
             ref_idx = ref_idx[np.linspace(0, len(ref_idx) - 1, MAX_OUTLIER_REFERENCE).round().astype(int)]
@@ -437,34 +548,61 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         dist = np.where(np.isinf(dist) | np.isnan(dist), 0.0, dist)  # a lone reference row vs itself
         flagged = dist > threshold
         ppos = np.searchsorted(uniq_steps, steps[p_idx])
-        n_rows = np.bincount(ppos, minlength=n_steps)
-        n_flag = np.bincount(ppos, weights=flagged.astype(np.float64), minlength=n_steps)
+        n_rows = np.bincount(ppos, minlength=s.n_steps)
+        n_flag = np.bincount(ppos, weights=flagged.astype(np.float64), minlength=s.n_steps)
         outlier_frac = np.where(n_rows > 0, n_flag / np.maximum(n_rows, 1), np.nan)
         late = flagged & (steps[p_idx] > early_cut)
         seen_texts: set[str] = set()
         for j in np.flatnonzero(late)[np.argsort(-dist[late], kind="stable")]:
             i = int(p_idx[j])
-            if texts[i] in seen_texts:  # one example per distinct text is enough evidence
+            if s.texts[i] in seen_texts:  # one example per distinct text is enough evidence
                 continue
-            seen_texts.add(texts[i])
+            seen_texts.add(s.texts[i])
             if len(outliers) >= options.max_outliers:
                 break
             outliers.append(
                 {
-                    "sample_id": int(sample_ids[i]),
+                    "sample_id": int(s.sample_ids[i]),
                     "step": int(steps[i]),
                     "distance": round(float(dist[j]), 4),
-                    "split": splits[i],
-                    "question_id": qids[i],
-                    "excerpt": texts[i][:200],
+                    "split": s.splits[i],
+                    "question_id": s.qids[i],
+                    "excerpt": s.texts[i][:200],
                 }
             )
+    return shift, outlier_frac, outliers, early_cut, threshold
 
-    counts_per_step = np.bincount(np.searchsorted(uniq_steps, steps), minlength=n_steps)
+
+def _per_step_frame(
+    s: _Sample,
+    drift: dict[str, list[list[float]]],
+    div: _Diversity,
+    shift: np.ndarray,
+    outlier_frac: np.ndarray,
+) -> pl.DataFrame:
+    """``step`` + the ``drift_*`` columns (``analyzer.columns.DRIFT_COLUMNS``); rows of
+    completions without a step (-1) left out."""
+    import numpy as np
+    import polars as pl
+
+    def agg(values: list[list[float]], fn: str) -> list[float | None]:
+        out: list[float | None] = []
+        for v in values:
+            if not v:
+                out.append(None)
+            elif fn == "mean":
+                out.append(float(np.mean(v)))
+            elif fn == "max":
+                out.append(float(np.max(v)))
+            else:
+                out.append(float(np.quantile(v, 0.9)))
+        return out
 
     def col(a: np.ndarray) -> list[float | None]:
         return [None if math.isnan(v) else float(v) for v in a]
 
+    uniq_steps = s.uniq_steps
+    counts_per_step = np.bincount(np.searchsorted(uniq_steps, s.steps), minlength=s.n_steps)
     per_step = pl.DataFrame(
         {
             "step": pl.Series(uniq_steps.astype(np.int64), dtype=pl.Int64),
@@ -475,15 +613,23 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
             C.DRIFT_EVAL_MEAN: pl.Series(agg(drift["eval"], "mean"), dtype=pl.Float64),
             C.DRIFT_EVAL_MAX: pl.Series(agg(drift["eval"], "max"), dtype=pl.Float64),
             C.DRIFT_EVAL_N: pl.Series([len(v) for v in drift["eval"]], dtype=pl.Int64),
-            C.DRIFT_DIVERSITY_GROUP: pl.Series(col(div_group), dtype=pl.Float64),
-            C.DRIFT_DIVERSITY_STEP: pl.Series(col(div_step), dtype=pl.Float64),
+            C.DRIFT_DIVERSITY_GROUP: pl.Series(col(div.div_group), dtype=pl.Float64),
+            C.DRIFT_DIVERSITY_STEP: pl.Series(col(div.div_step), dtype=pl.Float64),
             C.DRIFT_STEP_SHIFT: pl.Series(col(shift), dtype=pl.Float64),
             C.DRIFT_OUTLIER_FRAC: pl.Series(col(outlier_frac), dtype=pl.Float64),
         }
     )
-    per_step = per_step.filter(pl.col("step") >= 0) if (uniq_steps < 0).any() else per_step
+    return per_step.filter(pl.col("step") >= 0) if (uniq_steps < 0).any() else per_step
 
-    # ---- top drifting prompts and their before/after comparisons ------------------------------
+
+def _top_drifting(
+    s: _Sample, per_prompt: list[dict[str, Any]], options: DriftOptions
+) -> tuple[list[dict[str, Any]], list[SampleDiff]]:
+    """The prompts that drifted most (``options.top_k``) and, for the first ``max_diffs`` of them,
+    a before/after comparison of a typical completion of the baseline and of the last step."""
+    import numpy as np
+
+    x, steps, texts, questions = s.emb, s.steps, s.texts, s.questions
     per_prompt.sort(key=lambda p: (-p["distance"], p["question_id"]))
     top = per_prompt[: options.top_k]
 
@@ -503,15 +649,15 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
             SampleDiff(
                 question_id=p["question_id"],
                 question=questions[e] or "",
-                split=splits[la],
+                split=s.splits[la],
                 early_step=int(steps[e]),
                 late_step=int(steps[la]),
-                early_sample_id=int(sample_ids[e]),
-                late_sample_id=int(sample_ids[la]),
+                early_sample_id=int(s.sample_ids[e]),
+                late_sample_id=int(s.sample_ids[la]),
                 early_text=texts[e],
                 late_text=texts[la],
-                early_reward=finite_or_none(rewards[e]),
-                late_reward=finite_or_none(rewards[la]),
+                early_reward=finite_or_none(s.rewards[e]),
+                late_reward=finite_or_none(s.rewards[la]),
                 similarity=round(cmp_.similarity, 4),
                 chars_changed=cmp_.chars_changed,
                 lines_changed=cmp_.lines_changed,
@@ -523,7 +669,7 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         {
             "question_id": p["question_id"],
             "question": (questions[p["base_rows"][0]] or "")[:300],
-            "split": splits[p["late_rows"][0]],
+            "split": s.splits[p["late_rows"][0]],
             "distance": round(p["distance"], 4),
             "max_distance": round(p["max_distance"], 4),
             "early_step": p["early_step"],
@@ -532,26 +678,5 @@ def score_drift(run: RunData, *, encoder: EncoderLike | None = None, options: Dr
         }
         for p in top
     ]
-    if not per_prompt:
-        notes.append(
-            "no prompt was seen at more than one step in the sample, so per-prompt drift is empty; "
-            "log eval/probe prompts at several steps (or train for more than one epoch)"
-        )
-    if threshold is not None:
-        notes.append(
-            f"outliers: farther than {threshold:.3f} (cosine distance) from every completion of the "
-            f"early steps (<= {early_cut})"
-        )
-    return DriftResult(
-        method=method,
-        model=None if method == "tfidf" else model_name,
-        per_step=per_step,
-        top_drifting=top_drifting,
-        outliers=outliers,
-        sample_diffs=diffs,
-        embedded=int(embedded),
-        cached=int(cached),
-        sampled_from=gens.height,
-        notes=notes,
-    )
+    return top_drifting, diffs
 
