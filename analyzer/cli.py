@@ -6,6 +6,7 @@ that polars, torch and sentence-transformers are not imported).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -213,10 +214,13 @@ def analyze(run: Path, fail_on: str | None, quiet: bool, **kwargs: Any) -> None:
         logscan analyze runs/001 --fail-on warning -o out/
         logscan analyze s3://bucket/runs/001
     """
+    from analyzer.embeddings import progress_bars
     from analyzer.pipeline import summary_text
     from analyzer.verdict import exit_code
 
-    result = _analyze(run, fail_on=fail_on, **kwargs)
+    # -q: the verdict line only, so no progress bar either
+    with progress_bars(False) if quiet else contextlib.nullcontext():
+        result = _analyze(run, fail_on=fail_on, **kwargs)
     click.echo(summary_text(result, quiet=quiet))
     sys.exit(exit_code(result))
 
@@ -243,7 +247,7 @@ def html_report(run: Path, output_file: Path | None, **kwargs: Any) -> None:
         logscan html-report runs/001 -o report.html
     """
     from analyzer.errors import output_error
-    from analyzer.pipeline import AnalyzeOptions, output_dir_for
+    from analyzer.pipeline import AnalyzeOptions, output_dir_for, summary_text
     from analyzer.render import write_html_report
 
     data_dir = output_dir_for(run, AnalyzeOptions())
@@ -259,6 +263,8 @@ def html_report(run: Path, output_file: Path | None, **kwargs: Any) -> None:
     except OSError as exc:
         raise output_error(exc, output_file.parent if output_file else data_dir) from exc
     click.echo(f"Wrote {path}")
+    # the verdict, as analyze prints it; html-report itself is not a CI gate (it exits 0)
+    click.echo(summary_text(result, quiet=True).rsplit("; exit ", 1)[0])
 
 
 def _unwritable(folder: Path) -> str | None:

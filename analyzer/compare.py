@@ -53,6 +53,8 @@ def format_comparison(analyses: Sequence[Analysis], paths: Sequence[str | Path])
         ("source", [a.run.report.source_kind for a in analyses]),
         ("steps", [_steps(s) for s in summaries]),
         ("completions", [str(s["completions"]) for s in summaries]),
+        # drift scored lexically and by embeddings are different measurements: say which was used
+        ("drift scored by", [_drift_cell(a) for a in analyses]),
         ("alerts crit/warn/info", [_alert_counts(a) for a in analyses]),
     ]
     # one row per alert kind any run raised: its worst severity and count in each run
@@ -67,7 +69,26 @@ def format_comparison(analyses: Sequence[Analysis], paths: Sequence[str | Path])
     for label, values in rows:
         cells = (v.ljust(w) for v, w in zip(values, widths, strict=True))
         lines.append("  ".join([label.ljust(label_w), *cells]).rstrip())
+    if any(a.drift is not None and a.drift.method != "embeddings" for a in analyses):
+        lines += ["", LEXICAL_NOTE]
     return "\n".join(lines)
+
+
+# Plain compare scores drift lexically (fast, no model); a default `analyze` uses embeddings, so the
+# drift-based alerts can differ in severity between the two: the table says so.
+LEXICAL_NOTE = (
+    "note: drift was scored lexically (TF-IDF), as `logscan analyze --no-embeddings` does; a default "
+    "`logscan analyze` scores it with embeddings, so catastrophic_forgetting and semantic_drift can "
+    "differ from it in severity. Pass --embeddings to compare the way analyze judges."
+)
+
+
+def _drift_cell(a: Analysis) -> str:
+    if a.drift is None or a.drift.method == "none":
+        return "not scored"
+    if a.drift.method == "embeddings":
+        return f"embeddings ({a.drift.model})" if a.drift.model else "embeddings"
+    return "TF-IDF (lexical)" if a.drift.method == "tfidf" else a.drift.method
 
 
 def _steps(summary: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ never imports torch.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import os
 import sqlite3
@@ -52,6 +53,19 @@ INSTALL_HINT = (
 )
 # A progress bar is worth showing when encoding takes more than a few seconds (~150 texts/s on CPU).
 PROGRESS_MIN_TEXTS = 512
+# `logscan analyze -q` turns the bar off for everything it runs (``progress_bars(False)``); an
+# Encoder's own ``progress`` argument still wins.
+_PROGRESS: contextvars.ContextVar[bool | None] = contextvars.ContextVar("logscan_progress", default=None)
+
+
+@contextlib.contextmanager
+def progress_bars(show: bool) -> Iterator[None]:
+    """Show (or hide) embedding progress bars for the code run inside this block."""
+    token = _PROGRESS.set(show)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 CHUNK = 1024  # texts per model call: bounds memory, lets the cache grow while a long job runs
 
 
@@ -552,7 +566,9 @@ class Encoder(_Counts):
         model = self._load()
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out: np.ndarray | None = None
-        show = self.progress if self.progress is not None else len(texts) >= PROGRESS_MIN_TEXTS
+        show = self.progress if self.progress is not None else _PROGRESS.get()
+        if show is None:
+            show = len(texts) >= PROGRESS_MIN_TEXTS
         from tqdm.auto import tqdm
 
         with tqdm(total=len(texts), desc="embedding", unit="text", disable=not show, file=sys.stderr) as bar:

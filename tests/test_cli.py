@@ -172,6 +172,10 @@ def test_compare(runs):
     assert any(line.startswith("gen_accuracy (first → last)") for line in lines)
     hacking = next(line for line in lines if line.startswith("alert reward_hacking"))
     assert hacking.split()[-1] == "-"  # the healthy run (last column) has none
+    # analyze scores drift with embeddings by default, compare lexically: the output says so
+    drift = next(line for line in lines if line.startswith("drift scored by"))
+    assert drift.count("TF-IDF (lexical)") == 2
+    assert "note: drift was scored lexically (TF-IDF)" in result.output and "--embeddings" in lines[-1]
     assert files() == before  # compare writes nothing into the runs
 
 
@@ -355,7 +359,10 @@ def test_html_report_analyzes_afresh_and_refreshes_the_data_files(tmp_path):
     page = tmp_path / "page" / "report.html"
     result = invoke("html-report", run, "--no-embeddings", "--set", "general.min_steps=100000", "-o", page)
     assert result.exit_code == 0, result.output
-    assert page.is_file() and result.output.strip() == f"Wrote {page}"
+    wrote, verdict = result.output.strip().splitlines()
+    assert page.is_file() and wrote == f"Wrote {page}"
+    # the verdict, as analyze prints it, without analyze's exit code (html-report exits 0)
+    assert verdict.startswith("logscan: TOO SHORT — no alerts") and "exit" not in verdict
     data = json.loads((run / "logscan" / "analysis.json").read_text(encoding="utf-8"))
     assert data["verdict"] == "too_short"  # this call's --set, not an earlier analysis
     assert data["config"]["general"]["min_steps"] == 100000
@@ -508,3 +515,25 @@ def test_a_named_device_with_sentence_transformers_missing_falls_back_and_says_w
     drift = next(line for line in result.output.splitlines() if line.startswith("drift:"))
     assert "lexical drift (TF-IDF) because the embedding model could not be loaded" in drift
     assert "sentence-transformers is not installed" in drift
+
+
+def test_quiet_analyze_runs_without_progress_bars(tmp_path, monkeypatch):
+    """-q prints only the verdict line: the embedding progress bar is off for the whole analysis
+    (and back on afterwards)."""
+    from analyzer import embeddings
+    from analyzer import pipeline as pipeline_mod
+
+    seen: list[bool | None] = []
+    real = pipeline_mod.analyze
+
+    def spy(run, options=None):
+        seen.append(embeddings._PROGRESS.get())
+        return real(run, options)
+
+    monkeypatch.setattr(pipeline_mod, "analyze", spy)
+    run = shutil.copytree(SAMPLES / "healthy-grpo", tmp_path / "run")
+    quiet = invoke("analyze", run, "--no-embeddings", "--no-plots", "--no-html", "-q")
+    loud = invoke("analyze", run, "--no-embeddings", "--no-plots", "--no-html")
+    assert quiet.exit_code == 0 and loud.exit_code == 0, quiet.output + loud.output
+    assert seen == [False, None] and embeddings._PROGRESS.get() is None
+    assert len(quiet.output.strip().splitlines()) == 1

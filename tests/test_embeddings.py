@@ -289,6 +289,11 @@ def test_progress_bar_only_for_long_jobs(model_dir: Path, capsys: pytest.Capture
     enc.encode([f"long job {i}" for i in range(E.PROGRESS_MIN_TEXTS)])
     err = capsys.readouterr().err
     assert "embedding" in err and f"{E.PROGRESS_MIN_TEXTS}/{E.PROGRESS_MIN_TEXTS}" in err
+    with E.progress_bars(False):  # what `logscan analyze -q` runs under
+        enc.encode([f"quiet long job {i}" for i in range(E.PROGRESS_MIN_TEXTS)])
+    assert "embedding" not in capsys.readouterr().err
+    enc.encode([f"loud again {i}" for i in range(E.PROGRESS_MIN_TEXTS)])
+    assert "embedding" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("missing", ["sentence_transformers", "torch"])
