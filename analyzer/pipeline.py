@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from analyzer import columns as C
 from analyzer.errors import InputError, output_error
 from analyzer.ingest import remote  # light: fsspec is imported when a URL is read
-from analyzer.ingest.sources import FORMATS, display_name
+from analyzer.ingest.sources import display_name  # display names: the registry of formats
 from analyzer.ingest.trackers import split_selector
 from analyzer.model import Analysis, DriftResult, FailOn, RunData, Severity, SourceRead
 from analyzer.paths import run_output_dir
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     import polars as pl
 
 
-# display names of the source kinds: the registry of formats (analyzer/ingest/sources.py)
-SOURCE_KIND_NAMES = {k: f.display for k, f in FORMATS.items()}
 MAX_NOT_READ_SHOWN = 8
 
 
