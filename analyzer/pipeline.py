@@ -78,13 +78,13 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
         raise InputError(f"{run_path} does not exist; give a run folder, a generations.csv or a trainer_state.json")
     # The config first: a typo in --set should fail before a gigabyte is read.
     config = _load_config(run_path, options)
-    resolve_fail_on(options.fail_on, config)
+    fail_on = resolve_fail_on(options.fail_on, config)
     timings: dict[str, float] = {}
     with _timed(timings, "ingest"):
         from analyzer.ingest import load_run
 
         run = load_run(run_path)
-    return analyze_run(run, options, run_path=run_path, timings=timings, config=config)
+    return analyze_run(run, options, run_path=run_path, timings=timings, config=config, fail_on=fail_on)
 
 
 def _analyze_remote(url: str, options: AnalyzeOptions) -> Analysis:
@@ -92,12 +92,12 @@ def _analyze_remote(url: str, options: AnalyzeOptions) -> Analysis:
     output folder's cache (kept: a re-run downloads only what changed), or a temporary folder when
     nothing is written."""
     config = _load_config(None, options)
-    resolve_fail_on(options.fail_on, config)
+    fail_on = resolve_fail_on(options.fail_on, config)
     timings: dict[str, float] = {}
     staging = output_dir_for(url, options) / "cache" / "remote" if options.write_outputs else None
     with _timed(timings, "ingest"):
         run = remote.load_remote_run(url, staging=staging)
-    return analyze_run(run, options, run_path=run.path, timings=timings, config=config)
+    return analyze_run(run, options, run_path=run.path, timings=timings, config=config, fail_on=fail_on)
 
 
 def analyze_run(
@@ -107,9 +107,11 @@ def analyze_run(
     run_path: str | Path | None = None,
     timings: dict[str, float] | None = None,
     config: dict[str, Any] | None = None,
+    fail_on: FailOn | None = None,
 ) -> Analysis:
     """Everything after ingest, on a ``RunData`` already in memory. ``config`` (the effective
-    configuration) is loaded for ``run_path`` when not given."""
+    configuration) is loaded for ``run_path`` when not given; ``fail_on``, resolved from it
+    (``analyzer.verdict.resolve_fail_on``) when not given: once per analysis either way."""
     options = options or AnalyzeOptions()
     run_path = run_path if run_path is not None else run.path
     if not remote.is_url(run_path):
@@ -120,7 +122,8 @@ def analyze_run(
 
     if config is None:
         config = _load_config(run_path if isinstance(run_path, Path) else None, options)
-    fail_on = resolve_fail_on(options.fail_on, config)
+    if fail_on is None:
+        fail_on = resolve_fail_on(options.fail_on, config)
 
     with _timed(timings, "metrics"):
         from analyzer.features import DEFAULT_TAGS, build_features
