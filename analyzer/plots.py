@@ -339,8 +339,9 @@ def config_get(config: Mapping[str, Any], dotted: str) -> Any:
 
 def kl_thresholds(analysis: Analysis) -> list[tuple[str, float]]:
     """KL limits to draw: from a kl_explosion alert's evidence when one fired (the numbers the
-    detector really used), else from the ``kl_explosion`` config (``budget_per_token`` or
-    ``budget_per_sequence`` by the run's KL unit, × ``critical_factor``; or a plain ``budget``)."""
+    detector really used), else what the detector publishes for this run and its ``kl_explosion``
+    config (``analyzer.detectors.kl.kl_limits``: the budget for the run's KL unit and the critical
+    level), or a plain ``budget``. Never worked out here: the plot shows the detector's limits."""
     for al in analysis.alerts:
         if al.kind == "kl_explosion" and isinstance(al.evidence.get("budget"), int | float):
             unit = al.evidence.get("unit")
@@ -362,22 +363,18 @@ def kl_thresholds(analysis: Analysis) -> list[tuple[str, float]]:
         return float(v) if ok else None
 
     budget = number("budget")
-    unit = None
-    if budget is None:
-        try:
-            from analyzer.values import kl_unit
-
-            unit = kl_unit(analysis.run, str(section.get("unit") or "auto"))
-        except Exception:  # a run whose info cannot say: token is the common case
-            unit = "token"
-        budget = number(f"budget_per_{unit}")
-    if budget is None:
+    if budget is not None:
+        return [("budget", budget)]
+    if number("budget_per_token") is None and number("budget_per_sequence") is None:
         return []
-    out = [(f"budget{f' per {unit}' if unit else ''}", budget)]
-    factor = number("critical_factor")
-    if factor:
-        out.append(("critical level", budget * factor))
-    return out
+    from analyzer.detectors.base import REGISTRY
+    from analyzer.detectors.kl import kl_limits
+
+    try:
+        unit, budget, critical = kl_limits(analysis.run, {**REGISTRY["kl_explosion"].defaults, **section})
+    except (KeyError, TypeError, ValueError):  # a config the detector itself would refuse
+        return []
+    return [(f"budget per {unit}", budget), ("critical level", critical)]
 
 
 # A drawer returns (figure, columns drawn, alert kinds marked), or why it drew nothing.

@@ -245,3 +245,18 @@ def test_similarity_is_not_labelled_diversity():
 
     for col in ("drift_diversity_group", "drift_diversity_step"):
         assert "similarity" in label(col) and "less diverse" in label(col)
+
+
+def test_kl_limits_without_an_alert_are_the_ones_the_detector_publishes(monkeypatch):
+    """The plot never works the budget out itself: it asks the KL detector's module."""
+    from analyzer.detectors import kl
+
+    metrics = pl.DataFrame({"step": pl.Series(range(10), dtype=pl.Int64), "kl": [0.1] * 10})
+    cfg = {"kl_explosion": {"budget_per_token": 0.5}}  # the rest from the detector's defaults
+    analysis = _analysis(metrics, config=cfg)
+    from analyzer.detectors.base import REGISTRY
+
+    unit, budget, critical = kl.kl_limits(analysis.run, {**REGISTRY["kl_explosion"].defaults, **cfg["kl_explosion"]})
+    assert kl_thresholds(analysis) == [(f"budget per {unit}", budget), ("critical level", critical)]
+    monkeypatch.setattr(kl, "kl_limits", lambda run, section: ("sequence", 7.0, 21.0))
+    assert kl_thresholds(analysis) == [("budget per sequence", 7.0), ("critical level", 21.0)]

@@ -7,6 +7,7 @@ PPO/RLOO log ``objective/kl`` summed *per sequence* (typically 1 … 20). Ingest
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,16 @@ import numpy as np
 from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
-from analyzer.model import Alert, Severity
+from analyzer.model import Alert, RunData, Severity
 from analyzer.values import kl_unit
+
+
+def kl_limits(run: RunData, cfg: Mapping[str, Any]) -> tuple[str, float, float]:
+    """``(unit, budget, critical level)`` this detector judges ``run``'s KL against, from its
+    config section: published so the KL plot draws the detector's own limits, never a copy."""
+    unit = kl_unit(run, str(cfg.get("unit") or "auto"))
+    budget = float(cfg["budget_per_token"] if unit == "token" else cfg["budget_per_sequence"])
+    return unit, budget, budget * float(cfg["critical_factor"])
 
 
 @register(
@@ -48,13 +57,11 @@ def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     ctx.skip_if_too_short()
     x, y = ctx.series(C.KL)
     ctx.require_length(y.size, "kl")
-    unit = kl_unit(ctx.run, str(cfg["unit"]))
-    budget = float(cfg["budget_per_token"] if unit == "token" else cfg["budget_per_sequence"])
+    unit, budget, crit_level = kl_limits(ctx.run, cfg)
     n = y.size
     w = ctx.warmup_points(n)
     smooth = stats.rolling_median(y, stats.window_for(n))
     sustain = stats.window_for(n, 0.03, 3, 15)
-    crit_level = budget * float(cfg["critical_factor"])
     out: list[Alert] = []
 
     # 1) budget
