@@ -20,7 +20,7 @@ def test_html_report_to_a_writable_file_of_a_run_whose_output_folder_cannot_be_m
     page = tmp_path / "elsewhere" / "page.html"
     result = CliRunner().invoke(cli, ["html-report", str(run), "--no-embeddings", "-o", str(page)])
     assert result.exit_code == 0, result.output + result.stderr
-    assert result.stdout == f"Wrote {page}\n"
+    assert result.stdout == f"Wrote {page}\nlogscan: HEALTHY — no alerts\n"  # then the verdict
     assert result.stderr == (
         f"note: {run / 'logscan'} cannot be written (a file or folder is in the way): its analysis.json "
         "and parquet files were not refreshed\n"

@@ -244,7 +244,8 @@ def test_html_report_and_compare_read_from_s3(s3_endpoint: str, tmp_path: Path, 
     monkeypatch.chdir(tmp_path)
     page = CliRunner().invoke(cli, ["html-report", "s3://runs/cmp/sample-grpo", "--no-embeddings"], catch_exceptions=False)
     assert page.exit_code == 0, page.output
-    assert page.output == "Wrote logscan-runs-cmp-sample-grpo/report.html\n"
+    wrote, verdict = page.output.splitlines()
+    assert wrote == "Wrote logscan-runs-cmp-sample-grpo/report.html" and verdict.startswith("logscan: CRITICAL — ")
     assert "s3://runs/cmp/sample-grpo" in (tmp_path / "logscan-runs-cmp-sample-grpo" / "report.html").read_text()
     data = json.loads((tmp_path / "logscan-runs-cmp-sample-grpo" / "analysis.json").read_text())
     assert data["ingest"]["not_read"] == [{"file": "README.md", "reason": data["ingest"]["not_read"][0]["reason"]}]
