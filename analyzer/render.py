@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analyzer import __version__
+from analyzer import __version__, catalogue
 from analyzer import columns as C
 from analyzer.errors import ConfigError
 from analyzer.plots import config_get, label  # stdlib + columns at import: no matplotlib
@@ -242,56 +242,11 @@ def default_output_dir(analysis: Analysis) -> Path:
 # --------------------------------------------------------------------------------------------
 # The view model: everything the templates show, computed here so templates stay dumb.
 
-KEY_METRICS: tuple[str, ...] = (
-    C.REWARD,
-    C.GEN_REWARD_MEAN,
-    "<reward/*>",
-    "<gen_reward/*_mean>",
-    C.GEN_ACCURACY,
-    "eval/gen_accuracy",
-    "eval/gen_reward_mean",
-    "eval/reward",
-    "probe/gen_accuracy",
-    C.GEN_FORMAT_OK,
-    C.KL,
-    C.ENTROPY,
-    C.COMPLETION_LENGTH,
-    C.GEN_LEN_TOKENS,
-    C.CLIPPED_RATIO,
-    C.REWARD_STD,
-    C.FRAC_REWARD_ZERO_STD,
-    C.GEN_ZERO_SPREAD_GROUPS,
-    C.GEN_REPEAT_NGRAM,
-    C.LOSS,
-    C.GRAD_NORM,
-    "drift_train_mean",
-    "drift_eval_mean",
-    "drift_diversity_step",
-)
-# The ones a reader expects in any RL run; listed as absent when missing.
-CORE_METRICS: tuple[str, ...] = (
-    C.REWARD,
-    C.GEN_REWARD_MEAN,
-    C.GEN_ACCURACY,
-    C.GEN_FORMAT_OK,
-    C.KL,
-    C.ENTROPY,
-    C.LOSS,
-    C.COMPLETION_LENGTH,
-    C.GEN_LEN_TOKENS,
-    C.GRAD_NORM,
-    C.LEARNING_RATE,
-)
-PPO_METRICS: tuple[str, ...] = (
-    C.POLICY_LOSS,
-    C.VALUE_LOSS,
-    C.VALUE_EXPLAINED_VARIANCE,
-    C.CLIP_FRACTION,
-    C.ADVANTAGE_MEAN,
-    C.GRAD_NORM,
-    C.LEARNING_RATE,
-    C.GEN_ZERO_SPREAD_GROUPS,
-)
+# The key-metrics table, the core metrics a reader expects in any RL run (listed as absent when
+# missing) and the PPO mechanics table: the lists of the metric catalogue (analyzer.catalogue).
+KEY_METRICS: tuple[str, ...] = catalogue.KEY
+CORE_METRICS: tuple[str, ...] = catalogue.CORE
+PPO_METRICS: tuple[str, ...] = catalogue.PPO
 
 
 # A run can have thousands of reward functions: the key-metrics table lists at most this many

@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analyzer import __version__
+from analyzer import __version__, catalogue
 from analyzer import columns as C
 from analyzer.values import finite_or_none
 
@@ -33,52 +33,10 @@ SCHEMA_FILE = "analysis.schema.json"
 # the config is loaded; kept here because this module is cheap to import.
 REPORT_CONFIG_DEFAULTS: dict[str, Any] = {"template_dir": "", "svg": False}
 
-# Metrics where a higher value is the better one; "best" is the max. Names are compared without
-# their eval/ or probe/ prefix.
-_HIGHER_IS_BETTER = (
-    C.REWARD,
-    C.GEN_REWARD_MEAN,
-    C.GEN_REWARD_P10,
-    C.GEN_REWARD_P50,
-    C.GEN_REWARD_P90,
-    C.GEN_ACCURACY,
-    C.GEN_FORMAT_OK,
-    C.VALUE_EXPLAINED_VARIANCE,
-)
-# ... and where lower is better; every other metric (KL, entropy, lengths, LR, grad norm) has no
-# "better" direction in general, so its "best" is null.
-_LOWER_IS_BETTER = (
-    C.LOSS,
-    C.VALUE_LOSS,
-    C.GEN_REPEAT_NGRAM,
-    C.GEN_ZERO_SPREAD_GROUPS,
-    C.FRAC_REWARD_ZERO_STD,
-    C.CLIPPED_RATIO,
-    "drift_outlier_frac",
-)
-
-
-def _bare(name: str) -> str:
-    for prefix in C.SPLIT_PREFIXES:
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name
-
-
 def metric_direction(name: str) -> int:
-    """+1 when higher is better, -1 when lower is better, 0 when neither (no "best")."""
-    bare = _bare(name)
-    if bare in _HIGHER_IS_BETTER:
-        return 1
-    if bare in _LOWER_IS_BETTER:
-        return -1
-    if bare.endswith("/std"):
-        return 0
-    if bare.startswith(C.REWARD_PREFIX) or (
-        bare.startswith("gen_reward/") and bare.endswith("_mean")
-    ):
-        return 1
-    return 0
+    """+1 when higher is better, -1 when lower is better, 0 when neither (no "best"): the metric
+    catalogue's direction (``analyzer.catalogue.direction_of``)."""
+    return int(catalogue.direction_of(name))
 
 
 def summarize_metrics(metrics: pl.DataFrame) -> dict[str, dict[str, Any]]:

@@ -719,3 +719,11 @@ def test_trend_stays_within_the_metric_range_and_a_loss_has_no_best():
     assert render._metric_row("policy_loss", share)["best"] == "—"
     assert render._metric_row("value_loss", share)["best"] == "0"
     assert render._metric_row("gen_frac_zero_spread_groups", share)["best"] == "0"
+
+
+def test_the_report_lists_and_best_direction_come_from_the_metric_catalogue():
+    from analyzer import catalogue, report_data
+
+    assert (render.KEY_METRICS, render.CORE_METRICS, render.PPO_METRICS) == (catalogue.KEY, catalogue.CORE, catalogue.PPO)
+    for name in (*catalogue.BY_NAME, "eval/gen_accuracy", "probe/loss", "reward/fn", "reward/fn/std"):
+        assert report_data.metric_direction(name) == catalogue.direction_of(name), name
