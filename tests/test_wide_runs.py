@@ -123,3 +123,32 @@ def test_nan_values_names_the_one_bad_column_among_thousands() -> None:
     (nan,) = [a for a in analysis.alerts if a.kind == "nan_values"]
     assert list(nan.evidence["columns"]) == ["reward/f7"]
     assert nan.evidence["columns"]["reward/f7"]["steps"] == [13] and nan.step == 13
+
+
+def test_prefetched_series_equal_the_one_column_read() -> None:
+    """DetectorContext.prefetch reads many columns at once; each must equal what ``series`` reads
+    alone: nulls, NaN and inf dropped, the steps kept with their values."""
+    import numpy as np
+    import polars as pl
+
+    from analyzer.detectors.base import DetectorContext, default_config
+
+    metrics = pl.DataFrame(
+        {
+            "step": [1, 2, 3, 4, 5],
+            "reward/a": [0.1, 0.2, 0.3, 0.4, 0.5],
+            "reward/b": [None, 0.2, float("nan"), float("inf"), 0.5],
+            "reward/c": [1, 2, 3, 4, 5],
+            "reward/d": [None, None, None, None, None],
+        },
+        schema_overrides={"reward/d": pl.Float64},
+    )
+    general = default_config()["general"]
+    fresh = DetectorContext(run=None, metrics=metrics, drift=None, general=general)  # type: ignore[arg-type]
+    warm = DetectorContext(run=None, metrics=metrics, drift=None, general=general)  # type: ignore[arg-type]
+    warm.prefetch(["reward/a", "reward/b", "reward/c", "reward/d", "missing"])
+    for col in ("reward/a", "reward/b", "reward/c", "reward/d", "missing"):
+        (x1, y1), (x2, y2) = fresh.series(col), warm.series(col)
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert warm.series("reward/b")[0].tolist() == [2, 5]

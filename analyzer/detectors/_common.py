@@ -262,13 +262,18 @@ def component_columns(ctx: DetectorContext) -> dict[str, str]:
     ``gen_reward/<fn>_mean``; std / min / max columns are ignored.
     """
     found: dict[str, str] = {}
+    named: list[tuple[str, re.Match[str]]] = []
     for col in ctx.metrics.columns:
         if col.startswith(C.SPLIT_PREFIXES) or col in (C.REWARD, C.REWARD_STD):
             continue
         if re.search(r"(/|_)(std|min|max|p\d+)$", col):
             continue
         m = _COMPONENT_RE.match(col)
-        if not m or not ctx.has(col):
+        if m:
+            named.append((col, m))
+    ctx.prefetch(col for col, _ in named)
+    for col, m in named:
+        if not ctx.has(col):
             continue
         name = m.group("name")
         if col.startswith("gen_") and name in found:

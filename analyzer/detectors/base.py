@@ -169,6 +169,39 @@ class DetectorContext:
         """True when ``column`` holds enough finite points for a trend detector to judge it."""
         return len(self.series(column)[0]) >= self.min_points()
 
+    def prefetch(self, columns: Iterable[str]) -> None:
+        """Read many metric columns into the ``series`` cache (finite values) in one pass.
+
+        A run logging thousands of reward functions is judged column by column; reading them one
+        Polars call each costs more than the judging."""
+        import numpy as np
+        import polars as pl
+
+        cols = [
+            c
+            for c in dict.fromkeys(columns)
+            if (c, True) not in self._series and self.metrics.get_column(c, default=None) is not None
+        ]
+        steps = self.metrics.get_column(C.STEP)
+        if not cols or steps.null_count():
+            return
+        x = steps.to_numpy().astype(np.int64)
+        x.setflags(write=False)
+        frame = pl.DataFrame([self.metrics.get_column(c) for c in cols]).cast(pl.Float64, strict=False)
+        block = np.asfortranarray(frame.to_numpy())  # a null reads as NaN: both are dropped below
+        block.setflags(write=False)
+        finite = np.isfinite(block)
+        dense = finite.all(axis=0)
+        for j, c in enumerate(cols):
+            if dense[j]:
+                self._series[c, True] = (x, block[:, j])
+            else:
+                keep = finite[:, j]
+                xs, ys = x[keep], block[keep, j]
+                xs.setflags(write=False)
+                ys.setflags(write=False)
+                self._series[c, True] = (xs, ys)
+
     def series(self, column: str, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one metrics column, nulls dropped, non-finite dropped unless asked.
 

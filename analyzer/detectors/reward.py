@@ -199,11 +199,20 @@ def _component_dominance(
         return []
     gains: dict[str, float] = {}
     zs: dict[str, float] = {}
-    for name, (_x, y) in comps.items():
-        w = ctx.warmup_points(y.size)
-        tail = y[-max(3, y.size // 4) :]
-        gains[name] = float(np.median(tail) - np.median(y[:w]))
-        zs[name] = stats.mann_whitney_z(tail, y[:w])  # is the gain more than noise?
+    # components logged at the same steps are judged together (thousands of reward functions)
+    same_steps: dict[bytes, list[str]] = {}
+    for name, (x, _y) in comps.items():
+        same_steps.setdefault(x.tobytes(), []).append(name)
+    for names in same_steps.values():
+        ys = np.column_stack([comps[k][1] for k in names])
+        n = ys.shape[0]
+        w = ctx.warmup_points(n)
+        tail = ys[-max(3, n // 4) :]
+        gain = np.median(tail, axis=0) - np.median(ys[:w], axis=0)
+        z = stats.mann_whitney_z_columns(tail, ys[:w])  # is the gain more than noise?
+        for j, k in enumerate(names):
+            gains[k], zs[k] = float(gain[j]), float(z[j])
+    gains = {k: gains[k] for k in comps}  # the components' own order, for the message
     positive = {k: g for k, g in gains.items() if g > 0 and zs[k] >= 3.0}
     total = sum(positive.values())
     if total <= 0:
