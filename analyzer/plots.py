@@ -274,10 +274,17 @@ def _mark_alerts(axes: Sequence[Axes], alerts: Sequence[Alert]) -> tuple[str, ..
             text = f"{step:g} " + ", ".join(ks)
             width = len(text) * MARK_FONT * 0.58 + 4
             x = (step - lo) * pt_per_step
-            # right of its line, or left of it where the label would run past the axes
-            left, ha = (x, "left") if x + width <= width_pt + 8 else (x - width, "right")
+            # always right of its line (a label set left of it would sit under the leaders of the
+            # onsets before it); one that runs past the axes gets room from tight_layout
+            left = x
+            # the first row with room whose leader, straight up from the line, crosses no label below
             row = next(
-                (i for i, taken in enumerate(rows) if all(left >= b + 3 or left + width + 3 <= a for a, b in taken)),
+                (
+                    i
+                    for i, taken in enumerate(rows)
+                    if all(left >= b + 3 or left + width + 3 <= a for a, b in taken)
+                    and not any(a - 1 <= x <= b + 1 for below in rows[:i] for a, b in below)
+                ),
                 len(rows),
             )
             if row == len(rows):
@@ -289,7 +296,7 @@ def _mark_alerts(axes: Sequence[Axes], alerts: Sequence[Alert]) -> tuple[str, ..
                 xycoords=trans,
                 xytext=(0, 3 + row * MARK_ROW),
                 textcoords="offset points",
-                ha=ha,
+                ha="left",
                 va="bottom",
                 fontsize=MARK_FONT,
                 color=color,
@@ -300,7 +307,7 @@ def _mark_alerts(axes: Sequence[Axes], alerts: Sequence[Alert]) -> tuple[str, ..
                     "lw": 0.8,
                     "shrinkA": 0,
                     "shrinkB": 0,
-                    "relpos": (0.0, 0.0) if ha == "left" else (1.0, 0.0),
+                    "relpos": (0.0, 0.0),
                 },
             )
         ax.set_title(ax.get_title(loc="left"), fontsize=11, loc="left", pad=6 + len(rows) * MARK_ROW)

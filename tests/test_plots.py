@@ -180,6 +180,12 @@ def test_legends_sit_below_the_axes_and_alerts_are_labelled_on_the_lines():
                 for i, a in enumerate(boxes):  # no two labels overlap
                     for b in boxes[i + 1 :]:
                         assert a.x1 <= b.x0 + 1 or b.x1 <= a.x0 + 1 or a.y1 <= b.y0 + 1 or b.y1 <= a.y0 + 1
+                # a leader, straight up from its line, crosses no label below its own
+                for t, box in zip(marks, boxes, strict=True):
+                    line_x = ax.transData.transform((float(t.get_text().split(" ", 1)[0]), 0))[0]
+                    for other in boxes:
+                        if other.y1 <= box.y0 + 1 and other is not box:
+                            assert not other.x0 + 1 < line_x < other.x1 - 1, t.get_text()
                 # every onset line is named exactly once, by its step
                 steps = sorted({float(al.step) for al in _alerts_for(analysis, name) if al.step is not None})
                 named = sorted(float(t.get_text().split(" ", 1)[0]) for t in marks)
@@ -214,6 +220,44 @@ def test_close_alert_onsets_each_get_their_own_label():
                 continue
             texts = sorted(t.get_text() for t in ax.texts if t.get_text()[:1].isdigit())
             assert texts == ["32 semantic_drift", "33 reward_hacking, mode_collapse", "34 repetition"]
+    finally:
+        plt.close(fig)
+
+
+def test_alert_labels_near_the_right_edge_sit_under_no_leader():
+    """A long label at the last steps once went left of its line, under the leaders of the
+    onsets just before it."""
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from analyzer.plots import _draw_quality
+
+    analysis = render_fixture.analysis()
+    last = render_fixture.STEPS - 1
+    analysis.alerts[:] = [
+        Alert("repetition", Severity.WARNING, last - 4, "m", {}),
+        Alert("catastrophic_forgetting", Severity.WARNING, last - 1, "m", {}),
+    ]
+    result = _draw_quality(dataclasses.replace(analysis))
+    assert not isinstance(result, str)
+    fig = result[0]
+    try:
+        fig.tight_layout()
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in (a for a in fig.axes if a.get_visible() and a.lines):
+            marks = [t for t in ax.texts if t.get_text()[:1].isdigit()]
+            assert len(marks) == 2
+            for t in marks:
+                line_x = ax.transData.transform((float(t.get_text().split(" ", 1)[0]), 0))[0]
+                box = Text.get_window_extent(t, renderer)
+                assert box.x0 >= line_x - 1  # right of its own line
+                for other in marks:
+                    b = Text.get_window_extent(other, renderer)
+                    if other is not t and b.y1 <= box.y0 + 1:
+                        assert not b.x0 + 1 < line_x < b.x1 - 1
     finally:
         plt.close(fig)
 
