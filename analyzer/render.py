@@ -900,8 +900,12 @@ def write_reports(
     svg: bool = False,
     fail_on: str | None = None,
     template_dir: str | Path | None = None,
+    metrics_summary: dict[str, dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write report.md, report.html, plots/*.png (and .svg), report.junit.xml; return the paths."""
+    """Write report.md, report.html, plots/*.png (and .svg), report.junit.xml; return the paths.
+
+    ``metrics_summary``: ``report_data.summarize_metrics(analysis.metrics)`` when the caller
+    already has it (the pipeline shares one with ``analysis.json``)."""
     from analyzer.plots import render_plots, write_plots
 
     out_dir = Path(out_dir)
@@ -914,7 +918,7 @@ def write_reports(
             analysis, svg=svg or bool(config_get(analysis.config or {}, "report.svg"))
         )
         written += write_plots(rendered, out_dir / "plots")
-    data = analysis_to_dict(analysis)  # once for both reports
+    data = analysis_to_dict(analysis, metrics_summary=metrics_summary)  # once for both reports
     md_path = out_dir / "report.md"
     md_path.write_text(
         render_markdown(

@@ -186,8 +186,17 @@ def drift_to_dict(analysis: Analysis) -> dict[str, Any] | None:
     }
 
 
-def analysis_to_dict(analysis: Analysis, *, generated_at: str | None = None) -> dict[str, Any]:
-    """The whole analysis as ``analysis.json`` holds it (validated by ``analysis.schema.json``)."""
+def analysis_to_dict(
+    analysis: Analysis,
+    *,
+    generated_at: str | None = None,
+    metrics_summary: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The whole analysis as ``analysis.json`` holds it (validated by ``analysis.schema.json``).
+
+    ``metrics_summary`` is ``summarize_metrics(analysis.metrics)`` when the caller already has it
+    (the pipeline computes it once for the reports and ``analysis.json``: on a run with 50,000
+    metric columns it takes about a second)."""
     if generated_at is None:
         generated_at = (
             _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -215,7 +224,9 @@ def analysis_to_dict(analysis: Analysis, *, generated_at: str | None = None) -> 
     result: dict[str, Any] = jsonable(data)
     # plain JSON values already (finite floats, ints, None; see summarize_metrics): a wide run has
     # hundreds of thousands of them, not worth walking again
-    result["metrics"] = summarize_metrics(analysis.metrics)
+    result["metrics"] = (
+        summarize_metrics(analysis.metrics) if metrics_summary is None else metrics_summary
+    )
     return result
 
 

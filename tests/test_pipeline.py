@@ -218,7 +218,7 @@ def test_analysis_json_is_written_once_and_listed_after_the_frames(tmp_path, mon
 
     written: list[Path] = []
     real = pipeline._write_json
-    monkeypatch.setattr(pipeline, "_write_json", lambda a, path: (written.append(path), real(a, path)))
+    monkeypatch.setattr(pipeline, "_write_json", lambda a, path, *rest: (written.append(path), real(a, path, *rest)))
     analysis = analyze_run(memory_run(), AnalyzeOptions(output_dir=tmp_path, **FAST))
     assert written == [tmp_path / "analysis.json"]
     names = [Path(p).name for p in analysis.outputs]

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
-from analyzer.pipeline import AnalyzeOptions, analyze
+from analyzer.pipeline import WIDE_PARQUET_COLUMNS, AnalyzeOptions, analyze, write_parquet
 from analyzer.report_data import summarize_metrics
 
 
@@ -105,6 +106,30 @@ def test_a_run_with_2000_reward_columns_is_analyzed_whole(tmp_path: Path) -> Non
     assert len(md.encode()) < 65536  # still fits a PR comment
     html = (out / "report.html").read_text()
     assert f"All {len(data['metrics'])} metrics (the first 1000 here; every one is in analysis.json)" in html
+    # the summary computed once for the reports is the one analysis.json holds; metrics.parquet
+    # (written by pyarrow: > WIDE_PARQUET_COLUMNS columns) reads back as the analysis' frame
+    assert data["metrics"] == json.loads(json.dumps(summarize_metrics(analysis.metrics)))
+    assert_frame_equal(pl.read_parquet(out / "metrics.parquet"), analysis.metrics)
+
+
+@pytest.mark.parametrize("width", [3, WIDE_PARQUET_COLUMNS + 5])
+def test_a_wide_frame_written_by_pyarrow_reads_back_as_written_by_polars(tmp_path: Path, width: int) -> None:
+    rnd = np.random.default_rng(0)
+    columns: dict[str, object] = {"step": pl.Series(range(1, 31), dtype=pl.Int64)}
+    for i in range(width):
+        values = rnd.normal(size=30)
+        values[i % 30] = np.nan
+        columns[f"gen_reward/r{i}_mean"] = values
+    columns["with_nulls"] = pl.Series([None if i % 3 else float(i) for i in range(30)], dtype=pl.Float64)
+    columns["count"] = pl.Series([i % 4 for i in range(30)], dtype=pl.UInt32)
+    columns["flag"] = [i % 2 == 0 for i in range(30)]
+    columns["label"] = [None if i % 5 == 0 else f"é{i}" for i in range(30)]
+    frame = pl.DataFrame(columns)
+    write_parquet(frame, tmp_path / "ours.parquet")
+    frame.write_parquet(tmp_path / "polars.parquet")
+    ours = pl.read_parquet(tmp_path / "ours.parquet")
+    assert_frame_equal(ours, pl.read_parquet(tmp_path / "polars.parquet"))
+    assert_frame_equal(ours, frame)
 
 
 def test_nan_values_names_the_one_bad_column_among_thousands() -> None:
