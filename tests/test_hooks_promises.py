@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_hooks_logger import StalledSink  # a hung disk (an NFS mount that stops answering)
 
 from trainer_hooks import RunLogger, read_stop_request, request_stop, schema
 
@@ -120,26 +121,9 @@ def test_wrong_argument_types_are_counted_not_raised_into_training(tmp_path: Pat
 
 
 # --- every public call returns within its bound ----------------------------------------------------
-class HungDisk:
-    """A sink whose write() hangs until ``gate`` is set (a hung NFS mount)."""
-
-    def __init__(self, gate: threading.Event, entered: threading.Event) -> None:
-        self.gate, self.entered = gate, entered
-
-    def write(self, data: bytes) -> None:
-        self.entered.set()
-        self.gate.wait()
-
-    def sync(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _hung_logger(tmp_path: Path, **kwargs: Any) -> tuple[RunLogger, threading.Event]:
     gate, entered = threading.Event(), threading.Event()
-    lg = RunLogger(tmp_path, sink_factory=lambda p: HungDisk(gate, entered), **kwargs)
+    lg = RunLogger(tmp_path, sink_factory=lambda p: StalledSink(gate, entered), **kwargs)
     lg.flush(timeout=0)  # wakes the writer: it takes run_start and hangs in write()
     assert entered.wait(10)
     return lg, gate

@@ -76,6 +76,17 @@ class StepRows:
         self.rows.setdefault(step, {}).update(metric_values(pairs, path, where, self.col, label=label))
 
 
+def history_keys(records: list[tuple[Any, Any, dict[str, Any]]]) -> set[str]:
+    """Every key a tracker's history logged, mapped to logscan's names (``tracker_key``)."""
+    return {tracker_key(k) for _, _, r in records for k in r}
+
+
+def reward_function_names(keys: set[str]) -> list[str]:
+    """The reward functions named by mapped history keys (``rewards/<fn>/mean``): the columns
+    TRL's completion tables are read with."""
+    return sorted(k[len("rewards/") : -len("/mean")] for k in keys if k.startswith("rewards/") and k.endswith("/mean"))
+
+
 def history_rows(
     records: list[tuple[int | None, int | None, dict[str, Any]]], path: Path, col: Collector, info: dict[str, Any]
 ) -> StepRows:

@@ -25,7 +25,13 @@ from typing import Any, Final
 from analyzer.errors import InputError
 from analyzer.ingest._common import Collector, empty_steps, loads, steps_frame, why_empty
 from analyzer.ingest.hf_trainer_state import guess_algorithm
-from analyzer.ingest.trackers import history_rows, open_sqlite, pick_run, tracker_key
+from analyzer.ingest.trackers import (
+    history_keys,
+    history_rows,
+    open_sqlite,
+    pick_run,
+    reward_function_names,
+)
 from analyzer.model import IngestReport, RunData
 
 TABLE_TYPE: Final = "trackio.table"
@@ -87,8 +93,8 @@ def load_trackio(path: Path, report: IngestReport, *, run: str | None = None) ->
         shown = ", ".join(f"{k} ({v})" for k, v in sorted(skipped.items()))
         col.note(f"Trackio: logged media and tables other than TRL's completions are not read: {shown}")
     rows = history_rows(records, path, col, info)
-    keys = {tracker_key(k) for _, _, r in records for k in r}
-    names = sorted(k[len("rewards/") : -len("/mean")] for k in keys if k.startswith("rewards/") and k.endswith("/mean"))
+    keys = history_keys(records)
+    names = reward_function_names(keys)
     gens = completion_tables(tables, col, names or None) if tables else None
     col.note(f"Trackio project {path.stem!r}, run {name or rid}, read from {path.name} read-only")
     col.finish()

@@ -29,7 +29,12 @@ from typing import Any, Final
 from analyzer.errors import InputError
 from analyzer.ingest._common import Collector, empty_steps, loads, steps_frame, why_empty
 from analyzer.ingest.hf_trainer_state import guess_algorithm
-from analyzer.ingest.trackers import history_rows, missing_extra, tracker_key
+from analyzer.ingest.trackers import (
+    history_keys,
+    history_rows,
+    missing_extra,
+    reward_function_names,
+)
 from analyzer.model import IngestReport, RunData
 
 FOLDER: Final = "wandb"
@@ -284,8 +289,8 @@ def load_wandb(path: Path, report: IngestReport) -> RunData:
         shown = ", ".join(f"{k} ({v})" for k, v in sorted(media.items()))
         col.note(f"W&B: logged media and tables are not metrics: {shown}; TRL's completions tables are read from {TABLES}/")
     rows = history_rows(records, first, col, info)
-    keys = {tracker_key(k) for _, _, r in records for k in r}
-    names = sorted(k[len("rewards/") : -len("/mean")] for k in keys if k.startswith("rewards/") and k.endswith("/mean"))
+    keys = history_keys(records)
+    names = reward_function_names(keys)
     gens = completion_tables(_tables(run_dirs, col), col, names or None)
     col.finish()
     if not rows.rows and gens is None:
