@@ -362,3 +362,96 @@ def eval_quality_columns(ctx: DetectorContext) -> list[tuple[str, bool]]:
         if ctx.has(col):
             out.append((col, "acc" in rest.lower() and "reward" not in rest.lower()))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# One severity policy for one event (docs/detectors.md, "Transient, sustained, repeated")
+# --------------------------------------------------------------------------------------------
+
+TRANSIENT = "transient"
+SUSTAINED = "sustained"
+REPEATED = "repeated"
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeEvent:
+    """One spike: consecutive hits (gaps of ≤ 2 points merged), judged against the history before it."""
+
+    start: int  # index of its first hit
+    peak: int  # index of its largest point (on the judging scale)
+    reference: float  # median of the history before it (original scale)
+    elevated_points: int  # points in a row from ``start`` still elevated against that history
+    sustained: bool  # still elevated after ``recover_points``: a level shift, not a spike
+
+
+def spike_events(
+    y: np.ndarray,
+    hits: list[int],
+    *,
+    window: int,
+    recover_points: int,
+    elevated: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    magnitude: np.ndarray | None = None,
+) -> list[SpikeEvent]:
+    """Group ``hits`` (indices of points that spiked) into events and tell each transient from sustained.
+
+    ``elevated(values, history)`` says which of ``values`` are still past the spike level against
+    ``history`` (the ``window`` points before the event): a detector's own criterion. An event is
+    **sustained** when the values are still elevated ``recover_points`` points after its start, or
+    when the median of the ``window`` points after it is; otherwise it is **transient** (recovered
+    within ``recover_points`` steps). ``magnitude`` ranks the points of an event for its peak
+    (default ``y``).
+    """
+    mag = y if magnitude is None else magnitude
+    groups: list[list[int]] = []
+    for i in sorted(hits):
+        if groups and i - groups[-1][-1] <= 2:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    out: list[SpikeEvent] = []
+    n = y.size
+    for g in groups:
+        s = g[0]
+        hist = y[max(0, s - window) : s]
+        if hist.size == 0:
+            continue
+        follow = y[s : min(n, s + recover_points + 1)]
+        el = elevated(follow, hist)
+        run = int(np.argmin(el)) if not el.all() else int(el.size)
+        after = y[s + 1 : s + 1 + window]
+        shifted = after.size >= 3 and bool(elevated(np.array([np.median(after)]), hist)[0])
+        sustained = (run > recover_points) or shifted
+        peak = max(g, key=lambda i: float(mag[i]))
+        out.append(
+            SpikeEvent(
+                start=s,
+                peak=int(peak),
+                reference=float(np.median(hist)),
+                elevated_points=run,
+                sustained=sustained,
+            )
+        )
+    return out
+
+
+def spike_pattern(events: list[SpikeEvent], repeats: int) -> str:
+    """``sustained`` when any event did not recover, ``repeated`` when ≥ ``repeats`` events did,
+    else ``transient``."""
+    if any(e.sustained for e in events):
+        return SUSTAINED
+    return REPEATED if len(events) >= repeats else TRANSIENT
+
+
+def pattern_severity(pattern: str) -> Severity:
+    """The one rule: a transient event is a warning; a sustained or repeated one is critical."""
+    return Severity.WARNING if pattern == TRANSIENT else Severity.CRITICAL
+
+
+def pattern_words(pattern: str, events: list[SpikeEvent], recover_points: int) -> str:
+    """How the headline says the pattern, e.g. "transient: back within 3 steps"."""
+    if pattern == SUSTAINED:
+        return f"sustained: still elevated {recover_points} steps later"
+    if pattern == REPEATED:
+        return f"repeated: {len(events)} separate spikes, each back within {recover_points} steps"
+    return f"transient: back within {recover_points} steps"

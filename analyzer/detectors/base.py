@@ -33,6 +33,11 @@ GENERAL_DEFAULTS: dict[str, Any] = {
     "warmup_min_points": 5,
     # Trend detectors need at least this many logged steps; shorter runs are "too short to judge".
     "min_steps": 10,
+    # One severity policy for spikes (loss_spike, kl_explosion): an event back to its level within
+    # this many logged points is transient (warning); one still elevated is sustained (critical) ...
+    "spike_recover_points": 3,
+    # ... and this many separate transient events are repeated (critical).
+    "spike_repeats": 5,
     # At most this many sample ids are attached to an alert's evidence.
     "max_sample_ids": 5,
     # XML-ish tags that delimit the reasoning and the answer in a completion.

@@ -14,6 +14,12 @@ import numpy as np
 
 from analyzer import columns as C
 from analyzer.detectors import stats
+from analyzer.detectors._common import (
+    pattern_severity,
+    pattern_words,
+    spike_events,
+    spike_pattern,
+)
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
 from analyzer.model import Alert, RunData, Severity
 from analyzer.values import kl_unit
@@ -44,8 +50,9 @@ def kl_limits(run: RunData, cfg: Mapping[str, Any]) -> tuple[str, float, float]:
         "window": 20,
     },
     requires=("kl",),
-    severity="warning for a sustained budget excess, super-linear growth (rise ≥ min_rise_fraction × budget) "
-    "or a spike; critical when KL exceeds critical_factor × budget, or exceeds the budget while growing super-linearly.",
+    severity="warning for a sustained budget excess or super-linear growth (rise ≥ min_rise_fraction × "
+    "budget); critical when KL exceeds critical_factor × budget, or exceeds the budget while growing "
+    "super-linearly. Spikes follow the shared spike policy: transient warning, sustained or repeated critical.",
 )
 def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """KL leaving its budget, growing super-linearly, or spiking."""
@@ -135,27 +142,51 @@ def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         ),
         nan=0.0,
     )
+    window = int(cfg["window"])
+    ratio = float(cfg["spike_ratio"])
     spikes = []
     for i in np.where(z >= float(cfg["spike_z"]))[0]:
-        med = float(np.median(y[max(0, i - int(cfg["window"])) : i]))
-        if y[i] >= float(cfg["spike_ratio"]) * max(med, 1e-12) and y[i] >= 0.5 * budget:
+        med = float(np.median(y[max(0, i - window) : i]))
+        if y[i] >= ratio * max(med, 1e-12) and y[i] >= 0.5 * budget:
             spikes.append(int(i))
     if spikes and not out:
-        i0 = spikes[0]
-        med = float(np.median(y[max(0, i0 - int(cfg["window"])) : i0]))
+        recover = int(ctx.general["spike_recover_points"])
+
+        def elevated(v: np.ndarray, hist: np.ndarray) -> np.ndarray:
+            return (v >= ratio * max(float(np.median(hist)), 1e-12)) & (v >= 0.5 * budget)
+
+        events = spike_events(y, spikes, window=window, recover_points=recover, elevated=elevated)
+        pattern = spike_pattern(events, int(ctx.general["spike_repeats"]))
+        top = max(events, key=lambda e: float(y[e.peak]) / max(e.reference, 1e-12))
+        ip, med = top.peak, top.reference
+        others = [e for e in events if e is not top]
+        listed = ", ".join(f"{y[e.peak]:.4g} at step {int(x[e.peak])}" for e in others[:5])
+        first = int(x[events[0].start])
         out.append(
             alert(
                 "kl_explosion",
-                Severity.CRITICAL if float(y[spikes].max()) >= crit_level else Severity.WARNING,
-                int(x[i0]),
-                f"KL spiked to {y[i0]:.4g} at step {int(x[i0])} ({y[i0] / max(med, 1e-12):.1f}× its rolling median "
-                f"{med:.4g}); {len(spikes)} spike(s)",
+                pattern_severity(pattern),
+                first,
+                f"KL spiked to {y[ip]:.4g} at step {int(x[ip])} ({y[ip] / max(med, 1e-12):.3g}× its rolling "
+                f"median {med:.4g})"
+                + (
+                    f", the largest of {len(events)} spikes from step {first} (also {listed})"
+                    if others
+                    else ""
+                )
+                + f"; {pattern_words(pattern, events, recover)}",
                 unit=unit,
                 budget=budget,
-                value=float(y[i0]),
+                onset_step=first,
+                first_evidence_step=first,
+                peak=float(y[ip]),
+                peak_step=int(x[ip]),
+                value=float(y[ip]),
                 rolling_median=med,
-                robust_z=float(z[i0]),
-                spike_steps=[int(x[i]) for i in spikes[:10]],
+                robust_z=float(z[ip]),
+                pattern=pattern,
+                above_critical_level=bool(float(y[spikes].max()) >= crit_level),
+                spike_steps=[int(x[e.start]) for e in events[:10]],
                 sample_ids=[],
             )
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +9,13 @@ import numpy as np
 
 from analyzer import columns as C
 from analyzer.detectors import stats
+from analyzer.detectors._common import (
+    SUSTAINED,
+    pattern_severity,
+    pattern_words,
+    spike_events,
+    spike_pattern,
+)
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
 from analyzer.model import Alert, Severity
 
@@ -32,7 +38,9 @@ def _maybe_non_finite(metrics: pl.DataFrame, cols: list[str]) -> list[bool]:
     values = metrics.select(cols).to_numpy()
     if values.dtype.kind in "fiu":
         return (~np.isfinite(values.astype(float, copy=False))).any(axis=0).tolist()
-    return list(metrics.select((~pl.col(cols).cast(pl.Float64, strict=False).is_finite()).any()).row(0))
+    return list(
+        metrics.select((~pl.col(cols).cast(pl.Float64, strict=False).is_finite()).any()).row(0)
+    )
 
 
 @register(
@@ -111,18 +119,21 @@ def nan_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
 @register(
     "loss_spike",
     signals="loss, policy_loss, value_loss and grad_norm: each point against the robust median/MAD of the "
-    "`window` points before it (log scale for positive columns) — a jump far outside the recent range "
-    "is a divergence or a bad batch.",
+    "`window` points before it — on a log scale for columns that are never negative (a zero or a tiny "
+    "value is floored at 1e-3 × the column's median, so one exact 0 does not change the scale) — a "
+    "jump far outside the recent range (or, for a non-negative column, ≥ extreme_ratio × its rolling "
+    "median whatever its noise) is a divergence or a bad batch.",
     defaults={
         "columns": ["loss", "policy_loss", "value_loss", "grad_norm"],
         "window": 20,
         "z_warning": 10.0,
         "min_ratio": 3.0,
-        "critical_count": 5,
+        "extreme_ratio": 50.0,
     },
     requires=("loss or grad_norm",),
-    severity="warning for a jump with robust z ≥ z_warning (upward and ≥ min_ratio × the rolling median for "
-    "positive columns); critical when the level stays shifted after the jump or after ≥ critical_count separate jumps.",
+    severity="the shared spike policy: warning for transient jumps (robust z ≥ z_warning, upward and ≥ "
+    "min_ratio × the rolling median for non-negative columns), critical when a jump is sustained "
+    "(still elevated general.spike_recover_points later) or repeated (≥ general.spike_repeats jumps).",
 )
 def loss_spike(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """A loss or grad-norm jump far outside its recent robust range."""
@@ -130,73 +141,120 @@ def loss_spike(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     if not cols:
         raise Skip(f"none of {', '.join(cfg['columns'])} was logged")
     ctx.skip_if_too_short()
+    window = int(cfg["window"])
+    min_ratio = float(cfg["min_ratio"])
+    recover = int(ctx.general["spike_recover_points"])
     out: list[Alert] = []
     for col in cols:
         x, y = ctx.series(col)
         if y.size < int(ctx.general["min_steps"]):
             continue
-        positive = bool(np.all(y > 0))
-        t = np.log(y) if positive else y
+        t, positive = robust_scale_values(y)
         w = ctx.warmup_points(y.size)
         z = stats.robust_z(
-            t, int(cfg["window"]), min_history=max(w, 8), floor=0.5 * stats.noise_scale(t)
+            t, window, min_history=max(w, 8), floor=0.5 * stats.noise_scale(t), upward=positive
         )
+        if positive:
+            # a jump is judged on both scales, whichever sees it: the log scale for multiplicative
+            # noise, the linear one (upper spread) for a column whose dips toward 0 widen the log
+            z = np.fmax(
+                z,
+                stats.robust_z(
+                    y, window, min_history=max(w, 8), floor=0.5 * stats.noise_scale(y), upward=True
+                ),
+            )
         spread = float(np.percentile(y, 95) - np.percentile(y, 5))
-        hits: list[int] = []
-        for i in np.where(np.nan_to_num(z, nan=0.0) >= float(cfg["z_warning"]))[0]:
-            hist = y[max(0, i - int(cfg["window"])) : i]
+
+        def elevated(
+            v: np.ndarray, hist: np.ndarray, positive: bool = positive, spread: float = spread
+        ) -> np.ndarray:
             med = float(np.median(hist))
             if positive:
-                # upward only: a grad norm collapsing to ~0 (all groups without spread) is not a spike
-                if y[i] < float(cfg["min_ratio"]) * med:
-                    continue
-            elif abs(y[i] - med) < 0.5 * spread:
-                continue
-            hits.append(int(i))
+                return v >= min_ratio * max(med, 0.0) + 1e-300
+            return np.abs(v - med) >= 0.5 * spread
+
+        hits: list[int] = []
+        zz = np.nan_to_num(z, nan=0.0)
+        for i in range(max(w, 8), y.size):
+            hist = y[max(0, i - window) : i]
+            # upward only for a non-negative column: a grad norm collapsing to ~0 (all groups
+            # without spread) is not a spike; one ≥ extreme_ratio × its median is, however noisy
+            extreme = positive and y[i] >= float(cfg["extreme_ratio"]) * float(np.median(hist)) > 0
+            if (zz[i] >= float(cfg["z_warning"]) or extreme) and elevated(y[i : i + 1], hist)[0]:
+                hits.append(int(i))
         if not hits:
             continue
-        events = [hits[0]] + [b for a, b in itertools.pairwise(hits) if b - a > 2]
-        zmax = float(np.nanmax(z[hits]))
-        i0 = hits[0]
-        hist = y[max(0, i0 - int(cfg["window"])) : i0]
-        # a jump the run recovers from is a warning; one that shifts the level for good (the
-        # rolling median after it stays ≥ min_ratio × before, or far off for signed losses),
-        # or one of many, is critical
-        after = y[i0 + 1 : i0 + 1 + int(cfg["window"])]
-        med0 = float(np.median(hist))
-        if after.size >= 3:
-            ma = float(np.median(after))
-            shifted = (
-                (ma >= float(cfg["min_ratio"]) * med0)
-                if positive
-                else abs(ma - med0) >= 0.5 * spread
-                and (abs(ma - med0) >= float(cfg["z_warning"]) * stats.robust_scale(hist))
+        events = spike_events(
+            y,
+            hits,
+            window=window,
+            recover_points=recover,
+            elevated=elevated,
+            magnitude=np.nan_to_num(z, nan=0.0),
+        )
+        pattern = spike_pattern(events, int(ctx.general["spike_repeats"]))
+        top = max(
+            events,
+            key=lambda e: (
+                float(t[e.peak]) - float(np.median(t[max(0, e.start - window) : e.start]))
+            ),
+        )
+        ip = top.peak
+        ref = top.reference
+        ratio = f"{y[ip] / ref:.3g}× " if positive and ref > 0 else ""
+        others = [e for e in events if e is not top]
+        listed = ", ".join(f"{y[e.peak]:.4g} at step {int(x[e.peak])}" for e in others[:5])
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        first = int(x[events[0].start])
+        message = (
+            f"{col} jumped to {y[ip]:.4g} at step {int(x[ip])} ({ratio}its rolling median {ref:.4g}, "
+            f"robust z {z[ip]:.1f})"
+            + (
+                f", the largest of {len(events)} jumps from step {first} (also {listed}{more})"
+                if others
+                else ""
             )
-        else:
-            shifted = False
-        sev = (
-            Severity.CRITICAL
-            if shifted or len(events) >= int(cfg["critical_count"])
-            else Severity.WARNING
+            + f"; {pattern_words(pattern, events, recover)}"
         )
         out.append(
             alert(
                 "loss_spike",
-                sev,
-                int(x[i0]),
-                f"{col} jumped to {y[i0]:.4g} at step {int(x[i0])} (rolling median {np.median(hist):.4g}, "
-                f"robust z {z[i0]:.1f}); {len(events)} jump(s) in total",
+                pattern_severity(pattern),
+                first,
+                message,
                 column=col,
-                value=float(y[i0]),
-                rolling_median=float(np.median(hist)),
-                robust_z=float(z[i0]),
-                max_robust_z=zmax,
+                onset_step=first,
+                first_evidence_step=first,
+                peak=float(y[ip]),
+                peak_step=int(x[ip]),
+                value=float(y[ip]),
+                rolling_median=ref,
+                robust_z=float(z[ip]),
+                max_robust_z=float(np.nanmax(z[hits])),
                 jumps=len(events),
-                jump_steps=[int(x[i]) for i in events[:10]],
+                jump_steps=[int(x[e.start]) for e in events[:10]],
+                pattern=pattern,
                 threshold_z=float(cfg["z_warning"]),
-                level_shifted=bool(shifted),
+                level_shifted=pattern == SUSTAINED,
                 scale="log" if positive else "linear",
                 sample_ids=[],
             )
         )
     return out
+
+
+def robust_scale_values(y: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(values on the scale spikes are judged on, whether it is the log scale).
+
+    A column that is never negative (grad norm, KL, a positive loss) is judged on a log scale: its
+    jumps are multiplicative. Values at or near zero are floored at 1e-3 × the median of its
+    positive values, so one exact 0 (TRL logs grad_norm 0 when no group had a reward spread) and a
+    0.001 give the same scale. A column with negative values stays linear.
+    """
+    if y.size == 0 or np.any(y < 0):
+        return y, False
+    pos = y[y > 0]
+    if pos.size < max(3, y.size // 2):
+        return y, False
+    floor = 1e-3 * float(np.median(pos))
+    return np.log(np.maximum(y, floor)), True

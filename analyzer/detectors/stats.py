@@ -348,11 +348,19 @@ def noise_scale(y: np.ndarray) -> float:
     return mad(np.diff(y)) / math.sqrt(2.0)
 
 
-def robust_z(y: np.ndarray, window: int, *, min_history: int = 5, floor: float = 0.0) -> np.ndarray:
+def robust_z(
+    y: np.ndarray, window: int, *, min_history: int = 5, floor: float = 0.0, upward: bool = False
+) -> np.ndarray:
     """For each point, |y - median| / scale of the ``window`` points before it (NaN without history).
 
     ``floor`` bounds the scale from below: a short history can have a tiny MAD by chance, which
     would turn ordinary noise into a "spike" (pass e.g. a fraction of ``noise_scale(y)``).
+
+    ``upward``: a signed z of upward moves, scaled by the *upper* half of the history only (the
+    median deviation of the points above its median, × 1.4826 — the MAD for symmetric noise). A
+    grad norm that often dips toward 0 (steps where few groups had a reward spread) has a wide
+    spread below its median on a log scale; those dips say nothing about how far up a normal
+    step goes, and would hide a jump of 800× the median.
     """
     y = np.asarray(y, dtype=float)
     n = y.size
@@ -360,8 +368,16 @@ def robust_z(y: np.ndarray, window: int, *, min_history: int = 5, floor: float =
     for i in range(min_history, n):
         hist = y[max(0, i - window) : i]
         med = float(np.median(hist))
-        s = max(robust_scale(hist, floor=1e-12 + 1e-6 * abs(med)), floor)
-        z[i] = abs(y[i] - med) / s
+        tiny = 1e-12 + 1e-6 * abs(med)
+        if upward:
+            up = hist[hist >= med] - med
+            s = MAD_SCALE * float(np.median(up)) if up.size >= 2 else 0.0
+            if s <= tiny:
+                s = robust_scale(hist, floor=tiny)
+            z[i] = (y[i] - med) / max(s, floor)
+        else:
+            s = max(robust_scale(hist, floor=tiny), floor)
+            z[i] = abs(y[i] - med) / s
     return z
 
 
