@@ -54,7 +54,7 @@ class LogscanGroup(click.Group):
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
-    from analyzer.pipeline import terminal_text
+    from analyzer.report.escape import terminal_text
 
     text = terminal_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -215,7 +215,7 @@ def analyze(run: Path, fail_on: str | None, quiet: bool, **kwargs: Any) -> None:
         logscan analyze s3://bucket/runs/001
     """
     from analyzer.embeddings import progress_bars
-    from analyzer.pipeline import summary_text
+    from analyzer.report.terminal import summary_text
     from analyzer.verdict import exit_code
 
     # -q: the verdict line only, so no progress bar either
@@ -247,8 +247,9 @@ def html_report(run: Path, output_file: Path | None, **kwargs: Any) -> None:
         logscan html-report runs/001 -o report.html
     """
     from analyzer.errors import output_error
-    from analyzer.pipeline import AnalyzeOptions, output_dir_for, summary_text
-    from analyzer.render import write_html_report
+    from analyzer.pipeline import AnalyzeOptions, output_dir_for
+    from analyzer.report.render import write_html_report
+    from analyzer.report.terminal import summary_text
 
     data_dir = output_dir_for(run, AnalyzeOptions())
     refresh = True

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import render_fixture
 
-from analyzer.render import write_html_report
+from analyzer.report.render import write_html_report
 
 pytestmark = pytest.mark.slow
 

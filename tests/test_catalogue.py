@@ -69,9 +69,9 @@ def test_core_and_ppo_lists():
 
 
 def test_compare_and_watch_read_the_catalogue():
-    from analyzer import compare, watch
+    from analyzer.report import compare_view, watch_view
 
-    assert compare.KEY_METRICS == catalogue.COMPARE == (
+    assert compare_view.KEY_METRICS == catalogue.COMPARE == (
         "reward",
         "gen_reward_mean",
         "gen_accuracy",
@@ -87,7 +87,7 @@ def test_compare_and_watch_read_the_catalogue():
         "grad_norm",
         "eval/reward",
     )
-    assert watch.WATCHED == catalogue.WATCH == (
+    assert watch_view.WATCHED == catalogue.WATCH == (
         "reward",
         "gen_reward_mean",
         "gen_accuracy",
@@ -150,7 +150,7 @@ def test_direction_of(name, direction):
 
 def test_direction_agrees_with_the_json_summary():
     """analysis.json's "best" follows the catalogue's direction for every name the catalogue has."""
-    from analyzer import report_data
+    from analyzer.report import data as report_data
 
     for m in catalogue.ENTRIES:
         if not m.is_pattern:

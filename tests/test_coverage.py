@@ -20,9 +20,10 @@ from analyzer.cli import cli
 from analyzer.detectors import REGISTRY, Skip, register
 from analyzer.detectors.base import alert
 from analyzer.model import Alert, DetectorStatus, IngestReport, RunData, Severity
-from analyzer.pipeline import AnalyzeOptions, analyze, summary_text
-from analyzer.render import render_html, render_junit, render_markdown
-from analyzer.report_data import analysis_to_dict, load_schema
+from analyzer.pipeline import AnalyzeOptions, analyze
+from analyzer.report.data import analysis_to_dict, load_schema
+from analyzer.report.render import render_html, render_junit, render_markdown
+from analyzer.report.terminal import summary_text
 from analyzer.verdict import exit_code, verdict_for
 
 REPO = Path(__file__).resolve().parent.parent

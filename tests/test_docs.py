@@ -165,7 +165,7 @@ DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md"]
 def test_every_set_example_in_the_docs_is_a_valid_override(doc: Path, tmp_path: Path) -> None:
     import analyzer.detectors  # noqa: F401  (registers the detectors' sections)
     from analyzer.config import load_config, register_section
-    from analyzer.report_data import REPORT_CONFIG_DEFAULTS
+    from analyzer.report.data import REPORT_CONFIG_DEFAULTS
 
     # the sections the pipeline adds before it loads the config
     register_section("analyze", {"fail_on": "critical"})

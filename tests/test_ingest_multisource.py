@@ -21,7 +21,8 @@ from detector_scenarios import delay_tolerance, make_scenario
 
 from analyzer.errors import InputError
 from analyzer.ingest import load_run
-from analyzer.pipeline import AnalyzeOptions, analyze, summary_text
+from analyzer.pipeline import AnalyzeOptions, analyze
+from analyzer.report.terminal import summary_text
 
 FAST = dict(no_embeddings=True, no_plots=True, no_html=True)
 # canonical name → the key TRL's GRPOTrainer logs

@@ -23,10 +23,12 @@ def test_import_contracts_are_kept() -> None:
 
 
 def test_moved_helpers_are_the_same_objects_at_their_old_homes() -> None:
-    from analyzer import columns, metrics, report_data, samples, values
+    from analyzer import columns, metrics, values
     from analyzer.detectors import kl
+    from analyzer.report import data as report_data
+    from analyzer.report import escape, samples_view
 
-    assert samples.terminal_safe is values.terminal_safe
+    assert samples_view.terminal_safe is escape.terminal_safe is values.terminal_safe
     assert report_data.finite_or_none is values.finite_or_none
     assert kl.kl_unit is values.kl_unit
     assert metrics.split_prefix is columns.split_prefix
@@ -57,3 +59,24 @@ def test_every_package_of_the_repository_is_installed_and_nothing_generic_at_top
     assert set(setuptools["packages"]) == found | {"analyzer.templates"}
     assert setuptools["package-dir"] == {"analyzer.templates": "templates"}
     assert {p.split(".")[0] for p in setuptools["packages"]} == {"analyzer", "trainer_hooks"}
+
+
+def test_the_report_package_holds_every_view_and_the_commands_stay_thin() -> None:
+    """Showing lives in analyzer.report: the commands hand their result to a view there, and no
+    module outside the package formats numbers or escapes Markdown/HTML itself."""
+    import ast
+
+    from analyzer import compare, samples, watch
+    from analyzer.report import compare_view, samples_view, watch_view
+
+    assert compare.compare_text.__module__ == "analyzer.compare"
+    assert watch.snapshot_text is watch_view.snapshot_text
+    assert callable(compare_view.format_comparison) and callable(samples_view.format_samples)
+    assert "format_samples" not in vars(samples)
+    view_names = {"fmt", "fmt_signed", "fmt_fixed", "md_escape", "md_code", "md_fence", "md_html", "script_json"}
+    for path in (ROOT / "analyzer").rglob("*.py"):
+        if "report" in path.relative_to(ROOT / "analyzer").parts[:1]:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}  # module-level helpers
+        assert not defined & view_names, f"{path.name} defines {sorted(defined & view_names)}: views live in analyzer.report"

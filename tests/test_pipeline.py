@@ -12,7 +12,8 @@ import pytest
 from analyzer import columns as C
 from analyzer.errors import ConfigError, InputError
 from analyzer.model import Alert, Analysis, IngestIssue, IngestReport, RunData, Severity
-from analyzer.pipeline import AnalyzeOptions, analyze, analyze_run, output_dir_for, summary_text
+from analyzer.pipeline import AnalyzeOptions, analyze, analyze_run, output_dir_for
+from analyzer.report.terminal import summary_text
 from analyzer.verdict import MIN_STEPS, exit_code, verdict_for
 
 
@@ -119,7 +120,7 @@ def test_analyze_run_writes_outputs(tmp_path):
 
 def test_analysis_json_validates_against_schema(tmp_path):
     jsonschema = pytest.importorskip("jsonschema")
-    from analyzer.report_data import load_schema
+    from analyzer.report.data import load_schema
 
     try:
         schema = load_schema()
@@ -237,7 +238,7 @@ def test_values_near_the_float_maximum_give_a_valid_report(tmp_path):
     not a traceback), and its mean must not overflow into a schema-breaking null."""
     import jsonschema
 
-    from analyzer.report_data import load_schema
+    from analyzer.report.data import load_schema
 
     analysis = analyze_run(_extreme_run(1e308), AnalyzeOptions(output_dir=tmp_path, no_embeddings=True))
     data = json.loads((tmp_path / "analysis.json").read_text(encoding="utf-8"))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from analyzer.errors import LogscanError
-from analyzer.pipeline import AnalyzeOptions, analyze, summary_text
+from analyzer.pipeline import AnalyzeOptions, analyze
+from analyzer.report.terminal import summary_text
 from analyzer.verdict import VERDICTS, exit_code
 
 REALDATA = Path(__file__).resolve().parent.parent.parent / "shared" / "realdata"  # as in conftest.py

@@ -11,7 +11,7 @@ import pytest
 import render_fixture
 
 from analyzer.model import Alert, Analysis, IngestReport, RunData, Severity
-from analyzer.plots import kl_thresholds, render_plots, write_plots
+from analyzer.report.plots import kl_thresholds, render_plots, write_plots
 
 
 def _pixels(png: bytes) -> np.ndarray:
@@ -146,7 +146,7 @@ def test_legends_sit_below_the_axes_and_alerts_are_labelled_on_the_lines():
     line, not by one legend entry per alert."""
     import matplotlib.pyplot as plt
 
-    from analyzer.plots import FIGURES, _alerts_for
+    from analyzer.report.plots import FIGURES, _alerts_for
 
     analysis = render_fixture.analysis()
     kinds = {al.kind for al in analysis.alerts}
@@ -202,7 +202,7 @@ def test_close_alert_onsets_each_get_their_own_label():
 
     import matplotlib.pyplot as plt
 
-    from analyzer.plots import _draw_quality
+    from analyzer.report.plots import _draw_quality
 
     analysis = render_fixture.analysis()
     analysis.alerts[:] = [
@@ -232,7 +232,7 @@ def test_alert_labels_near_the_right_edge_sit_under_no_leader():
     import matplotlib.pyplot as plt
     from matplotlib.text import Text
 
-    from analyzer.plots import _draw_quality
+    from analyzer.report.plots import _draw_quality
 
     analysis = render_fixture.analysis()
     last = render_fixture.STEPS - 1
@@ -266,7 +266,7 @@ def test_mechanics_draws_zero_spread_groups_once_with_both_lines():
     import matplotlib.pyplot as plt
 
     from analyzer import columns as C
-    from analyzer.plots import _draw_mechanics, label
+    from analyzer.report.plots import _draw_mechanics, label
 
     analysis = render_fixture.analysis()
     metrics = analysis.metrics
@@ -285,7 +285,7 @@ def test_mechanics_draws_zero_spread_groups_once_with_both_lines():
 
 
 def test_similarity_is_not_labelled_diversity():
-    from analyzer.plots import label
+    from analyzer.report.plots import label
 
     for col in ("drift_diversity_group", "drift_diversity_step"):
         assert "similarity" in label(col) and "less diverse" in label(col)

@@ -21,22 +21,20 @@ import polars as pl
 import pytest
 import render_fixture
 
-from analyzer import render
 from analyzer.errors import ConfigError
 from analyzer.model import Alert, Analysis, DetectorStatus, IngestReport, RunData, Severity
-from analyzer.render import (
+from analyzer.report import render
+from analyzer.report.data import analysis_to_dict, load_schema
+from analyzer.report.escape import md_code, md_escape, md_fence, script_json
+from analyzer.report.junit import render_junit
+from analyzer.report.numbers import fmt
+from analyzer.report.render import (
     completions_table,
-    md_code,
-    md_escape,
-    md_fence,
     render_html,
-    render_junit,
     render_markdown,
-    script_json,
     write_html_report,
     write_reports,
 )
-from analyzer.report_data import analysis_to_dict, load_schema
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = "LOGSCAN_UPDATE_GOLDEN=1 python -m pytest tests/test_render.py"
@@ -648,7 +646,7 @@ def test_pipeline_output_validates_and_reports_are_written(tmp_path):
 
 def test_report_config_section_drives_svg_and_templates(fixture_analysis, tmp_path):
     config = pytest.importorskip("analyzer.config")
-    from analyzer.report_data import REPORT_CONFIG_DEFAULTS
+    from analyzer.report.data import REPORT_CONFIG_DEFAULTS
 
     config.register_section("report", REPORT_CONFIG_DEFAULTS)
     (tmp_path / "tpl").mkdir()
@@ -686,7 +684,7 @@ def test_a_run_given_as_dot_is_named_by_its_folder(tmp_path, monkeypatch):
 def test_evidence_values_render_readably():
     """Evidence a detector could not know (None) shows as a dash, never as an empty cell."""
     assert render._fmt_evidence(None) == "—"
-    assert render._fmt_evidence(0.5) == render.fmt(0.5)
+    assert render._fmt_evidence(0.5) == fmt(0.5)
     assert render._fmt_evidence([1, None]) == "[1, —]"
     assert render._fmt_evidence("<b>x</b>") == "<b>x</b>"  # escaped by the template, not here
 
@@ -722,7 +720,8 @@ def test_trend_stays_within_the_metric_range_and_a_loss_has_no_best():
 
 
 def test_the_report_lists_and_best_direction_come_from_the_metric_catalogue():
-    from analyzer import catalogue, report_data
+    from analyzer import catalogue
+    from analyzer.report import data as report_data
 
     assert (render.KEY_METRICS, render.CORE_METRICS, render.PPO_METRICS) == (catalogue.KEY, catalogue.CORE, catalogue.PPO)
     for name in (*catalogue.BY_NAME, "eval/gen_accuracy", "probe/loss", "reward/fn", "reward/fn/std"):

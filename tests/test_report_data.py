@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from analyzer import columns as C
-from analyzer.report_data import metric_direction, summarize_metrics
+from analyzer.report.data import metric_direction, summarize_metrics
 
 
 def test_summarize_metrics() -> None:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from analyzer.cli import cli
 from analyzer.ingest import load_run
-from analyzer.report_data import load_schema
+from analyzer.report.data import load_schema
 
 WRONG = {
     "format": 1,

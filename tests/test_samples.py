@@ -13,7 +13,7 @@ from analyzer import columns as C
 from analyzer.cli import cli
 from analyzer.errors import InputError
 from analyzer.model import IngestReport, RunData
-from analyzer.samples import format_samples, terminal_safe
+from analyzer.report.samples_view import format_samples, terminal_safe
 from trainer_hooks import schema as S
 
 ANSWERS = [

@@ -84,14 +84,14 @@ def test_one_alert_order_everywhere() -> None:
         ("info", 1, "semantic_drift"),
     ]
     # the detectors' registry and the reports list alerts in this same order
-    from analyzer.render import _alerts_view
+    from analyzer.report.render import _alerts_view
 
     a = Analysis(run=run(), metrics=pl.DataFrame(), alerts=alerts)
     assert [row["kind"] for row in _alerts_view(a)] == [k for _, _, k in ordered]
 
 
 def test_analysis_json_still_carries_the_resolved_fail_on() -> None:
-    from analyzer.report_data import analysis_to_dict
+    from analyzer.report.data import analysis_to_dict
 
     a = Analysis(run=run(), metrics=pl.DataFrame({"step": [1]}), config={"general": {}}, fail_on="warning")
     assert analysis_to_dict(a)["config"] == {"general": {}, "fail_on": "warning"}

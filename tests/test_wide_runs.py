@@ -15,7 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from analyzer.pipeline import WIDE_PARQUET_COLUMNS, AnalyzeOptions, analyze, write_parquet
-from analyzer.report_data import summarize_metrics
+from analyzer.report.data import summarize_metrics
 
 
 def _reference_summary(metrics: pl.DataFrame) -> dict[str, dict[str, object]]:
@@ -27,7 +27,7 @@ def _reference_summary(metrics: pl.DataFrame) -> dict[str, dict[str, object]]:
 
 
 def _reference_columns(metrics: pl.DataFrame, steps: np.ndarray, out: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
-    from analyzer.report_data import finite_or_none, metric_direction
+    from analyzer.report.data import finite_or_none, metric_direction
 
     for name, dtype in metrics.schema.items():
         if name == "step" or not dtype.is_numeric():

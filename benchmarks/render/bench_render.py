@@ -34,8 +34,8 @@ def main() -> None:
         generate(1_000_000, 1_000)
 
     from analyzer.pipeline import AnalyzeOptions, analyze
-    from analyzer.plots import render_plots
-    from analyzer.render import render_html, render_junit, render_markdown, write_reports
+    from analyzer.report.plots import render_plots
+    from analyzer.report.render import render_html, render_junit, render_markdown, write_reports
 
     t0 = time.perf_counter()
     analysis = analyze(args.run, AnalyzeOptions(no_embeddings=True, write_outputs=False))

@@ -1,4 +1,5 @@
-"""The one Jinja environment, and the reports rendered with it: report.md, report.html, JUnit XML.
+"""The one Jinja environment, and the reports rendered with it: report.md and report.html (the
+view model, ``report_context``); ``write_reports`` also writes the plots and the JUnit XML.
 
 Templates are found in a user template folder first (``report.template_dir`` in the config, or
 the ``template_dir`` argument), then in the installed ``analyzer.templates`` package (read through
@@ -20,8 +21,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,14 +28,17 @@ from typing import TYPE_CHECKING, Any
 from analyzer import __version__, catalogue
 from analyzer import columns as C
 from analyzer.errors import ConfigError
-from analyzer.plots import config_get, label  # stdlib + columns at import: no matplotlib
-from analyzer.report_data import analysis_to_dict, finite_or_none
+from analyzer.report.data import analysis_to_dict, finite_or_none
+from analyzer.report.escape import excerpt, md_code, md_escape, md_fence, md_html, script_json
+from analyzer.report.junit import render_junit
+from analyzer.report.numbers import fmt, fmt_signed
+from analyzer.report.plots import config_get, label  # stdlib + columns at import: no matplotlib
 
 if TYPE_CHECKING:
     import jinja2
 
     from analyzer.model import Alert, Analysis
-    from analyzer.plots import Plot, SkippedPlot
+    from analyzer.report.plots import Plot, SkippedPlot
 
 TEMPLATE_PACKAGE = "analyzer.templates"  # the repository's templates/ folder, installed inside the analyzer
 MD_TEMPLATE = "report.md.j2"
@@ -60,108 +62,6 @@ VERDICTS: Mapping[str, tuple[str, str]] = {
     "limited": ("🟡", "limited"),
 }
 SEVERITY_ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
-
-# --------------------------------------------------------------------------------------------
-# Escaping
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_NEWLINES = re.compile(r"\r\n|[\r\n\u2028\u2029\x85]")
-# Markdown punctuation that can start emphasis, code, links, tables, strikethrough or HTML.
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
-
-
-def md_escape(value: Any) -> str:
-    """Text safe inside a GFM paragraph, list item or table cell: no formatting, links, HTML,
-    table breaks or @-mentions; newlines become ``<br>``."""
-    if value is None:
-        return ""
-    text = _CONTROL.sub("", str(value))
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _MD_SPECIAL.sub(r"\\\1", text)
-    # A zero-width space after @ keeps model text from pinging people in a PR comment.
-    text = text.replace("@", "@\u200b")
-    return "<br>".join(
-        "\\" + line if line.startswith("#") else line for line in _NEWLINES.split(text)
-    )
-
-
-def md_html(value: Any) -> str:
-    """Text inside a raw-HTML line of a Markdown file (e.g. ``<summary>``): Markdown is not
-    parsed there, so HTML-escape it instead, on one line."""
-    import html
-
-    if value is None:
-        return ""
-    text = _NEWLINES.sub(" ", _CONTROL.sub("", str(value)))
-    return html.escape(text, quote=True).replace("@", "@\u200b")
-
-
-def md_code(value: Any) -> str:
-    """An inline code span that no backtick run or pipe in ``value`` can end or split."""
-    text = _NEWLINES.sub(" ", _CONTROL.sub("", str(value)))
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
-    text = text.replace("|", "\\|")
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def md_fence(value: Any, info: str = "") -> str:
-    """A fenced code block whose fence is longer than any backtick run in the text."""
-    text = _CONTROL.sub("", str(value if value is not None else ""))
-    text = _NEWLINES.sub("\n", text).rstrip("\n")
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}{info}\n{text}\n{fence}"
-
-
-def excerpt(value: Any, limit: int = 160) -> str:
-    """One line of at most ``limit`` characters (newlines shown as ⏎)."""
-    if value is None:
-        return ""
-    text = _NEWLINES.sub(" ⏎ ", _CONTROL.sub("", str(value))).strip()
-    text = re.sub(r"[ \t]{2,}", " ", text)
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def script_json(data: Any) -> str:
-    """JSON that can sit inside ``<script type="application/json">``: ``</script>``, ``<!--``,
-    ``&`` and the JS line separators can't end the block or confuse a parser."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return (
-        text.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A number for humans: ints with thousands separators, floats with ``digits`` significant digits."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        if value != 0 and (abs(value) >= 10**digits or abs(value) < 10 ** -(digits - 1)):
-            return f"{value:.{digits - 1}g}" if abs(value) < 10**digits else f"{value:,.0f}"
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def fmt_signed(value: Any, digits: int = 3) -> str:
-    if value is None or not isinstance(value, int | float):
-        return "—"
-    return ("+" if value > 0 else "") + fmt(float(value), digits)
-
 
 # --------------------------------------------------------------------------------------------
 # The environment
@@ -771,124 +671,6 @@ def render_html(
     return env.get_template(HTML_TEMPLATE).render(**ctx)
 
 
-_XML_BAD = re.compile(r"[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def _xml_text(value: Any) -> str:
-    return _XML_BAD.sub("", str(value))
-
-
-def fail_threshold(analysis: Analysis, fail_on: str | None = None) -> str:
-    return str(fail_on or analysis.fail_on)
-
-
-def render_junit(analysis: Analysis, *, fail_on: str | None = None) -> str:
-    """JUnit XML: one test case per detector; failed when it raised an alert at or above
-    ``fail_on``, skipped when it did not run. Alerts of kinds no detector claims get their own case.
-    One more case, ``logscan.verdict/core_checks``, says what was checked: skipped when the core
-    checks of the run's kind did not all run (failed for a limited or too-short run under
-    ``--fail-on limited``); the suite's properties carry the verdict, run kind and headline."""
-    import xml.etree.ElementTree as ET
-
-    from analyzer.coverage import coverage_of
-    from analyzer.verdict import alert_threshold
-
-    threshold = fail_threshold(analysis, fail_on)
-    severity = alert_threshold(threshold)
-    rank = None if severity is None else severity.rank
-    names = [d.name for d in analysis.detectors]
-
-    def owner(alert: Alert) -> str:
-        det = alert.evidence.get("detector")
-        if isinstance(det, str) and det in names:
-            return det
-        if alert.kind in names:
-            return alert.kind
-        return next(
-            (n for n in names if alert.kind.startswith(n) or n.startswith(alert.kind)), alert.kind
-        )
-
-    by_owner: dict[str, list[Alert]] = {}
-    for a in analysis.alerts:
-        by_owner.setdefault(owner(a), []).append(a)
-    cases = [(d.name, d.ran, d.reason) for d in analysis.detectors]
-    cases += [(k, True, None) for k in by_owner if k not in names]
-    suite_name = f"logscan {analysis.run.info.get('run_id') or analysis.run.path}"
-    suite = ET.Element("testsuite", name=_xml_text(suite_name))
-    coverage = coverage_of(analysis)
-    props = ET.SubElement(suite, "properties")
-    for key, value in (
-        ("verdict", analysis.verdict),
-        ("fail_on", threshold),
-        ("run_kind", coverage.kind),
-        ("core_checks", f"{len(coverage.ran)}/{len(coverage.core)}"),
-        ("checks", coverage.headline()),
-    ):
-        ET.SubElement(props, "property", name=key, value=_xml_text(value))
-    failures = skipped = 0
-    for name, ran, reason in cases:
-        case = ET.SubElement(suite, "testcase", classname="logscan.detectors", name=_xml_text(name))
-        fired = by_owner.get(name, [])
-        if not ran:
-            skipped += 1
-            ET.SubElement(case, "skipped", message=_xml_text(reason or "did not run"))
-            continue
-        bad = [a for a in fired if rank is not None and a.severity.rank >= rank]
-        if bad:
-            failures += 1
-            worst = max(bad, key=lambda a: a.severity.rank)
-            fail = ET.SubElement(
-                case,
-                "failure",
-                message=_xml_text(
-                    f"{worst.severity.value}: {worst.kind} at step {worst.step}: {worst.message}"
-                ),
-                type=worst.severity.value,
-            )
-            fail.text = _xml_text(
-                "\n".join(
-                    f"[{a.severity.value}] {a.kind} @ step {a.step}: {a.message}\n  evidence: {json.dumps(a.evidence, default=str, ensure_ascii=False)}"
-                    for a in fired
-                )
-            )
-        elif fired:
-            out = ET.SubElement(case, "system-out")
-            out.text = _xml_text(
-                "\n".join(
-                    f"[{a.severity.value}] {a.kind} @ step {a.step}: {a.message}" for a in fired
-                )
-            )
-    # what was checked, as a case of its own: skipped when the core checks did not all run (a
-    # limited or too-short run), failed only when --fail-on limited asked for it
-    case = ET.SubElement(suite, "testcase", classname="logscan.verdict", name="core_checks")
-    if analysis.verdict in ("limited", "too_short") or coverage.limited:
-        why = coverage.headline() if coverage.limited else f"too short: {coverage.summary()}"
-        if threshold == "limited" and analysis.verdict in ("limited", "too_short"):
-            failures += 1
-            ET.SubElement(case, "failure", message=_xml_text(f"{analysis.verdict}: {why}"), type=analysis.verdict)
-        else:
-            skipped += 1
-            ET.SubElement(case, "skipped", message=_xml_text(f"{analysis.verdict}: {why}"))
-    else:
-        ET.SubElement(case, "system-out").text = _xml_text(coverage.summary())
-    cases.append(("core_checks", True, None))
-    suite.set("tests", str(len(cases)))
-    suite.set("failures", str(failures))
-    suite.set("skipped", str(skipped))
-    suite.set("errors", "0")
-    root = ET.Element(
-        "testsuites",
-        name="logscan",
-        tests=str(len(cases)),
-        failures=str(failures),
-        skipped=str(skipped),
-        errors="0",
-    )
-    root.append(suite)
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
 def write_reports(
     analysis: Analysis,
     out_dir: Path,
@@ -906,7 +688,7 @@ def write_reports(
 
     ``metrics_summary``: ``report_data.summarize_metrics(analysis.metrics)`` when the caller
     already has it (the pipeline shares one with ``analysis.json``)."""
-    from analyzer.plots import render_plots, write_plots
+    from analyzer.report.plots import render_plots, write_plots
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -960,7 +742,7 @@ def write_html_report(
     plots: bool = True,
 ) -> Path:
     """Write the self-contained report.html (default ``<output_dir>/report.html``)."""
-    from analyzer.plots import render_plots
+    from analyzer.report.plots import render_plots
 
     target = Path(path) if path is not None else default_output_dir(analysis) / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 ANALYSIS_FORMAT = "logscan-analysis/1"
 SCHEMA_FILE = "analysis.schema.json"
 
-# The ``[tool.logscan.report]`` config section (read by ``analyzer.render``): a user template
+# The ``[tool.logscan.report]`` config section (read by ``analyzer.report.render``): a user template
 # folder searched before the packaged templates, and whether plots are also written as SVG.
 # Registered with ``analyzer.config.register_section("report", REPORT_CONFIG_DEFAULTS)`` before
 # the config is loaded; kept here because this module is cheap to import.
