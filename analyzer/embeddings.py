@@ -613,13 +613,84 @@ class Encoder(_Counts):
         return np.stack([vectors[k] for k in keys]).astype(np.float32, copy=False)
 
 
+# Word 1-2-grams over these tokens (words, and each punctuation mark on its own).
+_TFIDF_TOKENS = r"(?u)\b\w+\b|[^\w\s]"
+
+
+def tfidf_matrix(texts: Sequence[str]) -> Any:
+    """TF-IDF rows of ``texts`` (lower-cased word 1-2-grams, sublinear tf, smoothed idf, l2 rows).
+
+    A ``scipy.sparse.csr_array`` of float32 with one column per n-gram in sorted order, or None
+    when the texts hold no token at all. The numbers, the columns and the order of the stored
+    values are scikit-learn's ``TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True,
+    token_pattern=_TFIDF_TOKENS, dtype=np.float32).fit_transform(texts)``, bit for bit (tested),
+    without importing scikit-learn (about 1 s of every ``analyze --no-embeddings``).
+    """
+    import re
+    from collections import Counter
+    from itertools import pairwise
+
+    import numpy as np
+    from scipy import sparse
+
+    findall = re.compile(_TFIDF_TOKENS).findall
+    vocab: dict[str, int] = {}  # n-gram -> id in order of first appearance, as scikit-learn numbers them
+    columns: list[int] = []
+    counts: list[int] = []
+    indptr = [0]
+    for text in texts:
+        tokens = findall(text.lower())
+        grams = Counter(tokens)
+        grams.update([f"{a} {b}" for a, b in pairwise(tokens)])
+        for gram, n in grams.items():  # a Counter keeps first-appearance order
+            columns.append(vocab.setdefault(gram, len(vocab)))
+            counts.append(n)
+        indptr.append(len(columns))
+    if not vocab:
+        return None
+    itype = np.int32 if len(columns) <= np.iinfo(np.int32).max else np.int64
+    x = sparse.csr_array(
+        (np.array(counts, dtype=np.intc), np.array(columns, dtype=itype), np.array(indptr, dtype=itype)),
+        shape=(len(indptr) - 1, len(vocab)),
+        dtype=np.float32,
+    )
+    x.sort_indices()  # by first-appearance id: the order the values keep below (it sets the sums' order)
+    terms = list(vocab)  # ids are 0, 1, … in this order
+    rank = np.empty(len(terms), dtype=itype)  # id -> column: the n-grams in sorted order
+    rank[sorted(range(len(terms)), key=terms.__getitem__)] = np.arange(len(terms), dtype=itype)
+    x.indices = rank[x.indices]
+    # idf = ln((1 + n) / (1 + df)) + 1 in float32; tf = 1 + ln(count)
+    df = np.bincount(x.indices, minlength=x.shape[1]).astype(np.float32)
+    df += 1.0
+    idf = np.full_like(df, fill_value=x.shape[0] + 1, dtype=np.float32)
+    idf /= df
+    np.log(idf, out=idf)
+    idf += 1.0
+    data = x.data
+    np.log(data, out=data)
+    data += 1.0
+    data *= idf[x.indices]
+    # l2 rows: float32 squares summed in float64, one value after the other (scikit-learn's loop)
+    squares = (data * data).astype(np.float64)
+    bounds = x.indptr
+    norms = np.zeros(x.shape[0], dtype=np.float64)
+    for i in range(x.shape[0]):
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        if b > a:
+            norms[i] = np.cumsum(squares[a:b])[-1]
+    np.sqrt(norms, out=norms)
+    norms[norms == 0.0] = 1.0
+    x.data = (data.astype(np.float64) / np.repeat(norms, np.diff(bounds))).astype(np.float32)
+    return x
+
+
 class TfidfEncoder(_Counts):
     """Lexical fallback: TF-IDF (word 1-2 grams, sublinear tf) fitted on the texts of the call.
 
     The vector space depends on the corpus, so call ``encode`` once with every text to compare
     (drift does). Wide vocabularies are reduced by a seeded Gaussian random projection to
     ``max_dim`` columns, which keeps cosine similarities (Johnson-Lindenstrauss) while keeping
-    the dense array small. torch is never imported.
+    the dense array small. torch and scikit-learn are never imported.
     """
 
     method = "tfidf"
@@ -632,18 +703,13 @@ class TfidfEncoder(_Counts):
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import numpy as np
-        from sklearn.feature_extraction.text import TfidfVectorizer
 
         cleaned = [clean_text(t) for t in texts]
         self._count(len(cleaned))
         if not cleaned:
             return np.zeros((0, 1), dtype=np.float32)
-        vec = TfidfVectorizer(
-            ngram_range=(1, 2), sublinear_tf=True, min_df=1, token_pattern=r"(?u)\b\w+\b|[^\w\s]", dtype=np.float32
-        )
-        try:
-            x = vec.fit_transform(cleaned)
-        except ValueError:  # every text empty: no vocabulary at all
+        x = tfidf_matrix(cleaned)
+        if x is None:  # every text empty: no vocabulary at all
             return np.zeros((len(cleaned), 1), dtype=np.float32)
         if x.shape[1] <= self.max_dim:
             return unit_rows(x.toarray())

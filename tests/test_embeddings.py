@@ -272,10 +272,55 @@ def test_tfidf_projects_wide_vocabularies() -> None:
     assert float(x[10] @ x[11]) > float(x[10] @ x[1500])
 
 
+TFIDF_WORDS = ["the", "cat", "Sat", "42", "½", "É", "naïve", "!", "?", "...", "<answer>", "</answer>", "x", "Y",
+               "Ünïcode", "日本語", "a_b", "\u00a0", "\n", "don't", "3.14", "—", "🙂"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_tfidf_matrix_is_scikit_learns_bit_for_bit(seed: int) -> None:
+    """The TF-IDF without scikit-learn keeps its numbers exactly: same columns (sorted n-grams),
+    same stored order (it sets the order of the float sums), same float32 values."""
+    import random
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    rnd = random.Random(seed)
+    texts = [" ".join(rnd.choice(TFIDF_WORDS) for _ in range(rnd.randint(0, 80))) for _ in range(rnd.randint(1, 60))]
+    texts.append("")  # an empty text is a zero row
+    ours = E.tfidf_matrix(texts)
+    ref = TfidfVectorizer(
+        ngram_range=(1, 2), sublinear_tf=True, min_df=1, token_pattern=E._TFIDF_TOKENS, dtype=np.float32
+    ).fit_transform(texts)
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype == np.float32
+    assert np.array_equal(ours.indptr, ref.indptr) and np.array_equal(ours.indices, ref.indices)
+    assert np.array_equal(ours.data, ref.data)
+    # and the encoder's projection of a wide vocabulary is the same array as it was with scikit-learn
+    proj = np.random.default_rng(0).standard_normal((ref.shape[1], 8), dtype=np.float32) / np.sqrt(8)
+    if ref.shape[1] > 8:
+        assert np.array_equal(TfidfEncoder(max_dim=8).encode(texts), E.unit_rows(np.asarray(ref @ proj, dtype=np.float32)))
+
+
+def test_tfidf_matrix_of_texts_without_a_token_is_none() -> None:
+    assert E.tfidf_matrix(["", "   ", "\n"]) is None
+    assert not TfidfEncoder().encode(["", " "]).any()
+
+
 def test_importing_drift_modules_stays_light() -> None:
     code = (
         "import sys, analyzer.embeddings, analyzer.drift, analyzer.samples\n"
         "print([m for m in ('torch', 'sentence_transformers', 'onnxruntime', 'sklearn', 'numpy', 'polars') if m in sys.modules])"
+    )
+    out = subprocess.check_output([sys.executable, "-c", code], text=True, timeout=60)
+    assert out.strip() == "[]"
+
+
+def test_tfidf_encoder_imports_neither_torch_nor_scikit_learn() -> None:
+    code = (
+        "import sys\n"
+        "from analyzer.embeddings import TfidfEncoder\n"
+        "x = TfidfEncoder(max_dim=4).encode(['the cat sat', 'the dog ran off', 'a cat ran'])\n"
+        "assert x.shape == (3, 4)\n"
+        "print([m for m in ('torch', 'sentence_transformers', 'sklearn') if m in sys.modules])"
     )
     out = subprocess.check_output([sys.executable, "-c", code], text=True, timeout=60)
     assert out.strip() == "[]"
