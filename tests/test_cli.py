@@ -269,6 +269,25 @@ def test_help_does_not_import_heavy_modules():
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY="
 
 
+def test_analyze_no_embeddings_imports_no_model_runtime(tmp_path):
+    """`analyze --no-embeddings` (TF-IDF drift) never imports torch, sentence-transformers,
+    transformers, onnxruntime or scikit-learn: seconds of start-up a lexical drift never needs."""
+    run = shutil.copytree(SAMPLES / "sample-grpo", tmp_path / "run")
+    code = (
+        "import sys\n"
+        "from analyzer.cli import cli\n"
+        "try:\n"
+        f"    cli.main(['analyze', {str(run)!r}, '--no-embeddings', '-q'], prog_name='logscan', standalone_mode=False)\n"
+        "except SystemExit:\n    pass\n"
+        "loaded = [m for m in ('torch', 'sentence_transformers', 'transformers', 'onnxruntime', 'sklearn') if m in sys.modules]\n"
+        "print('LOADED=' + ','.join(loaded))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "logscan" / "analysis.json").is_file()  # it did analyse the run
+    assert proc.stdout.strip().splitlines()[-1] == "LOADED="
+
+
 def test_version():
     from analyzer import __version__
 

@@ -341,6 +341,61 @@ def test_progress_bar_only_for_long_jobs(model_dir: Path, capsys: pytest.Capture
     assert "embedding" in capsys.readouterr().err
 
 
+class WatchingModel(CountingModel):
+    """A stand-in model that notes, at each call, what stderr showed so far and where the bar was."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        super().__init__()
+        self.capsys = capsys
+        self.err_before_call: list[str] = []
+        self.bar_at_call: list[int] = []
+        self.batch_sizes: list[int] = []
+
+    def encode(self, texts, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.err_before_call.append(self.capsys.readouterr().err)
+        bars = [b for b in list(tqdm._instances) if b.desc == "embedding"]
+        self.bar_at_call.append(bars[0].n if bars else -1)
+        self.batch_sizes.append(len(texts))
+        return super().encode(texts, **kwargs)
+
+
+def test_loading_line_comes_before_the_embedding_and_the_bar_moves_every_batch(
+    model_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing slow starts silently: a line names the model before it is loaded, the bar is on
+    screen before the first text is embedded, and it advances after every batch (not every
+    1,024-text chunk), so it moves at least every batch's time (well under a second here)."""
+    fake = WatchingModel(capsys)
+    loaded: list[str] = []
+
+    def load_onnx(self: Encoder) -> WatchingModel:
+        loaded.append(capsys.readouterr().err)  # what the user saw before loading began
+        return fake
+
+    monkeypatch.setattr(Encoder, "_load_onnx", load_onnx)
+    monkeypatch.setattr(E, "pick_device", lambda device: "cpu")
+    enc = Encoder(str(model_dir), cache_dir=None)  # progress=None: what `logscan analyze` runs with
+    n = 2 * E.CHUNK + 40
+    enc.encode([f"text number {i}" for i in range(n)])
+    assert loaded and f"logscan: loading the embedding model {enc.name}" in loaded[0]
+    assert "embedding:" in fake.err_before_call[0] and f"0/{n}" in fake.err_before_call[0]
+    assert fake.batch_sizes == [enc.batch_size] * (n // enc.batch_size) + ([n % enc.batch_size] if n % enc.batch_size else [])
+    assert fake.bar_at_call == [sum(fake.batch_sizes[:i]) for i in range(len(fake.batch_sizes))]
+    assert f"{n}/{n}" in capsys.readouterr().err
+
+
+def test_quiet_shows_no_loading_line(model_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Encoder, "_load_onnx", lambda self: CountingModel())
+    monkeypatch.setattr(E, "pick_device", lambda device: "cpu")
+    with E.progress_bars(False):  # `logscan analyze -q`
+        Encoder(str(model_dir), cache_dir=None).encode([f"quiet {i}" for i in range(200)])
+    assert capsys.readouterr().err == ""
+    Encoder(str(model_dir), cache_dir=None, progress=False).encode(["an encoder told to be quiet"])
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("missing", ["sentence_transformers", "torch"])
 def test_a_model_without_its_runtime_names_the_extra_in_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
     """A core install (`pipx install logscan-rl`) that finds the model but not sentence-transformers
