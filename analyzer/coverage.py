@@ -67,6 +67,8 @@ _RL_OPTIONAL = (
     "value_reward_mismatch",
     "catastrophic_forgetting",
     "semantic_drift",
+    "reward_regression",
+    "extreme_values",
 )
 # PPO (a critic was logged): groups do not exist, the critic must be checked instead.
 _PPO_SWAP = ("reward_std_collapse", "value_reward_mismatch")
@@ -137,6 +139,11 @@ REMEDIES: dict[str, tuple[str | None, str | None]] = {
         "log eval or probe prompts' completions (split eval/probe) or eval metrics",
     ),
     "semantic_drift": (COMPLETIONS, "log the same prompts at several steps"),
+    "reward_regression": ("log the reward (or an eval score)", "log each completion's reward"),
+    "extreme_values": (
+        "log clipped_ratio, entropy and grad_norm (TRL's GRPO does)",
+        "log clipped_ratio, entropy and grad_norm (TRL's GRPO does)",
+    ),
 }
 # Skip reasons that no logging fixes (the run is too short, the user disabled it, a bug).
 _NOT_ABOUT_INPUT = ("run too short", "too few points", "disabled in config", "internal error")

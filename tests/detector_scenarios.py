@@ -38,6 +38,7 @@ KINDS: dict[str, tuple[bool, str]] = {
     "log_integrity": (False, "warning"),
     "catastrophic_forgetting": (False, "warning"),
     "semantic_drift": (False, "info"),
+    "reward_regression": (False, "warning"),
 }
 
 _WORDS = (
@@ -110,6 +111,9 @@ def make_scenario(
         fmt = fmt - 0.8 * _ramp(t, k0, 0.04 * n)
     elif kind == "truncation":
         cut = cut + 0.9 * _ramp(t, k0, 0.04 * n)
+    elif kind == "reward_regression":
+        # the policy gets worse: accuracy (and with it the reward) falls back below its start
+        acc = acc - 0.4 * _ramp(t, k0, 0.06 * n)
     elif kind == "reward_std_collapse":
         saturate = _ramp(t, k0, 0.04 * n)
     if kind in ("reward_std_collapse",):

@@ -22,8 +22,10 @@ from analyzer.detectors.base import (
 
 # Built-in detectors register on import, in report order.
 from analyzer.detectors import numeric as _numeric  # noqa: F401  isort: skip
+from analyzer.detectors import levels as _levels  # noqa: F401  isort: skip
 from analyzer.detectors import integrity as _integrity  # noqa: F401  isort: skip
 from analyzer.detectors import reward as _reward  # noqa: F401  isort: skip
+from analyzer.detectors import regression as _regression  # noqa: F401  isort: skip
 from analyzer.detectors import kl as _kl  # noqa: F401  isort: skip
 from analyzer.detectors import collapse as _collapse  # noqa: F401  isort: skip
 from analyzer.detectors import generation as _generation  # noqa: F401  isort: skip

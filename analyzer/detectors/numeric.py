@@ -154,15 +154,6 @@ def loss_spike(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         z = stats.robust_z(
             t, window, min_history=max(w, 8), floor=0.5 * stats.noise_scale(t), upward=positive
         )
-        if positive:
-            # a jump is judged on both scales, whichever sees it: the log scale for multiplicative
-            # noise, the linear one (upper spread) for a column whose dips toward 0 widen the log
-            z = np.fmax(
-                z,
-                stats.robust_z(
-                    y, window, min_history=max(w, 8), floor=0.5 * stats.noise_scale(y), upward=True
-                ),
-            )
         spread = float(np.percentile(y, 95) - np.percentile(y, 5))
 
         def elevated(

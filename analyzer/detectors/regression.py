@@ -1,0 +1,230 @@
+"""The run gets worse: a sustained fall of the reward, a reward component or an eval score from its
+peak (reward_regression).
+
+Distinct from ``reward_hacking``, which needs the proxy reward to hold or rise while a truer signal
+falls: here what the run optimises (or one of its parts, or its eval score) is itself lost. Every
+fall is judged on the curve's own scale: a rolling median sitting a robust margin below its running
+peak, for a sustained stretch, with the peak's level and the later level told apart by a rank test
+(``find_drop_from_peak``) — never on one noisy point.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from analyzer import columns as C
+from analyzer.detectors import stats
+from analyzer.detectors._common import (
+    Excursion,
+    component_columns,
+    eval_quality_columns,
+    find_drop_from_peak,
+    reward_signal,
+)
+from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.model import Alert, Severity
+
+# Reward "components" that are the total under another name (TRL's console logs
+# ``rewards/total_reward`` beside ``reward``): judged as the reward, not as a part of it.
+_AGGREGATE = re.compile(r"^(total|total_reward|sum|overall|reward)$", re.I)
+# TRL's preference trainers log ``rewards/chosen|rejected|margins|accuracies``: implicit rewards of
+# a pair, not reward functions (a falling rejected reward is what DPO is for).
+_PREFERENCE = re.compile(r"^(chosen|rejected|margins|accuracies)$")
+
+
+def _fall(
+    ctx: DetectorContext, cfg: dict[str, Any], x: np.ndarray, y: np.ndarray, *, accuracy: bool
+) -> dict[str, Any] | None:
+    """The sustained fall of one curve from its peak, with its numbers, or None."""
+    n = y.size
+    if n < ctx.min_points() or not np.ptp(y) > 0:
+        return None
+    noise = stats.noise_scale(y) or stats.robust_scale(y)
+    peak_level = float(np.max(stats.rolling_median(y, stats.window_for(n))))
+    if accuracy:
+        drop = float(cfg["min_accuracy_drop"])
+    else:
+        drop = max(
+            float(cfg["noise_multiple"]) * noise,
+            float(cfg["min_relative_drop"]) * max(abs(peak_level), float(np.ptp(y)) / 2),
+        )
+    exc = find_drop_from_peak(ctx, x, y, drop=drop, min_z=float(cfg["min_z"]))
+    if exc is None:
+        return None
+    return _describe(ctx, x, y, exc, drop=drop, noise=noise)
+
+
+def _describe(
+    ctx: DetectorContext,
+    x: np.ndarray,
+    y: np.ndarray,
+    exc: Excursion,
+    *,
+    drop: float,
+    noise: float,
+) -> dict[str, Any]:
+    n = y.size
+    smooth = stats.rolling_median(y, stats.window_for(n))
+    i_peak = int(np.argmax(smooth[: exc.detect_index + 1]))
+    tail = smooth[exc.detect_index :]
+    i_low = exc.detect_index + int(np.argmin(tail))
+    warm = float(np.median(y[: ctx.warmup_points(n)]))
+    k = max(3, n // 5)
+    late = float(np.median(y[-k:]))
+    peak = float(smooth[i_peak])
+    span = max(abs(peak), abs(peak - warm), 1e-12)
+    return {
+        "onset_step": exc.onset_step,
+        "first_evidence_step": exc.detect_step,
+        "peak": peak,
+        "peak_step": int(x[i_peak]),
+        "lowest": float(smooth[i_low]),
+        "lowest_step": int(x[i_low]),
+        "late": late,
+        "late_points": k,
+        "warmup_level": warm,
+        "fall": peak - late,
+        "relative_fall": (peak - late) / span,
+        "below_warmup": late < warm - max(noise, 1e-12),
+        "min_drop": drop,
+    }
+
+
+def _sentence(name: str, f: dict[str, Any]) -> str:
+    """An unmistakable account of one fall: onset, first evidence, peak and low with their steps."""
+    return (
+        f"{name} fell from step {f['onset_step']} (sustained from step {f['first_evidence_step']}): "
+        f"from its peak {f['peak']:.3g} at step {f['peak_step']} down to {f['lowest']:.3g} by step "
+        f"{f['lowest_step']} (median of the last {f['late_points']} steps {f['late']:.3g})"
+        + (f", below its warm-up level {f['warmup_level']:.3g}" if f["below_warmup"] else "")
+    )
+
+
+def _is_critical(cfg: dict[str, Any], f: dict[str, Any], accuracy: bool) -> bool:
+    if accuracy:
+        return f["fall"] >= float(cfg["critical_accuracy_drop"]) or bool(f["below_warmup"])
+    return f["relative_fall"] >= float(cfg["critical_relative_fall"]) or bool(f["below_warmup"])
+
+
+def _sample_ids(ctx: DetectorContext, f: dict[str, Any], column: str | None) -> list[int]:
+    """Completions of the onset period (onset up to a little past the first evidence) that show
+    the fall: the lowest ``column`` (a reward function's value, else the total reward) first."""
+    if not ctx.has_generations:
+        return []
+    import polars as pl
+
+    s = ctx.train_samples()
+    col = column if column in s.columns else C.TOTAL_REWARD
+    if col not in s.columns:
+        return []
+    steps = np.unique(s[C.STEP].drop_nulls().to_numpy())
+    later = steps[steps > f["first_evidence_step"]]
+    end = int(later[min(2, later.size - 1)]) if later.size else int(f["first_evidence_step"])
+    period = s.filter((pl.col(C.STEP) >= f["onset_step"]) & (pl.col(C.STEP) <= end)).with_columns(
+        pl.col(col).cast(pl.Float64, strict=False).alias("_v")
+    )
+    low = period.filter(pl.col("_v") < f["peak"]).sort(["_v", C.STEP])
+    return ctx.pick_samples(low)
+
+
+@register(
+    "reward_regression",
+    signals="the training reward (logged `reward`, else the completions' mean reward), each reward "
+    "component (`reward/<fn>`) and, when the train reward fell too or there is none, each eval/probe "
+    "reward, score or accuracy: a rolling median that falls a robust margin below its running peak "
+    "and stays there, with the peak's level and the later level told apart by a rank test — the run "
+    "got worse. Distinct from reward_hacking (there the proxy holds while the truth falls).",
+    defaults={
+        "noise_multiple": 2.0,
+        "min_relative_drop": 0.2,
+        "min_accuracy_drop": 0.15,
+        "min_z": 3.0,
+        "critical_relative_fall": 0.5,
+        "critical_accuracy_drop": 0.3,
+    },
+    requires=("reward, a reward component or an eval score",),
+    severity="warning; critical when the level fell ≥ critical_relative_fall of its peak (an eval "
+    "accuracy: ≥ critical_accuracy_drop) or ended below its warm-up level.",
+)
+def reward_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
+    """The reward, a reward component or an eval score falling from its peak and staying down."""
+    ctx.skip_if_too_short()
+    rs = reward_signal(ctx)
+    comps = {k: v for k, v in component_columns(ctx).items() if not (_AGGREGATE.match(k) or _PREFERENCE.match(k))}
+    evals = eval_quality_columns(ctx)
+    if rs is None and not comps and not evals:
+        raise Skip("needs a reward, a reward component or an eval score")
+    out: list[Alert] = []
+
+    # --- train: the reward, then its parts -------------------------------------------------------
+    falls: dict[str, dict[str, Any]] = {}
+    total = None
+    if rs is not None:
+        name, x, y = rs
+        total = _fall(ctx, cfg, x, y, accuracy=False)
+        if total is not None:
+            falls[name] = total
+    comp_falls: dict[str, dict[str, Any]] = {}
+    for comp, col in comps.items():
+        x, y = ctx.series(col)
+        f = _fall(ctx, cfg, x, y, accuracy=False)
+        if f is not None:
+            comp_falls[comp] = f
+    if total is not None or comp_falls:
+        if total is not None:
+            assert rs is not None
+            head_name, head, head_col = rs[0], total, C.TOTAL_REWARD
+        else:
+            comp = max(comp_falls, key=lambda k: comp_falls[k]["relative_fall"])
+            head_name, head, head_col = f"reward component '{comp}'", comp_falls[comp], None
+            head_col = f"{C.REWARD_PREFIX}{comp}"
+        also = [
+            f"'{k}' {v['peak']:.3g} → {v['late']:.3g} from step {v['onset_step']}"
+            for k, v in comp_falls.items()
+            if f"reward component '{k}'" != head_name
+        ]
+        crit = _is_critical(cfg, head, False) or any(
+            _is_critical(cfg, v, False) for v in comp_falls.values()
+        )
+        out.append(
+            alert(
+                "reward_regression",
+                Severity.CRITICAL if crit else Severity.WARNING,
+                head["onset_step"],
+                _sentence(head_name, head) + (f"; also fell: {'; '.join(also)}" if also else ""),
+                check="train",
+                signal=head_name,
+                **head,
+                components_fell={
+                    k: {kk: v[kk] for kk in ("onset_step", "peak", "peak_step", "late")}
+                    for k, v in comp_falls.items()
+                },
+                sample_ids=_sample_ids(ctx, head, head_col),
+            )
+        )
+
+    # --- eval: a fall the train reward shares (one it does not is catastrophic_forgetting's) ---
+    train_fell = total is not None
+    if evals and (train_fell or rs is None):
+        for col, is_acc in evals:
+            x, y = ctx.series(col)
+            f = _fall(ctx, cfg, x, y, accuracy=is_acc)
+            if f is None:
+                continue
+            out.append(
+                alert(
+                    "reward_regression",
+                    Severity.CRITICAL if _is_critical(cfg, f, is_acc) else Severity.WARNING,
+                    f["onset_step"],
+                    _sentence(col, f) + ("; the train reward fell too" if train_fell else ""),
+                    check="eval",
+                    signal=col,
+                    **f,
+                    sample_ids=[],
+                )
+            )
+            break  # one eval score tells it
+    return out
