@@ -123,24 +123,20 @@ def effective_max_embed(options: DriftOptions) -> int:
 
 
 def _frame(gens: pl.DataFrame) -> pl.DataFrame:
-    """The columns drift needs, with defaults for the optional ones and a ``_row`` index."""
+    """The columns drift needs and a ``_row`` index. ``gens`` is a ``RunData.generations``: its
+    split, sample id and GRPO group are complete (``analyzer.model.completion_keys``)."""
     import polars as pl
 
     cols = gens.columns
     exprs = [
-        pl.col(C.STEP).cast(pl.Int64).fill_null(-1).alias("step"),
-        (pl.col(C.SPLIT).cast(pl.String).fill_null("train") if C.SPLIT in cols else pl.lit("train")).alias("split"),
-        (pl.col(C.SAMPLE_ID).cast(pl.Int64) if C.SAMPLE_ID in cols else pl.int_range(pl.len(), dtype=pl.Int64)).alias(
-            "sample_id"
-        ),
+        pl.col(C.STEP).fill_null(-1).alias("step"),
+        pl.col(C.SPLIT).alias("split"),
+        pl.col(C.SAMPLE_ID).alias("sample_id"),
         (pl.col(C.QUESTION_ID).cast(pl.String) if C.QUESTION_ID in cols else pl.lit(None, pl.String)).alias("qid"),
-        (pl.col(C.GROUP_ID).cast(pl.String) if C.GROUP_ID in cols else pl.lit(None, pl.String)).alias("gid"),
+        pl.col(C.GROUP_ID).alias("gkey"),  # the GRPO group, one definition (model.completion_keys)
     ]
     df = gens.with_row_index("_row").select(pl.col("_row"), *exprs)
-    return df.with_columns(
-        is_eval=pl.col("split") != "train",
-        gkey=pl.coalesce(pl.col("gid"), pl.col("qid"), pl.col("sample_id").cast(pl.String)),
-    )
+    return df.with_columns(is_eval=pl.col("split") != "train")
 
 
 def select_sample(gens: pl.DataFrame, max_embed: int, *, per_group: int = DEFAULT_PER_GROUP) -> pl.DataFrame:

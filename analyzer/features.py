@@ -39,7 +39,7 @@ LEN_CHARS = "__len_chars"  # characters of the completion
 TOKENS = "__len_tokens"  # whitespace-separated words (UInt32), null for a null completion
 CORRECT = "__correct"  # exact match 1.0 / 0.0, null without ground truth (gen_accuracy's rule)
 FORMAT_OK = "__format_ok"  # 1.0 / 0.0 both tags well-ordered; null when the run never writes the tags
-GROUP_KEY = "__group_key"  # group_id, else question_id (with step and split: the GRPO group)
+GROUP_KEY = "__group_key"  # group_id (analyzer.model.completion_keys): with step, the GRPO group
 _R, _LEN, _TOK, _ACC, _FMT, _GKEY = REWARD, LEN_CHARS, TOKENS, CORRECT, FORMAT_OK, GROUP_KEY
 
 # Whitespace (regex ``\s``) other than the space itself, for repeated_ngram_rates' word split.
@@ -262,20 +262,19 @@ def completion_features(
         reward_cols = [c for c in gens.columns if c.startswith(C.REWARD_PREFIX)]
         if reward_cols:
             reward = pl.sum_horizontal([pl.col(c).cast(pl.Float64) for c in reward_cols])
-    group = pl.coalesce(col_or_null(C.GROUP_ID, pl.Utf8), col_or_null(C.QUESTION_ID, pl.Utf8))
     lazy_rows = (
         gens.lazy()
         .select(
             pl.col(C.STEP).cast(pl.Int64),
-            col_or_null(C.SPLIT, pl.Utf8).fill_null("train").alias(C.SPLIT),
-            (pl.col(C.SAMPLE_ID) if C.SAMPLE_ID in cols else pl.int_range(pl.len())).alias(C.SAMPLE_ID),
+            pl.col(C.SPLIT),  # split, sample id and group are complete: analyzer.model.completion_keys
+            pl.col(C.SAMPLE_ID),
             output.alias(C.OUTPUT),
             reward.alias(_R),
             output.str.len_chars().alias(_LEN),
             answer.alias("__answer"),
             col_or_null(C.GROUND_TRUTH, pl.Utf8).alias("__truth"),
             (format_ok(output, tags) if tagged else pl.lit(None, dtype=pl.Float64)).alias(_FMT),
-            group.alias(_GKEY),
+            pl.col(C.GROUP_ID).alias(_GKEY),  # the GRPO group, with step
             *[pl.col(c).cast(pl.Float64) for c in gens.columns if c.startswith(C.REWARD_PREFIX)],
         )
         .filter(pl.lit(True) if all_rows else pl.col(C.STEP).is_not_null())

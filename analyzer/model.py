@@ -148,13 +148,53 @@ class IngestReport:
         }
 
 
+def completion_keys(gens: pl.DataFrame) -> pl.DataFrame:
+    """``gens`` with the keys every later stage relies on, checked once, when a ``RunData`` is
+    built (ingest's frames already have them; a frame built by hand gets them here):
+
+    - ``step`` Int64; ``split`` a non-null string (a missing split is ``train``);
+    - ``sample_id`` Int64 (the row number when absent);
+    - ``group_id`` a non-null string: **the** GRPO group — one prompt's completions at one step.
+      When the input names no group it is ``"{step}:{question_id}"`` (``"{step}:?"`` without a
+      question id), as ingest fills it. Stages group by ``(step, group_id)`` and nothing else.
+
+    Cheap when nothing is missing (dtype and null-count checks only)."""
+    import polars as pl
+
+    from analyzer import columns as C
+
+    schema = gens.schema
+    exprs: list[pl.Expr] = []
+    if C.STEP in schema and schema[C.STEP] != pl.Int64:
+        exprs.append(pl.col(C.STEP).cast(pl.Int64, strict=False))
+    if C.SPLIT not in schema:
+        exprs.append(pl.lit("train", dtype=pl.String).alias(C.SPLIT))
+    elif schema[C.SPLIT] != pl.String or gens[C.SPLIT].null_count():
+        exprs.append(pl.col(C.SPLIT).cast(pl.String).fill_null("train"))
+    if C.SAMPLE_ID in schema and schema[C.SAMPLE_ID] != pl.Int64:
+        exprs.append(pl.col(C.SAMPLE_ID).cast(pl.Int64))
+    if C.GROUP_ID not in schema or schema[C.GROUP_ID] != pl.String or gens[C.GROUP_ID].null_count():
+        step = pl.col(C.STEP).cast(pl.Int64, strict=False).cast(pl.String) if C.STEP in schema else pl.lit(None, dtype=pl.String)
+        qid = pl.col(C.QUESTION_ID).cast(pl.String) if C.QUESTION_ID in schema else pl.lit(None, dtype=pl.String)
+        default = pl.concat_str([step.fill_null("?"), qid.fill_null("?")], separator=":")
+        given = pl.col(C.GROUP_ID).cast(pl.String) if C.GROUP_ID in schema else pl.lit(None, dtype=pl.String)
+        exprs.append(pl.coalesce(given, default).alias(C.GROUP_ID))
+    if exprs:
+        gens = gens.with_columns(exprs)
+    if C.SAMPLE_ID not in schema:
+        gens = gens.with_row_index(C.SAMPLE_ID).with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))
+    return gens
+
+
 @dataclass(slots=True)
 class RunData:
     """Everything ingest produced for one run.
 
     ``steps``: one row per step, column ``step`` (Int64) + logged scalars (canonical names, eval
     ones prefixed ``eval/``), sorted by step, unique step. ``generations``: one row per completion
-    with the canonical generation columns, or None when the input has no completions.
+    with the canonical generation columns, or None when the input has no completions; its keys
+    (``split``, ``sample_id``, ``group_id``) are complete from construction on
+    (``completion_keys``), so no later stage refills them.
     """
 
     path: str
@@ -162,6 +202,10 @@ class RunData:
     generations: pl.DataFrame | None
     report: IngestReport
     info: dict[str, Any] = field(default_factory=dict)  # run_id, algorithm, model, config, status, reward_names, world_size ...
+
+    def __post_init__(self) -> None:
+        if self.generations is not None:
+            self.generations = completion_keys(self.generations)
 
     @property
     def sources(self) -> list[SourceRead]:

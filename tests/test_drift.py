@@ -27,7 +27,7 @@ from analyzer.drift import (
 )
 from analyzer.embeddings import HashingEncoder, TfidfEncoder
 from analyzer.errors import ModelUnavailableError
-from analyzer.model import DriftResult, IngestReport, RunData, SampleDiff
+from analyzer.model import DriftResult, IngestReport, RunData, SampleDiff, completion_keys
 
 TOPICS = {
     "apples": [
@@ -212,7 +212,7 @@ def big_frame(steps: int = 200, prompts_per_step: int = 16, group: int = 8, eval
          C.OUTPUT: ["eval answer"] * len(ev_steps)},
         schema_overrides={C.GROUP_ID: pl.String},
     )
-    return pl.concat([train, ev])
+    return completion_keys(pl.concat([train, ev]))  # the keys a RunData's completions always have
 
 
 def test_sample_is_bounded_stratified_and_deterministic() -> None:

@@ -373,6 +373,8 @@ def test_detector_features_follow_the_metrics_definitions_without_an_answer_colu
                   report=IngestReport("test"))
     metrics = compute_metrics(run)
     assert row_of(metrics, 1)[C.GEN_ACCURACY] == 0.5  # the tag's answer 4 is right; no answer is wrong
+    gens = run.generations  # with its keys (split, group) complete: analyzer.model.completion_keys
+    assert gens is not None
     reused = sample_features(gens, features=build_features(run))
     computed = sample_features(gens)
     assert reused.equals(computed)

@@ -23,7 +23,7 @@ FORMAT_OK = "_format_ok"
 N_TOKENS = "_n_tokens"  # whitespace tokens
 NGRAM_RATE = "_ngram_rate"
 NORM_TEXT = "_norm_text"  # case-folded, whitespace-collapsed completion (see normalised_text)
-GROUP = "_group"  # group_id, else step|question_id
+GROUP = "_group"  # the GRPO group: group_id (analyzer.model.completion_keys), with step
 HAS_ANSWER = "_has_answer"
 
 
@@ -50,22 +50,7 @@ def sample_features(
 
     out = gens.with_columns(
         col(C.STEP, pl.Int64()).alias(C.STEP),
-        (pl.col(C.SPLIT).fill_null("train") if C.SPLIT in gens.columns else pl.lit("train")).alias(
-            C.SPLIT
-        ),
         col(C.OUTPUT, pl.Utf8()).fill_null("").alias(C.OUTPUT),
-    )
-    if C.SAMPLE_ID not in out.columns:
-        out = out.with_row_index(C.SAMPLE_ID).with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))
-    group = (
-        pl.when(col(C.GROUP_ID, pl.Utf8()).is_not_null())
-        .then(col(C.GROUP_ID, pl.Utf8()))
-        .otherwise(
-            pl.concat_str(
-                [pl.col(C.STEP).cast(pl.Utf8), col(C.QUESTION_ID, pl.Utf8()).fill_null("?")],
-                separator="|",
-            )
-        )
     )
     answer = col(C.ANSWER, pl.Utf8())
     if (
@@ -75,14 +60,14 @@ def sample_features(
     ):
         shared = features.frame
     else:
-        shared = F.completion_features(gens.with_columns(out[C.SAMPLE_ID]), tags=tags)
+        shared = F.completion_features(gens, tags=tags)
     out = out.with_columns(
         shared[F.CORRECT].alias(CORRECT),
         shared[F.TOKENS].cast(pl.Float64).alias(N_TOKENS),
     )
     return out.with_columns(
         F.format_ok(pl.col(C.OUTPUT), tags).alias(FORMAT_OK),
-        group.alias(GROUP),
+        pl.col(C.GROUP_ID).alias(GROUP),  # the GRPO group, with step (model.completion_keys)
         (answer.is_not_null() & (answer.str.strip_chars() != "")).alias(HAS_ANSWER),
     )
 

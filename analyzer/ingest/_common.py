@@ -558,7 +558,8 @@ def sorted_order(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 
 
 def finalize_generations(df: pl.DataFrame, col: Collector) -> pl.DataFrame:
-    """Canonical columns, types and order; fill ``question_id``/``group_id``/tags; ``sample_id``."""
+    """Canonical columns, types and order; fill ``question_id``/tags; ``sample_id`` (``group_id``:
+    ``analyzer.model.completion_keys``, when the ``RunData`` is built)."""
     import polars as pl
 
     if ORDER_COL not in df.columns:
@@ -607,11 +608,8 @@ def finalize_generations(df: pl.DataFrame, col: Collector) -> pl.DataFrame:
         df = df.with_columns(fill)
     if df[C.QUESTION_ID].null_count():
         df = _fill_question_ids(df)
-    if df[C.GROUP_ID].null_count():
-        # A GRPO group is one prompt's completions at one step.
-        df = df.with_columns(
-            pl.coalesce(C.GROUP_ID, pl.format("{}:{}", pl.col(C.STEP), pl.col(C.QUESTION_ID))).alias(C.GROUP_ID)
-        )
+    # group_id left null is filled when the RunData is built: one definition of the GRPO group
+    # (analyzer.model.completion_keys: "{step}:{question_id}")
     df = sorted_order(df, [C.STEP, C.RANK, ORDER_COL]).drop(ORDER_COL)
     if C.SAMPLE_ID in df.columns:
         df = df.drop(C.SAMPLE_ID)

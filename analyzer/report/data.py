@@ -117,8 +117,8 @@ def run_summary(analysis: Analysis) -> dict[str, Any]:
         steps = [int(s) for s in steps_frame.get_column(C.STEP).drop_nulls().to_list()]
     gens = analysis.run.generations
     splits: dict[str, int] = {}
-    if gens is not None and C.SPLIT in gens.columns and gens.height:
-        counts = gens.get_column(C.SPLIT).fill_null("train").value_counts(sort=True)
+    if gens is not None and gens.height:  # split is complete (analyzer.model.completion_keys)
+        counts = gens.get_column(C.SPLIT).value_counts(sort=True)
         splits = {str(row[0]): int(row[1]) for row in counts.iter_rows()}
     return {
         "steps": len(steps),

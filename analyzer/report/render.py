@@ -435,10 +435,7 @@ def completions_table(
     if analysis.drift is not None:
         for d in analysis.drift.sample_diffs:
             forced.update((d.early_sample_id, d.late_sample_id))
-    has_id = C.SAMPLE_ID in gens.columns
-    frame = gens.lazy()
-    if not has_id:
-        frame = frame.with_row_index(C.SAMPLE_ID).with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))
+    frame = gens.lazy()  # sample_id and split are complete (analyzer.model.completion_keys)
     total = gens.height
     if total > limit:
         forced_list = sorted(forced)[: limit // 2]
@@ -475,7 +472,7 @@ def completions_table(
             C.GROUND_TRUTH,
             C.TOTAL_REWARD,
         )
-        if c in gens.columns or c == C.SAMPLE_ID
+        if c in gens.columns
     ] + reward_cols
     sort_cols = [c for c in (C.STEP, C.SAMPLE_ID) if c in want]
     df = chosen.select(want).sort(sort_cols).collect()

@@ -80,7 +80,7 @@ def format_samples(
     df = gens.with_columns(
         (pl.col(C.QUESTION_ID).cast(pl.String) if C.QUESTION_ID in gens.columns else pl.lit(None, pl.String)).alias("_qid"),
         (pl.col(C.QUESTION).cast(pl.String) if C.QUESTION in gens.columns else pl.lit(None, pl.String)).alias("_q"),
-        (pl.col(C.SPLIT).cast(pl.String).fill_null("train") if C.SPLIT in gens.columns else pl.lit("train")).alias("_split"),
+        pl.col(C.SPLIT).alias("_split"),  # complete: analyzer.model.completion_keys
     )
     if split:
         present = sorted(df.get_column("_split").unique().to_list())
