@@ -24,12 +24,12 @@ import render_fixture
 from analyzer.errors import ConfigError
 from analyzer.model import Alert, Analysis, DetectorStatus, IngestReport, RunData, Severity
 from analyzer.report import render
+from analyzer.report.completions import completions_table
 from analyzer.report.data import analysis_to_dict, load_schema
 from analyzer.report.escape import md_code, md_escape, md_fence, script_json
 from analyzer.report.junit import render_junit
 from analyzer.report.numbers import fmt
 from analyzer.report.render import (
-    completions_table,
     render_html,
     render_markdown,
     write_html_report,

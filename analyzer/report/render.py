@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 from analyzer import __version__, catalogue
 from analyzer import columns as C
 from analyzer.errors import ConfigError
-from analyzer.report.data import analysis_to_dict, finite_or_none
+from analyzer.report.completions import (
+    TABLE_ROW_LIMIT,
+    completions_table,
+    lookup_samples,
+    sample_ids,
+)
+from analyzer.report.data import analysis_to_dict
 from analyzer.report.escape import excerpt, md_code, md_escape, md_fence, md_html, script_json
 from analyzer.report.junit import render_junit
 from analyzer.report.numbers import fmt, fmt_signed
@@ -37,7 +43,7 @@ from analyzer.report.plots import config_get, label  # stdlib + columns at impor
 if TYPE_CHECKING:
     import jinja2
 
-    from analyzer.model import Alert, Analysis
+    from analyzer.model import Analysis
     from analyzer.report.plots import Plot, SkippedPlot
 
 TEMPLATE_PACKAGE = "analyzer.templates"  # the repository's templates/ folder, installed inside the analyzer
@@ -46,9 +52,6 @@ HTML_TEMPLATE = "report.html.j2"
 HTML_SCRIPT = "report.js"
 HTML_STYLE = "report.css"
 
-TABLE_ROW_LIMIT = 2000  # completions embedded in report.html
-TABLE_TEXT_LIMIT = 1500  # characters of each completion kept in the table
-TABLE_QUESTION_LIMIT = 400
 MD_DIFFS = 3  # sample diffs shown in report.md (PR comments have a 65,536-character limit)
 HTML_DIFFS = 20
 DIFF_LINES = 60
@@ -285,43 +288,16 @@ def _evidence_item(key: str, value: Any) -> dict[str, Any]:
     return item
 
 
-def _sample_ids(alert: Alert) -> list[int]:
-    ids = alert.evidence.get("sample_ids") or []
-    out: list[int] = []
-    for v in ids if isinstance(ids, list | tuple) else [ids]:
-        try:
-            out.append(int(v))
-        except (TypeError, ValueError):
-            continue
-    return out
-
-
-def _lookup_samples(analysis: Analysis, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    import polars as pl
-
-    gens = analysis.run.generations
-    wanted = sorted(set(ids))
-    if gens is None or not wanted or C.SAMPLE_ID not in gens.columns:
-        return {}
-    cols = [
-        c
-        for c in (C.SAMPLE_ID, C.STEP, C.SPLIT, C.QUESTION_ID, C.OUTPUT, C.TOTAL_REWARD)
-        if c in gens.columns
-    ]
-    rows = gens.lazy().select(cols).filter(pl.col(C.SAMPLE_ID).is_in(wanted)).collect().to_dicts()
-    return {int(r[C.SAMPLE_ID]): r for r in rows}
-
-
 def _alerts_view(analysis: Analysis) -> list[dict[str, Any]]:
     from analyzer.verdict import sort_alerts
 
     alerts = sort_alerts(analysis.alerts)
-    samples = _lookup_samples(
-        analysis, (i for a in alerts for i in _sample_ids(a)[:EVIDENCE_SAMPLES])
+    samples = lookup_samples(
+        analysis, (i for a in alerts for i in sample_ids(a)[:EVIDENCE_SAMPLES])
     )
     out = []
     for n, a in enumerate(alerts, start=1):
-        ids = _sample_ids(a)
+        ids = sample_ids(a)
         shown = []
         for sid in ids[:EVIDENCE_SAMPLES]:
             row = samples.get(sid, {})
@@ -413,102 +389,6 @@ def _diffs_view(analysis: Analysis, limit: int) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def completions_table(
-    analysis: Analysis, *, limit: int = TABLE_ROW_LIMIT
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows of the HTML completions table, sampled to ``limit``: every alert's evidence samples,
-    the diffed samples, then a stratified sample per (step, split). Returns (rows, info)."""
-    import polars as pl
-
-    gens = analysis.run.generations
-    if gens is None or gens.height == 0:
-        return [], {"total": 0, "shown": 0, "sampled": False}
-    linked: dict[int, list[str]] = {}
-    for a in analysis.alerts:
-        for sid in _sample_ids(a):
-            kinds = linked.setdefault(sid, [])
-            if a.kind not in kinds:
-                kinds.append(a.kind)
-    forced = set(linked)
-    if analysis.drift is not None:
-        for d in analysis.drift.sample_diffs:
-            forced.update((d.early_sample_id, d.late_sample_id))
-    frame = gens.lazy()  # sample_id and split are complete (analyzer.model.completion_keys)
-    total = gens.height
-    if total > limit:
-        forced_list = sorted(forced)[: limit // 2]
-        strata = [c for c in (C.STEP, C.SPLIT) if c in gens.columns]
-        budget = limit - len(forced_list)
-        n_groups = gens.select(strata).n_unique() if strata else 1
-        per_group = max(1, budget // max(1, n_groups))
-        # A hash of the id is a deterministic "random" order: the same run samples the same rows.
-        key = pl.col(C.SAMPLE_ID).hash(seed=7)
-        rank = (key.rank("ordinal").over(strata) if strata else key.rank("ordinal")) - 1
-        picked = (
-            frame.with_columns(_rank=rank, _key=key)
-            .filter((pl.col("_rank") < per_group) & ~pl.col(C.SAMPLE_ID).is_in(forced_list))
-            .sort(["_rank", "_key"])
-            .head(budget)
-            .drop(["_rank", "_key"])
-        )
-        chosen = pl.concat(
-            [frame.filter(pl.col(C.SAMPLE_ID).is_in(forced_list)), picked], how="vertical_relaxed"
-        )
-    else:
-        chosen = frame
-    reward_cols = [c for c in gens.columns if c.startswith(C.REWARD_PREFIX)][:MAX_PER_PATTERN]
-    want = [
-        c
-        for c in (
-            C.SAMPLE_ID,
-            C.STEP,
-            C.SPLIT,
-            C.QUESTION_ID,
-            C.QUESTION,
-            C.OUTPUT,
-            C.ANSWER,
-            C.GROUND_TRUTH,
-            C.TOTAL_REWARD,
-        )
-        if c in gens.columns
-    ] + reward_cols
-    sort_cols = [c for c in (C.STEP, C.SAMPLE_ID) if c in want]
-    df = chosen.select(want).sort(sort_cols).collect()
-    rows = []
-    truncated = 0
-    for r in df.iter_rows(named=True):
-        out_text = r.get(C.OUTPUT) or ""
-        if len(out_text) > TABLE_TEXT_LIMIT:
-            out_text = out_text[:TABLE_TEXT_LIMIT]
-            truncated += 1
-        sid = int(r[C.SAMPLE_ID])
-        rows.append(
-            {
-                "id": sid,
-                "step": r.get(C.STEP),
-                "split": r.get(C.SPLIT) or "train",
-                "qid": r.get(C.QUESTION_ID) or "",
-                "q": (r.get(C.QUESTION) or "")[:TABLE_QUESTION_LIMIT],
-                "out": out_text,
-                "cut": len(r.get(C.OUTPUT) or "") > TABLE_TEXT_LIMIT,
-                "ans": r.get(C.ANSWER),
-                "gt": r.get(C.GROUND_TRUTH),
-                "r": finite_or_none(r.get(C.TOTAL_REWARD)),
-                "rw": {c[len(C.REWARD_PREFIX) :]: finite_or_none(r.get(c)) for c in reward_cols},
-                "al": linked.get(sid, []),
-            }
-        )
-    info = {
-        "total": total,
-        "shown": len(rows),
-        "sampled": total > len(rows),
-        "truncated_texts": truncated,
-        "text_limit": TABLE_TEXT_LIMIT,
-        "alert_linked": sum(1 for r in rows if r["al"]),
-    }
-    return rows, info
 
 
 def _data_uri(data: bytes, mime: str) -> str:
