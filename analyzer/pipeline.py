@@ -126,8 +126,8 @@ def analyze_run(
 
         tags = _section(config, "general").get("tags") or DEFAULT_TAGS
         # one row per completion, built once: the metrics aggregate it, the detectors read it
-        features = build_features(run, tags=tuple(tags), answer_pattern=pattern)
-        metrics = compute_metrics(run, tags=tuple(tags), features=features, answer_pattern=pattern)
+        features = build_features(run, tags=tuple(tags))
+        metrics = compute_metrics(run, tags=tuple(tags), features=features)
 
     out_dir = output_dir_for(run_path, options)
     drift: DriftResult | None = None
@@ -144,7 +144,6 @@ def analyze_run(
         from analyzer.detectors import run_detectors
 
         alerts, statuses = run_detectors(run, metrics, drift, config, features=features)
-        pattern = str(_section(config, "general").get("answer_pattern") or "")
     alerts = sort_alerts(alerts)
 
     analysis = Analysis(

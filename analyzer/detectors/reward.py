@@ -10,7 +10,6 @@ import numpy as np
 from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import (
-    _CORRECTNESS_NAME,
     Signal,
     accuracy_signal,
     component_columns,
@@ -19,12 +18,11 @@ from analyzer.detectors._common import (
     find_excursion,
     find_rise,
     length_signal,
-    named_reward_signals,
     per_step,
     reward_signal,
 )
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
-from analyzer.detectors.text import CORRECT, HAS_ANSWER, N_TOKENS
+from analyzer.detectors.text import CORRECT, N_TOKENS
 from analyzer.model import Alert, Severity
 
 _CORRECTNESS = re.compile(r"correct|accuracy|answer|exact|match", re.I)
@@ -42,10 +40,6 @@ def _truth_signals(
     acc = accuracy_signal(ctx)
     if acc is not None:
         out.append((acc[0], acc[1], acc[2], True))
-    # the run's own accuracy reward (scaled to [0, 1]), when the reward has other parts to rise
-    if len(component_columns(ctx)) >= 2:
-        for col, x, y in named_reward_signals(ctx, _CORRECTNESS_NAME):
-            out.append((col, x, y, True))
     # eval signals only when the train completions carry no truth: with a train accuracy at hand, an
     # eval-only fall is forgetting (catastrophic_forgetting), not the train reward being gamed
     if acc is None:
@@ -140,8 +134,7 @@ def _verifier_disagreement(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Al
 
     if not ctx.has_generations:
         return []
-    # only completions whose answer could be read: "no answer found" is not "wrong"
-    s = ctx.train_samples().filter(pl.col(CORRECT).is_not_null() & pl.col(HAS_ANSWER))
+    s = ctx.train_samples().filter(pl.col(CORRECT).is_not_null())
     if s.height == 0:
         return []
     names = list(cfg["correctness_rewards"]) or [
