@@ -63,6 +63,7 @@ ENTRIES: Final[tuple[Metric, ...]] = (
     _m(C.REWARD_STD, "logged reward std", "reward", NEITHER, key=16),
     # answers
     _m(C.GEN_ACCURACY, "exact-match accuracy", _SHARE, HIGHER, key=5, core=3, compare=3, watch=3),
+    _m(C.GEN_ANSWER_COVERAGE, "completions with a readable answer (accuracy coverage)", _SHARE, HIGHER),
     _m("eval/" + C.GEN_ACCURACY, "exact-match accuracy (eval)", _SHARE, HIGHER, key=6, compare=4),
     _m("eval/" + C.GEN_REWARD_MEAN, "reward (eval completions)", "reward", HIGHER, key=7),
     _m("eval/" + C.REWARD, "logged eval reward", "reward", HIGHER, key=8, compare=14),

@@ -195,6 +195,12 @@ def _analyze(run: Path | str, **kwargs: Any) -> Any:
 )
 @click.option("--no-plots", is_flag=True, help="Skip the matplotlib plots.")
 @click.option("--no-html", is_flag=True, help="Skip report.html.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Read every file whole, ignoring the analysis state (OUTPUT/state/) that lets a re-run read "
+    "only what was appended since the last analysis.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @analysis_options
 def analyze(run: Path, fail_on: str | None, quiet: bool, **kwargs: Any) -> None:

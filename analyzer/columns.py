@@ -57,7 +57,10 @@ GEN_REWARD_P50: Final = "gen_reward_p50"
 GEN_REWARD_P90: Final = "gen_reward_p90"
 # per reward function: f"gen_reward/{name}_mean", "_std", "_min", "_max", "_p50"
 GEN_ACCURACY: Final = "gen_accuracy"  # exact match model_answer vs ground_truth (null if no truth)
-GEN_FORMAT_OK: Final = "gen_format_ok"  # share with both tags present and well-ordered
+GEN_FORMAT_OK: Final = "gen_format_ok"  # share in the run's format (its tags, learned or configured)
+# share of the completions with a ground truth from which an answer could be read: the coverage of
+# gen_accuracy (a missing answer counts as wrong; a low coverage says the accuracy is not the run's)
+GEN_ANSWER_COVERAGE: Final = "gen_answer_coverage"
 GEN_LEN_CHARS: Final = "gen_length_chars_mean"
 GEN_LEN_TOKENS: Final = "gen_length_tokens_mean"  # whitespace tokens
 GEN_ZERO_SPREAD_GROUPS: Final = "gen_frac_zero_spread_groups"

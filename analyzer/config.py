@@ -161,6 +161,11 @@ def merge(config: dict[str, dict[str, Any]], table: Mapping[str, Any], source: s
                     "key", f"{section}.{key}", (f"{section}.{k}" for k in config[section]), source
                 )
             config[section][key] = _coerce(f"{section}.{key}", value, config[section][key], source)
+            if (section, key) == ("general", "answer_pattern"):
+                from analyzer.features import validate_answer_pattern
+
+                if (why := validate_answer_pattern(value)) is not None:
+                    raise ConfigError(f"{source}: general.answer_pattern {value!r}: {why}")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

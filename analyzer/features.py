@@ -38,8 +38,10 @@ REWARD = "__reward"  # total_reward, or the sum of the reward/<name> columns whe
 LEN_CHARS = "__len_chars"  # characters of the completion
 TOKENS = "__len_tokens"  # whitespace-separated words (UInt32), null for a null completion
 CORRECT = "__correct"  # exact match 1.0 / 0.0, null without ground truth (gen_accuracy's rule)
-FORMAT_OK = "__format_ok"  # 1.0 / 0.0 both tags well-ordered; null when the run never writes the tags
+FORMAT_OK = "__format_ok"  # 1.0 / 0.0 the run's format (see Conventions.format_rule); null without one
 GROUP_KEY = "__group_key"  # group_id (analyzer.model.completion_keys): with step, the GRPO group
+ANSWER = "__answer"  # the answer the accuracy compares (logged, or extracted by the run's conventions)
+HAS_ANSWER = "__has_answer"  # Boolean: an answer could be read from the completion
 _R, _LEN, _TOK, _ACC, _FMT, _GKEY = REWARD, LEN_CHARS, TOKENS, CORRECT, FORMAT_OK, GROUP_KEY
 
 # Whitespace (regex ``\s``) other than the space itself, for repeated_ngram_rates' word split.
@@ -117,6 +119,379 @@ def format_ok(output: pl.Expr, tags: Sequence[str] = DEFAULT_TAGS) -> pl.Expr:
     first, second = (re.escape(t) for t in tags)
     pattern = f"(?s)<{first}>.*?</{first}>.*?<{second}>.*?</{second}>"
     return output.cast(pl.Utf8).str.contains(pattern).cast(pl.Float64)
+
+
+# ---- the run's own answer and format conventions --------------------------------------------------
+
+# Tags a run may use for its reasoning and for its answer (besides the configured general.tags).
+REASONING_TAGS: tuple[str, ...] = (
+    "think", "thinking", "reasoning", "reason", "thought", "thoughts", "analysis", "rationale", "scratchpad",
+)
+ANSWER_TAGS: tuple[str, ...] = ("answer", "final_answer", "final", "solution", "result", "output")
+# Where an answer is read from, in priority order: the first that finds one in a completion wins.
+ANSWER_CONVENTIONS: tuple[str, ...] = (
+    "tag",  # the last innermost <answer>…</answer> (the run's answer tag)
+    "boxed",  # the last \boxed{…}
+    "hashes",  # the last "#### …" (GSM8K)
+    "answer_line",  # the last "Answer: …" / "Final answer: …" (the rest of its line, or the next line)
+    "answer_is",  # the last "the (final) answer is …"
+    "after_reasoning",  # the first line after the last closing reasoning tag (R1 style: <think>…</think> B)
+    "choice",  # the last line that starts with a choice letter: "B. pond", "(C)" (letter ground truths)
+    "last_number",  # the last number of the completion (numeric ground truths)
+)
+LEARN_SAMPLE = 4096  # completions (and prompts) the conventions are learned from: the first and a spread
+MIN_TAG_SHARE = 0.1  # a tag is the run's when this share of the sampled completions open and close it
+MIN_MARKER_SHARE = 0.05  # an answer marker is the run's when this share of the sampled completions use it
+MIN_PROMPT_SHARE = 0.5  # the prompts state the format when this share of them name a tag or marker
+
+_MARKER_RE: dict[str, str] = {
+    "boxed": r"\\boxed\{",
+    "hashes": r"(?m)^[ \t]*####",
+    "answer_line": r"(?i)\b(?:final )?answer\**[ \t]*[:：]",
+    "answer_is": r"(?i)\bthe (?:final )?answer is\b",
+}
+_NUM_RE = r"-?\d+(?:,\d{3})*(?:\.\d+)?"
+
+
+@dataclass(frozen=True, slots=True)
+class Conventions:
+    """How a run writes its completions, learned from them and their prompts (``learn_conventions``).
+
+    ``answer_from``: where the answer of each completion is read from, in order — ``("logged",)``
+    when the trainer logged its own extracted answer, ``("pattern",)`` for ``general.answer_pattern``,
+    else names of ``ANSWER_CONVENTIONS``. ``source``: what the tags and markers were learned from
+    (``"config"``, ``"prompts"`` or ``"completions"``)."""
+
+    reasoning_tag: str | None
+    answer_tag: str | None
+    answer_from: tuple[str, ...]
+    source: str = "config"
+    pattern: str | None = None
+    letter_truths: bool = False  # ground truths that are choice letters: answers reduced to one
+    number_truths: bool = False  # numeric ground truths: answers with one number reduced to it
+
+    @property
+    def tags(self) -> tuple[str | None, str | None]:
+        return (self.reasoning_tag, self.answer_tag)
+
+    def describe(self) -> str:
+        """One line for reports: ``"tags <think>; answers from 'Answer:' lines, text after </think>"``."""
+        tags = [f"<{t}>" for t in self.tags if t]
+        words = {
+            "logged": "the logged model_answer",
+            "pattern": f"general.answer_pattern {self.pattern!r}",
+            "tag": f"<{self.answer_tag}>…</{self.answer_tag}>",
+            "boxed": "\\boxed{…}",
+            "hashes": "'#### …'",
+            "answer_line": "'Answer: …' lines",
+            "answer_is": "'the answer is …'",
+            "after_reasoning": f"the text after </{self.reasoning_tag}>",
+            "choice": "a line starting with a choice letter",
+            "last_number": "the last number",
+        }
+        found = ", ".join(words[a] for a in self.answer_from) or "nowhere (no convention found)"
+        return f"tags {' '.join(tags) or 'none'} (from the {self.source}); answers from {found}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reasoning_tag": self.reasoning_tag,
+            "answer_tag": self.answer_tag,
+            "answer_from": list(self.answer_from),
+            "source": self.source,
+            "pattern": self.pattern,
+        }
+
+
+def learning_sample(frame: pl.DataFrame, size: int = LEARN_SAMPLE) -> pl.DataFrame:
+    """The first ``size // 4`` rows and ``3 * size // 4`` rows spread evenly over the rest."""
+    import polars as pl
+
+    if frame.height <= size:
+        return frame
+    head = size // 4
+    rest = size - head
+    idx = pl.Series(
+        [*range(head), *(head + (frame.height - head - 1) * k // max(rest - 1, 1) for k in range(rest))]
+    ).unique(maintain_order=True)
+    return frame[idx]
+
+
+def _share(texts: pl.Series, pattern: str, *, literal: bool = False) -> float:
+    if texts.len() == 0:
+        return 0.0
+    return float(texts.str.contains(pattern, literal=literal).fill_null(False).mean() or 0.0)
+
+
+def _pair_share(texts: pl.Series, tag: str) -> float:
+    if texts.len() == 0:
+        return 0.0
+    both = texts.str.contains(f"<{tag}>", literal=True) & texts.str.contains(f"</{tag}>", literal=True)
+    return float(both.fill_null(False).mean() or 0.0)
+
+
+def learn_conventions(
+    gens: pl.DataFrame, *, tags: Sequence[str] = DEFAULT_TAGS, answer_pattern: str = ""
+) -> Conventions:
+    """The run's tags and answer conventions (documented in docs/metrics.md, "Answers and format").
+
+    Tags, per slot (reasoning, answer): when the prompts state a format (≥ ``MIN_PROMPT_SHARE`` of
+    them name a known tag such as ``<think>`` or a marker such as ``Answer:``), the prompts decide;
+    else the configured tag when the completions use it at all (as before), else the known tag most
+    completions of the sample open and close (≥ ``MIN_TAG_SHARE``). Answers: the trainer's own
+    ``model_answer`` when it logged one (not one ingest filled from ``<answer>`` tags), else
+    ``answer_pattern`` when configured, else the conventions the run uses, in priority order, with
+    the last number / a choice letter only when the run states no explicit marker."""
+    import polars as pl
+
+    cols = set(gens.columns)
+    configured = (str(tags[0]), str(tags[1]))
+    if C.OUTPUT not in cols or gens.height == 0:
+        return Conventions(None, None, (), "config", answer_pattern or None)
+    sample = learning_sample(gens)
+    outs = sample[C.OUTPUT].cast(pl.Utf8).drop_nulls()
+    prompts = sample[C.QUESTION].cast(pl.Utf8).drop_nulls() if C.QUESTION in cols else pl.Series([], dtype=pl.Utf8)
+
+    # the prompts: which tags and markers do they name?
+    slots: list[tuple[str, ...]] = [
+        (configured[0], *(t for t in REASONING_TAGS if t != configured[0])),
+        (configured[1], *(t for t in ANSWER_TAGS if t != configured[1])),
+    ]
+    prompt_tags = [
+        max(((t, _share(prompts, f"<{t}>", literal=True)) for t in cands), key=lambda kv: kv[1]) for cands in slots
+    ]
+    prompt_markers = {m: _share(prompts, rx) for m, rx in _MARKER_RE.items()}
+    stated = any(v >= MIN_PROMPT_SHARE for _, v in prompt_tags) or any(
+        v >= MIN_PROMPT_SHARE for v in prompt_markers.values()
+    )
+    chosen: list[str | None] = []
+    if stated:
+        source = "prompts"
+        chosen = [t if v >= MIN_PROMPT_SHARE else None for t, v in prompt_tags]
+        markers = [m for m, v in prompt_markers.items() if v >= MIN_PROMPT_SHARE]
+    else:
+        source = "completions"
+        for k, cands in enumerate(slots):
+            own = configured[k]
+            if _share(outs, f"<{own}>", literal=True) > 0 or (
+                C.OUTPUT in cols
+                and bool(gens.select(pl.col(C.OUTPUT).cast(pl.Utf8).str.contains(f"<{own}>", literal=True).any()).item())
+            ):
+                chosen.append(own)
+                continue
+            best, share = max(((t, _pair_share(outs, t)) for t in cands[1:]), key=lambda kv: kv[1])
+            chosen.append(best if share >= MIN_TAG_SHARE else None)
+        markers = [m for m, rx in _MARKER_RE.items() if _share(outs, rx) >= MIN_MARKER_SHARE]
+        if tuple(chosen) == configured:
+            source = "config"
+    reasoning, answer_tag = chosen
+    truths = (
+        sample[C.GROUND_TRUTH].cast(pl.Utf8).drop_nulls().str.strip_chars()
+        if C.GROUND_TRUTH in cols
+        else pl.Series([], dtype=pl.Utf8)
+    )
+    letters = _share(truths, r"^\(?[A-Za-z]\)?\.?$")
+    numbers = _share(truths.str.replace_all(",", "", literal=True), r"^[+-]?\$?(\d+\.?\d*|\.\d+)$")
+    kinds = {"letter_truths": letters > 0, "number_truths": numbers > 0}
+
+    if answer_pattern:
+        return Conventions(reasoning, answer_tag, ("pattern",), source, answer_pattern, **kinds)
+    if C.ANSWER in cols and _answer_logged_by_trainer(sample):
+        return Conventions(reasoning, answer_tag, ("logged",), source, None, **kinds)
+    order: list[str] = ["tag"] if answer_tag else []
+    order += [m for m in ANSWER_CONVENTIONS if m in markers]
+    if reasoning and not answer_tag:
+        order.append("after_reasoning")
+    # choice letters are a safe last resort for letter ground truths; any number is not: only
+    # when the run states no marker at all
+    if letters >= 0.9:
+        order.append("choice")
+    elif not order and numbers >= 0.9:
+        order.append("last_number")
+    return Conventions(reasoning, answer_tag, tuple(order), source, None, **kinds)
+
+
+def _answer_logged_by_trainer(sample: pl.DataFrame) -> bool:
+    """Whether ``model_answer`` holds the trainer's own extracted answers — not only what ingest
+    filled in from the first ``<answer>…</answer>`` of each completion (``ingest._common``)."""
+    import polars as pl
+
+    logged = sample[C.ANSWER].cast(pl.Utf8)
+    if logged.null_count() == logged.len():
+        return False
+    filled = sample[C.OUTPUT].cast(pl.Utf8).str.extract(r"(?s)<answer>(.*?)</answer>", 1).str.strip_chars()
+    differs = logged.is_not_null() & (filled.is_null() | (logged.str.strip_chars() != filled))
+    return bool(differs.fill_null(False).any())
+
+
+def _last(output: pl.Expr, pattern: str) -> pl.Expr:
+    """The last match of ``pattern`` (``extract_all(…).list.last()``: a leading ``.*`` with a
+    capture group runs the slow regex engine, ~6× slower on long completions)."""
+    return output.str.extract_all(pattern).list.last()
+
+
+def _convention(output: pl.Expr, name: str, conv: Conventions) -> pl.Expr:
+    """The raw answer text one convention finds in each completion (null where it finds none)."""
+    import polars as pl
+
+    if name == "tag" and conv.answer_tag:
+        a = re.escape(conv.answer_tag)
+        # the innermost of the last pair: "<answer>\n<answer>B</answer>\n</answer>" reads B
+        return _last(output, f"(?s)<{a}>.*?</{a}>").str.replace(f"(?s)^.*<{a}>", "").str.strip_suffix(
+            f"</{conv.answer_tag}>"
+        )
+    if name == "boxed":
+        return _last(output, r"\\boxed\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\}").str.strip_prefix("\\boxed{").str.strip_suffix("}")
+    if name == "hashes":
+        return _last(output, r"####[^\n]*").str.strip_prefix("####")
+    if name == "answer_line":
+        line = _last(output, r"(?i)\b(?:final )?answer\**[ \t]*[:：]\**[ \t]*(?:\n[ \t]*)?[^\n]*")
+        return line.str.replace(r"(?i)^(?:final )?answer\**[ \t]*[:：]\**\s*", "")
+    if name == "answer_is":
+        line = _last(output, r"(?i)\bthe (?:final )?answer is\b[:：]?[^\n]*")
+        rest = line.str.replace(r"(?i)^the (?:final )?answer is[:：]?\s*", "")
+        # up to the end of its sentence: "18 because 3 times 6 is 18." reads 18
+        return rest.str.replace(r"(?i)(?:[.;,!?](?:\s|$)|\s+(?:because|since|as|so)\b).*$", "")
+    if name == "after_reasoning" and conv.reasoning_tag:
+        close = f"</{conv.reasoning_tag}>"
+        return pl.when(output.str.contains(close, literal=True)).then(output.str.split(close).list.last())
+    if name == "choice":
+        return _last(output, r"(?m)^[ \t*(\[]*[A-Za-z](?:[).:\]*]|[ \t]*$)[^\n]*")
+    if name == "last_number":
+        return _last(output, _NUM_RE)
+    return pl.lit(None, dtype=pl.Utf8)
+
+
+def _clean_text(raw: pl.Expr) -> pl.Expr:
+    """Markup off, the first non-empty line, stray punctuation stripped (stage 1 of cleaning)."""
+    s = raw.str.replace_all(r"<+/?[A-Za-z!?/][^<>\n]{0,40}>+", "\n").str.replace_all("**", "", literal=True)
+    return s.str.strip_chars().str.extract(r"^([^\n]*)", 1).str.strip_chars(" \t;:,：；-–—<>/#")
+
+
+def _clean_final(s: pl.Expr) -> pl.Expr:
+    """``\\boxed{x}`` → ``x``; null when no letter or digit is left (stage 2, on a column)."""
+    import polars as pl
+
+    unboxed = pl.when(s.str.contains(r"\\boxed\{")).then(s.str.extract(r"\\boxed\{(.*)\}", 1)).otherwise(s)
+    return pl.when(unboxed.str.contains(r"[\p{L}\p{N}]")).then(unboxed)
+
+
+def _in_truth_form(frame: pl.LazyFrame, ans: str, truth: str, name: str, conv: Conventions) -> pl.LazyFrame:
+    """``frame`` plus ``name``: the answer ``ans`` in the ground truth's form — a choice letter when
+    the truth is one ("B. pond", "(B)" → "B"), the number when the truth is a number and the answer
+    holds exactly one beside words ("x = 18 apples" → "18"; "5, 6" and "41 or 42" stay as they
+    are: wrong). Only the reductions the run's ground truths call for, in stages."""
+    import polars as pl
+
+    if not (conv.letter_truths or conv.number_truths):
+        return frame.with_columns(pl.col(ans).alias(name))
+    frame = frame.with_columns(
+        normalise_answer(pl.col(truth)).alias("__t"), pl.col(ans).str.strip_chars().alias("__a")
+    )
+    t, a = pl.col("__t"), pl.col("__a")
+    result = pl.when(pl.lit(False)).then(pl.lit(None, dtype=pl.Utf8))
+    temp = ["__t", "__a"]
+    if conv.letter_truths:
+        frame = frame.with_columns(
+            pl.when(t.str.contains(r"^\(?[a-z]\)?$")).then(a.str.extract(r"^[(\[]?([A-Za-z])(?:[).\]:]|$)", 1)).alias("__al")
+        )
+        result = result.when(pl.col("__al").is_not_null()).then(pl.col("__al"))
+        temp.append("__al")
+    if conv.number_truths:
+        # only answers that are not already a plain number (digits, separators, $, exponent)
+        frame = frame.with_columns(
+            pl.when(
+                ~a.str.contains(r"^[+\-$]*[\d,.]+(?:[eE][+-]?\d+)?$") & answer_as_number(t).is_not_null()
+            )
+            .then(a.str.replace(r"^.*=", ""))
+            .alias("__rhs")
+        ).with_columns(
+            pl.when(pl.col("__rhs").str.count_matches(_NUM_RE) == 1)
+            .then(pl.col("__rhs").str.extract(f"({_NUM_RE})", 1))
+            .alias("__an")
+        )
+        result = result.when(pl.col("__an").is_not_null()).then(pl.col("__an"))
+        temp += ["__rhs", "__an"]
+    return frame.with_columns(result.otherwise(pl.col(ans)).alias(name)).drop(temp)
+
+
+def with_answer(
+    frame: pl.LazyFrame, output: str, logged: str, truth: str, conv: Conventions, name: str
+) -> pl.LazyFrame:
+    """``frame`` plus a column ``name``: each completion's answer (columns ``output``, ``logged``
+    and ``truth`` of ``frame``) read the run's way (``conv.answer_from``), in the ground truth's
+    form. Computed in stages, each reading the previous one's columns: an expression that used
+    the extraction several times would run it again at every use (~10× the work)."""
+    import polars as pl
+
+    out = pl.col(output)
+    if conv.answer_from == ("logged",):
+        raws = [pl.col(logged)]
+        cleaned: list[str] = []
+    elif conv.answer_from == ("pattern",) and conv.pattern:
+        raws = [_last(out, conv.pattern).str.extract(conv.pattern, _pattern_group(conv.pattern))]
+        cleaned = ["__ans_0"]
+    elif conv.answer_from:
+        raws = [_convention(out, n, conv) for n in conv.answer_from]
+        cleaned = [f"__ans_{k}" for k in range(len(raws))]
+    else:
+        return frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(name))
+    if not cleaned:  # the trainer's own answer, as logged
+        frame = frame.with_columns(raws[0].alias("__ans"))
+    else:
+        frame = (
+            frame.with_columns([r.alias(c) for r, c in zip(raws, cleaned, strict=True)])
+            .with_columns([_clean_text(pl.col(c)).alias(c) for c in cleaned])
+            .with_columns([_clean_final(pl.col(c)).alias(c) for c in cleaned])
+            .with_columns(pl.coalesce([pl.col(c) for c in cleaned]).alias("__ans"))
+            .drop(cleaned)
+        )
+    return _in_truth_form(frame, "__ans", truth, name, conv).drop("__ans")
+
+
+def _pattern_group(pattern: str) -> int:
+    """The capture group of an answer pattern: the one named ``answer``, else the first."""
+    compiled = re.compile(pattern)
+    return compiled.groupindex.get("answer", 1)
+
+
+def validate_answer_pattern(pattern: str) -> str | None:
+    """Why ``pattern`` cannot serve as ``general.answer_pattern`` (None when it can): it must be a
+    regular expression in the syntax of Rust's ``regex`` crate (Polars; no look-around, no
+    back-references) with a capture group (the one named ``answer``, else the first)."""
+    import polars as pl
+
+    if not pattern:
+        return None
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        return f"not a valid regular expression ({exc})"
+    if compiled.groups < 1:
+        return "missing a capture group around the answer, e.g. 'Final: (.+)'"
+    try:
+        pl.select(pl.lit("x").str.extract_all(pattern)).item()
+    except Exception as exc:  # Polars' regex engine rejects what Python's accepts (look-around …)
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip().startswith("error:")]
+        why = lines[0].removeprefix("error:").strip() if lines else "unsupported syntax"
+        return f"not supported by Polars' regex engine ({why})"
+    return None
+
+
+def format_expr(output: pl.Expr, conv: Conventions) -> pl.Expr:
+    """1.0 / 0.0 the run's format, null when it has none: both tags well-ordered; only a reasoning
+    tag — its pair closed and something after it (the answer); only an answer tag — its pair."""
+    import polars as pl
+
+    r, a = conv.reasoning_tag, conv.answer_tag
+    if r and a:
+        return format_ok(output, (r, a))
+    if r:
+        rr = re.escape(r)
+        return output.cast(pl.Utf8).str.contains(f"(?s)<{rr}>.*?</{rr}>\\s*\\S").cast(pl.Float64)
+    if a:
+        aa = re.escape(a)
+        return output.cast(pl.Utf8).str.contains(f"(?s)<{aa}>.*?</{aa}>").cast(pl.Float64)
+    return pl.lit(None, dtype=pl.Float64)
 
 
 def repeated_ngram_rates(texts: pl.Series, n: int = NGRAM_N) -> pl.Series:
@@ -227,36 +602,30 @@ def _whitespace_bytes(data: Any) -> Any:
 
 
 def completion_features(
-    gens: pl.DataFrame, *, tags: Sequence[str] = DEFAULT_TAGS, all_rows: bool = True
+    gens: pl.DataFrame,
+    *,
+    tags: Sequence[str] = DEFAULT_TAGS,
+    all_rows: bool = True,
+    conventions: Conventions | None = None,
+    answer_pattern: str = "",
 ) -> pl.DataFrame:
     """The feature columns of ``gens``; tolerant of missing optional columns. Row for row with
     ``gens``, or without the rows that have no step when not ``all_rows``.
 
     One lazy pass over the completions (the accuracy in stages: ``with_exact_match``); the word
-    counts with numpy (``whitespace_token_counts``).
+    counts with numpy (``whitespace_token_counts``). The answer and the format are read the run's
+    way: ``conventions``, learned here (``learn_conventions``) when not given.
     """
     import polars as pl
 
     cols = set(gens.columns)
+    conv = conventions or learn_conventions(gens, tags=tags, answer_pattern=answer_pattern)
 
     def col_or_null(name: str, dtype: Any) -> pl.Expr:
         return pl.col(name).cast(dtype) if name in cols else pl.lit(None, dtype=dtype)
 
     output = col_or_null(C.OUTPUT, pl.Utf8)
-    answer = col_or_null(C.ANSWER, pl.Utf8)
-    # Inputs without an extracted answer (TRL completion files, verl dumps) still get an accuracy
-    # when their completions use the answer tag.
-    if C.ANSWER not in cols or gens[C.ANSWER].null_count() == gens.height:
-        answer = output.str.extract(f"(?s)<{re.escape(tags[1])}>(.*?)</{re.escape(tags[1])}>", 1)
-
-    # A run that never writes the tags has no format to comply with: null, not 0 (decided over
-    # every row). The first completions usually settle it: scanning a gigabyte of text for the
-    # tags costs ~0.25 s when the first thousand rows already have them.
-    def has_tag(frame: pl.DataFrame) -> bool:
-        found = output.str.contains(f"<{tags[0]}>", literal=True) | output.str.contains(f"<{tags[1]}>", literal=True)
-        return bool(frame.select(found.any()).item())
-
-    tagged = C.OUTPUT in cols and (has_tag(gens.head(1024)) or has_tag(gens))
+    truth = col_or_null(C.GROUND_TRUTH, pl.Utf8)
     reward = col_or_null(C.TOTAL_REWARD, pl.Float64)
     if C.TOTAL_REWARD not in cols:
         reward_cols = [c for c in gens.columns if c.startswith(C.REWARD_PREFIX)]
@@ -271,17 +640,19 @@ def completion_features(
             output.alias(C.OUTPUT),
             reward.alias(_R),
             output.str.len_chars().alias(_LEN),
-            answer.alias("__answer"),
-            col_or_null(C.GROUND_TRUTH, pl.Utf8).alias("__truth"),
-            (format_ok(output, tags) if tagged else pl.lit(None, dtype=pl.Float64)).alias(_FMT),
+            col_or_null(C.ANSWER, pl.Utf8).alias("__logged"),
+            truth.alias("__truth"),
+            (format_expr(output, conv) if C.OUTPUT in cols else pl.lit(None, dtype=pl.Float64)).alias(_FMT),
             pl.col(C.GROUP_ID).alias(_GKEY),  # the GRPO group, with step
             *[pl.col(c).cast(pl.Float64) for c in gens.columns if c.startswith(C.REWARD_PREFIX)],
         )
         .filter(pl.lit(True) if all_rows else pl.col(C.STEP).is_not_null())
     )
+    lazy_rows = with_answer(lazy_rows, C.OUTPUT, "__logged", "__truth", conv, ANSWER).drop("__logged")
     rows = (
-        with_exact_match(lazy_rows, pl.col("__answer"), pl.col("__truth"), _ACC)
-        .drop("__answer", "__truth")
+        with_exact_match(lazy_rows, pl.col(ANSWER), pl.col("__truth"), _ACC)
+        .with_columns((pl.col(ANSWER).is_not_null() & (pl.col(ANSWER).str.strip_chars() != "")).alias(HAS_ANSWER))
+        .drop("__truth")
         .collect()
     )
     tokens = whitespace_token_counts(rows.get_column(C.OUTPUT)).alias(_TOK)
@@ -290,20 +661,31 @@ def completion_features(
 
 @dataclass(frozen=True, slots=True)
 class CompletionFeatures:
-    """``frame``: ``completion_features`` of a run's completions, built with ``tags``, row for
-    row with ``RunData.generations``."""
+    """``frame``: ``completion_features`` of a run's completions, built with ``tags`` (the
+    configured ones) and ``answer_pattern``, row for row with ``RunData.generations``;
+    ``conventions``: the tags and answer conventions learned from the run and used."""
 
     tags: tuple[str, ...]
     frame: pl.DataFrame
+    conventions: Conventions | None = None
+    answer_pattern: str = ""
 
-    def matches(self, gens: pl.DataFrame, tags: Sequence[str]) -> bool:
-        """Whether the frame was built from ``gens`` (same height) with these tags."""
-        return self.tags == tuple(tags) and self.frame.height == gens.height
+    def matches(self, gens: pl.DataFrame, tags: Sequence[str], answer_pattern: str = "") -> bool:
+        """Whether the frame was built from ``gens`` (same height) with these settings."""
+        return (
+            self.tags == tuple(tags)
+            and self.answer_pattern == (answer_pattern or "")
+            and self.frame.height == gens.height
+        )
 
 
-def build_features(run: RunData, *, tags: Sequence[str] = DEFAULT_TAGS) -> CompletionFeatures | None:
+def build_features(
+    run: RunData, *, tags: Sequence[str] = DEFAULT_TAGS, answer_pattern: str = ""
+) -> CompletionFeatures | None:
     """The run's completion-feature frame, or None when it has no completions with a step."""
     gens = run.generations
     if gens is None or gens.height == 0 or C.STEP not in gens.columns:
         return None
-    return CompletionFeatures(tuple(tags), completion_features(gens, tags=tags))
+    conv = learn_conventions(gens, tags=tags, answer_pattern=answer_pattern)
+    frame = completion_features(gens, tags=tags, conventions=conv)
+    return CompletionFeatures(tuple(tags), frame, conv, answer_pattern or "")

@@ -49,11 +49,13 @@ def compute_metrics(
     tags: Sequence[str] = DEFAULT_TAGS,
     ngram_sample: int = NGRAM_SAMPLE_PER_STEP,
     features: F.CompletionFeatures | None = None,
+    answer_pattern: str = "",
 ) -> pl.DataFrame:
     """One row per step: the logged scalars (``run.steps``) full-outer-joined on ``step`` with the
     ``gen_*`` columns rebuilt from the completions (train split) and ``eval/gen_*``,
     ``probe/gen_*`` (other splits). Sorted by step. ``features``: the run's completion-feature
-    frame (``analyzer.features.build_features``) when the caller built it; else built here."""
+    frame (``analyzer.features.build_features``) when the caller built it; else built here, reading
+    answers with ``answer_pattern`` (``general.answer_pattern``) when given."""
     import polars as pl
 
     from analyzer.ingest._common import empty_steps
@@ -65,10 +67,10 @@ def compute_metrics(
     gens = run.generations
     if gens is None or gens.height == 0 or C.STEP not in gens.columns:
         return steps.sort(C.STEP)
-    if features is not None and features.matches(gens, tags):
+    if features is not None and features.matches(gens, tags, answer_pattern):
         rows = features.frame.filter(pl.col(C.STEP).is_not_null())
     else:
-        rows = F.completion_features(gens, tags=tags, all_rows=False)
+        rows = F.completion_features(gens, tags=tags, all_rows=False, answer_pattern=answer_pattern)
     rebuilt = generation_metrics(gens, tags=tags, ngram_sample=ngram_sample, rows=rows)
     joined = steps.join(rebuilt, on=C.STEP, how="full", coalesce=True)
     return joined.sort(C.STEP)
@@ -105,6 +107,7 @@ def generation_metrics(
         pl.col(_LEN).mean().alias(C.GEN_LEN_CHARS),
         pl.col(_TOK).mean().alias(C.GEN_LEN_TOKENS),
         pl.col(_ACC).mean().alias(C.GEN_ACCURACY),
+        pl.col(F.HAS_ANSWER).filter(pl.col(_ACC).is_not_null()).cast(pl.Float64).mean().alias(C.GEN_ANSWER_COVERAGE),
         pl.col(_FMT).mean().alias(C.GEN_FORMAT_OK),
         pl.corr(pl.when(pl.col(_R).is_finite()).then(pl.col(_R)), pl.col(_LEN).cast(pl.Float64))
         .fill_nan(None)

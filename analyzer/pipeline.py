@@ -53,6 +53,8 @@ class AnalyzeOptions:
     # Not CLI options: ``compare`` and ``watch`` judge runs without writing into them.
     write_outputs: bool = True
     drift: bool = True
+    # --full: read every file whole instead of only what was appended since the last analysis
+    full: bool = False
 
 
 def output_dir_for(run_path: str | Path, options: AnalyzeOptions) -> Path:
@@ -75,11 +77,22 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
     config = _load_config(run_path, options)
     fail_on = resolve_fail_on(options.fail_on, config)
     timings: dict[str, float] = {}
-    with _timed(timings, "ingest"):
-        from analyzer.ingest import load_run
+    if not options.write_outputs:
+        with _timed(timings, "ingest"):
+            from analyzer.ingest import load_run
 
-        run = load_run(run_path)
-    return analyze_run(run, options, run_path=run_path, timings=timings, config=config, fail_on=fail_on)
+            run = load_run(run_path)
+        return analyze_run(run, options, run_path=run_path, timings=timings, config=config, fail_on=fail_on)
+    # the analysis state (OUTPUT/state/): a re-run reads only what was appended (docs/cli.md)
+    from analyzer.ingest.tail import STATE_DIR, load_with_state, save_state
+
+    state_dir = output_dir_for(run_path, options) / STATE_DIR
+    with _timed(timings, "ingest"):
+        run, cache, notes = load_with_state(run_path, state_dir, full=options.full)
+    analysis = analyze_run(run, options, run_path=run_path, timings=timings, config=config, fail_on=fail_on, notes=notes)
+    if (why := save_state(cache, state_dir)) is not None:
+        analysis.notes.append(why)
+    return analysis
 
 
 def _analyze_remote(url: str, options: AnalyzeOptions) -> Analysis:
@@ -103,17 +116,19 @@ def analyze_run(
     timings: dict[str, float] | None = None,
     config: dict[str, Any] | None = None,
     fail_on: FailOn | None = None,
+    notes: list[str] | None = None,
 ) -> Analysis:
     """Everything after ingest, on a ``RunData`` already in memory. ``config`` (the effective
     configuration) is loaded for ``run_path`` when not given; ``fail_on``, resolved from it
-    (``analyzer.verdict.resolve_fail_on``) when not given: once per analysis either way."""
+    (``analyzer.verdict.resolve_fail_on``) when not given: once per analysis either way.
+    ``notes``: what ingest has to say first (how the analysis state was used)."""
     options = options or AnalyzeOptions()
     run_path = run_path if run_path is not None else run.path
     if not remote.is_url(run_path):
         run_path = Path(run_path)
     timings = dict(timings or {})
     started = time.perf_counter() - sum(timings.values())
-    notes: list[str] = []
+    notes = list(notes or [])
 
     if config is None:
         config = _load_config(run_path if isinstance(run_path, Path) else None, options)

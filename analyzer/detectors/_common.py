@@ -11,7 +11,7 @@ import numpy as np
 from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors.base import alert
-from analyzer.detectors.text import CORRECT, FORMAT_OK, N_TOKENS
+from analyzer.detectors.text import CORRECT, FORMAT_OK, HAS_ANSWER, N_TOKENS
 from analyzer.model import Alert, Severity
 
 if TYPE_CHECKING:
@@ -220,13 +220,69 @@ def length_signal(ctx: DetectorContext) -> Signal | None:
     )
 
 
+# Below this share of completions (with a ground truth) whose answer can be read, the recomputed
+# accuracy measures the extraction rather than the run: it is not used as a truth signal.
+MIN_ANSWER_COVERAGE = 0.5
+
+
+def answer_coverage(ctx: DetectorContext) -> float | None:
+    """Share of the train completions with a ground truth whose answer could be read (the run's
+    conventions, ``analyzer.features``) over the warm-up steps — the coverage of the recomputed
+    accuracy where the run's own format was meant to hold; None without completions or truth."""
+    import polars as pl
+
+    if not ctx.has_generations:
+        return None
+    s = ctx.train_samples().filter(pl.col(CORRECT).is_not_null())
+    if s.height == 0:
+        return None
+    steps = s.get_column(C.STEP).unique().sort()
+    early = steps.head(max(ctx.warmup_points(steps.len()), 1))
+    v = s.filter(pl.col(C.STEP).is_in(early.implode())).get_column(HAS_ANSWER).mean()
+    return None if v is None else float(v)  # type: ignore[arg-type]
+
+
 def accuracy_signal(ctx: DetectorContext) -> Signal | None:
-    """Exact-match accuracy per step recomputed from the completions (train split), else logged."""
+    """Exact-match accuracy per step recomputed from the completions (train split), else logged —
+    not when answers could be read from fewer than ``MIN_ANSWER_COVERAGE`` of the early completions
+    (the accuracy would then measure the extraction, not the run)."""
+    cov = answer_coverage(ctx)
+    if cov is not None and cov < MIN_ANSWER_COVERAGE:
+        return None
     return _best(
         ctx,
         lambda: _rebuilt(ctx, CORRECT, "exact-match accuracy"),
         lambda: _logged(ctx, [C.GEN_ACCURACY]),
     )
+
+
+_CORRECTNESS_NAME = re.compile(r"correct|accura|answer|exact|match", re.I)
+_FORMAT_NAME = re.compile(r"format", re.I)
+
+
+def named_reward_signals(ctx: DetectorContext, pattern: re.Pattern[str]) -> list[Signal]:
+    """Logged reward components whose function name matches ``pattern`` (e.g. an accuracy or a
+    format reward), each scaled to [0, 1] by its range over the run: ``(column, steps, values)``.
+    A component that never varies says nothing and is left out."""
+    out: list[Signal] = []
+    for name, col in component_columns(ctx).items():
+        if not pattern.search(name) or name.lower() in (
+            "total",
+            "total_reward",
+            "reward",
+            "sum",
+            "overall",
+        ):
+            continue
+        x, y = ctx.series(col)
+        if y.size == 0:
+            continue
+        lo, hi = float(np.min(y)), float(np.max(y))
+        if hi <= lo or hi <= 0:
+            continue
+        # a reward in [0, top] reads as a share of top; one with penalties below 0, by its range
+        out.append((col, x, y / hi if lo >= 0 else (y - lo) / (hi - lo)))
+    return out
 
 
 def format_signal(ctx: DetectorContext) -> Signal | None:

@@ -40,8 +40,12 @@ GENERAL_DEFAULTS: dict[str, Any] = {
     "spike_repeats": 5,
     # At most this many sample ids are attached to an alert's evidence.
     "max_sample_ids": 5,
-    # XML-ish tags that delimit the reasoning and the answer in a completion.
+    # XML-ish tags that delimit the reasoning and the answer in a completion. A run that does not
+    # use them is read with its own tags (learned from its prompts and completions: analyzer.features).
     "tags": ["reasoning", "answer"],
+    # A regular expression whose capture group (the one named "answer", else the first) is a
+    # completion's answer; the last match counts. Empty: the run's own conventions (analyzer.features).
+    "answer_pattern": "",
 }
 
 
@@ -286,7 +290,8 @@ class DetectorContext:
 
         assert self.run.generations is not None
         tags = tuple(self.general["tags"])
-        return sample_features(self.run.generations, tags=tags, features=self.features)
+        pattern = str(self.general.get("answer_pattern") or "")
+        return sample_features(self.run.generations, tags=tags, features=self.features, answer_pattern=pattern)
 
     def train_samples(self) -> pl.DataFrame:
         import polars as pl

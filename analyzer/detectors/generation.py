@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from analyzer import columns as C
 from analyzer.detectors._common import (
-    component_columns,
+    _FORMAT_NAME,
     excursion_alert,
     find_drop_from_peak,
     find_excursion,
     find_rise,
     format_signal,
+    named_reward_signals,
     per_step,
     reward_around,
 )
@@ -74,60 +73,72 @@ def repetition(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
 
 @register(
     "format_regression",
-    signals="format compliance per step (both tag pairs present and in order, as gen_format_ok) — or, "
-    "without completions, a logged reward component whose name contains 'format', scaled by its maximum: "
-    "after reaching learned_level it falls by ≥ drop.",
+    signals="format compliance per step recomputed from the completions in the run's own format (its "
+    "tags, learned from its prompts and completions, or general.tags; as gen_format_ok) and every logged "
+    "reward component whose name contains 'format', scaled to [0, 1] by its range: after reaching "
+    "learned_level it falls by ≥ drop.",
     defaults={"learned_level": 0.8, "drop": 0.3, "critical_drop": 0.5},
     requires=("completions, or a logged format reward",),
     severity="warning when the rolling median falls ≥ drop below its learned peak; critical when it falls "
-    "≥ critical_drop (completions only; a scalar format reward is at most a warning).",
+    "≥ critical_drop.",
 )
 def format_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
-    """Format compliance falling after it was learned."""
+    """Format compliance falling after it was learned: the recomputed compliance and the run's own
+    format reward are judged alike, and the first that fell is reported (the others as evidence)."""
     import polars as pl
 
     ctx.skip_if_too_short()
-    sig = format_signal(ctx)
-    scalar = False
-    if sig is None:
-        comps = {k: v for k, v in component_columns(ctx).items() if "format" in k.lower()}
-        if not comps:
-            raise Skip("needs completions or a logged reward component named *format*")
-        _name, col = next(iter(comps.items()))
-        x, y = ctx.series(col)
-        top = float(np.max(y)) if y.size else 0.0
-        if top <= 0:
-            raise Skip(f"format reward {col} never positive: cannot scale it")
-        sig, scalar = (col, x, y / top), True
-    source, x, y = sig
-    ctx.require_length(y.size, source)
-    exc = find_drop_from_peak(
-        ctx, x, y, drop=float(cfg["drop"]), min_peak=float(cfg["learned_level"])
-    )
-    if exc is None:
+    signals: list[tuple[str, Any, Any, bool]] = []
+    if (sig := format_signal(ctx)) is not None:
+        signals.append((*sig, False))
+    signals += [(col, x, y, True) for col, x, y in named_reward_signals(ctx, _FORMAT_NAME)]
+    if not signals:
+        raise Skip(
+            "needs completions in a format (tags the run uses) or a logged reward component named *format*"
+        )
+    judged = [s for s in signals if s[2].size >= ctx.min_points()]
+    if not judged:
+        ctx.require_length(signals[0][2].size, signals[0][0])
+    found = []
+    for source, x, y, scalar in judged:
+        exc = find_drop_from_peak(ctx, x, y, drop=float(cfg["drop"]), min_peak=float(cfg["learned_level"]))
+        if exc is not None:
+            found.append((source, exc, scalar))
+    if not found:
         return []
+    source, exc, scalar = min(found, key=lambda f: (f[1].onset_step, f[2]))
     drop = exc.baseline - exc.extreme
     ids: list[int] = []
     if ctx.has_generations:
+        bad = pl.col(FORMAT_OK) < 1
+        for col in (c for c in ctx.train_samples().columns if c.startswith(C.REWARD_PREFIX) and _FORMAT_NAME.search(c)):
+            r = pl.col(col).cast(pl.Float64, strict=False)
+            bad = bad.fill_null(False) | (r < r.max()).fill_null(False)
         ids = ctx.pick_samples(
-            ctx.train_samples()
-            .filter((pl.col(C.STEP) >= exc.onset_step) & (pl.col(FORMAT_OK) < 1))
-            .sort(C.STEP)
+            ctx.train_samples().filter((pl.col(C.STEP) >= exc.onset_step) & bad).sort(C.STEP)
         )
+    also = {s: {"onset_step": e.onset_step, "peak": e.baseline, "lowest": e.extreme} for s, e, _ in found if s != source}
     return [
         excursion_alert(
             "format_regression",
             exc,
             f"format compliance fell from {exc.baseline:.0%} to {exc.extreme:.0%} from step {exc.onset_step}"
-            + (f" (read from the scaled reward {source})" if scalar else ""),
-            critical=drop >= float(cfg["critical_drop"]) and not scalar,
+            + (f" (the run's format reward {source}, scaled to its range)" if scalar else ""),
+            critical=drop >= float(cfg["critical_drop"]),
             extreme_key="lowest_rolling_median",
             baseline_key="learned_peak",
             signal=source,
             drop=drop,
+            format=_format_described(ctx),
+            also_fell=also,
             sample_ids=ids,
         )
     ]
+
+
+def _format_described(ctx: DetectorContext) -> str | None:
+    conv = ctx.features.conventions if ctx.features is not None else None
+    return conv.describe() if conv is not None else None
 
 
 def _cap_from_info(ctx: DetectorContext) -> float | None:

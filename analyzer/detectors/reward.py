@@ -10,6 +10,7 @@ import numpy as np
 from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import (
+    _CORRECTNESS_NAME,
     Signal,
     accuracy_signal,
     component_columns,
@@ -18,11 +19,12 @@ from analyzer.detectors._common import (
     find_excursion,
     find_rise,
     length_signal,
+    named_reward_signals,
     per_step,
     reward_signal,
 )
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
-from analyzer.detectors.text import CORRECT, N_TOKENS
+from analyzer.detectors.text import CORRECT, HAS_ANSWER, N_TOKENS
 from analyzer.model import Alert, Severity
 
 _CORRECTNESS = re.compile(r"correct|accuracy|answer|exact|match", re.I)
@@ -40,6 +42,10 @@ def _truth_signals(
     acc = accuracy_signal(ctx)
     if acc is not None:
         out.append((acc[0], acc[1], acc[2], True))
+    # the run's own accuracy reward (scaled to [0, 1]), when the reward has other parts to rise
+    if len(component_columns(ctx)) >= 2:
+        for col, x, y in named_reward_signals(ctx, _CORRECTNESS_NAME):
+            out.append((col, x, y, True))
     # eval signals only when the train completions carry no truth: with a train accuracy at hand, an
     # eval-only fall is forgetting (catastrophic_forgetting), not the train reward being gamed
     if acc is None:
@@ -134,7 +140,8 @@ def _verifier_disagreement(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Al
 
     if not ctx.has_generations:
         return []
-    s = ctx.train_samples().filter(pl.col(CORRECT).is_not_null())
+    # only completions whose answer could be read: "no answer found" is not "wrong"
+    s = ctx.train_samples().filter(pl.col(CORRECT).is_not_null() & pl.col(HAS_ANSWER))
     if s.height == 0:
         return []
     names = list(cfg["correctness_rewards"]) or [

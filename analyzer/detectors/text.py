@@ -24,7 +24,8 @@ N_TOKENS = "_n_tokens"  # whitespace tokens
 NGRAM_RATE = "_ngram_rate"
 NORM_TEXT = "_norm_text"  # case-folded, whitespace-collapsed completion (see normalised_text)
 GROUP = "_group"  # the GRPO group: group_id (analyzer.model.completion_keys), with step
-HAS_ANSWER = "_has_answer"
+HAS_ANSWER = "_has_answer"  # an answer could be read (the run's conventions, analyzer.features)
+ANSWER = "_answer"  # that answer, in the ground truth's form
 
 
 def sample_features(
@@ -32,11 +33,14 @@ def sample_features(
     *,
     tags: Sequence[str] = ("reasoning", "answer"),
     features: CompletionFeatures | None = None,
+    answer_pattern: str = "",
 ) -> pl.DataFrame:
-    """``gens`` plus the feature columns above. Exact match and word counts are the completion
-    feature frame's (``analyzer.features``, the values behind ``gen_accuracy`` and
-    ``gen_length_tokens_mean``): ``features``, the frame the pipeline built once, is used when it
-    lines up with ``gens`` row for row, else it is computed here — the same definitions either way."""
+    """``gens`` plus the feature columns above. Exact match, format, the answer's presence and word
+    counts are the completion feature frame's (``analyzer.features``, the values behind
+    ``gen_accuracy``, ``gen_format_ok``, ``gen_answer_coverage`` and ``gen_length_tokens_mean``,
+    read with the run's own answer and format conventions): ``features``, the frame the pipeline
+    built once, is used when it lines up with ``gens`` row for row, else it is computed here — the
+    same definitions either way."""
     import polars as pl
 
     from analyzer import features as F
@@ -52,23 +56,21 @@ def sample_features(
         col(C.STEP, pl.Int64()).alias(C.STEP),
         col(C.OUTPUT, pl.Utf8()).fill_null("").alias(C.OUTPUT),
     )
-    answer = col(C.ANSWER, pl.Utf8())
     if (
         features is not None
-        and features.matches(gens, tags)
+        and features.matches(gens, tags, answer_pattern)
         and bool((features.frame[C.SAMPLE_ID] == out[C.SAMPLE_ID]).all())
     ):
         shared = features.frame
     else:
-        shared = F.completion_features(gens, tags=tags)
-    out = out.with_columns(
+        shared = F.completion_features(gens, tags=tags, answer_pattern=answer_pattern)
+    return out.with_columns(
         shared[F.CORRECT].alias(CORRECT),
         shared[F.TOKENS].cast(pl.Float64).alias(N_TOKENS),
-    )
-    return out.with_columns(
-        F.format_ok(pl.col(C.OUTPUT), tags).alias(FORMAT_OK),
+        shared[F.FORMAT_OK].alias(FORMAT_OK),
+        shared[F.ANSWER].alias(ANSWER),
         pl.col(C.GROUP_ID).alias(GROUP),  # the GRPO group, with step (model.completion_keys)
-        (answer.is_not_null() & (answer.str.strip_chars() != "")).alias(HAS_ANSWER),
+        shared[F.HAS_ANSWER].alias(HAS_ANSWER),
     )
 
 
