@@ -9,7 +9,8 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -51,6 +52,12 @@ def return_freed_memory_promptly() -> bool:
 
 class Dirty(Exception):
     """A fast path met something it cannot locate: the caller re-reads the file carefully."""
+
+
+# While an incremental read is active (``analyzer.ingest.tail.active``), the generations readers
+# read each completion file through this ``(path, collector, kind, full_reader) -> frame`` instead
+# of reading it whole; None otherwise.
+TAIL_READER: ContextVar[Callable[..., Any] | None] = ContextVar("logscan_tail_reader", default=None)
 
 
 # Internal columns of a generations frame before finalize_generations: the input order, the

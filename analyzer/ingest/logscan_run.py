@@ -24,6 +24,7 @@ from analyzer.ingest._common import (
     ORDER_COL,
     RECORD_LINE_COL,
     RESERVED,
+    TAIL_READER,
     Collector,
     Columns,
     Dirty,
@@ -637,11 +638,10 @@ def read_generation_files(
     names: list[str] = []
     paths: list[Path] = []
     for path in sorted(run_files(files, col), key=_file_key):
-        df = (
-            read_generations_jsonl(path, col)
-            if path.suffix == ".jsonl"
-            else read_generations_csv(path, col)
-        )
+        jsonl = path.suffix == ".jsonl"
+        reader = read_generations_jsonl if jsonl else read_generations_csv
+        tail = TAIL_READER.get()  # an incremental read (analyzer.ingest.tail): new bytes only
+        df = reader(path, col) if tail is None else tail(path, col, "jsonl" if jsonl else "csv", reader)
         if df is None or df.height == 0:
             continue
         rank = file_rank(path)

@@ -1,0 +1,224 @@
+"""Incremental analysis (analyzer.ingest.tail): an analysis that reads only what was appended since
+the last one gives what a from-scratch analysis of the same files gives — metrics.parquet, the
+completions, the alerts and the ingest report — over random append splits, resumes, torn tails,
+malformed lines and files that are rewritten, shrink or are replaced."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analyzer.errors import InputError
+from analyzer.ingest.tail import STATE_DIR, STATE_FILE, TailCache
+from analyzer.pipeline import AnalyzeOptions, analyze
+
+TEXT = st.text(alphabet=st.sampled_from(list("ab 7,.\"\n\r<>/é😀\\{}:")), max_size=30)
+
+
+@st.composite
+def records(draw: st.DrawFn) -> list[dict]:
+    """Completions of a few steps: steps mostly growing, sometimes going back (a resume)."""
+    n_steps = draw(st.integers(3, 14))
+    out: list[dict] = []
+    step = 1
+    for _ in range(n_steps):
+        if draw(st.integers(0, 9)) == 0 and step > 2:
+            step -= draw(st.integers(1, 2))  # resumed from an earlier checkpoint
+        for q in range(draw(st.integers(1, 3))):
+            for _k in range(draw(st.integers(1, 3))):
+                answer = draw(st.sampled_from(["4", "5", "x"]))
+                reward = draw(st.one_of(st.floats(-1, 2, allow_nan=False), st.just(float("nan"))))
+                out.append({
+                    "timestamp": 1.7e9 + len(out),
+                    "global_step": step,
+                    "question": f"q{q}",
+                    "ground_truth_answer": "4",
+                    "model_output": f"<reasoning>{draw(TEXT)}</reasoning><answer>{answer}</answer>",
+                    "total_reward": reward,
+                    "rewards": {"correct": float(answer == "4"), "fmt": 0.5},
+                    "split": draw(st.sampled_from(["train", "train", "eval"])),
+                })
+        step += 1
+    return out
+
+
+def jsonl_bytes(recs: list[dict], bad: set[int]) -> bytes:
+    lines = []
+    for i, r in enumerate(recs):
+        if i in bad:
+            lines.append(b"{not json at all\n")
+        lines.append(json.dumps({**r, "total_reward": r["total_reward"] if r["total_reward"] == r["total_reward"] else "NaN"}).encode() + b"\n")
+    return b"".join(lines)
+
+
+def csv_bytes(recs: list[dict]) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["timestamp", "global_step", "question_id", "question", "ground_truth_answer", "model_output",
+                "reasoning", "model_answer", "total_reward", "correct_reward", "fmt_reward", "split"])
+    for r in recs:
+        w.writerow([r["timestamp"], r["global_step"], "", r["question"], r["ground_truth_answer"], r["model_output"],
+                    "", "", r["total_reward"], r["rewards"]["correct"], r["rewards"]["fmt"], r["split"]])
+    return buf.getvalue().encode()
+
+
+def _options(out: Path, *, full: bool = False) -> AnalyzeOptions:
+    return AnalyzeOptions(output_dir=out, no_embeddings=True, no_plots=True, no_html=True, write_reports=False, full=full)
+
+
+def assert_same(run: Path, inc_out: Path, ref_out: Path) -> list[str]:
+    """Analyze ``run`` through its state (incremental) and from scratch; everything must agree."""
+    try:
+        ref = analyze(run, _options(ref_out, full=True))
+    except InputError as exc:  # nothing readable yet (a torn first record): the same error
+        with pytest.raises(InputError) as got:
+            analyze(run, _options(inc_out))
+        assert str(got.value) == str(exc)
+        return []
+    inc = analyze(run, _options(inc_out))
+    assert pl.read_parquet(inc_out / "metrics.parquet").equals(pl.read_parquet(ref_out / "metrics.parquet"))
+    gi, gr = inc.run.generations, ref.run.generations
+    assert (gi is None) == (gr is None)
+    if gi is not None and gr is not None:
+        assert gi.equals(gr)
+    assert [a.to_dict() for a in inc.alerts] == [a.to_dict() for a in ref.alerts]
+    assert inc.run.report.to_dict() == ref.run.report.to_dict()
+    assert inc.verdict == ref.verdict
+    return inc.notes
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    recs=records(),
+    fmt=st.sampled_from(["jsonl", "csv", "jsonl2"]),
+    cuts=st.lists(st.integers(1, 99), min_size=1, max_size=4),
+    bad=st.sets(st.integers(0, 40), max_size=2),
+)
+def test_incremental_equals_from_scratch(tmp_path_factory: pytest.TempPathFactory, recs: list[dict], fmt: str, cuts: list[int], bad: set[int]) -> None:
+    base = tmp_path_factory.mktemp("inc")
+    run = base / "run"
+    run.mkdir()
+    files: dict[str, bytes] = {}
+    if fmt == "csv":
+        files["generations.csv"] = csv_bytes(recs)
+    elif fmt == "jsonl":
+        files["generations.jsonl"] = jsonl_bytes(recs, bad)
+    else:  # two ranks, each its own file
+        files["generations.jsonl"] = jsonl_bytes(recs[::2], bad)
+        files["generations.rank1.jsonl"] = jsonl_bytes([{**r, "rank": 1} for r in recs[1::2]], set())
+    written = dict.fromkeys(files, 0)
+    for cut in [*cuts, 100]:
+        for name, data in files.items():
+            end = max(written[name], len(data) if cut == 100 else max(1, len(data) * cut // 100))
+            with (run / name).open("ab") as fh:  # appended, never rewritten: a live run's file
+                fh.write(data[written[name]:end])
+            written[name] = end
+        assert_same(run, base / "inc", base / "ref")
+
+
+def _seed(run: Path, recs: list[dict]) -> bytes:
+    data = csv_bytes(recs)
+    (run / "generations.csv").write_bytes(data)
+    return data
+
+
+def _recs(n_steps: int, per: int = 4) -> list[dict]:
+    return [
+        {"timestamp": 1.7e9 + s * per + k, "global_step": s, "question": f"q{k % 2}", "ground_truth_answer": "4",
+         "model_output": f"<reasoning>r {s} \"{k}\"\nline</reasoning><answer>{4 if (s + k) % 3 else 5}</answer>",
+         "total_reward": float((s + k) % 3 != 0), "rewards": {"correct": float((s + k) % 3 != 0), "fmt": 0.5}, "split": "train"}
+        for s in range(1, n_steps + 1) for k in range(per)
+    ]
+
+
+def test_append_reads_only_the_new_bytes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    recs = _recs(30)
+    _seed(run, recs[:60])
+    assert_same(run, tmp_path / "inc", tmp_path / "ref")
+    assert (tmp_path / "inc" / STATE_DIR / STATE_FILE).is_file()
+    state = json.loads((tmp_path / "inc" / STATE_DIR / STATE_FILE).read_text())
+    entry = state["files"]["generations.csv"]
+    assert entry["offset"] == (run / "generations.csv").stat().st_size and entry["records"] == 60
+    before = (run / "generations.csv").stat().st_size
+    whole = csv_bytes(recs)
+    head = csv_bytes(recs[:60])
+    with (run / "generations.csv").open("ab") as fh:
+        fh.write(whole[len(head):])
+    notes = assert_same(run, tmp_path / "inc", tmp_path / "ref")
+    added = (run / "generations.csv").stat().st_size - before
+    assert notes[0] == f"incremental read ({added:,} new bytes): generations.csv: {added:,} new bytes read, 60 new rows"
+
+
+@pytest.mark.parametrize("change", ["shrank", "replaced", "rewritten", "rotated"])
+def test_a_file_that_did_not_only_grow_is_read_in_full(tmp_path: Path, change: str) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    recs = _recs(20)
+    data = _seed(run, recs)
+    assert_same(run, tmp_path / "inc", tmp_path / "ref")
+    path = run / "generations.csv"
+    if change == "shrank":
+        path.write_bytes(csv_bytes(recs[:40]))
+        why = "it shrank from at least"
+    elif change == "replaced":  # a new file renamed over the old one: another inode
+        other = run / "new.tmp"
+        other.write_bytes(data + csv_bytes(recs[:8])[len(csv_bytes([])):])
+        os.replace(other, path)
+        why = "replaced: another file under the same name"
+    elif change == "rewritten":  # same inode and size, other bytes
+        flipped = data.replace(b"q0", b"q9", 1)
+        with path.open("r+b") as fh:
+            fh.write(flipped)
+        why = "rewritten: bytes read before have changed"
+    else:  # rotated: the old file moved away, a new one started under the name
+        os.rename(path, tmp_path / "old.csv")
+        path.write_bytes(csv_bytes(recs[:12]))
+        why = "replaced: another file under the same name"
+    notes = assert_same(run, tmp_path / "inc", tmp_path / "ref")
+    assert any(n.startswith("full read of generations.csv: read in full (" + why) for n in notes), notes
+
+
+def test_full_flag_and_damaged_state(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    _seed(run, _recs(12))
+    out = tmp_path / "inc"
+    analyze(run, _options(out))
+    full = analyze(run, _options(out, full=True))
+    assert full.notes[0] == "full read (--full): the analysis state was not used"
+    (out / STATE_DIR / STATE_FILE).write_text("{broken", encoding="utf-8")
+    again = analyze(run, _options(out))
+    assert again.notes[0] == "full read: the analysis state is unreadable (JSONDecodeError)"
+    # and it was rewritten: the next analysis reads incrementally again (nothing new: 0 bytes)
+    cache, why = TailCache.load(out / STATE_DIR)
+    assert why is None and set(cache.entries) == {"generations.csv"}
+    for p in (out / STATE_DIR).glob("rows-*.parquet"):
+        p.unlink()  # a state whose rows are gone: ignored, never half used
+    _, why = TailCache.load(out / STATE_DIR)
+    assert why is not None and why.startswith("the analysis state is damaged")
+
+
+def test_torn_tail_is_read_again_until_complete(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    recs = _recs(15)
+    whole = jsonl_bytes(recs, set())
+    line_end = whole.index(b"\n", len(whole) // 2) + 1
+    cut = line_end + 40  # inside the record after it
+    (run / "generations.jsonl").write_bytes(whole[:cut])
+    assert_same(run, tmp_path / "inc", tmp_path / "ref")
+    state = json.loads((tmp_path / "inc" / STATE_DIR / STATE_FILE).read_text())
+    assert state["files"]["generations.jsonl"]["offset"] == line_end  # the torn line is not cached
+    with (run / "generations.jsonl").open("ab") as fh:
+        fh.write(whole[cut:])
+    assert_same(run, tmp_path / "inc", tmp_path / "ref")
