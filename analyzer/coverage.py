@@ -11,10 +11,13 @@ the table ``KINDS`` below (docs/detectors.md, "What was checked"):
 * each kind has **core** checks (all must run) and **optional** ones (run when their signal is
   logged; skipping them is normal, e.g. no ``kl`` when TRL's beta = 0); every other detector does
   not apply to the kind;
-* a kind with no kind-specific check (preference optimisation — logscan has no preference
-  detector yet — and ``unknown``) is always ``limited``: only the generic checks ran, and the
-  headline says so. A detector registered with ``core_for=("preference",)`` becomes a core check
-  of that kind, and such a run can then be ``healthy``.
+* a kind with no kind-specific check (``unknown``) is always ``limited``: only the generic checks
+  ran, and the headline says so. A detector registered with ``core_for=(kind,)`` becomes a core
+  check of that kind (the preference detectors of ``analyzer.detectors.preference`` are, for
+  ``preference``), and such a run can then be ``healthy``;
+* a core check that skips with a reason starting ``does not apply`` (e.g. likelihood displacement
+  on ORPO, which has no reference model) is not applicable to this run: it is neither counted
+  nor hinted.
 
 A core check disabled in the config (``<name>.enabled = false``) is the user's explicit choice: it
 is listed as disabled and does not make the run ``limited``.
@@ -76,11 +79,14 @@ _PPO_SWAP = ("reward_std_collapse", "value_reward_mismatch")
 KINDS: dict[str, KindRule] = {
     "rl_completions": KindRule("GRPO/PPO/RLOO run with completions", _RL_CORE, _RL_OPTIONAL),
     "rl_scalars": KindRule("GRPO/PPO/RLOO run with logged scalars only", _RL_CORE, _RL_OPTIONAL),
+    # the preference checks themselves register with core_for=("preference",)
+    # (analyzer.detectors.preference: not learning, likelihood displacement, over-optimisation,
+    # trivial pairs); without them only the generic checks would run
     "preference": KindRule(
         "preference-optimisation run (DPO/ORPO/CPO/KTO)",
         GENERIC,
         ("entropy_collapse", "catastrophic_forgetting"),
-        no_specific="logscan has no preference-specific check yet (DPO not learning, likelihood "
+        no_specific="no preference-specific check is registered (DPO not learning, likelihood "
         "displacement, over-optimisation): only the generic checks ran, and no logging adds one",
     ),
     "unknown": KindRule(
@@ -121,6 +127,10 @@ RL_ALGORITHMS = frozenset({"grpo", "ppo", "rloo", "reinforce", "reinforce++", "d
 # What to log to let a skipped detector run: (without completions, with completions). ``None``:
 # nothing to log (the reason is shown as it is).
 COMPLETIONS = "log completions with trainer_hooks (or TRL's log_completions=True)"
+_PREF_KEYS = (
+    "log rewards/chosen, rewards/rejected and rewards/margins (TRL's DPO/KTO log them; LLaMA-Factory "
+    "writes them to trainer_state.json)"
+)
 REMEDIES: dict[str, tuple[str | None, str | None]] = {
     "nan_values": ("log the trainer's scalars or completions", None),
     "loss_spike": ("log loss and grad_norm", "log loss and grad_norm"),
@@ -144,9 +154,19 @@ REMEDIES: dict[str, tuple[str | None, str | None]] = {
         "log clipped_ratio, entropy and grad_norm (TRL's GRPO does)",
         "log clipped_ratio, entropy and grad_norm (TRL's GRPO does)",
     ),
+    "preference_not_learning": (_PREF_KEYS, _PREF_KEYS),
+    "likelihood_displacement": (_PREF_KEYS, _PREF_KEYS),
+    "preference_overoptimisation": (
+        "log rewards/margins beside rewards/accuracies (TRL DPO/ORPO/CPO do), or an eval set (eval_strategy)",
+        "log rewards/margins beside rewards/accuracies (TRL DPO/ORPO/CPO do), or an eval set (eval_strategy)",
+    ),
+    "preference_trivial_pairs": ("log rewards/accuracies (TRL DPO/ORPO/CPO do)", "log rewards/accuracies (TRL DPO/ORPO/CPO do)"),
 }
 # Skip reasons that no logging fixes (the run is too short, the user disabled it, a bug).
 _NOT_ABOUT_INPUT = ("run too short", "too few points", "disabled in config", "internal error")
+# A skip reason with this start: the check does not apply to this run (its trainer's keys do not
+# mean what the check assumes, e.g. likelihood displacement on ORPO). Not counted, not hinted.
+NOT_APPLICABLE = "does not apply"
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +347,10 @@ def assess(
     kind, why, critic = run_kind(run, metrics)
     core, optional = core_checks(kind, critic=critic, registry=registry.values())
     status = {s.name: s for s in statuses}
+    # checks that said they do not apply to this run's trainer are neither core nor optional here
+    inapplicable = {n for n, s in status.items() if not s.ran and (s.reason or "").startswith(NOT_APPLICABLE)}
+    core = tuple(n for n in core if n not in inapplicable)
+    optional = tuple(n for n in optional if n not in inapplicable)
     gens = run.generations
     has_completions = gens is not None and gens.height > 0
     ran: list[str] = []
@@ -340,7 +364,9 @@ def assess(
             disabled.append(name)
         else:
             not_run.append((name, (s.reason if s is not None else None) or "not run (no status recorded)"))
-    applicable = set(core) | set(optional) | {n for n in status if n not in REMEDIES and n not in GENERIC}
+    applicable = set(core) | set(optional) | {
+        n for n in status if n not in REMEDIES and n not in GENERIC and n not in inapplicable
+    }
     optional_ran = [n for n in optional if (s := status.get(n)) is not None and s.ran]
     # what to log: every applicable check that was skipped for want of an input, grouped by remedy
     by_remedy: dict[str, list[str]] = {}

@@ -93,35 +93,53 @@ def invoke(*args: object) -> Any:
 # --- the verdict --------------------------------------------------------------------------------
 
 
-def test_real_orpo_trainer_state_is_limited_not_healthy(realdata: Path) -> None:
+PREFERENCE_CORE = ("nan_values", "loss_spike", "log_integrity", "preference_not_learning",
+                   "likelihood_displacement", "preference_overoptimisation", "preference_trivial_pairs")
+# ORPO has no reference model: likelihood displacement does not apply to it
+ORPO_CORE = tuple(n for n in PREFERENCE_CORE if n != "likelihood_displacement")
+
+
+def test_real_orpo_trainer_state_gets_its_preference_checks(realdata: Path) -> None:
     a = analyze(realdata / ORPO_REAL, OPTIONS)
     c = cov.coverage_of(a)
-    assert a.alerts == [] and a.verdict == "limited"
+    assert a.alerts == [] and a.verdict == "healthy"
     assert c.kind == "preference" and "rewards/chosen" in c.kind_reason
-    assert c.ran == ("nan_values", "loss_spike", "log_integrity") and c.not_run == ()
-    assert "no preference-specific check yet" in c.headline()
+    assert c.ran == ORPO_CORE and c.not_run == () and not c.limited
+    assert "likelihood_displacement" in c.not_applicable
     assert exit_code(a) == 0
     line = summary_text(a, quiet=True)
-    assert line.startswith("logscan: LIMITED — no alerts (3 of 3 core checks for a preference-optimisation run")
-    assert line.endswith("exit 0 (--fail-on critical)")
+    assert line.startswith("logscan: HEALTHY")
 
 
-def test_generated_orpo_twin_is_limited_and_fails_only_on_fail_on_limited(orpo_twin: Path, tmp_path: Path) -> None:
+def test_generated_orpo_twin_is_healthy_with_the_preference_checks(orpo_twin: Path) -> None:
     a = analyze(orpo_twin, OPTIONS)
+    c = cov.coverage_of(a)
+    assert a.alerts == [] and a.verdict == "healthy"
+    assert c.kind == "preference" and c.ran == ORPO_CORE and "likelihood_displacement" in c.not_applicable
+
+
+def test_generated_preference_twin_without_margins_is_limited_and_fails_only_on_fail_on_limited(
+    tmp_path: Path,
+) -> None:
+    # without rewards/margins (and no eval set), over-optimisation cannot be judged: limited
+    entries = [{k: v for k, v in e.items() if k != "rewards/margins"} for e in orpo_entries()]
+    run = write_state(tmp_path / "nomargins", entries)
+    a = analyze(run, OPTIONS)
     assert a.alerts == [] and a.verdict == "limited"
-    assert cov.coverage_of(a).kind == "preference"
+    c = cov.coverage_of(a)
+    assert c.kind == "preference" and [n for n, _ in c.not_run] == ["preference_overoptimisation"]
     # exit 0 by default, 1 with --fail-on limited; the verdict line names what was not checked
-    result = invoke("analyze", orpo_twin, "-o", tmp_path / "out", "--junit", *FAST)
+    result = invoke("analyze", run, "-o", tmp_path / "out", "--junit", *FAST)
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("logscan: LIMITED — no alerts (3 of 3 core checks")
-    assert "checks:      3 of 3 core checks for a preference-optimisation run" in result.output
-    strict = invoke("analyze", orpo_twin, "-o", tmp_path / "out", "--junit", "--fail-on", "limited", *FAST)
+    assert result.output.startswith("logscan: LIMITED — no alerts (5 of 6 core checks")
+    assert "checks:      5 of 6 core checks for a preference-optimisation run" in result.output
+    strict = invoke("analyze", run, "-o", tmp_path / "out", "--junit", "--fail-on", "limited", *FAST)
     assert strict.exit_code == 1, strict.output
     assert strict.output.splitlines()[0].endswith("exit 1 (--fail-on limited)")
     junit = ET.parse(tmp_path / "out" / "report.junit.xml").getroot()
     case = next(c for c in junit.iter("testcase") if c.get("name") == "core_checks")
     failure = case.find("failure")
-    assert failure is not None and failure.get("message", "").startswith("limited: 3 of 3 core checks")
+    assert failure is not None and failure.get("message", "").startswith("limited: 5 of 6 core checks")
 
 
 def test_a_preference_run_whose_preference_check_ran_can_be_healthy(orpo_twin: Path) -> None:
@@ -138,13 +156,13 @@ def test_a_preference_run_whose_preference_check_ran_can_be_healthy(orpo_twin: P
     try:
         a = analyze(orpo_twin, OPTIONS)
         c = cov.coverage_of(a)
-        assert c.core == ("nan_values", "loss_spike", "log_integrity", "margin_check")
+        assert c.core == (*ORPO_CORE, "margin_check")
         assert not c.limited and a.verdict == "healthy"
         # the same detector unable to run makes it limited again, with its own reason as the hint
         entries = [{k: v for k, v in e.items() if k != "rewards/margins"} for e in orpo_entries()]
         b = analyze(write_state(orpo_twin.parent.parent / "nomargins", entries), OPTIONS)
         cb = cov.coverage_of(b)
-        assert b.verdict == "limited" and cb.not_run == (("margin_check", "rewards/margins was not logged"),)
+        assert b.verdict == "limited" and ("margin_check", "rewards/margins was not logged") in cb.not_run
         assert "provide what margin_check needs (rewards/margins was not logged) to enable margin_check" in cb.headline()
     finally:
         del REGISTRY["margin_check"]
@@ -342,7 +360,8 @@ def test_docs_table_of_core_checks_matches_the_code() -> None:
         documented[kinds.split("`")[1] if kinds.startswith("`") else "critic"] = (names(core), names(optional))
     assert documented["rl_completions"] == cov.core_checks("rl_completions")
     assert cov.core_checks("rl_scalars") == cov.core_checks("rl_completions")
-    assert documented["preference"] == cov.core_checks("preference")
+    # the preference checks join the kind's core by registering with core_for=("preference",)
+    assert documented["preference"] == cov.core_checks("preference", registry=REGISTRY.values())
     assert documented["unknown"] == (cov.core_checks("unknown")[0], ())
     ppo_core, ppo_optional = cov.core_checks("rl_scalars", critic=True)
     assert "value_reward_mismatch" in ppo_core and "reward_std_collapse" in ppo_optional
@@ -353,8 +372,10 @@ def test_logscan_detectors_prints_the_core_checks_per_kind() -> None:
     assert result.exit_code == 0
     text = result.output[result.output.index("Core checks per kind of run") :]
     assert "rl_scalars: GRPO/PPO/RLOO run with logged scalars only\n    core:     nan_values, loss_spike, log_integrity, reward_hacking" in text
-    assert "preference: preference-optimisation run (DPO/ORPO/CPO/KTO)\n    core:     nan_values, loss_spike, log_integrity\n" in text
-    assert "no preference-specific check yet" in text
+    assert (
+        "preference: preference-optimisation run (DPO/ORPO/CPO/KTO)\n    core:     " + ", ".join(PREFERENCE_CORE) + "\n"
+    ) in text
+    assert "no preference-specific check" not in text
 
 
 @pytest.mark.parametrize(
@@ -367,15 +388,19 @@ def test_logscan_detectors_prints_the_core_checks_per_kind() -> None:
         # 4 logged steps: too short for the trend checks, but its levels are judged (65-70 % of the
         # completions clipped at the length limit, a format reward of 0 at every step)
         ("5ivatej__meta-hackathon/results__trainer_state.json", "warnings", "rl_scalars"),
-        # LLaMA-Factory's own log: loss, accuracy, learning rate — nothing tells the kind
-        ("chandlerzuo__rlhf_recsys/outputs__trainer_log.jsonl", "limited", "unknown"),
+        # LLaMA-Factory's own log: loss, accuracy (its rewards/accuracies), learning rate — a preference
+        # run whose margins are only in trainer_state.json
+        ("chandlerzuo__rlhf_recsys/outputs__trainer_log.jsonl", "limited", "preference"),
     ],
 )
 def test_real_logs_verdict_and_kind(realdata: Path, name: str, verdict: str, kind: str) -> None:
     a = analyze(realdata / name, OPTIONS)
     c = cov.coverage_of(a)
     assert (a.verdict, c.kind) == (verdict, kind)
-    assert c.limited  # none of these logged everything its kind needs
+    # none of these but the DPO run logged everything its kind needs
+    assert c.limited == (not name.startswith("harryc295"))
+    if name.startswith("chandlerzuo"):
+        assert [n for n, _ in c.not_run] == ["likelihood_displacement", "preference_overoptimisation"]
     if name.startswith("Bihan"):
         assert "value_reward_mismatch" in c.ran and "reward_std_collapse" not in c.core
         assert [n for n, _ in c.not_run] == ["mode_collapse", "repetition"]

@@ -295,6 +295,12 @@ def format_signal(ctx: DetectorContext) -> Signal | None:
 
 
 _COMPONENT_RE = re.compile(r"^(?:gen_)?rewards?/(?P<name>.+?)(?:/mean|_mean)?$")
+# Not reward functions: the total under another name (TRL's console logs ``rewards/total_reward``
+# beside ``reward``), and the implicit rewards of a preference pair (DPO/ORPO/KTO's
+# ``rewards/chosen|rejected|margins|accuracies``: a falling rejected reward is what DPO is for).
+NOT_COMPONENTS = re.compile(
+    r"^(total|total_rewards?|rewards?_total|sum|overall|chosen|rejected|margins|accuracies)$", re.I
+)
 
 
 def reward_around(ctx: DetectorContext, onset: int) -> tuple[float, float, bool] | None:
@@ -332,7 +338,7 @@ def component_columns(ctx: DetectorContext) -> dict[str, str]:
         if not ctx.has(col):
             continue
         name = m.group("name")
-        if col.startswith("gen_") and name in found:
+        if (col.startswith("gen_") and name in found) or NOT_COMPONENTS.match(name):
             continue
         found[name] = col
     return found
@@ -391,7 +397,11 @@ def find_drop_from_peak(
 
 _EVAL_GOOD = re.compile(r"acc|reward|score|correct|pass", re.I)
 _EVAL_SKIP = re.compile(
-    r"(^|/|_)(std|min|max|n|count|len|length)(@\d+)?$|loss|kl|entropy|time", re.I
+    r"(^|/|_)(std|min|max|n|count|len|length)(@\d+)?$|loss|kl|entropy|time"
+    # a preference pair's implicit rewards (the preference checks judge them: a falling rejected
+    # reward is the point of DPO) and log-probabilities
+    r"|^rewards/(chosen|rejected|margins|accuracies)$|^(logps|logits)/",
+    re.I,
 )
 
 

@@ -21,8 +21,37 @@ from analyzer.detectors._common import (
     spike_pattern,
 )
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors.preference import KTO, preference_family
 from analyzer.model import Alert, RunData, Severity
 from analyzer.values import kl_unit
+
+# Why kl_explosion does not judge a preference run's KL (analyzer.detectors.preference families).
+_PREFERENCE_KL = {
+    "reference": "does not apply: DPO logs no KL to the reference (its rewards/margins are the implicit "
+    "KL-regularised reward, judged by the preference checks)",
+    "kto": "does not apply: KTO's kl is the loss's reference point (a clamped batch estimate), judged by "
+    "preference_not_learning",
+    "reference_free": "does not apply: ORPO/CPO/SimPO have no reference model, so there is no KL to one",
+    "unknown": "does not apply: a preference-optimisation run logs no KL to a reference",
+}
+
+
+def missing_kl_reason(run: RunData) -> str:
+    """Why ``kl`` is absent, said for the run's trainer (TRL GRPO's beta = 0 is not verl's switch)."""
+    algo = str(run.info.get("algorithm") or "").lower()
+    source = (run.report.source_kind or "").lower()
+    if source.startswith("verl"):
+        return (
+            "kl was not logged (verl logs actor/kl_loss only with actor_rollout_ref.actor.use_kl_loss=True, "
+            "and actor/reward_kl_penalty only with algorithm.use_kl_in_reward=True)"
+        )
+    if algo == "grpo":
+        return "kl was not logged (TRL GRPO logs no kl when beta = 0, its default since TRL 0.19)"
+    if algo == "rloo":
+        return "kl was not logged (TRL RLOO logs no kl when beta = 0)"
+    if algo == "ppo":
+        return "kl was not logged (TRL PPO logs objective/kl at every step: check the logger kept it)"
+    return "kl was not logged"
 
 
 def kl_limits(run: RunData, cfg: Mapping[str, Any]) -> tuple[str, float, float]:
@@ -56,11 +85,11 @@ def kl_limits(run: RunData, cfg: Mapping[str, Any]) -> tuple[str, float, float]:
 )
 def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """KL leaving its budget, growing super-linearly, or spiking."""
+    family = preference_family(ctx)
+    if family is not None and (family.name == KTO or not ctx.has(C.KL)):
+        raise Skip(_PREFERENCE_KL[family.name])
     if not ctx.has(C.KL):
-        algo = str(ctx.run.info.get("algorithm") or "grpo").lower()
-        raise Skip(
-            "kl was not logged" + (" (TRL GRPO logs no kl when beta = 0)" if algo == "grpo" else "")
-        )
+        raise Skip(missing_kl_reason(ctx.run))
     ctx.skip_if_too_short()
     x, y = ctx.series(C.KL)
     ctx.require_length(y.size, "kl")

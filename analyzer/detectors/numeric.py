@@ -23,8 +23,11 @@ if TYPE_CHECKING:
     import polars as pl
 
 # A non-finite value here means the optimisation itself is broken, not a logging quirk.
+# The preference losses (DPO, KTO, ORPO, …) are computed from the implicit rewards and
+# log-probabilities: a NaN there is a NaN loss.
 _CORE = re.compile(
-    r"^(loss|policy_loss|value_loss|reward|kl|entropy|advantage_mean|gen_reward_mean)$"
+    r"^(loss|policy_loss|value_loss|reward|kl|entropy|advantage_mean|gen_reward_mean"
+    r"|rewards/(chosen|rejected|margins)|logps/(chosen|rejected)|nll_loss|log_odds_(ratio|chosen))$"
 )
 
 

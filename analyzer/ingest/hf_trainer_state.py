@@ -35,6 +35,7 @@ SUMMARY_KEYS: Final = frozenset(
     {"train_runtime", "train_loss", "train_samples_per_second", "train_steps_per_second", "total_flos"}
 )
 _LLAMAFACTORY_PROGRESS: Final = frozenset({"current_steps", "total_steps", "percentage", "elapsed_time", "remaining_time"})
+_LLAMAFACTORY_RENAME: Final = {"accuracy": "rewards/accuracies"}
 _CHECKPOINT_RE: Final = re.compile(r"checkpoint-(\d+)$")
 
 
@@ -90,6 +91,9 @@ def guess_algorithm(keys: set[str]) -> str | None:
         return "ppo"
     if "odds_ratio_loss" in keys or "log_odds_ratio" in keys:
         return "orpo"
+    # TRL's KTOTrainer: kl (its reference point) and rewards/*, never rewards/accuracies (unpaired data)
+    if "kl" in keys and "rewards/chosen" in keys and "rewards/accuracies" not in keys:
+        return "kto"
     if "rewards/chosen" in keys or "rewards/margins" in keys:
         return "dpo"
     if {"frac_reward_zero_std", "reward_std"} & keys or any(k.startswith("completions/") for k in keys):
@@ -191,7 +195,10 @@ def load_llamafactory(path: Path, report: IngestReport) -> RunData:
             continue
         if "total_steps" in obj:
             info["max_steps"] = obj["total_steps"]
-        mapped = metric_values({k: v for k, v in obj.items() if k not in _LLAMAFACTORY_PROGRESS}, file, lineno, col)
+        # LLaMA-Factory's LogCallback writes the entry's rewards/accuracies as "accuracy" (preference
+        # stages: DPO, ORPO, SimPO); under its real name the run is judged as preference optimisation
+        values = {_LLAMAFACTORY_RENAME.get(k, k): v for k, v in obj.items() if k not in _LLAMAFACTORY_PROGRESS}
+        mapped = metric_values(values, file, lineno, col)
         if set(mapped) <= {C.EPOCH}:
             continue  # the final progress-only line
         rows.setdefault(step, {}).update(mapped)
