@@ -9,6 +9,7 @@ point fitted on the curve — not the step at which a test first became signific
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -481,8 +482,12 @@ def mann_whitney_strength(a: np.ndarray, b: np.ndarray) -> float:
     return NormalDist().inv_cdf(1.0 - p)
 
 
-def _u_counts(n1: int, n2: int) -> list[int]:
-    """How many of the C(n1+n2, n1) orderings give each value of U (0 … n1·n2)."""
+@functools.cache
+def _u_counts(n1: int, n2: int) -> tuple[int, ...]:
+    """How many of the C(n1+n2, n1) orderings give each value of U (0 … n1·n2).
+
+    Cached: it depends on the sizes alone, and a run with thousands of reward columns of one
+    length asks for the same few sizes thousands of times (~4 ms each at 30 points)."""
     # f[i][j][u]: orderings of i a's and j b's with U = u (the last element is an a or a b)
     table: list[list[list[int]]] = [[[1] for _ in range(n2 + 1)] for _ in range(n1 + 1)]
     for i in range(1, n1 + 1):
@@ -493,4 +498,4 @@ def _u_counts(n1: int, n2: int) -> list[int]:
             for u, c in enumerate(table[i][j - 1]):  # the largest is a b
                 out[u] += c
             table[i][j] = out
-    return table[n1][n2]
+    return tuple(table[n1][n2])
