@@ -10,6 +10,7 @@ patterns rather than names (``<reward/*>``: one row per reward function; see
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -134,7 +135,18 @@ def direction_of(name: str) -> Direction:
         return NEITHER
     if bare.startswith(C.REWARD_PREFIX) or (bare.startswith("gen_reward/") and bare.endswith("_mean")):
         return HIGHER
+    if bare != name and _EVAL_SCORE.search(bare) and not _NOT_A_SCORE.search(bare):
+        return HIGHER  # an eval score under the trainer's own name, e.g. verl's val-core/…/reward/mean@1
     return NEITHER
+
+
+# An eval/probe metric named for a reward, accuracy, score or pass rate (verl's
+# ``val-core/openai/gsm8k/reward/mean@1``, ``acc/mean@4``) — its mean, not its spread or a count, and
+# not a preference pair's implicit rewards (a falling rejected reward is what DPO is for).
+_EVAL_SCORE: Final = re.compile(r"(^|/|_)(rewards?|acc|accuracy|score|pass(@\d+)?|pass_rate)(/|_|@|$)", re.I)
+_NOT_A_SCORE: Final = re.compile(
+    r"(^|/|_)(std|min|max|n|count|len|length)(@\d+)?$|^rewards/(chosen|rejected|margins)$|^(logps|logits)/|loss", re.I
+)
 
 
 def label_of(name: str) -> str:

@@ -142,6 +142,15 @@ def test_entries_are_well_formed():
         ("gen_reward/format_std", 0),
         ("eval/reward/format", 1),
         ("some_custom_scalar", 0),
+        # an eval score under the trainer's own name (verl's val-core/… mapped to eval/…)
+        ("eval/openai/gsm8k/reward/mean@1", 1),
+        ("eval/openai/gsm8k/acc/mean@4", 1),
+        ("eval/openai/gsm8k/reward/std@1", 0),
+        ("eval/num_turns/max", 0),
+        # a preference pair's implicit rewards have no better direction; its accuracy does
+        ("eval/rewards/chosen", 0),
+        ("eval/rewards/margins", 0),
+        ("eval/rewards/accuracies", 1),
     ],
 )
 def test_direction_of(name, direction):

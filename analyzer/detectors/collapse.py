@@ -110,8 +110,14 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
         )
         x, y = per_step(zs, "z")
         source = "zero-spread groups (completions)"
+    elif ctx.has(C.REWARD_STD):
+        # TRL's reward_std is the mean of the groups' stds (verl's the batch std): it is 0 exactly
+        # when every group has zero spread — a step-level lower bound of the share (1 or 0)
+        x, rs = ctx.series(C.REWARD_STD)
+        y = (rs <= float(cfg["spread_epsilon"])).astype(float)
+        source = "reward_std == 0 (every group without spread; a lower bound of the share)"
     else:
-        raise Skip("needs frac_reward_zero_std or completions grouped per prompt")
+        raise Skip("needs frac_reward_zero_std, reward_std or completions grouped per prompt")
     ctx.require_length(y.size, source)
     # dominating and grown since the warm-up — or dominating so much that the cause does not
     # matter (a run without signal from its first step is the same failure). Small groups have

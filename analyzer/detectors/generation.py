@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from analyzer import columns as C
 from analyzer.detectors._common import (
     _FORMAT_NAME,
@@ -141,7 +143,10 @@ def _format_described(ctx: DetectorContext) -> str | None:
     return conv.describe() if conv is not None else None
 
 
-def _cap_from_info(ctx: DetectorContext) -> float | None:
+def _cap_from_info(ctx: DetectorContext) -> tuple[float | None, str | None]:
+    """The generation length limit and where it was read: the run's config, else the longest
+    completion the trainer logged (TRL ``completions/max_length``, verl ``response_length/max``) —
+    at a step where completions were clipped that *is* the limit; otherwise a lower bound."""
     cfg = ctx.run.info.get("config") or {}
     if isinstance(cfg, dict):
         for k in (
@@ -152,8 +157,18 @@ def _cap_from_info(ctx: DetectorContext) -> float | None:
         ):
             v = cfg.get(k)
             if isinstance(v, int | float) and v > 0:
-                return float(v)
-    return None
+                return float(v), f"config {k}"
+    for col in ("completions/max_length", "response_length/max"):
+        if not ctx.has(col):
+            continue
+        x, y = ctx.series(col)
+        if ctx.has(C.CLIPPED_RATIO):
+            cx, cy = ctx.series(C.CLIPPED_RATIO)
+            at = y[np.isin(x, cx[cy > 0])]
+            if at.size:
+                return float(at.max()), f"{col} at the steps with clipped completions"
+        return float(y.max()), f"{col} (the longest completion logged: the limit is at least this)"
+    return None, None
 
 
 @register(
@@ -198,7 +213,7 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     if (around := reward_around(ctx, exc.onset_step)) is not None:
         b, a, reward_falls = around
         ev = {"reward_before": b, "reward_after": a, "reward_falls": reward_falls}
-    cap = _cap_from_info(ctx)
+    cap, cap_from = _cap_from_info(ctx)
     ids: list[int] = []
     if ctx.has_generations:
         cand = ctx.train_samples().filter((pl.col(C.STEP) >= exc.onset_step) & ~pl.col(HAS_ANSWER))
@@ -214,6 +229,7 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             signal=source,
             threshold=float(cfg["threshold"]),
             max_completion_length=cap,
+            max_completion_length_from=cap_from,
             sample_ids=ids,
             **ev,
         )

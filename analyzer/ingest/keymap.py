@@ -107,6 +107,9 @@ KNOWN_AS_IS: Final[tuple[str, ...]] = (
 )
 
 _EXACT: Final = {r.key: (i, r) for i, r in enumerate(KEYMAP) if not r.pattern}
+# A key that already is a canonical name (``clipped_ratio``, ``policy_loss``, … logged under logscan's
+# own names by a custom callback) is understood: the detectors read it as it is.
+_CANONICAL: Final = frozenset(r.canonical for r in KEYMAP if not r.pattern and r.canonical != C.STEP)
 _PATTERNS: Final = [(i, re.compile(r.key), r) for i, r in enumerate(KEYMAP) if r.pattern]
 _KNOWN_RE: Final = re.compile("|".join(f"(?:{k})" for k in KNOWN_AS_IS))
 _EVAL_PREFIXES: Final = ("eval_", "eval/")
@@ -136,7 +139,7 @@ def canonical_key(key: str) -> tuple[str, int, bool]:
     hit = _lookup(key)
     if hit is not None:
         return hit[1], hit[0], True
-    return key, len(KEYMAP), bool(_KNOWN_RE.fullmatch(key))
+    return key, len(KEYMAP), key in _CANONICAL or bool(_KNOWN_RE.fullmatch(key))
 
 
 def map_record(record: dict[str, float | None], *, prefix: str = "") -> tuple[dict[str, float | None], list[str]]:
