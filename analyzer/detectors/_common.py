@@ -33,16 +33,21 @@ class Excursion:
     extreme: float  # most extreme smoothed value from the detection on
     last: float  # smoothed value at the end of the run
     warmup: int
+    extreme_step: int = -1  # the step of ``extreme`` (-1: not known)
 
     def evidence(
         self, extreme_key: str = "peak_rolling_median", baseline_key: str = "baseline"
     ) -> dict[str, Any]:
-        """What every excursion alert reports: baseline, extreme (named ``extreme_key``), last, detection."""
+        """What every excursion alert reports: baseline, extreme (named ``extreme_key``), last,
+        and the three steps of an honest headline — onset, first evidence, the extreme's step."""
         return {
             baseline_key: self.baseline,
             extreme_key: self.extreme,
             "last": self.last,
             "detected_at": self.detect_step,
+            "onset_step": self.onset_step,
+            "first_evidence_step": self.detect_step,
+            "peak_step": self.extreme_step if self.extreme_step >= 0 else None,
         }
 
 
@@ -116,15 +121,16 @@ def find_excursion(
     # held since the warm-up: the evidence held from the start of that block, nothing to date
     onset = int(x[block]) if block < w else stats.onset_step(x, y, upto=idx, lo=w)
     tail = smooth[idx:]
-    extreme = float(tail.max() if above else tail.min())
+    j = int(np.argmax(tail) if above else np.argmin(tail))
     return Excursion(
         detect_index=idx,
         detect_step=int(x[idx]),
         onset_step=onset,
         baseline=base,
-        extreme=extreme,
+        extreme=float(tail[j]),
         last=float(smooth[-1]),
         warmup=w,
+        extreme_step=int(x[idx + j]),
     )
 
 
@@ -304,8 +310,13 @@ NOT_COMPONENTS = re.compile(
 
 
 def reward_around(ctx: DetectorContext, onset: int) -> tuple[float, float, bool] | None:
-    """(median before, median from ``onset`` on, fell by more than 2 robust scales) of the train
-    reward; None without a reward or with fewer than 3 points on either side."""
+    """(level before, median from ``onset`` on, fell) of the train reward; None without a reward
+    or with fewer than 3 points on either side.
+
+    The level before is the highest rolling median (10 % of the run, 5 to 30 points) before the
+    onset — a reward that climbed and then fell back has fallen even when the median of all its
+    earlier points (the climb included) is no higher than after — and "fell" means the median
+    after is more than 2 × the curve's point-to-point noise below it."""
     rs = reward_signal(ctx)
     if rs is None:
         return None
@@ -313,8 +324,14 @@ def reward_around(ctx: DetectorContext, onset: int) -> tuple[float, float, bool]
     before, after = y[x < onset], y[x >= onset]
     if before.size < 3 or after.size < 3:
         return None
-    b, a = float(np.median(before)), float(np.median(after))
-    return b, a, a < b - 2 * stats.robust_scale(before)
+    k = stats.window_for(y.size, 0.1, 5, 30)
+    b = (
+        float(np.max(stats.rolling_median(before, k)))
+        if before.size >= k
+        else float(np.median(before))
+    )
+    a = float(np.median(after))
+    return b, a, a < b - 2 * (stats.noise_scale(y) or stats.robust_scale(before))
 
 
 def component_columns(ctx: DetectorContext) -> dict[str, str]:
@@ -384,14 +401,16 @@ def find_drop_from_peak(
     if stats.mann_whitney_strength(before, y[idx:]) < min_z:
         return None
     onset = stats.onset_step(x, y, upto=idx, lo=max(0, p_idx - 2))
+    j = int(np.argmin(smooth[idx:]))
     return Excursion(
         detect_index=idx,
         detect_step=int(x[idx]),
         onset_step=onset,
         baseline=float(peak[idx]),
-        extreme=float(smooth[idx:].min()),
+        extreme=float(smooth[idx + j]),
         last=float(smooth[-1]),
         warmup=w,
+        extreme_step=int(x[idx + j]),
     )
 
 

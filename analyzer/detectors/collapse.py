@@ -9,6 +9,7 @@ import numpy as np
 from analyzer import columns as C
 from analyzer.detectors._common import excursion_alert, find_excursion, find_rise, per_step
 from analyzer.detectors.base import DetectorContext, Skip, register
+from analyzer.detectors.headline import onset_period, pct, when
 from analyzer.detectors.text import CORRECT, GROUP, NORM_TEXT, jaccard, normalised_text, shingles
 from analyzer.model import Alert
 
@@ -38,15 +39,13 @@ def entropy_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         return []
     ids: list[int] = []
     if ctx.has_generations:
-        import polars as pl
-
-        ids = ctx.pick_samples(ctx.train_samples().filter(pl.col(C.STEP) >= exc.detect_step))
+        ids = ctx.pick_samples(onset_period(ctx, ctx.train_samples(), exc))
     return [
         excursion_alert(
             "entropy_collapse",
             exc,
-            f"entropy fell from {base:.4g} to {exc.extreme:.4g} ({exc.extreme / base:.0%} of its warm-up level) "
-            f"from step {exc.onset_step}",
+            f"entropy {when(exc, lambda v: f'{v:.4g}')} ({exc.extreme / base:.0%} of its warm-up "
+            f"level {base:.4g})",
             critical=exc.extreme <= float(cfg["critical_fraction"]) * base,
             extreme_key="lowest_rolling_median",
             threshold=float(cfg["collapse_fraction"]) * base,
@@ -176,7 +175,12 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
                 cause = "mostly all-wrong groups: the prompts are too hard or the reward is broken"
             else:
                 cause = "a mix of all-correct and all-wrong groups"
-            ids = ctx.pick_samples(late.sort(C.STEP, C.SAMPLE_ID))  # group_by has no set order
+            # the completions of one zero-spread group of the onset period — of the kind the
+            # cause names — all with the same reward: what "no spread" looks like
+            kind = top if share_correct >= 0.5 else late.join(top, on=[C.STEP, GROUP], how="anti")
+            first = (kind if kind.height else late).sort(C.STEP, C.SAMPLE_ID).head(1)
+            members = ctx.train_samples().join(first.select(C.STEP, GROUP), on=[C.STEP, GROUP])
+            ids = ctx.pick_samples(members.sort(C.SAMPLE_ID))
     else:
         for c in (C.GEN_ZERO_SPREAD_ALL_CORRECT, C.GEN_ZERO_SPREAD_ALL_WRONG):
             if ctx.has(c):
@@ -185,8 +189,8 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
         excursion_alert(
             "reward_std_collapse",
             exc,
-            f"{exc.extreme:.0%} of GRPO groups have zero reward spread from step {exc.onset_step} "
-            f"(warm-up {exc.baseline:.0%}): no learning signal; {cause}",
+            f"the share of GRPO groups with zero reward spread {when(exc, pct)} (warm-up "
+            f"{pct(exc.baseline)}): no learning signal; {cause}",
             critical=exc.extreme >= float(cfg["critical_threshold"]),
             signal=source,
             threshold=float(cfg["threshold"]),
@@ -314,8 +318,8 @@ def mode_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         excursion_alert(
             "mode_collapse",
             exc,
-            f"{exc.extreme:.0%} of completion pairs within a group are (near-)identical from step "
-            f"{exc.onset_step} (warm-up {exc.baseline:.0%})",
+            f"the share of (near-)identical completion pairs within a group {when(exc, pct)} "
+            f"(warm-up {pct(exc.baseline)})",
             critical=exc.extreme >= float(cfg["critical_threshold"]),
             extreme_key="near_duplicate_pair_share",
             threshold=float(cfg["threshold"]),

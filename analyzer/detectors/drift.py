@@ -22,6 +22,7 @@ from analyzer.detectors._common import (
     reward_around,
 )
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors.headline import when
 from analyzer.detectors.text import CORRECT
 from analyzer.model import Alert, Severity
 
@@ -104,8 +105,8 @@ def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
         out += _unless_train_fell(
             ctx,
             exc,
-            f"answers to eval/probe prompts drifted {exc.extreme:.2f} (cosine distance) from their "
-            f"baseline from step {exc.onset_step}",
+            f"the drift of answers to eval/probe prompts from their baseline (cosine distance) "
+            f"{when(exc, lambda v: f'{v:.2f}')}",
             critical=exc.extreme >= float(cfg["drift_critical"]),
             signal=EVAL_DRIFT,
             threshold=float(cfg["drift_threshold"]),
@@ -146,8 +147,8 @@ def catastrophic_forgetting(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
         out = _unless_train_fell(
             ctx,
             exc,
-            f"{col} {'rose' if up else 'fell'} from {exc.baseline:.4g} to {exc.extreme:.4g} from step "
-            f"{exc.onset_step}",
+            f"{col} {when(exc, lambda v: f'{v:.4g}', rising=up)} "
+            f"({'warm-up level' if up else 'peak'} {exc.baseline:.4g})",
             critical=is_acc and exc.baseline - exc.extreme >= float(cfg["critical_accuracy_drop"]),
             extreme_key="extreme_rolling_median",
             signal=col,
@@ -184,11 +185,15 @@ def semantic_drift(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             "semantic_drift",
             Severity.INFO,
             exc.onset_step,
-            f"train completions drifted {exc.extreme:.2f} (cosine distance) from their early answers from step {exc.onset_step}",
+            f"the drift of train completions from their early answers (cosine distance) "
+            f"{when(exc, lambda v: f'{v:.2f}')}",
             signal=TRAIN_DRIFT,
             baseline=exc.baseline,
             peak_rolling_median=exc.extreme,
             last=exc.last,
+            onset_step=exc.onset_step,
+            first_evidence_step=exc.detect_step,
+            peak_step=exc.extreme_step,
             top_drifting=top,
             sample_ids=ids[: int(ctx.general["max_sample_ids"])],
         )

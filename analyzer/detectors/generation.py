@@ -19,6 +19,7 @@ from analyzer.detectors._common import (
     reward_around,
 )
 from analyzer.detectors.base import DetectorContext, Skip, register
+from analyzer.detectors.headline import onset_period, pct, when
 from analyzer.detectors.text import FORMAT_OK, HAS_ANSWER, N_TOKENS, NGRAM_RATE, with_ngram_rates
 from analyzer.model import Alert
 
@@ -39,8 +40,6 @@ from analyzer.model import Alert
 )
 def repetition(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Degenerate loops / repeated n-grams rising in the completions."""
-    import polars as pl
-
     ctx.skip_if_too_short()
     rated = None
     if ctx.has_generations:
@@ -58,13 +57,13 @@ def repetition(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         return []
     ids: list[int] = []
     if rated is not None:
-        ids = ctx.pick_samples(rated.filter(pl.col(C.STEP) >= exc.onset_step), order_by=NGRAM_RATE)
+        ids = ctx.pick_samples(onset_period(ctx, rated, exc), order_by=NGRAM_RATE)
     return [
         excursion_alert(
             "repetition",
             exc,
-            f"repeated 4-grams rose to {exc.extreme:.0%} of each completion (warm-up {exc.baseline:.0%}) "
-            f"from step {exc.onset_step}",
+            f"the share of repeated 4-grams in each completion {when(exc, pct)} (warm-up "
+            f"{pct(exc.baseline)})",
             critical=exc.extreme >= float(cfg["critical_threshold"]),
             signal=source,
             threshold=float(cfg["threshold"]),
@@ -124,7 +123,7 @@ def format_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         excursion_alert(
             "format_regression",
             exc,
-            f"format compliance fell from {exc.baseline:.0%} to {exc.extreme:.0%} from step {exc.onset_step}"
+            f"format compliance {when(exc, pct)} (from its peak {pct(exc.baseline)})"
             + (f" (the run's format reward {source}, scaled to its range)" if scalar else ""),
             critical=drop >= float(cfg["critical_drop"]),
             extreme_key="lowest_rolling_median",
@@ -216,14 +215,14 @@ def truncation(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     cap, cap_from = _cap_from_info(ctx)
     ids: list[int] = []
     if ctx.has_generations:
-        cand = ctx.train_samples().filter((pl.col(C.STEP) >= exc.onset_step) & ~pl.col(HAS_ANSWER))
+        cand = onset_period(ctx, ctx.train_samples(), exc).filter(~pl.col(HAS_ANSWER))
         ids = ctx.pick_samples(cand, order_by=N_TOKENS)
     return [
         excursion_alert(
             "truncation",
             exc,
-            f"completions hit the length limit: {exc.extreme:.0%} of them at the worst (rolling median, "
-            f"warning at {float(cfg['threshold']):.0%}) from step {exc.onset_step}"
+            f"the share of completions cut at the length limit {when(exc, pct)} (rolling median; "
+            f"warning at {pct(float(cfg['threshold']))})"
             + (" while the reward fell" if reward_falls else ""),
             critical=exc.extreme >= float(cfg["critical_threshold"]) or reward_falls,
             signal=source,

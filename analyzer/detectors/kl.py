@@ -128,6 +128,7 @@ def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 }
     if over is not None or superlinear is not None:
         peak = float(smooth[w:].max())
+        peak_step = int(x[w + int(np.argmax(smooth[w:]))])
         severe = peak >= crit_level or (over is not None and superlinear is not None)
         if over is not None:
             # KL grows multiplicatively: date the take-off on the log scale, where it is a ramp
@@ -137,7 +138,7 @@ def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             onset = int(superlinear["onset_step"])
         parts = []
         if over is not None:
-            parts.append(f"above its budget {budget:g} per {unit} from step {int(x[over])}")
+            parts.append(f"above its budget {budget:g} per {unit} (held from step {int(x[over])})")
         if superlinear is not None:
             parts.append(
                 f"growing super-linearly from step {superlinear['onset_step']} "
@@ -150,12 +151,16 @@ def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 "kl_explosion",
                 Severity.CRITICAL if severe else Severity.WARNING,
                 onset,
-                f"KL {' and '.join(parts)}; peak rolling median {peak:.4g}",
+                f"KL from step {onset}: {' and '.join(parts)}; rising to a rolling median of "
+                f"{peak:.4g} by step {peak_step}",
                 unit=unit,
                 budget=budget,
                 critical_level=crit_level,
                 baseline=float(np.median(y[:w])),
                 peak_rolling_median=peak,
+                onset_step=onset,
+                first_evidence_step=int(x[over]) if over is not None else onset,
+                peak_step=peak_step,
                 last=float(smooth[-1]),
                 exceeded_budget_at=None if over is None else int(x[over]),
                 superlinear=superlinear,

@@ -8,6 +8,7 @@ from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import excursion_alert, find_drop_from_peak, find_excursion
 from analyzer.detectors.base import DetectorContext, Skip, register
+from analyzer.detectors.headline import when
 from analyzer.model import Alert
 
 
@@ -39,8 +40,8 @@ def value_reward_mismatch(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Ale
             excursion_alert(
                 "value_reward_mismatch",
                 exc,
-                f"the value head's explained variance fell from {exc.baseline:.2f} to {exc.extreme:.2f} "
-                f"from step {exc.onset_step}",
+                f"the value head's explained variance {when(exc, lambda v: f'{v:.2f}')} (from its "
+                f"peak {exc.baseline:.2f})",
                 critical=exc.extreme <= float(cfg["critical_level"]),
                 extreme_key="lowest_rolling_median",
                 baseline_key="peak",
@@ -58,7 +59,8 @@ def value_reward_mismatch(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Ale
         excursion_alert(
             "value_reward_mismatch",
             exc,
-            f"value loss grew {exc.extreme / max(exc.baseline, 1e-12):.1f}× its warm-up level from step {exc.onset_step}",
+            f"value loss {when(exc, lambda v: f'{v:.4g}')} "
+            f"({exc.extreme / max(exc.baseline, 1e-12):.1f}× its warm-up level {exc.baseline:.4g})",
             critical=False,
             signal=C.VALUE_LOSS,
             sample_ids=[],

@@ -153,7 +153,11 @@ def reward_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """The reward, a reward component or an eval score falling from its peak and staying down."""
     ctx.skip_if_too_short()
     rs = reward_signal(ctx)
-    comps = {k: v for k, v in component_columns(ctx).items() if not (_AGGREGATE.match(k) or _PREFERENCE.match(k))}
+    comps = {
+        k: v
+        for k, v in component_columns(ctx).items()
+        if not (_AGGREGATE.match(k) or _PREFERENCE.match(k))
+    }
     evals = eval_quality_columns(ctx)
     if rs is None and not comps and not evals:
         raise Skip("needs a reward, a reward component or an eval score")

@@ -24,6 +24,7 @@ from analyzer.detectors._common import (
     reward_signal,
 )
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors.headline import onset_period, pct, when
 from analyzer.detectors.text import CORRECT, HAS_ANSWER, N_TOKENS
 from analyzer.model import Alert, Severity
 
@@ -100,13 +101,19 @@ def _proxy_vs_truth(
         if rtr.z < 0 or r_late < r_at_peak - r_noise:
             continue
         onset = stats.onset_step(tx, ty, lo=max(0, p - 2))
+        # the first step the evidence held: the smoothed truth at least min_drop below its peak
+        below = np.nonzero(smooth[p:] <= smooth[p] - min_drop)[0]
+        first = int(tx[p + int(below[0])]) if below.size else int(tx[-tail])
+        first = max(first, onset)
         ids: list[int] = []
         if ctx.has_generations:
             import polars as pl
 
             ids = ctx.pick_samples(
                 ctx.train_samples()
-                .filter((pl.col(C.STEP) >= onset) & (pl.col(CORRECT) == 0))
+                .filter(
+                    (pl.col(C.STEP) >= onset) & (pl.col(C.STEP) <= first) & (pl.col(CORRECT) == 0)
+                )
                 .sort(C.TOTAL_REWARD, descending=True)
             )
         crit = is_acc and drop >= float(cfg["critical_accuracy_drop"])
@@ -115,12 +122,16 @@ def _proxy_vs_truth(
                 "reward_hacking",
                 Severity.CRITICAL if crit else Severity.WARNING,
                 onset,
-                f"{rname} held or rose ({r_at_peak:.4g} → {r_late:.4g}) while {tname} fell "
-                f"from {smooth[p]:.4g} to {late:.4g} from step {onset}",
+                f"{rname} held or rose ({r_at_peak:.4g} → {r_late:.4g}) while {tname} fell from "
+                f"step {onset} (held from step {first}): from its peak {smooth[p]:.4g} at step "
+                f"{int(tx[p])} to {late:.4g} over the last {tail} points",
                 check="proxy_up_truth_down",
                 proxy=rname,
                 truth=tname,
                 truth_peak=float(smooth[p]),
+                onset_step=onset,
+                first_evidence_step=first,
+                peak_step=int(tx[p]),
                 truth_late=late,
                 truth_drop=drop,
                 truth_fall_z=z_fall,
@@ -170,14 +181,14 @@ def _verifier_disagreement(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Al
         if exc is None:
             continue
         ids = ctx.pick_samples(
-            flagged.filter((pl.col("_dis") == 1) & (pl.col(C.STEP) >= exc.onset_step)).sort(C.STEP)
+            onset_period(ctx, flagged.filter(pl.col("_dis") == 1), exc).sort(C.STEP)
         )
         out.append(
             excursion_alert(
                 "reward_hacking",
                 exc,
-                f"the verifier '{name}' calls {exc.extreme:.0%} of completions correct that are wrong by exact match "
-                f"(warm-up {exc.baseline:.0%}) from step {exc.onset_step}: a lenient check is being exploited",
+                f"the share of completions the verifier '{name}' calls correct that are wrong by exact "
+                f"match {when(exc, pct)} (warm-up {pct(exc.baseline)}): a lenient check is being exploited",
                 critical=exc.extreme >= float(cfg["disagreement_critical"]),
                 extreme_key="disagreement_rate",
                 check="verifier_disagreement",
@@ -448,9 +459,7 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             corr_late = float(np.median(cvals))
             ev["within_step_corr_late"] = corr_late
         ids = ctx.pick_samples(
-            s.filter(pl.col(C.STEP) >= exc.onset_step)
-            .sort(C.TOTAL_REWARD, descending=True)
-            .head(50),
+            onset_period(ctx, s, exc).sort(C.TOTAL_REWARD, descending=True).head(50),
             order_by=N_TOKENS,
         )
     elif ctx.has(C.GEN_REWARD_LENGTH_CORR):
@@ -487,7 +496,8 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             "length_hacking",
             Severity.CRITICAL if crit else Severity.WARNING,
             exc.onset_step,
-            f"completion length grew {ev['growth']:.1f}× from step {exc.onset_step} while the reward rose "
+            f"completion length grew {ev['growth']:.1f}× from step {exc.onset_step} (held from step "
+            f"{exc.detect_step}; longest {exc.extreme:.0f} by step {exc.extreme_step}) while the reward rose "
             f"({r_base:.3g} → {r_late:.3g})"
             + (" and accuracy did not" if acc_flat else "")
             + (f"; length explains {explained:.0%} of the gain" if explained is not None else "")
@@ -497,6 +507,9 @@ def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 else ""
             ),
             detected_at=exc.detect_step,
+            onset_step=exc.onset_step,
+            first_evidence_step=exc.detect_step,
+            peak_step=exc.extreme_step,
             sample_ids=ids,
             **ev,
         )
