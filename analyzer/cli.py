@@ -317,22 +317,78 @@ def samples(run: Path, question_id: str | None, prompt: str | None, split: str |
     "--embeddings/--no-embeddings",
     default=False,
     show_default=True,
-    help="Score drift with the embedding model, as a default `analyze` does (slower); without it "
-    "drift is lexical (TF-IDF), as `analyze --no-embeddings`.",
+    help="Score drift with the embedding model, as a default `analyze` does (slower; each run's "
+    "own embedding cache is reused); without it drift is lexical (TF-IDF), as `analyze --no-embeddings`.",
 )
-def compare(runs: tuple[Path, ...], embeddings: bool) -> None:
-    """Compare runs side by side: verdicts, alerts and key metrics first/last.
+@click.option(
+    "-o",
+    "--output",
+    "output_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Also write compare.md, compare.html and plots/compare-*.png into this folder.",
+)
+@click.option(
+    "--baseline",
+    type=RunPath(path_type=Path),
+    metavar="RUN",
+    help="Judge the other runs against this one (one of the runs, or added as the first): "
+    "--fail-on then counts only the alerts it lacks.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_ON_CHOICES),
+    default=None,
+    help="Exit 1 when a run has an alert at or above this severity (with --baseline: a new one). "
+    "Default: never; warning with --baseline.",
+)
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Draw curves for the N best runs by --by.")
+@click.option("--by", "by", metavar="METRIC", help="Rank the runs by this metric's final value, the mean of its last 10% of steps "
+              "(default: the first key metric the runs have with a better direction, e.g. reward).")
+@click.option("--no-plots", is_flag=True, help="Skip the curves (compare.md/html without figures).")
+@click.pass_context
+def compare(
+    ctx: click.Context,
+    runs: tuple[Path, ...],
+    embeddings: bool,
+    output_dir: Path | None,
+    baseline: Path | None,
+    fail_on: str | None,
+    top: int,
+    by: str | None,
+    no_plots: bool,
+) -> None:
+    """Compare runs side by side: verdicts, alerts and key metrics; with -o, a report.
 
+    \b
+    Exit codes: 0 nothing fails --fail-on (default never; warning with --baseline), 1 a run has
+    an alert at or above it (with --baseline: one the baseline lacks), 2 bad input,
+    70 internal error, 130 interrupted.
     \b
     Example:
         logscan compare runs/001 runs/002
-        logscan compare runs/001 runs/002 --embeddings
+        logscan compare runs/main runs/pr-42 --baseline runs/main -o compare/
+        logscan compare sweep/* -o sweep-report/ --top 5 --by gen_accuracy
     """
-    from analyzer.compare import compare_text
+    from analyzer.compare import run_compare
+    from analyzer.report.compare_view import format_comparison, format_gate
 
-    if len(runs) < 2:
+    if len(runs) + (baseline is not None) < 2:
         raise click.UsageError("compare needs at least two runs")
-    click.echo(compare_text(list(runs), embeddings=embeddings))
+    if output_dir is not None:
+        ctx.meta[OUTPUT_DIR_META] = output_dir
+    result = run_compare(
+        list(runs), embeddings=embeddings, output=output_dir, baseline=baseline, fail_on=fail_on,
+        top=top, by=by, plots=not no_plots,
+    )
+    click.echo(format_comparison(result.analyses, result.paths, by=by))
+    for line in format_gate(result.analyses, result.paths, result.fail_on, baseline=result.baseline):
+        click.echo(line)
+    if result.reused:
+        click.echo(f"embeddings: {result.reused:,} read from the runs' own caches (nothing written into the runs)")
+    if result.written:
+        shown = [p for p in result.written if p.suffix in (".md", ".html")]
+        click.echo("Wrote " + ", ".join(str(p) for p in shown) + f" ({len(result.written) - len(shown)} plot(s) beside them)")
+    ctx.exit(result.exit_code)
 
 
 @cli.command()

@@ -226,6 +226,22 @@ def resolve_model(name_or_path: str | None = None, *, hf_cache: Path | None = No
 # --- the on-disk cache --------------------------------------------------------------------------
 
 
+def _select(db: sqlite3.Connection, model: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+    """The cached vectors of ``keys`` (those found) for ``model``."""
+    import numpy as np
+
+    found: dict[bytes, np.ndarray] = {}
+    step = 900  # below sqlite's default limit on bound parameters
+    for i in range(0, len(keys), step):
+        chunk = keys[i : i + step]
+        q = f"SELECT key, dim, vec FROM emb WHERE model = ? AND key IN ({','.join('?' * len(chunk))})"
+        for key, dim, vec in db.execute(q, (model, *chunk)):
+            arr = np.frombuffer(vec, dtype=np.float32)
+            if arr.size == dim:
+                found[bytes(key)] = arr
+    return found
+
+
 class EmbeddingCache:
     """Append-only sqlite store: (model id, sha256 of text) → float32 vector.
 
@@ -246,18 +262,7 @@ class EmbeddingCache:
         self._db.commit()
 
     def get(self, model: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
-        import numpy as np
-
-        found: dict[bytes, np.ndarray] = {}
-        step = 900  # below sqlite's default limit on bound parameters
-        for i in range(0, len(keys), step):
-            chunk = keys[i : i + step]
-            q = f"SELECT key, dim, vec FROM emb WHERE model = ? AND key IN ({','.join('?' * len(chunk))})"
-            for key, dim, vec in self._db.execute(q, (model, *chunk)):
-                arr = np.frombuffer(vec, dtype=np.float32)
-                if arr.size == dim:
-                    found[bytes(key)] = arr
-        return found
+        return _select(self._db, model, keys)
 
     def put(self, model: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
         import numpy as np
@@ -273,6 +278,67 @@ class EmbeddingCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+class ReadOnlyCache:
+    """Another analysis' cache, read without changing it (``logscan compare`` reads each run's
+    ``logscan/cache/``): opened ``immutable``, so SQLite creates no ``-wal``/``-shm`` file beside
+    it and takes no lock. A cache being written meanwhile may miss its newest entries or fail to
+    read: either is a cache miss, never an error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+            self._db.execute("SELECT 1 FROM emb LIMIT 1").fetchall()
+        except sqlite3.Error:  # not a cache (or an older layout): nothing to reuse
+            self.close()
+
+    def get(self, model: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        if self._db is None:
+            return {}
+        try:
+            return _select(self._db, model, keys)
+        except sqlite3.Error:
+            return {}
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+class LayeredCache:
+    """Looks a text up in ``own`` (written to, may be None) and then in each read-only cache;
+    stores new vectors in ``own`` only. ``served_by_others`` counts the vectors the read-only
+    caches supplied."""
+
+    def __init__(self, own: EmbeddingCache | None, others: Sequence[ReadOnlyCache]) -> None:
+        self.own = own
+        self.others = list(others)
+        self.path: Path | None = own.path if own is not None else None
+        self.served_by_others = 0
+
+    def get(self, model: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        found = self.own.get(model, keys) if self.own is not None else {}
+        for other in self.others:
+            missing = [k for k in keys if k not in found]
+            if not missing:
+                break
+            more = other.get(model, missing)
+            self.served_by_others += len(more)
+            found.update(more)
+        return found
+
+    def put(self, model: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        if self.own is not None:
+            self.own.put(model, keys, vectors)
+
+    def close(self) -> None:
+        for cache in (self.own, *self.others):
+            if cache is not None:
+                cache.close()
 
 
 # --- encoders --------------------------------------------------------------------------------------
@@ -474,7 +540,9 @@ class Encoder(_Counts):
         self.device: str | None = None
         self.batch_size = batch_size
         self.progress = progress
-        self.cache = EmbeddingCache(Path(cache_dir) / CACHE_FILE) if cache_dir is not None else None
+        self.cache: EmbeddingCache | LayeredCache | None = (
+            EmbeddingCache(Path(cache_dir) / CACHE_FILE) if cache_dir is not None else None
+        )
         self._cache_model = f"{self.name}#v{CACHE_VERSION}"
         self._model: Any = None
         super().__init__()
@@ -486,7 +554,7 @@ class Encoder(_Counts):
         stamp = ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in weights)
         digest = hashlib.sha256(f"{self.name}|{stamp}".encode()).hexdigest()[:16]
         roots = [user_cache_dir() / "onnx"]
-        if self.cache is not None:
+        if self.cache is not None and self.cache.path is not None:  # a LayeredCache may write nowhere
             roots.append(self.cache.path.parent / "onnx")
         for root in roots:
             target = root / digest / "model.onnx"

@@ -32,6 +32,8 @@ from analyzer.verdict import (
 if TYPE_CHECKING:
     import polars as pl
 
+    from analyzer.embeddings import EncoderLike
+
 
 @dataclass(frozen=True, slots=True)
 class AnalyzeOptions:
@@ -53,6 +55,8 @@ class AnalyzeOptions:
     # Not CLI options: ``compare`` and ``watch`` judge runs without writing into them.
     write_outputs: bool = True
     drift: bool = True
+    # ``compare`` shares one encoder (and its caches) across the runs it analyzes
+    encoder: EncoderLike | None = None
     # --full: read every file whole instead of only what was appended since the last analysis
     full: bool = False
 
@@ -253,7 +257,7 @@ def _score_drift(run: RunData, options: AnalyzeOptions, out_dir: Path, notes: li
         device=options.device,
         cache_dir=out_dir / "cache" if options.write_outputs else None,
     )
-    return drift_mod.score_drift(run, options=drift_options)
+    return drift_mod.score_drift(run, encoder=options.encoder, options=drift_options)
 
 
 def _write_reports(

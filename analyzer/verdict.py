@@ -12,7 +12,7 @@ Cheap to import (the model and the error codes only): the CLI reads ``FAIL_ON_CH
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast, get_args
 
 from analyzer.errors import EXIT_ALERTS, EXIT_OK, ConfigError
@@ -83,6 +83,58 @@ def exit_code(analysis: Analysis) -> int:
     if analysis.fail_on == "limited":
         return EXIT_OK if analysis.verdict == "healthy" else EXIT_ALERTS
     return EXIT_ALERTS if alerts_at_or_above(analysis, analysis.fail_on) else EXIT_OK
+
+
+def new_alerts(baseline: Iterable[Alert], candidate: Iterable[Alert]) -> list[Alert]:
+    """The candidate's alerts the baseline lacks, in the one alert order: a kind the baseline did
+    not raise, or raised only at a lower severity (a critical ``kl_explosion`` is new beside a
+    warning one; a warning beside a critical is not). ``compare --baseline``'s regression gate."""
+    worst: dict[str, int] = {}
+    for a in baseline:
+        worst[a.kind] = max(worst.get(a.kind, -1), a.severity.rank)
+    return sort_alerts(a for a in candidate if a.severity.rank > worst.get(a.kind, -1))
+
+
+def compare_failures(
+    analyses: Sequence[Analysis], fail_on: str, *, baseline: int | None = None
+) -> dict[int, list[Alert]]:
+    """What fails ``logscan compare``, by run index: without a baseline, each run's alerts at or
+    above ``fail_on``; with ``baseline`` (an index into ``analyses``), each other run's *new*
+    alerts (``new_alerts``) at or above it. ``limited`` fails warnings and above; ``never``
+    nothing. A run that fails only by its verdict (``limited``, ``too_short``) is in
+    ``compare_verdict_failures``."""
+    threshold = alert_threshold(fail_on)
+    if threshold is None:
+        return {}
+    out: dict[int, list[Alert]] = {}
+    for i, a in enumerate(analyses):
+        if i == baseline:
+            continue
+        alerts = new_alerts(analyses[baseline].alerts, a.alerts) if baseline is not None else sort_alerts(a.alerts)
+        failing = [x for x in alerts if x.severity.rank >= threshold.rank]
+        if failing:
+            out[i] = failing
+    return out
+
+
+def compare_verdict_failures(analyses: Sequence[Analysis], fail_on: str, *, baseline: int | None = None) -> list[int]:
+    """``--fail-on limited`` in ``compare``: the runs whose verdict is not ``healthy`` (with a
+    baseline: the other runs whose verdict is worse than the baseline's)."""
+    if fail_on != "limited":
+        return []
+    if baseline is None:
+        return [i for i, a in enumerate(analyses) if a.verdict != "healthy"]
+    rank = {v: n for n, v in enumerate(VERDICTS)}  # worst first
+    base = rank.get(analyses[baseline].verdict, len(VERDICTS))
+    return [i for i, a in enumerate(analyses) if i != baseline and rank.get(a.verdict, len(VERDICTS)) < base]
+
+
+def compare_exit_code(analyses: Sequence[Analysis], fail_on: str, *, baseline: int | None = None) -> int:
+    """1 when ``compare_failures`` or ``compare_verdict_failures`` names a run, else 0."""
+    failed = compare_failures(analyses, fail_on, baseline=baseline) or compare_verdict_failures(
+        analyses, fail_on, baseline=baseline
+    )
+    return EXIT_ALERTS if failed else EXIT_OK
 
 
 def alert_order(alert: Alert) -> tuple[int, int, str]:
