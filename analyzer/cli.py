@@ -393,7 +393,13 @@ def compare(
 
 @cli.command()
 @run_argument
-@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Seconds between refreshes.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=0.5,
+    show_default=True,
+    help="Seconds between refreshes (never less than the last refresh took).",
+)
 @click.option("--once", is_flag=True, help="Print one snapshot and exit (for scripts and tests).")
 @click.option(
     "--stop-on",
@@ -401,19 +407,37 @@ def compare(
     default=None,
     help="Ask the run to stop (writes RUN/STOP) when an alert at or above this severity fires.",
 )
-def watch(run: Path, interval: float, once: bool, stop_on: str | None) -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="The detailed view: per-function rewards, PPO mechanics, accuracy and format, the latest "
+    "completions with their rewards, the newest alerts' evidence.",
+)
+@click.option("--plain", is_flag=True, help="One line per refresh, as when stdout is not a terminal (CI logs).")
+def watch(run: Path, interval: float, once: bool, stop_on: str | None, verbose: bool, plain: bool) -> None:
     """Live terminal view of a running run: latest metrics and alerts, refreshed.
+
+    Each refresh reads only what the run appended. On a terminal the view is redrawn in place
+    (--verbose: the detailed one); otherwise, or with --plain, one line per refresh.
 
     \b
     Example:
         logscan watch runs/001 --stop-on critical
+        logscan watch runs/001 -v
     """
     from analyzer.ingest.remote import display_url, is_url
     from analyzer.watch import watch_run
 
     if is_url(run):
         raise InputError(f"{display_url(str(run))}: watch follows a local run as it is written; for a run in object storage use logscan analyze")
-    watch_run(run, interval=interval, once=once, stop_on=stop_on, echo=click.echo)
+    if once or plain or not sys.stdout.isatty():
+        watch_run(run, interval=interval, once=once, stop_on=stop_on, echo=click.echo)
+        return
+    from analyzer.report.watch_live import LiveDisplay
+
+    with LiveDisplay(verbose=verbose) as view:
+        watch_run(run, interval=interval, stop_on=stop_on, echo=view.echo, display=view.show)
 
 
 @cli.command()

@@ -1,15 +1,15 @@
 """``logscan watch``: a live terminal view of a run that is still being written.
 
-Every refresh re-ingests the whole run (simple and always consistent with ``logscan analyze``;
-Polars keeps it quick), rebuilds the metrics and runs the detectors — drift, the expensive stage,
-is skipped — then prints the latest value of the key metrics and the alerts. With ``stop_on`` it
-asks the run to stop through ``trainer_hooks.request_stop`` (the STOP file the training loop
+Each refresh reads only what the run appended since the last one and recomputes the metrics of
+the steps it touched (``analyzer.live.LiveRun``: the result equals a from-scratch analysis), then
+runs the detectors — drift, the expensive stage, is skipped — and draws the view: the rich views
+of ``analyzer.report.watch_live`` on a terminal, one line per refresh otherwise. With ``stop_on``
+it asks the run to stop through ``trainer_hooks.request_stop`` (the STOP file the training loop
 polls) the first time an alert at or above that severity fires.
 
 Two things keep it light on the machine that trains: a refresh whose run files have not changed
-(same names, sizes and modification times) re-reads nothing and prints one line; and the wait
-between refreshes is never shorter than the last analysis took, so a run too big to re-read every
-``interval`` seconds is analysed at most half of the time instead of back to back.
+(same names, sizes and modification times) reads nothing; and the wait between refreshes is never
+shorter than the last refresh took, so a refresh never runs back to back with the previous one.
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyzer.errors import InputError
 from analyzer.model import Analysis
 from analyzer.report.watch_view import snapshot_text
+
+if TYPE_CHECKING:
+    from analyzer.live import LiveRun
 
 FINISHED_STATUSES = ("finished", "crashed")
 
@@ -47,30 +50,36 @@ def run_fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(out))
 
 
-def snapshot(path: Path) -> Analysis:
-    from analyzer.pipeline import AnalyzeOptions, analyze
-
-    return analyze(path, AnalyzeOptions(write_outputs=False, drift=False))
+def snapshot(live: LiveRun) -> Analysis:
+    """One refresh: what was appended since the last one, read and analysed (analyzer.live)."""
+    return live.refresh()
 
 
 def watch_run(
     path: str | Path,
     *,
-    interval: float = 5.0,
+    interval: float = 0.5,
     once: bool = False,
     stop_on: str | None = None,
     echo: Callable[[str], Any] = print,
     stop_event: threading.Event | None = None,
+    display: Callable[[Analysis, float], Any] | None = None,
 ) -> int:
     """Refresh every ``interval`` seconds until the run finishes, Ctrl-C, ``once`` or ``stop_event``.
 
-    Returns 0 (the exit code): watching is not judging; ``logscan analyze`` is the CI gate.
+    ``display(analysis, seconds the refresh took)`` draws each refresh (the rich view on a
+    terminal, analyzer.report.watch_live); without it each refresh is one line through ``echo``
+    (``once``: the snapshot's block). Returns 0 (the exit code): watching is not judging;
+    ``logscan analyze`` is the CI gate.
     """
+    from analyzer.live import LiveRun
+    from analyzer.report.watch_live import plain_line
     from analyzer.verdict import alerts_at_or_above
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist; give the run folder the training process writes to")
+    live = LiveRun(path)
     waiter = stop_event or threading.Event()
     stop_requested = False
     seen: tuple[tuple[str, int, int], ...] | None = None
@@ -79,16 +88,20 @@ def watch_run(
         while True:
             fingerprint = run_fingerprint(path)
             if fingerprint == seen:
-                now = _dt.datetime.now().strftime("%H:%M:%S")
-                echo(f"[{now}] no new records")
+                if display is None:
+                    now = _dt.datetime.now().strftime("%H:%M:%S")
+                    echo(f"[{now}] no new records")
                 if waiter.wait(max(interval, took)):
                     return 0
                 continue
             started = time.perf_counter()
-            analysis = snapshot(path)
+            analysis = snapshot(live)
             took = time.perf_counter() - started
             seen = fingerprint
-            echo(snapshot_text(analysis))
+            if display is not None:
+                display(analysis, took)
+            else:
+                echo(snapshot_text(analysis) if once else plain_line(analysis, took))
             if stop_on and not stop_requested:
                 hits = alerts_at_or_above(analysis, stop_on)
                 if hits:
