@@ -72,6 +72,7 @@ _RL_OPTIONAL = (
     "semantic_drift",
     "reward_regression",
     "extreme_values",
+    "coherence_loss",
 )
 # PPO (a critic was logged): groups do not exist, the critic must be checked instead.
 _PPO_SWAP = ("reward_std_collapse", "value_reward_mismatch")
@@ -141,6 +142,7 @@ REMEDIES: dict[str, tuple[str | None, str | None]] = {
     "reward_std_collapse": (COMPLETIONS, "log each completion's group_id (or question_id)"),
     "mode_collapse": (COMPLETIONS, None),
     "repetition": (COMPLETIONS, None),
+    "coherence_loss": (COMPLETIONS, None),
     "format_regression": (COMPLETIONS, None),
     "truncation": (COMPLETIONS, None),
     "value_reward_mismatch": ("log value_loss or explained_variance", "log value_loss or explained_variance"),

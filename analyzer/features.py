@@ -199,6 +199,7 @@ class Conventions:
             "answer_from": list(self.answer_from),
             "source": self.source,
             "pattern": self.pattern,
+            "described": self.describe(),
         }
 
 

@@ -297,3 +297,6 @@ class Analysis:
     output_dir: str | None = None
     outputs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # How the completions' answers and format were read (analyzer.features.Conventions.as_dict()),
+    # set by analyzer.pipeline; None without completions.
+    conventions: dict[str, Any] | None = None

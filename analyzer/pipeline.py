@@ -144,9 +144,10 @@ def analyze_run(
         from analyzer.metrics import compute_metrics
 
         tags = _section(config, "general").get("tags") or DEFAULT_TAGS
+        pattern = str(_section(config, "general").get("answer_pattern") or "")
         # one row per completion, built once: the metrics aggregate it, the detectors read it
-        features = build_features(run, tags=tuple(tags))
-        metrics = compute_metrics(run, tags=tuple(tags), features=features)
+        features = build_features(run, tags=tuple(tags), answer_pattern=pattern)
+        metrics = compute_metrics(run, tags=tuple(tags), features=features, answer_pattern=pattern)
 
     out_dir = output_dir_for(run_path, options)
     drift: DriftResult | None = None
@@ -176,6 +177,9 @@ def analyze_run(
         fail_on=fail_on,
         timings=timings,
         notes=notes,
+        conventions=(
+            features.conventions.as_dict() if features is not None and features.conventions is not None else None
+        ),
     )
     from analyzer.coverage import coverage_of
 

@@ -38,8 +38,19 @@ KINDS: dict[str, tuple[bool, str]] = {
     "log_integrity": (False, "warning"),
     "catastrophic_forgetting": (False, "warning"),
     "semantic_drift": (False, "info"),
+    "length_without_accuracy": (True, "warning"),
+    "coherence_loss": (True, "warning"),
     "reward_regression": (False, "warning"),
 }
+
+# the alert kind a scenario kind must raise, where the two differ (a check inside another detector)
+ALERT_KIND: dict[str, str] = {"length_without_accuracy": "length_hacking"}
+
+
+def alert_kind(kind: str) -> str:
+    """The alert kind that detects scenario ``kind``."""
+    return ALERT_KIND.get(kind, kind)
+
 
 _WORDS = (
     "first we add the numbers then carry over the tens so total becomes check each digit again "
@@ -97,12 +108,19 @@ def make_scenario(
     rep = np.zeros(n)  # share of completions stuck in a loop
     cut = np.zeros(n) + 0.01  # share truncated at the cap
     saturate = np.zeros(n)  # push accuracy/format toward 1 (zero-spread groups)
+    garble = np.zeros(n)  # share of completions losing coherence (scripts, gibberish, broken tags)
 
     if kind == "reward_hacking":
         hack = 0.85 * _ramp(t, k0, 0.08 * n)
     elif kind == "length_hacking":
         length = length + 140 * _ramp(t, k0, 0.15 * n)
         acc = np.where(t >= k0, acc[min(k0, n) - 1], acc)
+    elif kind == "length_without_accuracy":
+        # completions grow 3x, accuracy stalls and the reward with it: nothing pays for the length
+        length = length + 150 * _ramp(t, k0, 0.15 * n)
+        acc = np.where(t >= k0, acc[min(k0, n) - 1], acc)
+    elif kind == "coherence_loss":
+        garble = 0.8 * _ramp(t, k0, 0.05 * n)
     elif kind == "mode_collapse":
         dup = 0.97 * _ramp(t, k0, 0.05 * n)
     elif kind == "repetition":
@@ -138,6 +156,7 @@ def make_scenario(
             dup,
             rep,
             cut,
+            garble,
             prompts_per_step,
             group_size,
             noise,
@@ -262,6 +281,25 @@ def _text(rng: np.random.Generator, n_words: int) -> str:
     return " ".join(rng.choice(_WORDS, size=max(3, n_words)).tolist())
 
 
+_FOREIGN = ("所以我们需要计算", "этот ответ верный", "إذن الجواب", "따라서 답은", "それでは次に")
+_JUNK = ("<;<;<;", "xkcdqrtz", "}{>|<&%@", "zxcvbnmqw", "#@&%<>;")
+
+
+def _garbled(rng: np.random.Generator, reasoning: str) -> str:
+    """A completion losing coherence (R1-Zero-style): its reasoning switches script mid-answer,
+    fills with junk tokens, or breaks into stray nested tags (one of these, at random)."""
+    words = reasoning.split()
+    cut = max(1, len(words) // 2)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        tail = " ".join(rng.choice(_FOREIGN, size=3).tolist())
+    elif kind == 1:
+        tail = " ".join(rng.choice(_JUNK, size=4).tolist())
+    else:
+        tail = "<ref><correct><step>" + " ".join(words[cut:]) + "</step><answer><ref>"
+    return " ".join(words[:cut]) + " " + tail
+
+
 # columns of a completion that describe its prompt (shared by the group) / the completion itself
 _PROMPT_COLUMNS = ("step", "split", "question_id", "group_id", "question", "ground_truth_answer")
 _COMPLETION_COLUMNS = (
@@ -287,6 +325,7 @@ def _generations(
     dup: np.ndarray,
     rep: np.ndarray,
     cut: np.ndarray,
+    garble: np.ndarray,
     prompts: int,
     group: int,
     noise: float,
@@ -315,6 +354,8 @@ def _generations(
             reasoning = " ".join([phrase] * max(6, n_words // 5))
         else:
             reasoning = _text(rng, n_words)
+        if rng.random() < garble[i]:
+            reasoning = _garbled(rng, reasoning)
         answer = truth if correct else str(int(truth) + int(rng.integers(1, 9)))
         if exploit:
             answer = f"{int(truth) - 1} or {truth} or {int(truth) + 1}"

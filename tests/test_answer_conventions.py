@@ -253,3 +253,44 @@ def test_a_logged_accuracy_reward_is_a_truth_signal_for_reward_hacking() -> None
     hack = [a for a in alerts if a.kind == "reward_hacking" and a.evidence.get("check") == "proxy_up_truth_down"]
     assert hack and "accuracy_reward" in hack[0].evidence["truth"], [(a.kind, a.message) for a in alerts]
     assert abs(hack[0].step - 60) <= 6
+
+
+# ---- the coverage is shown wherever the recomputed accuracy is ---------------------------------
+
+
+def test_reports_show_the_accuracy_with_its_coverage(tmp_path: Path, repo_root: Path) -> None:
+    import json
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from analyzer.pipeline import AnalyzeOptions, analyze_run
+
+    run = dapo_twin()
+    out = tmp_path / "out"
+    analysis = analyze_run(run, AnalyzeOptions(output_dir=out, no_embeddings=True), run_path=tmp_path, config=None)
+    assert analysis.conventions is not None and analysis.conventions["reasoning_tag"] == "think"
+    data = json.loads((out / "analysis.json").read_text())
+    jsonschema.validate(data, json.loads((repo_root / "analyzer" / "analysis.schema.json").read_text()))
+    answers = data["summary"]["answers"]
+    assert answers["conventions"]["answer_from"][:2] == ["answer_line", "after_reasoning"]
+    assert 0.5 < answers["coverage"] <= 1 and answers["coverage_min_step"] >= 0
+    assert C.GEN_ANSWER_COVERAGE in data["metrics"]
+    md = (out / "report.md").read_text()
+    note = f"answers read from {answers['coverage']:.0%} of the completions with a ground truth"
+    # beside the accuracy in the metrics table, in the plots' captions, and how answers were read
+    assert f"`{C.GEN_ACCURACY}` ({note}" in md
+    assert f"accuracy from {note}" in md
+    assert "Completions were read with tags &lt;think&gt; (from the prompts)" in md
+    html = (out / "report.html").read_text()
+    assert note in html and "accuracy from" in html
+
+
+def test_no_completions_no_answers_summary(tmp_path: Path) -> None:
+    import json
+
+    from analyzer.pipeline import AnalyzeOptions, analyze_run
+
+    steps = pl.DataFrame({C.STEP: list(range(20)), C.REWARD: [0.1 * i for i in range(20)]})
+    run = RunData(path="<scalars>", steps=steps, generations=None, report=IngestReport("test"))
+    out = tmp_path / "out"
+    analyze_run(run, AnalyzeOptions(output_dir=out, no_embeddings=True, no_plots=True), run_path=tmp_path)
+    assert json.loads((out / "analysis.json").read_text())["summary"]["answers"] is None

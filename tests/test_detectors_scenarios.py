@@ -7,7 +7,7 @@ from functools import cache
 
 import polars as pl
 import pytest
-from detector_scenarios import KINDS, delay_tolerance, make_scenario, severity_rank
+from detector_scenarios import KINDS, alert_kind, delay_tolerance, make_scenario, severity_rank
 
 from analyzer.detectors import REGISTRY, run_detectors
 from analyzer.features import build_features
@@ -40,7 +40,7 @@ def no_internal_errors(statuses: list[DetectorStatus]) -> None:
 def test_kind_is_detected_at_its_onset(kind: str, seed: int) -> None:
     sc, alerts, statuses = analyse(kind, seed, 1.0 if seed == 0 else 2.0)
     no_internal_errors(statuses)
-    mine = [a for a in alerts if a.kind == kind]
+    mine = [a for a in alerts if a.kind == alert_kind(kind)]
     assert mine, (
         f"{sc.name}: no {kind} alert; got {[(a.kind, a.severity.value, a.step) for a in alerts]}"
     )

@@ -29,6 +29,7 @@ from analyzer.detectors import regression as _regression  # noqa: F401  isort: s
 from analyzer.detectors import kl as _kl  # noqa: F401  isort: skip
 from analyzer.detectors import collapse as _collapse  # noqa: F401  isort: skip
 from analyzer.detectors import generation as _generation  # noqa: F401  isort: skip
+from analyzer.detectors import coherence as _coherence  # noqa: F401  isort: skip
 from analyzer.detectors import ppo as _ppo  # noqa: F401  isort: skip
 from analyzer.detectors import preference as _preference  # noqa: F401  isort: skip
 from analyzer.detectors import drift as _drift  # noqa: F401  isort: skip

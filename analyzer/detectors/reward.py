@@ -360,7 +360,9 @@ def _bucket_explained(
     "length_hacking",
     signals="completion length vs reward: length growing ≥ (1 + min_growth) × its warm-up level while the "
     "reward rises and exact-match accuracy does not; the within-step reward–length correlation; and the "
-    "share of the reward gain that vanishes inside length buckets (Singhal et al. 2023).",
+    "share of the reward gain that vanishes inside length buckets (Singhal et al. 2023). With completions: "
+    "length growing ≥ length_ratio × its warm-up level while the recomputed accuracy gains ≤ "
+    "max_accuracy_gain, whatever the reward did (check length_without_accuracy).",
     defaults={
         "min_growth": 0.5,
         "max_accuracy_gain": 0.05,
@@ -368,27 +370,101 @@ def _bucket_explained(
         "explained_threshold": 0.6,
         "buckets": 5,
         "min_z": 3.0,
+        "length_ratio": 2.0,
     },
     requires=("completion length and reward",),
     severity="warning when length grew and the reward rose while accuracy stayed flat, or (without ground "
     "truth) the gain is explained by length (bucket share ≥ explained_threshold or correlation ≥ "
-    "correlation_threshold); critical when both hold; info on scalar-only runs (no accuracy to tell).",
+    "correlation_threshold); critical when both hold; info on scalar-only runs (no accuracy to tell); "
+    "warning for length_without_accuracy.",
 )
 def length_hacking(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
-    """Reward gains explained by growing completion length."""
-    import polars as pl
-
+    """Reward gains explained by growing completion length; length growing without accuracy."""
     ctx.skip_if_too_short()
     ls_ = length_signal(ctx)
     rs = reward_signal(ctx)
     if ls_ is None or rs is None:
         raise Skip("needs completion length and reward")
     lname, lx, ly = ls_
-    rname, rx, ry = rs
     ctx.require_length(ly.size, lname)
     exc = find_excursion(ctx, lx, ly, above=True, rel_delta=float(cfg["min_growth"]))
     if exc is None or exc.baseline <= 0:
         return []
+    found = _length_and_reward(ctx, cfg, exc, ls_, rs)
+    return found or _length_without_accuracy(ctx, cfg, ls_, rs)
+
+
+def _length_without_accuracy(
+    ctx: DetectorContext, cfg: dict[str, Any], length: Signal, reward: Signal
+) -> list[Alert]:
+    """Completions growing ≥ ``length_ratio`` × their warm-up length while logscan's own accuracy
+    (mean of the stretch before the take-off vs the last quarter) gains no more than
+    ``max_accuracy_gain``, or no more than noise (Mann–Whitney z < 2.5) — whatever the reward did: the compute goes into
+    length that buys nothing (when the reward rose with it, ``_length_and_reward`` has said so)."""
+    if not ctx.has_generations:
+        return []
+    acc = accuracy_signal(ctx)
+    if acc is None or acc[2].size < ctx.min_points():
+        return []
+    lname, lx, ly = length
+    exc = find_excursion(ctx, lx, ly, above=True, rel_delta=float(cfg["length_ratio"]) - 1.0)
+    if exc is None or exc.baseline <= 0:
+        return []
+    aname, ax, ay = acc
+    k = stats.window_for(ay.size, 0.1, 5, 30)
+    a_pre = ay[ax < exc.onset_step][-k:]
+    if a_pre.size < 3:
+        return []
+    a_post = ay[-max(3, ay.size // 4) :]
+    a_base, a_late = float(np.mean(a_pre)), float(np.mean(a_post))
+    gain = a_late - a_base
+    # "gained" as in the main check: beyond max_accuracy_gain and more than noise
+    if gain > float(cfg["max_accuracy_gain"]) and stats.mann_whitney_z(a_post, a_pre) >= 2.5:
+        return []
+    rname, rx, ry = reward
+    r_pre = ry[rx < exc.onset_step][-k:]
+    r_base = float(np.median(r_pre)) if r_pre.size else float("nan")
+    r_late = float(np.median(ry[-max(3, ry.size // 4) :]))
+    growth = exc.extreme / exc.baseline
+    ids: list[int] = []
+    import polars as pl
+
+    ids = ctx.pick_samples(ctx.train_samples().filter(pl.col(C.STEP) >= exc.onset_step), order_by=N_TOKENS)
+    return [
+        alert(
+            "length_hacking",
+            Severity.WARNING,
+            exc.onset_step,
+            f"completion length grew {growth:.1f}× from step {exc.onset_step} ({exc.baseline:.0f} → "
+            f"{exc.extreme:.0f} at the longest) while logscan's accuracy "
+            f"{'gained' if gain >= 0 else 'fell'} {abs(gain):.2f} ({a_base:.2f} → {a_late:.2f}); the reward moved {r_base:.3g} → {r_late:.3g}: the extra "
+            "length buys nothing",
+            check="length_without_accuracy",
+            detected_at=exc.detect_step,
+            length_signal=lname,
+            length_baseline=exc.baseline,
+            length_peak=exc.extreme,
+            growth=growth,
+            accuracy_signal=aname,
+            accuracy_baseline=a_base,
+            accuracy_late=a_late,
+            accuracy_gain=gain,
+            reward_signal=rname,
+            reward_baseline=r_base,
+            reward_late=r_late,
+            sample_ids=ids,
+        )
+    ]
+
+
+def _length_and_reward(
+    ctx: DetectorContext, cfg: dict[str, Any], exc: Any, length: Signal, reward: Signal
+) -> list[Alert]:
+    """Length up, reward up (significant), accuracy flat or length explaining the gain."""
+    import polars as pl
+
+    lname, lx, ly = length
+    rname, rx, ry = reward
 
     # compare the stretch just before the length took off with the end of the run
     def before_after(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

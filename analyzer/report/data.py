@@ -126,7 +126,47 @@ def run_summary(analysis: Analysis) -> dict[str, Any]:
         "last_step": max(steps) if steps else None,
         "completions": int(gens.height) if gens is not None else 0,
         "splits": splits,
+        "answers": answer_summary(analysis),
     }
+
+
+def answer_summary(analysis: Analysis) -> dict[str, Any] | None:
+    """How the recomputed accuracy was read and how far it reaches: the run's answer and format
+    conventions and the coverage of ``gen_accuracy`` (``gen_answer_coverage``: share of the train
+    completions with a ground truth whose answer could be read) — mean over steps, lowest with its
+    step, first and last. None for a run without completions."""
+    import polars as pl
+
+    conv = analysis.conventions
+    m = analysis.metrics
+    cov: dict[str, Any] = {}
+    if m is not None and C.GEN_ANSWER_COVERAGE in m.columns and C.STEP in m.columns:
+        f = m.select(C.STEP, pl.col(C.GEN_ANSWER_COVERAGE).cast(pl.Float64)).drop_nulls()
+        f = f.filter(pl.col(C.GEN_ANSWER_COVERAGE).is_finite()).sort(C.STEP)
+        if f.height:
+            v = f.get_column(C.GEN_ANSWER_COVERAGE)
+            low = int(v.arg_min() or 0)
+            cov = {
+                "coverage": float(v.mean()),  # type: ignore[arg-type]
+                "coverage_first": float(v[0]),
+                "coverage_last": float(v[-1]),
+                "coverage_min": float(v[low]),
+                "coverage_min_step": int(f.get_column(C.STEP)[low]),
+            }
+    if conv is None and not cov:
+        return None
+    return {"conventions": conv, **cov}
+
+
+def coverage_note(answers: Mapping[str, Any] | None) -> str | None:
+    """The caveat shown wherever the recomputed accuracy is: ``"answers read from 62 % of the
+    completions with a ground truth (lowest 6 % at step 30)"``; None when there is no coverage."""
+    if not answers or answers.get("coverage") is None:
+        return None
+    note = f"answers read from {answers['coverage']:.0%} of the completions with a ground truth"
+    if answers["coverage_min"] < answers["coverage"] - 0.05:
+        note += f" (lowest {answers['coverage_min']:.0%} at step {answers['coverage_min_step']})"
+    return note
 
 
 def jsonable(obj: Any) -> Any:

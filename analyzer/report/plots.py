@@ -172,11 +172,12 @@ def _line(
 ) -> None:
     """A series as a line; long noisy series get a faint raw line under a smoothed one."""
     x, y = xy
+    text = kw.pop("label", None) or label(name)
     if len(y) == 1:
-        ax.plot(x, y, "o", color=color, label=label(name), **kw)
+        ax.plot(x, y, "o", color=color, label=text, **kw)
     elif smooth and len(y) > 40:
         ax.plot(x, y, color=color, alpha=0.35, linewidth=0.8)
-        ax.plot(x, _smooth(y), color=color, linewidth=1.8, label=f"{label(name)}, smoothed", **kw)
+        ax.plot(x, _smooth(y), color=color, linewidth=1.8, label=f"{text}, smoothed", **kw)
     else:
         ax.plot(
             x,
@@ -185,9 +186,18 @@ def _line(
             linewidth=1.6,
             marker="o" if len(y) <= 25 else None,
             markersize=3,
-            label=label(name),
+            label=text,
             **kw,
         )
+
+
+def _accuracy_label(a: Analysis) -> str:
+    """The accuracy line's legend: with its coverage (share of completions whose answer could be
+    read, ``gen_answer_coverage``), so an accuracy of 0 from unreadable answers cannot pass for one."""
+    s = _series(a.metrics, C.GEN_ANSWER_COVERAGE)
+    if s is None:
+        return label(C.GEN_ACCURACY)
+    return f"{label(C.GEN_ACCURACY)} (answers read: {float(s[1].mean()):.0%})"
 
 
 def _style(ax: Axes, title: str, ylabel: str) -> None:
@@ -569,7 +579,14 @@ def _draw_length(a: Analysis) -> DrawResult:
     if shares:
         tw = ax.twinx()
         for (col, sxy), color in zip(shares.items(), (PALETTE[1], PALETTE[3]), strict=False):
-            _line(tw, sxy, col, color, linestyle="-" if col == C.GEN_ACCURACY else "--")
+            _line(
+                tw,
+                sxy,
+                col,
+                color,
+                linestyle="-" if col == C.GEN_ACCURACY else "--",
+                label=_accuracy_label(a) if col == C.GEN_ACCURACY else None,
+            )
         tw.set_ylabel("share of completions")
         tw.set_ylim(-0.02, 1.02)
         tw.spines["top"].set_visible(False)
@@ -629,6 +646,7 @@ def _draw_quality(a: Analysis) -> DrawResult:
                 col,
                 PALETTE[j],
                 linestyle="--" if col.startswith(("eval/", "probe/")) else "-",
+                label=_accuracy_label(a) if col == C.GEN_ACCURACY else None,
             )
         ax.set_ylim(-0.03, 1.03)
         _style(ax, "Accuracy and format compliance", "share of completions")

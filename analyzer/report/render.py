@@ -34,7 +34,7 @@ from analyzer.report.completions import (
     lookup_samples,
     sample_ids,
 )
-from analyzer.report.data import analysis_to_dict
+from analyzer.report.data import analysis_to_dict, coverage_note
 from analyzer.report.escape import excerpt, md_code, md_escape, md_fence, md_html, script_json
 from analyzer.report.junit import render_junit
 from analyzer.report.numbers import fmt, fmt_signed
@@ -232,6 +232,7 @@ def _metric_row(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
         "n": s["n"],
         "arrow": arrow,
         "change": change,
+        "note": None,  # a caveat shown beside the metric (the accuracy's coverage)
     }
 
 
@@ -429,6 +430,12 @@ def report_context(
     run = data["run"]
     run_display = _display_path(str(run["path"]))
     title_id = run.get("run_id") or Path(run_display).name or run_display
+    # the recomputed accuracy is shown with its coverage wherever it is shown
+    acc_note = coverage_note(data["summary"].get("answers"))
+    metric_rows = [_metric_row(n, summary[n]) for n in key_names]
+    for row in metric_rows:
+        if row["name"] == C.GEN_ACCURACY and acc_note:
+            row["note"] = acc_note
     return {
         "title": f"logscan report — {title_id}",
         "run_label": title_id,
@@ -438,7 +445,8 @@ def report_context(
         "summary": data["summary"],
         "verdict": _verdict_view(analysis, alerts, data["summary"]),
         "alerts": alerts,
-        "metric_rows": [_metric_row(n, summary[n]) for n in key_names],
+        "metric_rows": metric_rows,
+        "answers": data["summary"].get("answers"),
         "metric_rows_hidden": key_hidden,
         "all_metric_rows": [_metric_row(n, summary[n]) for n in sorted(summary)[:MAX_ALL_METRIC_ROWS]],
         "all_metric_count": len(summary),
@@ -453,6 +461,7 @@ def report_context(
                 "src": src(p),
                 "alerts": p.alerts,
                 "columns": p.columns,
+                "note": acc_note if C.GEN_ACCURACY in p.columns else None,
             }
             for p in plots
         ],

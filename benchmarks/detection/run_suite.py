@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from detector_scenarios import KINDS, Scenario, make_scenario, severity_rank  # noqa: E402
+from detector_scenarios import KINDS, Scenario, alert_kind, make_scenario, severity_rank  # noqa: E402
 
 from analyzer.detectors import run_detectors  # noqa: E402
 from analyzer.features import build_features  # noqa: E402
@@ -89,9 +89,10 @@ def main() -> int:
                 mine = [
                     a
                     for a in alerts
-                    if a.kind == kind and severity_rank(a.severity.value) >= severity_rank(min_sev)
+                    if a.kind == alert_kind(kind)
+                    and severity_rank(a.severity.value) >= severity_rank(min_sev)
                 ]
-                others |= {a.kind for a in alerts if a.kind != kind and a.severity.rank >= 1}
+                others |= {a.kind for a in alerts if a.kind != alert_kind(kind) and a.severity.rank >= 1}
                 if mine:
                     hits += 1
                     if sc.onset is not None:
