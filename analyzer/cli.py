@@ -380,11 +380,14 @@ def compare(
         list(runs), embeddings=embeddings, output=output_dir, baseline=baseline, fail_on=fail_on,
         top=top, by=by, plots=not no_plots,
     )
-    click.echo(format_comparison(result.analyses, result.paths, by=by))
+    notes = []  # what was reused, above the table's closing note on drift
+    if result.states:
+        notes.append(f"analysis state: {result.states} of {len(result.paths)} runs read through their own (only what was appended since was parsed)")
+    if result.reused:
+        notes.append(f"embeddings: {result.reused:,} read from the runs' own caches (nothing written into the runs)")
+    click.echo(format_comparison(result.analyses, result.paths, by=by, notes=notes))
     for line in format_gate(result.analyses, result.paths, result.fail_on, baseline=result.baseline):
         click.echo(line)
-    if result.reused:
-        click.echo(f"embeddings: {result.reused:,} read from the runs' own caches (nothing written into the runs)")
     if result.written:
         shown = [p for p in result.written if p.suffix in (".md", ".html")]
         click.echo("Wrote " + ", ".join(str(p) for p in shown) + f" ({len(result.written) - len(shown)} plot(s) beside them)")

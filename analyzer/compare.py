@@ -7,7 +7,9 @@ so a comparison agrees with ``logscan analyze --no-embeddings`` on each run — 
 (TF-IDF) and drift scored by embeddings are different measurements, and catastrophic_forgetting and
 semantic_drift read them. With embeddings, one encoder serves every run: it reads each run's own
 embedding cache (``RUN/logscan/cache/``, read-only) before embedding anything, and writes what it
-computes to ``DIR/cache/`` only when ``-o DIR`` is given.
+computes to ``DIR/cache/`` only when ``-o DIR`` is given. A run that ``analyze`` read before is
+read through its analysis state (``RUN/logscan/state/``, read-only): only what was appended since
+is parsed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Comparison:
     written: list[Path] = field(default_factory=list)
     answers: AnswerComparison | None = None
     reused: int = 0  # embeddings read from the runs' own caches
+    states: int = 0  # runs read through their own analysis state (RUN/logscan/state/)
 
     @property
     def exit_code(self) -> int:
@@ -49,7 +52,7 @@ def compare_analyses(
 ) -> list[Analysis]:
     from analyzer.pipeline import AnalyzeOptions, analyze
 
-    options = AnalyzeOptions(no_embeddings=not embeddings, write_outputs=False, encoder=encoder)
+    options = AnalyzeOptions(no_embeddings=not embeddings, write_outputs=False, encoder=encoder, read_state=True)
     return [analyze(p, options) for p in paths]  # a URL stays text (analyzer/ingest/remote.py)
 
 
@@ -106,6 +109,14 @@ def shared_encoder(paths: Sequence[str | Path], out_dir: Path | None) -> tuple[E
     return encoder, len(theirs)
 
 
+def _has_state(path: str | Path) -> bool:
+    from analyzer.ingest.remote import is_url
+    from analyzer.ingest.tail import STATE_DIR, STATE_FILE
+    from analyzer.paths import run_output_dir
+
+    return not is_url(path) and (run_output_dir(path) / STATE_DIR / STATE_FILE).is_file()
+
+
 def run_compare(
     paths: Sequence[str | Path],
     *,
@@ -132,7 +143,7 @@ def run_compare(
     if embeddings:
         encoder, _ = shared_encoder(runs, output)
     analyses = compare_analyses(runs, embeddings=embeddings, encoder=encoder)
-    result = Comparison(runs, analyses, base, gate)
+    result = Comparison(runs, analyses, base, gate, states=sum(1 for p in runs if _has_state(p)))
     if by is not None and not any(by in a.metrics.columns for a in analyses):
         from analyzer.report.compare_view import KEY_METRICS
 

@@ -57,6 +57,9 @@ class AnalyzeOptions:
     drift: bool = True
     # ``compare`` shares one encoder (and its caches) across the runs it analyzes
     encoder: EncoderLike | None = None
+    # ``compare`` reads each run through its own analysis state (RUN/logscan/state/) when it
+    # writes nothing: only what was appended since the run's last ``analyze`` is parsed
+    read_state: bool = False
     # --full: read every file whole instead of only what was appended since the last analysis
     full: bool = False
 
@@ -82,11 +85,17 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
     fail_on = resolve_fail_on(options.fail_on, config)
     timings: dict[str, float] = {}
     if not options.write_outputs:
+        notes: list[str] = []
         with _timed(timings, "ingest"):
             from analyzer.ingest import load_run
 
-            run = load_run(run_path)
-        return analyze_run(run, options, run_path=run_path, timings=timings, config=config, fail_on=fail_on)
+            if options.read_state:  # compare: the run's own analysis state, read and never written
+                from analyzer.ingest.tail import STATE_DIR, load_with_state
+
+                run, _, notes = load_with_state(run_path, run_output_dir(run_path) / STATE_DIR)
+            else:
+                run = load_run(run_path)
+        return analyze_run(run, options, run_path=run_path, timings=timings, config=config, fail_on=fail_on, notes=notes)
     # the analysis state (OUTPUT/state/): a re-run reads only what was appended (docs/cli.md)
     from analyzer.ingest.tail import STATE_DIR, load_with_state, save_state
 

@@ -410,3 +410,33 @@ def test_compare_with_embeddings_reuses_each_runs_cache(tmp_path, monkeypatch):
     assert re.search(r"Drift scored by embeddings \([^)]+\); answers compared by embeddings", md)
     out = invoke("compare", a, b, "--embeddings")
     assert "embeddings: " in out.output and "read from the runs' own caches" in out.output
+
+
+def test_compare_reads_a_run_through_its_analysis_state(tmp_path):
+    """A run `analyze` read before is read through its state (RUN/logscan/state/): only what was
+    appended since is parsed, the result is a fresh read's, and the state is not written."""
+    import json
+
+    from analyzer.compare import run_compare
+    from analyzer.pipeline import AnalyzeOptions, analyze
+
+    grown = write_run(tmp_path / "grown", steps=12, final_reward=1.0)
+    other = write_run(tmp_path / "other", steps=12, final_reward=0.8)
+    assert invoke("analyze", grown, "--no-embeddings", "--no-plots", "--no-html", "--fail-on", "never").exit_code == 0
+    gens = grown / "generations.jsonl"
+    last = [json.loads(line) for line in gens.read_text(encoding="utf-8").splitlines()[-8:]]
+    with gens.open("a", encoding="utf-8") as fh:  # the run went on after its analysis
+        for record in last:
+            fh.write(json.dumps({**record, "global_step": 13}) + "\n")
+    gc.collect()
+    before = files_under(grown, other)
+    result = run_compare([grown, other])
+    assert files_under(grown, other) == before  # the state is read, never rewritten
+    assert result.states == 1
+    assert any(n.startswith("incremental read (") for n in result.analyses[0].notes), result.analyses[0].notes
+    fresh = analyze(grown, AnalyzeOptions(no_embeddings=True, write_outputs=False))
+    assert result.analyses[0].run.generations.equals(fresh.run.generations)
+    assert result.analyses[0].metrics.equals(fresh.metrics)
+    assert [a.to_dict() for a in result.analyses[0].alerts] == [a.to_dict() for a in fresh.alerts]
+    out = invoke("compare", grown, other)
+    assert "analysis state: 1 of 2 runs read through their own" in out.output

@@ -49,11 +49,13 @@ def run_names(paths: Sequence[str | Path]) -> tuple[list[str], list[str]]:
 MAX_TERMINAL_COLUMNS = 6
 
 
-def format_comparison(analyses: Sequence[Analysis], paths: Sequence[str | Path], *, by: str | None = None) -> str:
+def format_comparison(
+    analyses: Sequence[Analysis], paths: Sequence[str | Path], *, by: str | None = None, notes: Sequence[str] = ()
+) -> str:
     """The terminal table: one column per run, or one row per run ranked by ``by`` when there are
-    more than ``MAX_TERMINAL_COLUMNS`` runs."""
+    more than ``MAX_TERMINAL_COLUMNS`` runs; then ``notes``, then the note on lexical drift."""
     if len(analyses) > MAX_TERMINAL_COLUMNS:
-        return _format_rows(analyses, paths, by)
+        return _format_rows(analyses, paths, by, notes)
     names, _ = run_names(paths)
     summaries = [run_summary(a) for a in analyses]
     coverages = [coverage_of(a) for a in analyses]
@@ -81,12 +83,13 @@ def format_comparison(analyses: Sequence[Analysis], paths: Sequence[str | Path],
     for label, values in rows:
         cells = (v.ljust(w) for v, w in zip(values, widths, strict=True))
         lines.append("  ".join([label.ljust(label_w), *cells]).rstrip())
+    lines += notes
     if any(a.drift is not None and a.drift.method != "embeddings" for a in analyses):
         lines += ["", LEXICAL_NOTE]
     return "\n".join(lines)
 
 
-def _format_rows(analyses: Sequence[Analysis], paths: Sequence[str | Path], by: str | None) -> str:
+def _format_rows(analyses: Sequence[Analysis], paths: Sequence[str | Path], by: str | None, notes: Sequence[str]) -> str:
     """One row per run, best first by ``by``'s final value: rank, run, verdict, steps, alert
     counts, the alert kinds raised, how drift was scored."""
     from analyzer.report.escape import terminal_text
@@ -114,6 +117,7 @@ def _format_rows(analyses: Sequence[Analysis], paths: Sequence[str | Path], by: 
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     if by:
         lines.append(f"ranked by {by}'s final value (the mean of its last 10% of steps)")
+    lines += notes
     if any(a.drift is not None and a.drift.method != "embeddings" for a in analyses):
         lines += ["", LEXICAL_NOTE]
     return "\n".join(lines)
