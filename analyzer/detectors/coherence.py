@@ -47,7 +47,7 @@ _SYMBOL_RUN = r"[^\w\s\-=*_.#~|$\\{}()\[\]^+/,:'\"!?`]{4,}"
 _NO_VOWEL_WORD = r"(?i)\b[b-df-hj-np-tv-xz]{6,}\b"
 _OPEN_TAG = r"<[A-Za-z][\w-]*(?:\s+[\w-]+=\"[^\"<>]*\")*\s*>"
 _CLOSE_TAG = r"</[A-Za-z][\w-]*\s*>"
-_SLICE = 1 << 14  # texts per numpy slice of the byte measures
+_SLICE = 1 << 12  # texts per numpy slice of the byte measures (4,096 × 256 histogram bins)
 
 MIXED, GIBBERISH, ENTROPY, TAGS = "_mixed_scripts", "_gibberish", "_high_entropy", "_broken_tags"
 SIGNALS: dict[str, str] = {
@@ -62,7 +62,8 @@ INCOHERENT = "_incoherent"
 
 def byte_measures(texts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per text: (UTF-8 bytes, ASCII letters, Shannon entropy of its bytes in bits), in one numpy
-    pass per slice of texts (a histogram of every text's bytes with one ``bincount``)."""
+    pass per slice of texts: a histogram of every text's bytes with one ``bincount``, the entropy
+    summed over its non-empty bins only (~50 of 256 for text)."""
     import polars as pl
 
     s = texts.cast(pl.Utf8).fill_null("")
@@ -83,10 +84,11 @@ def byte_measures(texts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         row = np.repeat(np.arange(len(arr), dtype=np.int64), lengths)
         low = data | 0x20
         is_letter = (low >= ord("a")) & (low <= ord("z"))
-        counts = np.bincount(row * 256 + data, minlength=len(arr) * 256).reshape(len(arr), 256)
-        p = counts / np.maximum(lengths, 1)[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            h = -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)
+        counts = np.bincount(row * 256 + data, minlength=len(arr) * 256)
+        bins = np.flatnonzero(counts)  # (text, byte) pairs that occur; text = bin // 256
+        owner = bins >> 8
+        p = counts[bins] / lengths[owner]
+        h = -np.bincount(owner, weights=p * np.log2(p), minlength=len(arr))
         size[off : off + len(arr)] = lengths
         letters[off : off + len(arr)] = np.bincount(row, weights=is_letter, minlength=len(arr)).astype(np.int64)
         entropy[off : off + len(arr)] = h
