@@ -67,7 +67,7 @@ def test_debug_prints_the_traceback_instead(monkeypatch: pytest.MonkeyPatch, tmp
     ("module", "name", "args"),
     [
         ("analyzer.report.render", "write_html_report", ["html-report", "{run}", "--no-embeddings", "-o", "{tmp}/r.html"]),
-        ("analyzer.compare", "compare_text", ["compare", "{run}", "{run}"]),
+        ("analyzer.compare", "run_compare", ["compare", "{run}", "{run}"]),
         ("analyzer.samples", "samples_text", ["samples", "{run}", "--question-id", "q"]),
         ("analyzer.watch", "watch_run", ["watch", "{run}", "--once"]),
         ("analyzer.detectors", "describe_detectors", ["detectors"]),
