@@ -190,7 +190,8 @@ def _orpo_step(rng: np.random.Generator, t: int, n: int, tau: float, t0: int | N
     if kind == "noisy_pairs":
         gap, s_gap = 0.0, 0.1 * spread
     elif kind == "overoptimisation":  # the margin (∝ e^gap − 1) grows linearly from the onset on
-        gap = math.log(math.exp(gap) + 15.0 * _ramp(t, t0, n - (t0 or 0)))
+        r = _ramp(t, t0, n - (t0 or 0))
+        gap, s_gap = math.log(math.exp(gap) + 15.0 * r), s_gap / (1.0 + 3.0 * r)
     elif kind == "trivial_pairs":
         gap, s_gap = 1.0 * float(_sat(t, 0.02 * n)) + 0.5, 0.1 * spread
     elif kind == "displacement":  # not a rule for ORPO: the chosen log-prob falls, the gap grows

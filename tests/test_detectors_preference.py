@@ -208,6 +208,19 @@ def test_overoptimisation_with_eval_getting_worse_is_critical(tmp_path: Path) ->
     assert not any("eval/rewards/" in json.dumps(x.evidence) for x in r.alerts if x.kind != "preference_overoptimisation")
 
 
+def test_saturated_accuracy_with_levelling_margins_is_not_overoptimisation(tmp_path: Path) -> None:
+    """Easy pairs: the accuracy saturates early, the margins rise and level off — healthy."""
+    state = make_preference_run(None, "dpo", seed=6).state
+    for e in state["log_history"]:
+        if "rewards/accuracies" in e and e["step"] > 40:
+            e["rewards/accuracies"] = 1.0
+    path = tmp_path / "easy" / "trainer_state.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(state), encoding="utf-8")
+    r = Result(path)
+    assert r.status["preference_overoptimisation"].ran and r.of("preference_overoptimisation") == []
+
+
 def test_trivial_pairs(tmp_path: Path) -> None:
     _, r = scenario(tmp_path, "trivial_pairs")
     (a,) = r.of("preference_trivial_pairs")

@@ -373,7 +373,10 @@ def likelihood_displacement(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
     early = slice(0, max(w, c.size // 4))
     if stats.mann_whitney_strength(c[early], late_c) < 3 or stats.mann_whitney_strength(late_m, m[early]) < 3:
         return []
-    if not (_falling(x[w:], c[w:]) and _rising(x[w:], m[w:])):
+    # falling from the chosen reward's peak on (a late onset follows a rise: a trend over the whole
+    # run would average them), while the margins rise over the same stretch
+    p = int(np.argmax(stats.rolling_median(c, stats.window_for(c.size))[: max(w, c.size - 6)]))
+    if not any(_falling(x[i:], c[i:]) and _rising(x[i:], m[i:]) for i in (w, p)):
         return []
     exc = find_excursion(ctx, x, c, above=False, threshold=0.0,
                          min_delta=0.5 * fall)
@@ -464,7 +467,11 @@ def preference_overoptimisation(ctx: DetectorContext, cfg: dict[str, Any]) -> li
             m_at = float(np.median(ms[: max(3, third // 2)]))
             m_end = float(np.median(ms[-max(3, third // 2):]))
             grew = m_end - m_at >= float(cfg["min_margin_growth"]) * max(abs(m_at), 1e-12)
-            if s_late > 0 and s_late >= 0.5 * max(s_early, 0.0) and grew:
+            # still rising in the second half of the stretch, at ≥ a quarter of the early pace (a
+            # margin that levels off — the healthy shape — has a late slope near 0)
+            half = xs.size // 2
+            still = _rising(xs[half:], ms[half:])
+            if s_late > 0 and s_late >= 0.25 * max(s_early, 0.0) and still and grew:
                 # the margins' take-off (a ramp fit over the run), not the later saturation
                 onset = stats.onset_step(x, m, lo=w)
                 unbounded = {"saturated_from": int(xs[0]), "accuracy_level": float(np.mean(a[i:])),
