@@ -217,17 +217,17 @@ def learning_sample(frame: pl.DataFrame, size: int = LEARN_SAMPLE) -> pl.DataFra
     return frame[idx]
 
 
+def _mean(flags: pl.Series) -> float:
+    """Share of True in a Boolean series (nulls count as False); 0 when empty."""
+    return int(flags.fill_null(False).sum()) / flags.len() if flags.len() else 0.0
+
+
 def _share(texts: pl.Series, pattern: str, *, literal: bool = False) -> float:
-    if texts.len() == 0:
-        return 0.0
-    return float(texts.str.contains(pattern, literal=literal).fill_null(False).mean() or 0.0)
+    return _mean(texts.str.contains(pattern, literal=literal))
 
 
 def _pair_share(texts: pl.Series, tag: str) -> float:
-    if texts.len() == 0:
-        return 0.0
-    both = texts.str.contains(f"<{tag}>", literal=True) & texts.str.contains(f"</{tag}>", literal=True)
-    return float(both.fill_null(False).mean() or 0.0)
+    return _mean(texts.str.contains(f"<{tag}>", literal=True) & texts.str.contains(f"</{tag}>", literal=True))
 
 
 def learn_conventions(
@@ -389,13 +389,13 @@ def _in_truth_form(frame: pl.LazyFrame, ans: str, truth: str, name: str, conv: C
         normalise_answer(pl.col(truth)).alias("__t"), pl.col(ans).str.strip_chars().alias("__a")
     )
     t, a = pl.col("__t"), pl.col("__a")
-    result = pl.when(pl.lit(False)).then(pl.lit(None, dtype=pl.Utf8))
+    reduced: list[pl.Expr] = []  # the first reduction that applies wins, else the answer as read
     temp = ["__t", "__a"]
     if conv.letter_truths:
         frame = frame.with_columns(
             pl.when(t.str.contains(r"^\(?[a-z]\)?$")).then(a.str.extract(r"^[(\[]?([A-Za-z])(?:[).\]:]|$)", 1)).alias("__al")
         )
-        result = result.when(pl.col("__al").is_not_null()).then(pl.col("__al"))
+        reduced.append(pl.col("__al"))
         temp.append("__al")
     if conv.number_truths:
         # only answers that are not already a plain number (digits, separators, $, exponent)
@@ -410,9 +410,9 @@ def _in_truth_form(frame: pl.LazyFrame, ans: str, truth: str, name: str, conv: C
             .then(pl.col("__rhs").str.extract(f"({_NUM_RE})", 1))
             .alias("__an")
         )
-        result = result.when(pl.col("__an").is_not_null()).then(pl.col("__an"))
+        reduced.append(pl.col("__an"))
         temp += ["__rhs", "__an"]
-    return frame.with_columns(result.otherwise(pl.col(ans)).alias(name)).drop(temp)
+    return frame.with_columns(pl.coalesce([*reduced, pl.col(ans)]).alias(name)).drop(temp)
 
 
 def with_answer(
