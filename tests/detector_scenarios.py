@@ -442,3 +442,59 @@ def severity_rank(name: str) -> int:
 def delay_tolerance(n_steps: int) -> int:
     """How far an alert's step may be from the labelled onset in the tests (5 % of the run, ≥ 5)."""
     return max(5, math.ceil(0.05 * n_steps))
+
+
+# --- short runs: fewer logged steps than general.min_steps --------------------------------------
+
+# the level checks of extreme_values a short run is labelled with
+SHORT_CHECKS = ("clipped", "entropy_near_zero", "zero_gradient", "zero_spread", "format_zero")
+
+
+def make_short_run(
+    check: str | None, *, seed: int = 0, n_steps: int = 3, noise: float = 1.0
+) -> Scenario:
+    """A run of ``n_steps`` < general.min_steps logged steps (a TRL console log of a few steps): the
+    first steps of a healthy run (scalars only, plus a format reward), with one extreme level
+    (``SHORT_CHECKS``) from its labelled onset to the end — the last half of the steps, at least
+    two (the format reward: 0 at every step). ``check=None`` is a healthy short control."""
+    base = make_scenario(None, seed=seed, noise=noise, n_steps=200, with_generations=False)
+    rng = np.random.default_rng(
+        seed * 7919 + n_steps + (zlib.crc32(check.encode()) if check else 0)
+    )
+    steps = base.run.steps.head(n_steps)
+    n = steps.height
+    fmt = np.clip(
+        0.55 + 0.1 * np.arange(n) / max(n, 1) + 0.05 * noise * rng.standard_normal(n), 0.05, 1
+    )
+    cols: dict[str, Any] = {"reward/format": fmt}
+    o = max(0, n - max(2, n // 2))  # index of the onset
+    t = steps["step"].to_numpy()
+    after = np.arange(n) >= o
+    if check == "clipped":
+        cols["clipped_ratio"] = np.where(after, 0.93 + 0.06 * rng.random(n), steps["clipped_ratio"])
+    elif check == "entropy_near_zero":
+        cols["entropy"] = np.where(after, 0.002 + 0.01 * rng.random(n), steps["entropy"])
+    elif check == "zero_gradient":
+        cols["grad_norm"] = np.where(after, 0.0, steps["grad_norm"])
+    elif check == "zero_spread":
+        cols["frac_reward_zero_std"] = np.where(after, 1.0, steps["frac_reward_zero_std"])
+    elif check == "format_zero":
+        cols["reward/format"] = np.zeros(n)
+        o = 0
+    steps = steps.with_columns(
+        **{k: pl.Series(k, np.asarray(v, dtype=float)) for k, v in cols.items()}
+    )
+    run = RunData(
+        path=f"<synthetic short {check or 'healthy'} seed={seed} n={n}>",
+        steps=steps,
+        generations=None,
+        report=IngestReport(source_kind="logscan", records_read=n),
+        info={
+            "run_id": f"short-{check or 'healthy'}-{seed}",
+            "algorithm": "grpo",
+            "reward_names": ["format"],
+        },
+    )
+    onset = int(t[o]) if check else None
+    name = f"short-{check or 'healthy'}[seed={seed},noise={noise:g},steps={n}]"
+    return Scenario(name, check, onset, run, None, "warning" if check else "none", n)

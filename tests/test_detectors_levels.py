@@ -151,3 +151,25 @@ def test_a_gradient_stuck_at_zero_in_a_long_run_is_found() -> None:
         ("zero_gradient", "critical", 61)
     ]
     assert "from step 61 to step 100 (the run's last logged step)" in levels[0].message
+
+
+@pytest.mark.parametrize(
+    "check", ["clipped", "entropy_near_zero", "zero_gradient", "zero_spread", "format_zero"]
+)
+@pytest.mark.parametrize("n_steps", [2, 5, 9])
+def test_every_level_is_found_at_its_onset_on_short_runs(check: str, n_steps: int) -> None:
+    # the labelled short runs of benchmarks/detection/run_short.py
+    from detector_scenarios import make_short_run
+
+    sc = make_short_run(check, seed=1, noise=2.0, n_steps=n_steps)
+    alerts, _ = run_detectors(sc.run, sc.run.steps, None, None)
+    mine = [a for a in alerts if a.kind == "extreme_values" and a.evidence["check"] == check]
+    assert mine and mine[0].severity.rank >= 1, alerts
+    assert mine[0].step == sc.onset
+    healthy = make_short_run(None, seed=1, noise=2.0, n_steps=n_steps)
+    loud = [
+        a
+        for a in run_detectors(healthy.run, healthy.run.steps, None, None)[0]
+        if a.severity.rank >= 1
+    ]
+    assert not loud, loud
