@@ -30,6 +30,7 @@ from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import find_drop_from_peak, find_excursion
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors.headline import pct, when
 from analyzer.model import Alert, Severity
 
 CHOSEN = "rewards/chosen"
@@ -381,6 +382,8 @@ def likelihood_displacement(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
     exc = find_excursion(ctx, x, c, above=False, threshold=0.0,
                          min_delta=0.5 * fall)
     onset = exc.onset_step if exc is not None else stats.onset_step(x, c, lo=w)
+    # the honest account: onset, first step the evidence held, lowest point with its step
+    account = when(exc, lambda v: f"{v:.3g}", rising=False) if exc is not None else f"from step {onset}"
     ratio = fall / growth
     worse = _eval_worse(ctx, cfg)
     critical = ratio >= float(cfg["critical_ratio"]) or worse is not None
@@ -400,9 +403,9 @@ def likelihood_displacement(ctx: DetectorContext, cfg: dict[str, Any]) -> list[A
             "likelihood_displacement",
             Severity.CRITICAL if critical else Severity.WARNING,
             onset,
-            f"likelihood displacement from step {onset}: rewards/chosen fell from {base_c:.3g} to {end_c:.3g} (the "
-            f"chosen answers are now less likely than under the reference) while the margins rose from {base_m:.3g} "
-            f"to {end_m:.3g}" + (f"; {'; '.join(why)}" if why else "")
+            f"likelihood displacement: rewards/chosen {account} (warm-up {base_c:.3g}, last steps {end_c:.3g}): "
+            f"the chosen answers are now less likely than under the reference, while the margins rose from "
+            f"{base_m:.3g} to {end_m:.3g}" + (f"; {'; '.join(why)}" if why else "")
             + " — usual fixes: an SFT term (rpo_alpha), DPOP, filtering near-identical pairs",
             family=fam.name,
             trainer=fam.label,
@@ -483,9 +486,10 @@ def preference_overoptimisation(ctx: DetectorContext, cfg: dict[str, Any]) -> li
     parts = []
     if unbounded is not None:
         parts.append(
-            f"rewards/margins keep growing ({unbounded['margins_at_saturation']:.3g} → {unbounded['margins_last']:.3g}, "
-            f"no slow-down) after rewards/accuracies saturated at {unbounded['accuracy_level']:.0%} from step "
-            f"{unbounded['saturated_from']}: the loss now only pushes separated pairs further apart"
+            f"from step {onset} (held from step {unbounded['saturated_from']}) rewards/margins keep growing "
+            f"({unbounded['margins_at_saturation']:.3g} when rewards/accuracies had saturated at "
+            f"{pct(unbounded['accuracy_level'])} → {unbounded['margins_last']:.3g} over the last steps, still "
+            "rising): the loss now only pushes separated pairs further apart"
         )
     if worse is not None:
         what = ("eval accuracy fell from its best" if "eval_peak" in worse
