@@ -147,8 +147,10 @@ def run_compare(
     if by is not None and not any(by in a.metrics.columns for a in analyses):
         from analyzer.report.compare_view import KEY_METRICS
 
+        present = [k for k in KEY_METRICS if any(k in a.metrics.columns for a in analyses)]
         raise InputError(
-            f"--by {by}: no run has this metric; try one of {', '.join(k for k in KEY_METRICS if any(k in a.metrics.columns for a in analyses))}"
+            f"--by {by}: no run has this metric; "
+            + (f"try one of {', '.join(present)}" if present else "no run has any of the key metrics either")
         )
     if output is not None:
         reference = base if base is not None else 0

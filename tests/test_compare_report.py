@@ -137,7 +137,7 @@ def test_baseline_gate_fails_on_a_new_alert(runs):
     result = invoke("compare", runs["healthy-grpo"], runs["sample-grpo"], "--baseline", runs["healthy-grpo"])
     assert result.exit_code == 1, result.output
     assert "new alerts vs the baseline healthy-grpo:" in result.output
-    assert re.search(r"^  sample-grpo: .*reward_hacking \(critical\)", result.output, flags=re.M)
+    assert re.search(r"^  sample-grpo: reward_hacking \(critical ×2\), .*kl_explosion \(warning\)", result.output, flags=re.M)
     assert result.output.rstrip().endswith("gate: FAILED (--fail-on warning, new alerts only): sample-grpo; exit 1")
 
 

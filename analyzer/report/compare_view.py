@@ -295,7 +295,7 @@ def compare_context(
                 "alerts": _alert_counts(a),
                 "drift": _drift_cell(a),
                 "by_value": fmt(final_value(a, by), 4) if by else "—",
-                "new_alerts": [{"kind": x.kind, "severity": x.severity.value, "step": x.step} for x in new],
+                "new_alerts": _grouped(new),
                 "fails": i in failures or i in verdict_failures,
             }
         )
@@ -363,7 +363,6 @@ def compare_context(
         "answers": view,
         "drift_line": drift_line,
         "lexical": any(a.drift is not None and a.drift.method == "tfidf" for a in analyses),
-        "lexical_note": LEXICAL_NOTE.removeprefix("note: "),
         "gate": {
             "fail_on": fail_on,
             "baseline": baseline is not None,
@@ -374,6 +373,17 @@ def compare_context(
         "version": __version__,
         "generated_at": generated_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def _grouped(alerts: Sequence[Any]) -> list[dict[str, Any]]:
+    """Alerts (in the one alert order) as one entry per kind and severity: how many, the first step."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for x in alerts:
+        entry = out.setdefault((x.kind, x.severity.value), {"kind": x.kind, "severity": x.severity.value, "count": 0, "step": x.step})
+        entry["count"] += 1
+        if x.step is not None and (entry["step"] is None or x.step < entry["step"]):
+            entry["step"] = x.step
+    return list(out.values())
 
 
 def curve_runs(analyses: Sequence[Analysis], *, baseline: int | None, top: int, by: str | None) -> list[int]:
@@ -510,7 +520,9 @@ def format_gate(
             if i == baseline:
                 continue
             new = new_alerts(analyses[baseline].alerts, a.alerts)
-            listed = ", ".join(f"{x.kind} ({x.severity.value})" for x in new) or "none"
+            listed = ", ".join(
+                f"{x['kind']} ({x['severity']}{' ×' + str(x['count']) if x['count'] > 1 else ''})" for x in _grouped(new)
+            ) or "none"
             lines.append(f"  {terminal_text(names[i])}: {listed}")
     if fail_on == "never":
         return lines
