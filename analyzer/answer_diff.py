@@ -172,7 +172,7 @@ def compare_answers(
         scored = []
         for q in qids:
             # 1 - cosine, within 0..1: a negative cosine (possible after TF-IDF's random
-            # projection, rare with embeddings) means nothing in common, as 0 does
+            # projection, rare with embeddings) means nothing in common, as a cosine of 0 does
             distance = min(1.0, max(0.0, 1.0 - float(means[(a, q)] @ means[(b, q)])))
             pa, pb = prompts[a][q], prompts[b][q]
             assert pa.answer is not None and pb.answer is not None

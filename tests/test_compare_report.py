@@ -440,3 +440,32 @@ def test_compare_reads_a_run_through_its_analysis_state(tmp_path):
     assert [a.to_dict() for a in result.analyses[0].alerts] == [a.to_dict() for a in fresh.alerts]
     out = invoke("compare", grown, other)
     assert "analysis state: 1 of 2 runs read through their own" in out.output
+
+
+def test_answers_that_differ_most_are_the_last_answers_of_shared_prompts():
+    import polars as pl
+
+    from analyzer import columns as C
+    from analyzer.answer_diff import compare_answers
+    from analyzer.embeddings import HashingEncoder
+
+    def frame(rows: list[tuple[int, str, str]]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {C.STEP: [r[0] for r in rows], C.QUESTION_ID: [r[1] for r in rows], C.OUTPUT: [r[2] for r in rows],
+             C.QUESTION: [f"question {r[1]}" for r in rows], C.SPLIT: ["eval"] * len(rows),
+             C.TOTAL_REWARD: [1.0] * len(rows)}
+        )
+
+    a = frame([(1, "q1", "the answer is 4"), (1, "q2", "first try"), (5, "q2", "paris is the capital"), (5, "q1", "the answer is 4")])
+    b = frame([(3, "q1", "the answer is 4"), (3, "q2", "paris is the capital"), (9, "q2", "zzz qqq xxx www"), (9, "q3", "only here")])
+    result = compare_answers([a, b], [(0, 1)], HashingEncoder())
+    (pair,) = result.pairs
+    assert (pair.a, pair.b, pair.shared, pair.scored) == (0, 1, 2, 2)  # q3 is answered by one run only
+    top = pair.top
+    assert [d.question_id for d in top] == ["q2", "q1"]
+    assert top[0].a.step == 5 and top[0].b.step == 9  # each run's last answers, not its first
+    assert top[0].a.text == "paris is the capital" and top[0].b.text == "zzz qqq xxx www"
+    assert top[0].distance > 0.5 and top[1].distance == pytest.approx(0.0, abs=1e-6)
+    assert result.method == "hashing" and result.embedded == 4  # one answer per shared prompt and run
+    capped = compare_answers([a, b], [(0, 1)], HashingEncoder(), max_prompts=1)
+    assert capped.pairs[0].scored == 1 and capped.pairs[0].shared == 2
