@@ -159,3 +159,45 @@ def test_a_stray_quote_in_a_live_runs_csv_loses_one_row_and_the_torn_one(tmp_pat
     assert g is not None and g.height == 40
     assert [(i.line, i.kind) for i in run.report.issues] == [(12, "malformed"), (43, "torn_line")]
     assert run.report.records_read == 40 and run.report.records_skipped == 2
+
+
+@pytest.mark.parametrize(
+    ("cell", "fast"),
+    [
+        ("0.5", True),  # every text a number: no text is counted at all
+        ("", True),  # an empty field is null: nothing was there to lose
+        ('""', True),  # an empty quoted text is not null: counted, and it is no value either
+        ('"  "', True),  # nor is a blank one
+        ("oops", False),  # not a number: the careful path says which row
+        ("true", True),  # a bool's text is a number (1)
+        ("NaN", True),
+    ],
+)
+def test_the_fast_path_keeps_every_value_or_hands_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cell: str, fast: bool) -> None:
+    """The fast path's check that no value was lost in a cast (non-empty texts = numbers, per
+    column) counts texts only in the columns where a non-null text did not become a number; the
+    decision is the same as counting every column: a clean column stays on the fast path and any
+    other hands the file to the careful path."""
+    rows = _rows(range(1, 11))
+    rows[7] = f"2,q3,<answer>3</answer>,{cell}"
+    path = _write(tmp_path / "generations.csv", rows)
+    fast_calls: list[bool] = []
+    real_fast = seed_csv._fast
+
+    def spy_fast(*args, **kwargs):
+        try:
+            out = real_fast(*args, **kwargs)
+        except Dirty:
+            fast_calls.append(False)
+            raise
+        fast_calls.append(True)
+        return out
+
+    monkeypatch.setattr(seed_csv, "_fast", spy_fast)
+    run = load_run(path)
+    assert fast_calls == [fast], (cell, fast_calls)
+    g = run.generations
+    assert g is not None and g.height == 40  # nothing lost either way
+    value = g.filter((pl.col("step") == 2) & (pl.col("question") == "q3"))["reward/correct"].to_list()
+    assert value == {"0.5": [0.5], "true": [1.0], "oops": [None], "": [None], '""': [None], '"  "': [None]}.get(cell, value)
+    assert [i.kind for i in run.report.issues] == (["wrong_type"] if cell == "oops" else [])

@@ -213,11 +213,16 @@ def _fast(path: Path, col: Collector) -> pl.DataFrame:
     if out.get_column(C.STEP).null_count():
         raise Dirty
     if numeric:
-        texts = out.select(pl.col(numeric).str.strip_chars().replace("", None).is_not_null().sum()).row(0)
         # a series knows its null count: no expression to plan over thousands of columns
-        numbers = tuple(out.height - out.get_column("__f_" + n).null_count() for n in numeric)
-        if texts != numbers:
-            raise Dirty
+        numbers = {n: out.height - out.get_column("__f_" + n).null_count() for n in numeric}
+        # A number only comes from a non-empty text, so a column with as many numbers as non-null
+        # texts passes as it stands; only the others (an empty or blank quoted text, a value that
+        # is not a number) have their non-empty texts counted.
+        suspect = [n for n in numeric if out.height - out.get_column(n).null_count() != numbers[n]]
+        if suspect:
+            texts = out.select(pl.col(suspect).str.strip_chars().replace("", None).is_not_null().sum()).row(0)
+            if texts != tuple(numbers[n] for n in suspect):
+                raise Dirty
     renames: dict[str, str] = {}
     drop: list[str] = []
     for name in numeric:
