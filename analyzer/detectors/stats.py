@@ -366,6 +366,15 @@ def robust_z(
     y = np.asarray(y, dtype=float)
     n = y.size
     z = np.full(n, np.nan)
+    with np.errstate(over="ignore", invalid="ignore"):  # values near the float maximum: inf/NaN z
+        _fill_robust_z(y, z, window, min_history, floor, upward)
+    return z
+
+
+def _fill_robust_z(
+    y: np.ndarray, z: np.ndarray, window: int, min_history: int, floor: float, upward: bool
+) -> None:
+    n = y.size
     for i in range(min_history, n):
         hist = y[max(0, i - window) : i]
         med = float(np.median(hist))
@@ -379,7 +388,6 @@ def robust_z(
         else:
             s = max(robust_scale(hist, floor=tiny), floor)
             z[i] = abs(y[i] - med) / s
-    return z
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
