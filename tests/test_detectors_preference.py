@@ -180,6 +180,24 @@ def test_displacement_is_not_judged_on_orpo(tmp_path: Path) -> None:
     assert r.of("likelihood_displacement") == []
 
 
+def test_cpo_or_simpo_keys_are_told_reference_free_from_the_data(tmp_path: Path) -> None:
+    """TRL's CPO (and LLaMA-Factory's SimPO) log DPO's keys without log_odds_*: their rewards are
+    β × log-probabilities all the same — read from rewards/chosen = β × logps/chosen."""
+    state = make_preference_run("displacement", "orpo", seed=3).state
+    for e in state["log_history"]:
+        for key in ("log_odds_ratio", "log_odds_chosen"):
+            e.pop(key, None)
+    path = tmp_path / "cpo" / "trainer_state.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(state), encoding="utf-8")
+    r = Result(path)
+    assert r.run.info["algorithm"] == "dpo"  # what the keys alone suggest …
+    assert r.family is not None and r.family.name == "reference_free"  # … and what the values say
+    assert r.family.beta == pytest.approx(0.1, rel=1e-6)
+    assert r.status["likelihood_displacement"].reason.startswith("does not apply")
+    assert r.of("likelihood_displacement") == []
+
+
 def test_recovered_dip_of_the_chosen_reward_is_not_displacement(tmp_path: Path) -> None:
     """The real DPO run's shape: rewards/chosen dips well below 0 mid-run and recovers."""
     state = make_preference_run(None, "dpo", seed=4).state
