@@ -199,3 +199,43 @@ def test_eval_score_falling_alone_is_left_to_forgetting() -> None:
     alerts, _ = run_detectors(run, steps, None, None)
     assert not [a for a in alerts if a.kind == "reward_regression"]
     assert [a for a in alerts if a.kind == "catastrophic_forgetting"]
+
+
+def test_a_component_falling_while_the_total_holds_is_named_in_the_headline() -> None:
+    # the format reward is lost while correctness makes up for it: the total holds
+    rng = np.random.default_rng(4)
+    n = 120
+    t = np.arange(1, n + 1)
+    fmt = np.where(
+        t > 60, 0.9 - 0.85 * np.clip((t - 60) / 8, 0, 1), 0.9
+    ) + 0.02 * rng.standard_normal(n)
+    corr = np.where(
+        t > 60, 1.0 + 0.85 * np.clip((t - 60) / 8, 0, 1), 1.0
+    ) + 0.02 * rng.standard_normal(n)
+    steps = pl.DataFrame(
+        {"step": t, "reward": fmt + corr, "reward/format": fmt, "reward/correctness": corr}
+    )
+    run = RunData("x", steps, None, IngestReport(source_kind="logscan"), {"algorithm": "grpo"})
+    alerts, _ = run_detectors(run, steps, None, None)
+    reg = [a for a in alerts if a.kind == "reward_regression"]
+    assert len(reg) == 1, reg
+    a = reg[0]
+    assert a.evidence["signal"] == "reward component 'format'"
+    assert a.message.startswith("reward component 'format' fell from step ")
+    assert abs(a.step - 61) <= 5 and a.severity.value == "critical"  # 0.9 → 0.05: ≥ half lost
+
+
+def test_an_eval_score_falling_without_a_train_reward_is_a_regression() -> None:
+    rng = np.random.default_rng(5)
+    t = np.arange(4, 201, 4)
+    acc = np.where(
+        t > 100, 0.7 - 0.3 * np.clip((t - 100) / 12, 0, 1), 0.7
+    ) + 0.01 * rng.standard_normal(t.size)
+    steps = pl.DataFrame(
+        {"step": t, "loss": 0.5 + 0.01 * rng.standard_normal(t.size), "eval/gen_accuracy": acc}
+    )
+    run = RunData("x", steps, None, IngestReport(source_kind="logscan"), {"algorithm": "grpo"})
+    alerts, _ = run_detectors(run, steps, None, None)
+    reg = [a for a in alerts if a.kind == "reward_regression"]
+    assert [a.evidence["check"] for a in reg] == ["eval"]
+    assert reg[0].severity.value == "critical" and abs(reg[0].step - 104) <= 8
