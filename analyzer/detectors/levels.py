@@ -7,7 +7,7 @@ logged points — against levels that mean the same on every run (TRL issue 5697
 1.0, reward 0, loss 0, grad_norm 0, frac_reward_zero_std 1" is the most reported silent GRPO
 failure). On a run shorter than ``general.min_steps`` it judges every level; on a longer run the
 trend detectors own the signals they judge (``truncation``, ``reward_std_collapse``,
-``entropy_collapse``) and this one adds only what they cannot see: a zero gradient or loss that
+``entropy_collapse``) and this one adds only what they cannot see: a zero gradient that
 persists, a format reward that was 0 at every step, an entropy near zero from the first steps.
 """
 
@@ -68,7 +68,7 @@ def _steps(x: np.ndarray, idx: np.ndarray) -> list[int]:
     "the length limit (`clipped_ratio`), `entropy` near zero, `grad_norm` exactly 0 (a loss of 0 alone is normal in GRPO), every "
     "group with zero reward spread (`frac_reward_zero_std`, or rebuilt from the completions), a "
     "format reward of 0 (every step, or at the end of a short run). Judged at the run's last points; "
-    "on runs of general.min_steps or more only what no trend detector judges (zero gradient/loss, "
+    "on runs of general.min_steps or more only what no trend detector judges (a zero gradient, "
     "format reward 0 throughout, entropy near zero from the start).",
     defaults={
         "clipped_warning": 0.5,
@@ -83,7 +83,6 @@ def _steps(x: np.ndarray, idx: np.ndarray) -> list[int]:
     "without reward spread: critical; entropy ≤ entropy_floor: warning, critical when it fell there "
     "from ≥ 10× higher; grad_norm exactly 0 at ≥ zero_points points in a row: warning, critical "
     "when it lasts to the run's end; a format reward of 0: warning.",
-    core_for=(),
 )
 def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """Levels no healthy run reaches (clipping, entropy ~0, zero gradient, no reward spread), on any length."""
