@@ -86,6 +86,8 @@ def test_compare_writes_markdown_and_html(report):
     assert acc == "| `gen_accuracy` (higher is better) | 0.344 → 0.0938 (best 0.75) | 0.281 → 0.812 (best 0.906) |"
     kl = next(line for line in md.splitlines() if line.startswith("| `kl`"))
     assert "best" not in kl
+    loss = next(line for line in md.splitlines() if line.startswith("| `loss`"))
+    assert "best" not in loss and "better" not in loss  # a policy's loss is no score (as in report.md)
     # overlaid curves: one PNG per key metric beside the Markdown, non-blank
     images = re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", md)
     assert "plots/compare-reward.png" in images and "plots/compare-gen_accuracy.png" in images

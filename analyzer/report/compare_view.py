@@ -23,6 +23,7 @@ from analyzer.model import Analysis, Severity
 from analyzer.report.data import finite_or_none, run_summary
 from analyzer.report.escape import excerpt
 from analyzer.report.numbers import fmt
+from analyzer.report.render import _NO_BEST_SHOWN
 
 if TYPE_CHECKING:
     from analyzer.answer_diff import AnswerComparison
@@ -182,6 +183,10 @@ ANSWER_EXCERPT = 220  # characters of an answer shown
 QUESTION_EXCERPT = 140
 
 
+# As in report.md/html: an RL policy's loss is not a score, its lowest value says nothing of the run.
+NO_BEST_SHOWN = _NO_BEST_SHOWN
+
+
 def ranking_metric(analyses: Sequence[Analysis], by: str | None) -> str | None:
     """``by`` when given; else the first compare metric with a better direction that a run has
     (logged reward, rebuilt reward, exact-match accuracy, …); None when no run has one."""
@@ -315,12 +320,9 @@ def compare_context(
         cells = []
         for i in shown:
             s = summaries[i].get(key)
-            cells.append(
-                {"first": fmt(s["first"], 3), "last": fmt(s["last"], 3), "best": fmt(s["best"], 3) if s["best"] is not None else "—"}
-                if s
-                else None
-            )
-        direction = catalogue.direction_of(key)
+            best = s["best"] if s and key not in NO_BEST_SHOWN else None
+            cells.append({"first": fmt(s["first"], 3), "last": fmt(s["last"], 3), "best": fmt(best, 3) if best is not None else "—"} if s else None)
+        direction = 0 if key in NO_BEST_SHOWN else catalogue.direction_of(key)
         metric_rows.append(
             {
                 "name": key,
