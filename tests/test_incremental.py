@@ -157,6 +157,10 @@ def test_append_reads_only_the_new_bytes(tmp_path: Path) -> None:
     notes = assert_same(run, tmp_path / "inc", tmp_path / "ref")
     added = (run / "generations.csv").stat().st_size - before
     assert notes[0] == f"incremental read ({added:,} new bytes): generations.csv: {added:,} new bytes read, 60 new rows"
+    # the state grew by the new rows only: the first part is kept, one part of 60 rows added
+    parts = json.loads((tmp_path / "inc" / STATE_DIR / STATE_FILE).read_text())["files"]["generations.csv"]["rows"]
+    assert parts[0] == entry["rows"][0] and len(parts) == 2
+    assert pl.read_parquet(tmp_path / "inc" / STATE_DIR / parts[1]).height == 60
 
 
 @pytest.mark.parametrize("change", ["shrank", "replaced", "rewritten", "rotated"])

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ STATE_FILE: Final = "state.json"
 HASH_BYTES: Final = 4096
 # The appended bytes are parsed in pieces of about this size (cut at line ends), as a full read is.
 PIECE: Final = 64 << 20
+# A file's rows are saved as one Parquet part per analysis that added rows; from this many parts
+# on, they are merged into one at the next save.
+MAX_PARTS: Final = 16
 
 
 @dataclass(slots=True)
@@ -83,6 +87,8 @@ class _Entry:
     unknown: list[str] = field(default_factory=list)
     keys: list[str] | None = None  # JSONL: the top-level keys the reader read the rows with
     header_end: int = 0  # CSV: where the first record starts
+    parts: list[str] = field(default_factory=list)  # the state's Parquet files of ``frame``, in order
+    saved_rows: int = 0  # how many of ``frame``'s rows those files hold
 
 
 def _hash(fh: Any, start: int, end: int) -> str:
@@ -369,14 +375,20 @@ class TailCache:
         folder.mkdir(parents=True, exist_ok=True)
         files: dict[str, Any] = {}
         keep: set[str] = {STATE_FILE}
-        for i, (name, e) in enumerate(sorted(self.entries.items())):
-            rows = None
-            if e.frame is not None:
-                rows = f"rows-{i}.parquet"
-                tmp = folder / (rows + ".tmp")
-                e.frame.write_parquet(tmp, compression="lz4", statistics=False)
-                tmp.replace(folder / rows)
-                keep.add(rows)
+        for name, e in sorted(self.entries.items()):
+            # Only the rows added since the state was last saved are written, as one more part: a
+            # re-run's state costs what was appended, not the run. Many parts are merged into one.
+            height = 0 if e.frame is None else e.frame.height
+            if e.frame is None or height < e.saved_rows or len(e.parts) >= MAX_PARTS:
+                e.parts, e.saved_rows = [], 0
+            if e.frame is not None and height > e.saved_rows:
+                part = f"rows-{hashlib.sha256(name.encode()).hexdigest()[:12]}-{os.getpid()}-{time.time_ns()}.parquet"
+                tmp = folder / (part + ".tmp")
+                e.frame.slice(e.saved_rows).write_parquet(tmp, compression="lz4", statistics=False)
+                tmp.replace(folder / part)
+                e.parts, e.saved_rows = [*e.parts, part], height
+            keep.update(e.parts)
+            rows = list(e.parts)
             files[name] = {
                 "kind": e.kind, "dev": e.dev, "ino": e.ino, "offset": e.offset, "lines": e.lines, "head": e.head,
                 "head_len": e.head_len, "tail": e.tail, "rows": rows, "records": e.records, "unknown": e.unknown,
@@ -413,10 +425,13 @@ class TailCache:
             return cache, f"the analysis state was written by logscan {data.get('logscan_version')}, this is {__version__}"
         try:
             for name, f in data["files"].items():
-                frame = pl.read_parquet(folder / f["rows"]) if f["rows"] else None
+                parts = [str(x) for x in f["rows"]]
+                frames = [pl.read_parquet(folder / x) for x in parts]
+                frame = (pl.concat(frames, how="vertical", rechunk=False) if len(frames) > 1 else frames[0]) if frames else None
                 cache.entries[name] = _Entry(
                     f["kind"], f["dev"], f["ino"], f["offset"], f["lines"], f["head"], f["tail"], f["head_len"], frame,
                     [_Issue(*x) for x in f["issues"]], f["records"], list(f["unknown"]), f["keys"], f["header_end"],
+                    parts, 0 if frame is None else frame.height,
                 )
         except Exception as exc:  # any damage to the state: it is only a cache
             return cls(), f"the analysis state is damaged ({type(exc).__name__}: {exc})"
