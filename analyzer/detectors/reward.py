@@ -398,7 +398,7 @@ def _length_without_accuracy(
     ctx: DetectorContext, cfg: dict[str, Any], length: Signal, reward: Signal
 ) -> list[Alert]:
     """Completions growing ≥ ``length_ratio`` × their warm-up length while logscan's own accuracy
-    (mean of the stretch before the take-off vs the last quarter) gains no more than
+    (mean of the points around the take-off vs the last quarter) gains no more than
     ``max_accuracy_gain``, or no more than noise (Mann–Whitney z < 2.5) — whatever the reward did: the compute goes into
     length that buys nothing (when the reward rose with it, ``_length_and_reward`` has said so)."""
     if not ctx.has_generations:
@@ -412,7 +412,10 @@ def _length_without_accuracy(
         return []
     aname, ax, ay = acc
     k = stats.window_for(ay.size, 0.1, 5, 30)
-    a_pre = ay[ax < exc.onset_step][-k:]
+    # the accuracy where the length took off (the points around the onset) vs the last quarter:
+    # what the growth bought, not what the run learned before it
+    i0 = int(np.searchsorted(ax, exc.onset_step))
+    a_pre = ay[max(0, i0 - k // 2) : i0 + k - k // 2]
     if a_pre.size < 3:
         return []
     a_post = ay[-max(3, ay.size // 4) :]
