@@ -239,3 +239,24 @@ def test_an_eval_score_falling_without_a_train_reward_is_a_regression() -> None:
     reg = [a for a in alerts if a.kind == "reward_regression"]
     assert [a.evidence["check"] for a in reg] == ["eval"]
     assert reg[0].severity.value == "critical" and abs(reg[0].step - 104) <= 8
+
+
+def test_thousands_of_noise_components_raise_no_fall_and_a_real_one_is_found() -> None:
+    # a wide run: 2,000 reward functions of pure noise, then the same with one that collapses
+    rng = np.random.default_rng(6)
+    n = 60
+    t = np.arange(1, n + 1)
+    cols = {f"reward/r{i}": rng.random(n) for i in range(2000)}
+    steps = pl.DataFrame({"step": t, **cols})
+    run = RunData("x", steps, None, IngestReport(source_kind="logscan"), {"algorithm": "grpo"})
+    alerts, _ = run_detectors(run, steps, None, None)
+    assert not [a for a in alerts if a.kind == "reward_regression"]
+    fell = np.where(t > 30, 0.02, 0.9) + 0.02 * rng.standard_normal(n)
+    steps = steps.with_columns(pl.Series("reward/format", fell))
+    run = RunData("x", steps, None, IngestReport(source_kind="logscan"), {"algorithm": "grpo"})
+    alerts, _ = run_detectors(run, steps, None, None)
+    reg = [a for a in alerts if a.kind == "reward_regression"]
+    assert [a.evidence["signal"] for a in reg] == ["reward component 'format'"]
+    ev = reg[0].evidence
+    assert list(ev["components_fell"]) == ["format"] and ev["component_min_z"] > 4.5
+    assert abs(reg[0].step - 31) <= 3

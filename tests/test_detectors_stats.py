@@ -151,3 +151,12 @@ def test_mann_whitney_z_columns_equals_one_column_at_a_time(ties):
         z = stats.mann_whitney_z_columns(a, b)
         assert z.shape == (k,)
         np.testing.assert_allclose(z, [stats.mann_whitney_z(a[:, j], b[:, j]) for j in range(k)], atol=1e-12)
+
+
+def test_mann_whitney_strength_of_a_perfect_separation_of_large_samples_is_finite() -> None:
+    # exact p = 1 / C(60, 20) ≈ 2e-16: 1 - p rounds to 1.0, whose normal quantile does not exist
+    # (it raised, and the detector asking was reported as an internal error)
+    a, b = np.arange(20.0) + 100, np.arange(40.0) * 0.5
+    z = stats.mann_whitney_strength(a, b)
+    assert 7.5 < z < 9 and np.isfinite(z)
+    assert stats.mann_whitney_strength(b, a) < -7.5

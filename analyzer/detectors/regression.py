@@ -19,6 +19,7 @@ from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import (
     Excursion,
+    _windows,
     component_columns,
     eval_quality_columns,
     find_drop_from_peak,
@@ -36,7 +37,13 @@ _PREFERENCE = re.compile(r"^(chosen|rejected|margins|accuracies)$")
 
 
 def _fall(
-    ctx: DetectorContext, cfg: dict[str, Any], x: np.ndarray, y: np.ndarray, *, accuracy: bool
+    ctx: DetectorContext,
+    cfg: dict[str, Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    accuracy: bool,
+    min_z: float | None = None,
 ) -> dict[str, Any] | None:
     """The sustained fall of one curve from its peak, with its numbers, or None."""
     n = y.size
@@ -51,10 +58,73 @@ def _fall(
             float(cfg["noise_multiple"]) * noise,
             float(cfg["min_relative_drop"]) * max(abs(peak_level), float(np.ptp(y)) / 2),
         )
-    exc = find_drop_from_peak(ctx, x, y, drop=drop, min_z=float(cfg["min_z"]))
+    exc = find_drop_from_peak(
+        ctx, x, y, drop=drop, min_z=float(cfg["min_z"]) if min_z is None else min_z
+    )
     if exc is None:
         return None
     return _describe(ctx, x, y, exc, drop=drop, noise=noise)
+
+
+def _candidates(
+    ctx: DetectorContext, cfg: dict[str, Any], series: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> list[str]:
+    """The reward components whose smoothed curve sits the required margin below its running peak
+    for a sustained stretch — ``_fall``'s first condition, tested for all components logged at the
+    same steps in one pass (a run may log thousands); only these get the rank test."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    out: list[tuple[float, str]] = []
+    same: dict[bytes, list[str]] = {}
+    for name, (x, y) in series.items():  # components logged at the same steps are judged together
+        if y.size >= ctx.min_points():
+            same.setdefault(x.tobytes(), []).append(name)
+    for names in same.values():
+        ys = np.column_stack([series[k][1] for k in names])
+        n = ys.shape[0]
+        w = ctx.warmup_points(n)
+        win, sustain = _windows(ctx, n)
+        win = max(1, min(win, n))
+        smooth = _rolling_cols(ys, win)
+        d = np.diff(ys, axis=0)
+        noise = stats.MAD_SCALE * np.median(np.abs(d - np.median(d, axis=0)), axis=0) / np.sqrt(2)
+        # where the MAD of the steps is 0, _fall falls back to a wider scale: keep those columns
+        noise = np.where(noise > 0, noise, 0.0)
+        peak_level = np.max(_rolling_cols(ys, stats.window_for(n)), axis=0)
+        drop = np.maximum(
+            float(cfg["noise_multiple"]) * noise,
+            float(cfg["min_relative_drop"])
+            * np.maximum(np.abs(peak_level), np.ptp(ys, axis=0) / 2),
+        )
+        cond = smooth <= np.maximum.accumulate(smooth, axis=0) - drop
+        cond[:w] = False
+        hit = np.zeros(len(names), dtype=bool)
+        if n - w >= sustain:
+            hit |= sliding_window_view(cond[w:], sustain, axis=0).all(axis=-1).any(axis=0)
+        trailing = np.argmin(np.vstack([cond[::-1], np.zeros((1, len(names)), bool)]), axis=0)
+        hit |= np.minimum(trailing, n - w) >= max(2, (sustain + 1) // 2)
+        hit &= np.ptp(ys, axis=0) > 0
+        # how far each fell, in its own margins: the largest falls are judged first
+        late = np.median(ys[-max(3, n // 5) :], axis=0)
+        depth = (peak_level - late) / np.maximum(drop, 1e-12)
+        out += [(float(depth[j]), names[j]) for j in np.nonzero(hit)[0]]
+    out.sort(key=lambda t: -t[0])
+    return [name for _, name in out]
+
+
+def _rolling_cols(ys: np.ndarray, window: int) -> np.ndarray:
+    """``stats.rolling_median`` of each column of ``ys`` (n × k), all at once."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    n = ys.shape[0]
+    window = max(1, min(int(window), n))
+    if window == 1:
+        return ys.copy()
+    out = np.empty_like(ys)
+    out[window - 1 :] = np.median(sliding_window_view(ys, window, axis=0), axis=-1)
+    for i in range(window - 1):
+        out[i] = np.median(ys[: i + 1], axis=0)
+    return out
 
 
 def _describe(
@@ -103,6 +173,17 @@ def _sentence(name: str, f: dict[str, Any]) -> str:
     )
 
 
+def _family_z(min_z: float, k: int) -> float:
+    """The z a rank test must reach so that ``k`` of them together keep the one-test level of
+    ``min_z`` (Bonferroni): ``min_z`` for one curve, 3.4 for 3, 5.1 for 10,000."""
+    from statistics import NormalDist
+
+    if k <= 1:
+        return min_z
+    p = 1.0 - NormalDist().cdf(min_z)
+    return NormalDist().inv_cdf(1.0 - p / k)
+
+
 def _is_critical(cfg: dict[str, Any], f: dict[str, Any], accuracy: bool) -> bool:
     if accuracy:
         return f["fall"] >= float(cfg["critical_accuracy_drop"]) or bool(f["below_warmup"])
@@ -144,6 +225,7 @@ def _sample_ids(ctx: DetectorContext, f: dict[str, Any], column: str | None) -> 
         "min_z": 3.0,
         "critical_relative_fall": 0.5,
         "critical_accuracy_drop": 0.3,
+        "max_components": 100,
     },
     requires=("reward, a reward component or an eval score",),
     severity="warning; critical when the level fell ≥ critical_relative_fall of its peak (an eval "
@@ -172,9 +254,14 @@ def reward_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         if total is not None:
             falls[name] = total
     comp_falls: dict[str, dict[str, Any]] = {}
-    for comp, col in comps.items():
-        x, y = ctx.series(col)
-        f = _fall(ctx, cfg, x, y, accuracy=False)
+    series = {comp: ctx.series(col) for comp, col in comps.items()}
+    # many components, many chances: the rank test's level is held for the family of them
+    # (Bonferroni), or 10,000 reward functions of noise would show a dozen "falls"
+    z_family = _family_z(float(cfg["min_z"]), len(series))
+    candidates = _candidates(ctx, cfg, series)
+    for comp in candidates[: int(cfg["max_components"])]:
+        x, y = series[comp]
+        f = _fall(ctx, cfg, x, y, accuracy=False, min_z=z_family)
         if f is not None:
             comp_falls[comp] = f
     if total is not None or comp_falls:
@@ -206,6 +293,9 @@ def reward_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                     k: {kk: v[kk] for kk in ("onset_step", "peak", "peak_step", "late")}
                     for k, v in comp_falls.items()
                 },
+                components_judged=min(len(candidates), int(cfg["max_components"])),
+                components_with_a_drop=len(candidates),
+                component_min_z=z_family,
                 sample_ids=_sample_ids(ctx, head, head_col),
             )
         )
