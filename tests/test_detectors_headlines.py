@@ -123,3 +123,24 @@ def test_shipped_sample_run_headlines() -> None:
     for a in alerts:
         if a.kind not in EVENTS and a.step is not None:
             _assert_honest(a, run.generations)
+
+
+def test_real_dapo_rollouts_headlines(realdata: Path) -> None:
+    # the real run that gets worse: its regression, format and verifier alerts follow the rule
+    from analyzer import ingest
+
+    path = realdata / "JuncyLu__trl_DAPO/training_logs__20251022_181457__rollout_results.md"
+    run = ingest.load_run(path)
+    features = build_features(run)
+    alerts, _ = run_detectors(
+        run, compute_metrics(run, features=features), None, None, features=features
+    )
+    judged = [
+        a
+        for a in alerts
+        if a.kind in ("reward_regression", "format_regression")
+        or a.evidence.get("check") == "verifier_disagreement"
+    ]
+    assert {a.kind for a in judged} >= {"reward_regression", "format_regression"}
+    for a in judged:
+        _assert_honest(a, run.generations)

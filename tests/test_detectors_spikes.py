@@ -47,7 +47,9 @@ def test_a_huge_grad_norm_jump_is_found_whatever_the_first_value(first: float) -
     assert a.evidence["pattern"] == "transient" and a.severity.value == "warning"
 
 
-def test_real_grad_norm_spike_does_not_rely_on_an_exact_zero(realdata: Path, tmp_path: Path) -> None:
+def test_real_grad_norm_spike_does_not_rely_on_an_exact_zero(
+    realdata: Path, tmp_path: Path
+) -> None:
     from analyzer import ingest
 
     text = (realdata / SUNSHINE).read_text()
@@ -112,3 +114,18 @@ def test_the_policy_is_configurable_in_one_place() -> None:
     assert by["loss_spike"].evidence["pattern"] == "repeated"
     assert by["kl_explosion"].evidence["pattern"] == "repeated"
     assert by["loss_spike"].severity.value == by["kl_explosion"].severity.value == "critical"
+
+
+def test_real_one_step_event_gets_one_severity_in_kl_and_loss_spike(realdata: Path) -> None:
+    # the same step-71 event of a real TRL GRPO run: KL 17.8 (128x its median) and grad_norm 154.6,
+    # both back at the next step — transient, a warning in both detectors (KL was critical before)
+    from analyzer import ingest
+
+    run = ingest.load_run(realdata / SUNSHINE)
+    alerts, _ = run_detectors(run, run.steps, None, None)
+    kl = next(a for a in alerts if a.kind == "kl_explosion")
+    grad = next(a for a in alerts if a.kind == "loss_spike" and a.evidence["column"] == "grad_norm")
+    assert kl.evidence["peak_step"] == grad.evidence["peak_step"] == 71
+    assert kl.evidence["pattern"] == grad.evidence["pattern"] == "transient"
+    assert kl.severity.value == grad.severity.value == "warning"
+    assert kl.evidence["above_critical_level"]  # far past 4 x the budget, and still transient
