@@ -201,6 +201,8 @@ def check_dapo(run: RunData, *, min_agreement: float) -> None:
     fr = [a for a in alerts if a.kind == "format_regression"]
     assert fr and fr[0].evidence["learned_peak"] >= 0.8, [(a.kind, a.message) for a in alerts]
     assert "think" in fr[0].evidence["format"]
+    # the run's own format reward is judged as well, and fell with it
+    assert "gen_reward/format_mean" in fr[0].evidence["also_fell"], fr[0].evidence
 
 
 def test_dapo_twin_reads_the_runs_own_conventions() -> None:
