@@ -386,6 +386,19 @@ def test_loading_line_comes_before_the_embedding_and_the_bar_moves_every_batch(
     assert f"{n}/{n}" in capsys.readouterr().err
 
 
+def test_batches_hold_fewer_long_texts() -> None:
+    """A batch holds at most ``batch_size`` texts and ``BATCH_CHARS`` characters, so a batch of long
+    completions takes about as long as one of short ones (the bar keeps moving); order is kept."""
+    short = [f"s{i}" for i in range(40)]
+    long = ["x" * 600 for _ in range(7)]
+    huge = ["y" * (E.BATCH_CHARS + 5)]
+    batches = list(E._batches(long + huge + short, 16))
+    assert [t for b in batches for t in b] == long + huge + short
+    assert [len(b) for b in batches] == [3, 3, 1, 1, 16, 16, 8]
+    assert all(len(b) == 1 or sum(map(len, b)) <= E.BATCH_CHARS for b in batches)
+    assert list(E._batches([], 16)) == []
+
+
 def test_quiet_shows_no_loading_line(model_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Encoder, "_load_onnx", lambda self: CountingModel())
     monkeypatch.setattr(E, "pick_device", lambda device: "cpu")
