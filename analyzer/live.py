@@ -65,6 +65,18 @@ def _row_hashes(gens: pl.DataFrame) -> pl.Series:
     return frame.hash_rows(seed=7)
 
 
+def _owned(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` in buffers of its own (an Arrow IPC round trip: O(its rows))."""
+    import io
+
+    import polars as pl
+
+    buf = io.BytesIO()
+    frame.write_ipc(buf, compression="uncompressed")
+    buf.seek(0)
+    return pl.read_ipc(buf)
+
+
 def _split_range(rows: pl.DataFrame) -> dict[str, tuple[float | None, float | None]]:
     """Per split, the lowest and highest finite reward (what ``metrics._zero_spread`` compares to)."""
     import polars as pl
@@ -168,9 +180,13 @@ class LiveRun:
             self._prev = _Prev(gens.height, hashes, conv, features, gen_part, _split_range(rows))
             return self._joined(run, gen_part)
         assert prev is not None
-        new = gens.slice(prev.height)
+        # the new rows copied out: a slice would keep the whole run's buffers of this refresh alive
+        # in the feature frame, and a long watch would hold one copy of the run per refresh
+        new = _owned(gens.slice(prev.height))
         new_rows = completion_features(new, tags=tags, conventions=conv) if new.height else None
         frame = prev.features.frame if new_rows is None else pl.concat([prev.features.frame, new_rows], how="vertical_relaxed")
+        if frame.n_chunks() > 64:  # one chunk per refresh adds up in a long watch
+            frame = frame.rechunk()
         features = CompletionFeatures(tags, frame, conv, pattern)
         gen_part = prev.gen_metrics
         split_range = prev.split_range

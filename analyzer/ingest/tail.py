@@ -59,6 +59,7 @@ PIECE: Final = 64 << 20
 # A file's rows are saved as one Parquet part per analysis that added rows; from this many parts
 # on, they are merged into one at the next save.
 MAX_PARTS: Final = 16
+MAX_CHUNKS: Final = 64
 
 
 @dataclass(slots=True)
@@ -357,6 +358,8 @@ class TailCache:
             return
         with path.open("rb") as fh:
             tail = _hash(fh, max(0, end - HASH_BYTES), end)
+        if frame is not None and frame.n_chunks() > MAX_CHUNKS:  # one chunk per append adds up in a long watch
+            frame = frame.rechunk()
         entry.offset, entry.lines, entry.tail, entry.frame = end, lines, tail, frame
         entry.issues = entry.issues + calls
         entry.records += records
