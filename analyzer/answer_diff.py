@@ -76,7 +76,7 @@ class _Prompt:
 
 
 def _last_answers(gens: pl.DataFrame | None) -> dict[str, _Prompt]:
-    """``{question_id: its answers at the last step it was answered}``."""
+    """``{question_id: its answers at the last step it was answered}`` of a ``RunData.generations``."""
     import polars as pl
 
     if gens is None or gens.height == 0 or C.QUESTION_ID not in gens.columns or C.OUTPUT not in gens.columns:
@@ -87,7 +87,7 @@ def _last_answers(gens: pl.DataFrame | None) -> dict[str, _Prompt]:
         .select(
             pl.col(C.QUESTION_ID).cast(pl.String).alias("qid"),
             (pl.col(C.STEP).cast(pl.Int64) if C.STEP in cols else pl.lit(None, pl.Int64)).alias("step"),
-            (pl.col(C.SPLIT).cast(pl.String).fill_null("train") if C.SPLIT in cols else pl.lit("train")).alias("split"),
+            pl.col(C.SPLIT).alias("split"),  # complete in a RunData (analyzer.model.completion_keys)
             (pl.col(C.QUESTION).cast(pl.String) if C.QUESTION in cols else pl.lit(None, pl.String)).alias("q"),
             pl.col(C.OUTPUT).cast(pl.String).fill_null("").alias("out"),
             (pl.col(C.TOTAL_REWARD).cast(pl.Float64) if C.TOTAL_REWARD in cols else pl.lit(None, pl.Float64)).alias("r"),

@@ -58,8 +58,11 @@ def test_wheel_contains_templates_and_schema(wheel):
         "analyzer/templates/report.js",
         "analyzer/templates/report.css",
         "analyzer/analysis.schema.json",
-        "analyzer/render.py",
-        "analyzer/plots.py",
+        "analyzer/templates/compare.md.j2",
+        "analyzer/templates/compare.html.j2",
+        "analyzer/report/__init__.py",
+        "analyzer/report/render.py",
+        "analyzer/report/plots.py",
         "analyzer/py.typed",
     ):
         assert required in names, f"{required} is not in {wheel.name}"
