@@ -39,7 +39,7 @@ EXPECTED_COLUMNS = [
     "gen_reward_mean", "gen_reward_std", "gen_reward_min", "gen_reward_max",
     "gen_reward_p10", "gen_reward_p50", "gen_reward_p90", "gen_reward_nonfinite",
     *[f"gen_reward/{n}_{s}" for n in ("correct", "format") for s in ("mean", "std", "min", "max", "p50")],
-    "gen_length_chars_mean", "gen_length_tokens_mean", "gen_accuracy", "gen_format_ok",
+    "gen_length_chars_mean", "gen_length_tokens_mean", "gen_accuracy", "gen_answer_coverage", "gen_format_ok",
     "gen_reward_length_corr", "gen_frac_zero_spread_groups", "gen_frac_zero_spread_all_correct",
     "gen_frac_zero_spread_all_wrong", "gen_repeated_ngram_rate",
 ]  # fmt: skip

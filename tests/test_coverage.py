@@ -205,7 +205,7 @@ def test_limited_in_analysis_json_validates_and_reports_show_it(grpo_scalars: Pa
     assert data["coverage"]["kind"] == "rl_scalars" and data["coverage"]["limited"] is True
     assert [n["name"] for n in data["coverage"]["not_run"]] == ["mode_collapse", "repetition"]
     assert [(h["log"].split(" (")[0], h["enables"]) for h in data["coverage"]["hints"]] == [
-        ("log completions with trainer_hooks", ["mode_collapse", "repetition", "semantic_drift"]),
+        ("log completions with trainer_hooks", ["mode_collapse", "repetition", "coherence_loss", "semantic_drift"]),
         ("log eval or probe prompts' completions", ["catastrophic_forgetting"]),
     ]
     assert data["coverage"]["optional_ran"] == [

@@ -60,6 +60,7 @@ def columns(reward_names: list[str]) -> list[str]:
         "gen_length_chars_mean",
         "gen_length_tokens_mean",
         "gen_accuracy",
+        "gen_answer_coverage",
         "gen_format_ok",
         "gen_reward_length_corr",
         "gen_frac_zero_spread_groups",
@@ -146,6 +147,7 @@ def polars_metrics(path: Path, *, tuned: bool = False) -> pl.DataFrame:
             tagged.alias("tagged"),
             pl.coalesce("group_id", "question_id").alias("group"),
             _pl_normalise(pl.col("model_answer")).alias("a"),
+            (pl.col("model_answer").str.strip_chars().fill_null("") != "").alias("has_answer"),
             _pl_normalise(pl.col("ground_truth_answer")).alias("t"),
         )
         .filter(pl.col("step").is_not_null() & (pl.col("split") == "train"))
@@ -186,6 +188,8 @@ def polars_metrics(path: Path, *, tuned: bool = False) -> pl.DataFrame:
         pl.col("len_chars").mean().alias("gen_length_chars_mean"),
         pl.col("len_tokens").mean().alias("gen_length_tokens_mean"),
         pl.col("correct").mean().alias("gen_accuracy"),
+        # the accuracy's coverage: of the completions with a ground truth, the share with an answer
+        pl.col("has_answer").filter(pl.col("correct").is_not_null()).cast(pl.Float64).mean().alias("gen_answer_coverage"),
         pl.col("format_ok").mean().alias("gen_format_ok"),
         pl.corr(finite_r, pl.col("len_chars").cast(pl.Float64)).fill_nan(None).alias("gen_reward_length_corr"),
         pl.col("tagged").any().alias("tagged"),
@@ -307,6 +311,8 @@ def pandas_metrics(path: Path) -> pd.DataFrame:
     d["correct"] = np.where(an.notna() & tn.notna(), numbers_equal, texts_equal).astype(float)
     d.loc[a.isna(), "correct"] = 0.0
     d.loc[(t.isna() | (t == "")).fillna(True), "correct"] = math.nan
+    has_answer = df["model_answer"].astype("string").str.strip().fillna("") != ""
+    d["has_answer"] = has_answer.astype(float).where(d["correct"].notna())
 
     g = d.groupby("step")
     out = pd.DataFrame({"gen_count": g.size()})
@@ -323,6 +329,7 @@ def pandas_metrics(path: Path) -> pd.DataFrame:
     out["gen_length_chars_mean"] = g["len_chars"].mean()
     out["gen_length_tokens_mean"] = g["len_tokens"].mean()
     out["gen_accuracy"] = g["correct"].mean()
+    out["gen_answer_coverage"] = g["has_answer"].mean()
     out["gen_format_ok"] = g["format_ok"].mean()
     out["gen_reward_length_corr"] = g[["finite_reward", "len_chars"]].corr().xs("finite_reward", level=1)["len_chars"]
 
