@@ -222,7 +222,10 @@ def test_wandb_offline_run_kl_blowup_completions_and_a_torn_tail(tmp_path: Path)
     (torn / log.name).write_bytes(data[: int(len(data) * 0.6)])
     cut = load_run(tmp_path / "torn")
     assert 50 < cut.steps.height < steps.height
-    assert cut.steps["kl"].to_list() == pytest.approx(steps["kl"].to_list()[: cut.steps.height])
+    kl = cut.steps["kl"].to_list()
+    if kl[-1] is None:  # the cut can keep the last step's timing record (logged first) but not its metrics
+        kl = kl[:-1]
+    assert kl == pytest.approx(steps["kl"].to_list()[: len(kl)])
     assert [i.kind for i in cut.report.issues] == ["torn_line"]
     assert cut.info["status"] == "running"  # no exit record
 
