@@ -183,3 +183,32 @@ def test_prefetched_series_equal_the_one_column_read() -> None:
         np.testing.assert_array_equal(x1, x2)
         np.testing.assert_array_equal(y1, y2)
     assert warm.series("reward/b")[0].tolist() == [2, 5]
+
+
+def test_reward_components_are_found_once_per_context() -> None:
+    """Five detectors ask for the reward components; a run with 10,000 of them paid a pass over
+    every column each time. The answer is kept per context, and a caller cannot change it."""
+    import polars as pl
+
+    from analyzer.detectors import _common
+    from analyzer.detectors.base import DetectorContext, default_config
+
+    metrics = pl.DataFrame(
+        {
+            "step": [1, 2, 3],
+            "reward/correct": [0.1, 0.5, 0.9],
+            "gen_reward/correct_mean": [0.2, 0.4, 0.6],  # the logged one wins
+            "gen_reward/format_mean": [1.0, 1.0, 0.0],
+            "gen_reward/format_std": [0.0, 0.0, 0.0],  # a spread, not a component
+            "reward/empty": [None, None, None],  # no finite value: not there
+        },
+        schema_overrides={"reward/empty": pl.Float64},
+    )
+    ctx = DetectorContext(run=None, metrics=metrics, drift=None, general=default_config()["general"])  # type: ignore[arg-type]
+    first = _common.component_columns(ctx)
+    assert first == {"correct": "reward/correct", "format": "gen_reward/format_mean"}
+    first["intruder"] = "x"  # the caller's copy
+    ctx.metrics = metrics.drop("reward/correct")  # cached per context: the same context answers the same
+    assert _common.component_columns(ctx) == {"correct": "reward/correct", "format": "gen_reward/format_mean"}
+    other = DetectorContext(run=None, metrics=metrics.drop("reward/correct"), drift=None, general=default_config()["general"])  # type: ignore[arg-type]
+    assert _common.component_columns(other) == {"correct": "gen_reward/correct_mean", "format": "gen_reward/format_mean"}

@@ -338,8 +338,10 @@ def component_columns(ctx: DetectorContext) -> dict[str, str]:
     """Per-reward-function mean columns in the metrics frame: {function name: column}.
 
     Logged (``rewards/<fn>/mean`` kept by ingest, or ``reward/<fn>``) win over rebuilt
-    ``gen_reward/<fn>_mean``; std / min / max columns are ignored.
+    ``gen_reward/<fn>_mean``; std / min / max columns are ignored. Found once per context.
     """
+    if "component_columns" in ctx.memo:
+        return dict(ctx.memo["component_columns"])
     found: dict[str, str] = {}
     named: list[tuple[str, re.Match[str]]] = []
     for col in ctx.metrics.columns:
@@ -358,7 +360,8 @@ def component_columns(ctx: DetectorContext) -> dict[str, str]:
         if (col.startswith("gen_") and name in found) or NOT_COMPONENTS.match(name):
             continue
         found[name] = col
-    return found
+    ctx.memo["component_columns"] = found
+    return dict(found)
 
 
 def find_drop_from_peak(

@@ -146,6 +146,9 @@ class DetectorContext:
     _series: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, init=False, repr=False
     )
+    # what several detectors derive from the same inputs (``_common.component_columns``: a pass
+    # over every column, ~0.2 s on a run with 10,000 reward functions, asked for by five detectors)
+    memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     # ---- scalar series -------------------------------------------------------------------
     @property
