@@ -9,8 +9,9 @@ Builds ``benchmarks/data/inc_run/`` from ``big_run_csv`` holding its first 990,0
 - ``full``: ``logscan analyze --full`` of the 990,000 (what a first analysis costs, cache warm);
 - the next 10,000 completions (1 %, steps 991-1000) are appended to ``generations.csv``;
 - ``incremental``: ``logscan analyze`` of the grown run, through the state;
-- ``full grown``: ``logscan analyze --full`` of the grown run into another folder: the reference;
-  metrics.parquet, the alerts and the verdict of the two must be identical;
+- ``full grown``: ``logscan analyze --full`` of the grown run into another folder, its embedding
+  cache a copy of the incremental run's (warm in both): the reference; metrics.parquet, the alerts
+  and the verdict of the two must be identical;
 - the file is cut back to 990,000 completions and the state re-primed for the next round.
 
 Each analysis runs in a fresh ``logscan`` process (wall time, and peak RSS from the kernel).
@@ -95,6 +96,8 @@ def main() -> None:
             fh.write(appended)
         inc = _logscan("analyze", str(RUN), "-o", str(out_inc), *common)
         inc_json = json.loads((out_inc / "analysis.json").read_text())
+        if (out_inc / "cache").is_dir():  # the new completions' embeddings: warm for the reference too
+            shutil.copytree(out_inc / "cache", out_ref / "cache", dirs_exist_ok=True)
         ref = _logscan("analyze", str(RUN), "-o", str(out_ref), "--full", *common)
         ref_json = json.loads((out_ref / "analysis.json").read_text())
         import polars as pl
