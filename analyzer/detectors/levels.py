@@ -35,23 +35,6 @@ def _tail_run(mask: np.ndarray) -> int:
     return int(mask.size if rev.all() else np.argmin(rev))
 
 
-def _longest_run(mask: np.ndarray) -> tuple[int, int]:
-    """(start index, length) of the longest stretch of True values (0, 0 when none)."""
-    best = (0, 0)
-    i, n = 0, mask.size
-    while i < n:
-        if not mask[i]:
-            i += 1
-            continue
-        j = i
-        while j < n and mask[j]:
-            j += 1
-        if j - i > best[1]:
-            best = (i, j - i)
-        i = j
-    return best
-
-
 def _pct(v: float) -> str:
     """A share as a percentage that never rounds 99.5 % up to "100 %" or 0.4 % down to "0 %"."""
     p = 100 * float(v)
@@ -226,7 +209,7 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     need = max(int(cfg["zero_points"]), 1 if short else hold)
     if ctx.has(C.GRAD_NORM):
         x, y = ctx.series(C.GRAD_NORM)
-        start, length = _longest_run(y == 0.0)
+        start, length = stats.longest_run(y == 0.0)
         if y.size >= 2 and length >= max(min(need, y.size), 2):
             steps = x[start : start + length]
             ending = start + length == y.size

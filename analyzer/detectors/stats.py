@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -318,15 +319,11 @@ def onset_step(x: np.ndarray, y: np.ndarray, *, upto: int | None = None, lo: int
     return int(x[i])
 
 
-def first_sustained(mask: np.ndarray, min_len: int, *, start: int = 0) -> int | None:
-    """Index of the first run of ≥ ``min_len`` consecutive True values at or after ``start``.
-
-    A run that reaches the end of the series counts once it holds ``min_len`` points, or when it is
-    at least half that long and the series ended (the run stopped while the problem held).
-    """
+def true_runs(mask: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(start index, length) of each stretch of consecutive True values, in order."""
     mask = np.asarray(mask, dtype=bool)
     n = mask.size
-    i = start
+    i = 0
     while i < n:
         if not mask[i]:
             i += 1
@@ -334,10 +331,26 @@ def first_sustained(mask: np.ndarray, min_len: int, *, start: int = 0) -> int | 
         j = i
         while j < n and mask[j]:
             j += 1
-        length = j - i
-        if length >= min_len or (j == n and length >= max(2, (min_len + 1) // 2)):
-            return i
+        yield i, j - i
         i = j
+
+
+def longest_run(mask: np.ndarray) -> tuple[int, int]:
+    """(start index, length) of the first longest stretch of True values ((0, 0) when none)."""
+    return max(true_runs(mask), key=lambda run: run[1], default=(0, 0))
+
+
+def first_sustained(mask: np.ndarray, min_len: int, *, start: int = 0) -> int | None:
+    """Index of the first run of ≥ ``min_len`` consecutive True values at or after ``start``.
+
+    A run that reaches the end of the series counts once it holds ``min_len`` points, or when it is
+    at least half that long and the series ended (the run stopped while the problem held).
+    """
+    mask = np.asarray(mask, dtype=bool)[start:]
+    n = mask.size
+    for i, length in true_runs(mask):
+        if length >= min_len or (i + length == n and length >= max(2, (min_len + 1) // 2)):
+            return start + i
     return None
 
 
