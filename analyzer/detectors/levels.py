@@ -41,6 +41,32 @@ def _pct(v: float) -> str:
     return f"{p:.0f} %" if p == round(p) or 1 <= p <= 99 else f"{p:.1f} %"
 
 
+def _level_alert(
+    severity: Severity,
+    step: int,
+    message: str,
+    *,
+    check: str,
+    signal: str,
+    first_evidence_step: int | None = None,
+    **fields: Any,
+) -> Alert:
+    """An extreme_values alert for a level reached at ``step`` (its onset and, unless said, its
+    first evidence): check and signal first, ``fields`` after, no sample ids."""
+    return alert(
+        "extreme_values",
+        severity,
+        step,
+        message,
+        check=check,
+        signal=signal,
+        onset_step=step,
+        first_evidence_step=step if first_evidence_step is None else first_evidence_step,
+        **fields,
+        sample_ids=[],
+    )
+
+
 def _steps(x: np.ndarray, idx: np.ndarray) -> list[int]:
     return [int(s) for s in x[idx][:10]]
 
@@ -109,8 +135,7 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             crit = float(y[-1]) >= float(cfg["clipped_critical"])
             ip = i0 + int(np.argmax(y[i0:]))
             out.append(
-                alert(
-                    "extreme_values",
+                _level_alert(
                     Severity.CRITICAL if crit else Severity.WARNING,
                     int(x[i0]),
                     f"{_pct(y[-1])} of completions were cut at the length limit at step {int(x[-1])}"
@@ -123,13 +148,10 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                     + ": they never reach an answer",
                     check="clipped",
                     signal=C.CLIPPED_RATIO,
-                    onset_step=int(x[i0]),
-                    first_evidence_step=int(x[i0]),
                     peak=float(y[ip]),
                     peak_step=int(x[ip]),
                     last=float(y[-1]),
                     values=[float(v) for v in y[-10:]],
-                    sample_ids=[],
                 )
             )
 
@@ -141,8 +163,7 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             x, y, _mask, k = hit
             i0 = x.size - k
             out.append(
-                alert(
-                    "extreme_values",
+                _level_alert(
                     Severity.CRITICAL,
                     int(x[i0]),
                     f"every group had zero reward spread from step {int(x[i0])} to step {int(x[-1])} "
@@ -150,11 +171,8 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                     "nothing is learned",
                     check="zero_spread",
                     signal=zs,
-                    onset_step=int(x[i0]),
-                    first_evidence_step=int(x[i0]),
                     peak=1.0,
                     peak_step=int(x[i0]),
-                    sample_ids=[],
                 )
             )
 
@@ -177,8 +195,7 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             fell = float(y[0]) >= 10 * max(float(y[-1]), 1e-12) and i0 > 0
             il = i0 + int(np.argmin(y[i0:]))
             out.append(
-                alert(
-                    "extreme_values",
+                _level_alert(
                     Severity.CRITICAL if fell else Severity.WARNING,
                     int(x[i0]),
                     f"entropy is near zero: {y[-1]:.3g} at step {int(x[-1])}"
@@ -191,14 +208,11 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                     + ": the policy samples one token sequence, exploration is gone",
                     check="entropy_near_zero",
                     signal=C.ENTROPY,
-                    onset_step=int(x[i0]),
-                    first_evidence_step=int(x[i0]),
                     peak=float(y[il]),
                     peak_step=int(x[il]),
                     first=float(y[0]),
                     last=float(y[-1]),
                     floor=floor,
-                    sample_ids=[],
                 )
             )
 
@@ -218,8 +232,7 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 lx, ly = ctx.series(C.LOSS)
                 loss_zero = [int(s) for s in lx[(ly == 0.0) & np.isin(lx, steps)]]
             out.append(
-                alert(
-                    "extreme_values",
+                _level_alert(
                     Severity.CRITICAL if ending else Severity.WARNING,
                     int(steps[0]),
                     f"grad_norm is exactly 0 at {length} steps in a row, from step {int(steps[0])} to "
@@ -230,13 +243,11 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                     "completions cut at the limit, or a frozen model)",
                     check="zero_gradient",
                     signal=C.GRAD_NORM,
-                    onset_step=int(steps[0]),
                     first_evidence_step=int(steps[min(need, length) - 1]),
                     zero_steps=_steps(x, np.arange(start, start + length)),
                     points=length,
                     until_the_end=ending,
                     loss_zero_steps=loss_zero[:10],
-                    sample_ids=[],
                 )
             )
 
@@ -253,8 +264,7 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         i0 = 0 if always else y.size - k
         ip = int(np.argmax(y))
         out.append(
-            alert(
-                "extreme_values",
+            _level_alert(
                 Severity.WARNING,
                 int(x[i0]),
                 (
@@ -272,11 +282,8 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 ),
                 check="format_zero",
                 signal=col,
-                onset_step=int(x[i0]),
-                first_evidence_step=int(x[i0]),
                 peak=float(y[ip]),
                 peak_step=int(x[ip]),
-                sample_ids=[],
             )
         )
     return out
