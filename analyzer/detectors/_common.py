@@ -543,3 +543,21 @@ def pattern_words(pattern: str, events: list[SpikeEvent], recover_points: int) -
     if pattern == REPEATED:
         return f"repeated: {len(events)} separate spikes, each back within {recover_points} steps"
     return f"transient: back within {recover_points} steps"
+
+
+def spike_evidence(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, events: list[SpikeEvent], top: SpikeEvent
+) -> dict[str, Any]:
+    """The evidence a spike alert gives of its events: onset at the first event, the ``top`` one's
+    peak (value, step, rolling median before it, robust z)."""
+    first = int(x[events[0].start])
+    ip = top.peak
+    return {
+        "onset_step": first,
+        "first_evidence_step": first,
+        "peak": float(y[ip]),
+        "peak_step": int(x[ip]),
+        "value": float(y[ip]),
+        "rolling_median": top.reference,
+        "robust_z": float(z[ip]),
+    }

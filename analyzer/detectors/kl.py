@@ -18,6 +18,7 @@ from analyzer.detectors._common import (
     pattern_severity,
     pattern_words,
     spike_events,
+    spike_evidence,
     spike_pattern,
 )
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
@@ -211,13 +212,7 @@ def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 + f"; {pattern_words(pattern, events, recover)}",
                 unit=unit,
                 budget=budget,
-                onset_step=first,
-                first_evidence_step=first,
-                peak=float(y[ip]),
-                peak_step=int(x[ip]),
-                value=float(y[ip]),
-                rolling_median=med,
-                robust_z=float(z[ip]),
+                **spike_evidence(x, y, z, events, top),
                 pattern=pattern,
                 above_critical_level=bool(float(y[spikes].max()) >= crit_level),
                 spike_steps=[int(x[e.start]) for e in events[:10]],

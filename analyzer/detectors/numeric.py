@@ -14,6 +14,7 @@ from analyzer.detectors._common import (
     pattern_severity,
     pattern_words,
     spike_events,
+    spike_evidence,
     spike_pattern,
 )
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
@@ -217,13 +218,7 @@ def loss_spike(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 first,
                 message,
                 column=col,
-                onset_step=first,
-                first_evidence_step=first,
-                peak=float(y[ip]),
-                peak_step=int(x[ip]),
-                value=float(y[ip]),
-                rolling_median=ref,
-                robust_z=float(z[ip]),
+                **spike_evidence(x, y, z, events, top),
                 max_robust_z=float(np.nanmax(z[hits])),
                 jumps=len(events),
                 jump_steps=[int(x[e.start]) for e in events[:10]],
