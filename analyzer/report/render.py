@@ -586,37 +586,24 @@ def write_reports(
             analysis, svg=svg or bool(config_get(analysis.config or {}, "report.svg"))
         )
         written += write_plots(rendered, out_dir / "plots")
-    data = analysis_to_dict(analysis, metrics_summary=metrics_summary)  # once for both reports
-    md_path = out_dir / "report.md"
-    md_path.write_text(
-        render_markdown(
-            analysis,
-            plots=rendered,
-            skipped_plots=skipped,
-            inline_images=md_inline_images,
-            template_dir=template_dir,
-            data=data,
-        ),
-        encoding="utf-8",
-    )
-    written.append(md_path)
+    # both reports from the same inputs: the plots, the skipped ones, the templates, one data dict
+    shared: dict[str, Any] = {
+        "plots": rendered,
+        "skipped_plots": skipped,
+        "template_dir": template_dir,
+        "data": analysis_to_dict(analysis, metrics_summary=metrics_summary),
+    }
+
+    def write(name: str, text: str) -> None:
+        path = out_dir / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+
+    write("report.md", render_markdown(analysis, inline_images=md_inline_images, **shared))
     if html:
-        html_path = out_dir / "report.html"
-        html_path.write_text(
-            render_html(
-                analysis,
-                plots=rendered,
-                skipped_plots=skipped,
-                template_dir=template_dir,
-                data=data,
-            ),
-            encoding="utf-8",
-        )
-        written.append(html_path)
+        write("report.html", render_html(analysis, **shared))
     if junit:
-        junit_path = out_dir / "report.junit.xml"
-        junit_path.write_text(render_junit(analysis, fail_on=fail_on), encoding="utf-8")
-        written.append(junit_path)
+        write("report.junit.xml", render_junit(analysis, fail_on=fail_on))
     return written
 
 
