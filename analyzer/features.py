@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from analyzer import columns as C
 
 if TYPE_CHECKING:
+    import numpy as np
     import polars as pl
 
     from analyzer.model import RunData
@@ -532,6 +533,23 @@ def repeated_ngram_rates(texts: pl.Series, n: int = NGRAM_N) -> pl.Series:
     return counts.get_column("rate").rename(texts.name)
 
 
+def utf8_bytes(texts: pl.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """The UTF-8 bytes of a Utf8 series (a slice of one) read in place from its Arrow buffers:
+    (bytes as uint8, offsets of each text's start rebased to 0, one more than there are texts);
+    None when the texts hold no byte at all."""
+    import numpy as np
+    import polars as pl
+
+    arr = texts.to_arrow(compat_level=pl.CompatLevel.oldest())  # large_string: int64 offsets
+    _, obuf, dbuf = arr.buffers()
+    offs = np.frombuffer(obuf, dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
+    size = int(offs[-1] - offs[0])
+    if dbuf is None or size == 0:
+        return None
+    data = np.frombuffer(dbuf, dtype=np.uint8, count=size, offset=int(offs[0]))
+    return data, offs - offs[0]
+
+
 def whitespace_token_counts(texts: pl.Series) -> pl.Series:
     """Per text: its number of whitespace-separated words — exactly what
     ``str.count_matches(r"\\S+")`` counts (Unicode whitespace included) — UInt32; null for null.
@@ -546,20 +564,18 @@ def whitespace_token_counts(texts: pl.Series) -> pl.Series:
     out = np.zeros(len(s), dtype=np.uint32)
 
     def count(off: int) -> None:
-        arr = s.slice(off, _TOKEN_SLICE).to_arrow(compat_level=pl.CompatLevel.oldest())  # large_string
-        _, obuf, dbuf = arr.buffers()
-        offs = np.frombuffer(obuf, dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
-        size = int(offs[-1] - offs[0])
-        if dbuf is None or size == 0:
+        part = s.slice(off, _TOKEN_SLICE)
+        found = utf8_bytes(part)
+        if found is None:
             return
-        data = np.frombuffer(dbuf, dtype=np.uint8, count=size, offset=int(offs[0]))
-        offs = offs - offs[0]
+        data, offs = found
+        size = data.size
         ws = _whitespace_bytes(data)
         start = ~ws  # a word starts at a non-space byte after a space or at its text's first byte
         start[1:] &= ws[:-1]
         firsts = offs[:-1][offs[:-1] < size]
         start[firsts] = ~ws[firsts]
-        out[off : off + len(arr)] = np.diff(np.searchsorted(np.flatnonzero(start), offs))
+        out[off : off + len(part)] = np.diff(np.searchsorted(np.flatnonzero(start), offs))
 
     slices = range(0, len(s), _TOKEN_SLICE)
     if len(slices) > 1:

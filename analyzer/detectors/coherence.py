@@ -26,6 +26,7 @@ from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import find_rise, per_step
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.features import utf8_bytes
 from analyzer.model import Alert, Severity
 
 if TYPE_CHECKING:
@@ -72,26 +73,23 @@ def byte_measures(texts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     letters = np.zeros(n, dtype=np.int64)
     entropy = np.zeros(n, dtype=np.float64)
     for off in range(0, n, _SLICE):
-        arr = s.slice(off, _SLICE).to_arrow(compat_level=pl.CompatLevel.oldest())
-        _, obuf, dbuf = arr.buffers()
-        offs = np.frombuffer(obuf, dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
-        total = int(offs[-1] - offs[0])
-        if dbuf is None or total == 0:
+        part = s.slice(off, _SLICE)
+        found = utf8_bytes(part)
+        if found is None:
             continue
-        data = np.frombuffer(dbuf, dtype=np.uint8, count=total, offset=int(offs[0]))
-        offs = offs - offs[0]
+        data, offs = found
         lengths = np.diff(offs)
-        row = np.repeat(np.arange(len(arr), dtype=np.int64), lengths)
+        row = np.repeat(np.arange(len(part), dtype=np.int64), lengths)
         low = data | 0x20
         is_letter = (low >= ord("a")) & (low <= ord("z"))
-        counts = np.bincount(row * 256 + data, minlength=len(arr) * 256)
+        counts = np.bincount(row * 256 + data, minlength=len(part) * 256)
         bins = np.flatnonzero(counts)  # (text, byte) pairs that occur; text = bin // 256
         owner = bins >> 8
         p = counts[bins] / lengths[owner]
-        h = -np.bincount(owner, weights=p * np.log2(p), minlength=len(arr))
-        size[off : off + len(arr)] = lengths
-        letters[off : off + len(arr)] = np.bincount(row, weights=is_letter, minlength=len(arr)).astype(np.int64)
-        entropy[off : off + len(arr)] = h
+        h = -np.bincount(owner, weights=p * np.log2(p), minlength=len(part))
+        size[off : off + len(part)] = lengths
+        letters[off : off + len(part)] = np.bincount(row, weights=is_letter, minlength=len(part)).astype(np.int64)
+        entropy[off : off + len(part)] = h
     return size, letters, entropy
 
 
