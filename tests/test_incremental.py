@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -95,32 +96,50 @@ def assert_same(run: Path, inc_out: Path, ref_out: Path) -> list[str]:
     return inc.notes
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(
-    recs=records(),
-    fmt=st.sampled_from(["jsonl", "csv", "jsonl2"]),
-    cuts=st.lists(st.integers(1, 99), min_size=1, max_size=4),
-    bad=st.sets(st.integers(0, 40), max_size=2),
-)
+# The from-scratch comparisons (here and in test_live.py): their hypothesis settings and the runs
+# they draw (records, the files' format, malformed lines); each test draws its own append cuts.
+COMPARISONS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+RUNS = {
+    "recs": records(),
+    "fmt": st.sampled_from(["jsonl", "csv", "jsonl2"]),
+    "bad": st.sets(st.integers(0, 40), max_size=2),
+}
+
+
+def run_files(recs: list[dict], fmt: str, bad: set[int]) -> dict[str, bytes]:
+    """The files a run writes: one CSV, one JSONL (``bad``: indices of malformed lines before
+    records), or two ranks' JSONL files (``jsonl2``)."""
+    if fmt == "csv":
+        return {"generations.csv": csv_bytes(recs)}
+    if fmt == "jsonl":
+        return {"generations.jsonl": jsonl_bytes(recs, bad)}
+    return {  # two ranks, each its own file
+        "generations.jsonl": jsonl_bytes(recs[::2], bad),
+        "generations.rank1.jsonl": jsonl_bytes([{**r, "rank": 1} for r in recs[1::2]], set()),
+    }
+
+
+def append_in_cuts(run: Path, files: dict[str, bytes], cuts: list[int], *, min_bytes: int = 1) -> Iterator[None]:
+    """Append ``files`` to ``run`` as a live run does (never rewritten): up to each cut (a percentage
+    of each file, at least ``min_bytes``; a cut below an earlier one appends nothing), then whole;
+    yields after each append."""
+    written = dict.fromkeys(files, 0)
+    for cut in [*cuts, 100]:
+        for name, data in files.items():
+            end = max(written[name], len(data) if cut == 100 else max(min_bytes, len(data) * cut // 100))
+            with (run / name).open("ab") as fh:
+                fh.write(data[written[name]:end])
+            written[name] = end
+        yield
+
+
+@COMPARISONS
+@given(**RUNS, cuts=st.lists(st.integers(1, 99), min_size=1, max_size=4))
 def test_incremental_equals_from_scratch(tmp_path_factory: pytest.TempPathFactory, recs: list[dict], fmt: str, cuts: list[int], bad: set[int]) -> None:
     base = tmp_path_factory.mktemp("inc")
     run = base / "run"
     run.mkdir()
-    files: dict[str, bytes] = {}
-    if fmt == "csv":
-        files["generations.csv"] = csv_bytes(recs)
-    elif fmt == "jsonl":
-        files["generations.jsonl"] = jsonl_bytes(recs, bad)
-    else:  # two ranks, each its own file
-        files["generations.jsonl"] = jsonl_bytes(recs[::2], bad)
-        files["generations.rank1.jsonl"] = jsonl_bytes([{**r, "rank": 1} for r in recs[1::2]], set())
-    written = dict.fromkeys(files, 0)
-    for cut in [*cuts, 100]:
-        for name, data in files.items():
-            end = max(written[name], len(data) if cut == 100 else max(1, len(data) * cut // 100))
-            with (run / name).open("ab") as fh:  # appended, never rewritten: a live run's file
-                fh.write(data[written[name]:end])
-            written[name] = end
+    for _ in append_in_cuts(run, run_files(recs, fmt, bad), cuts):
         assert_same(run, base / "inc", base / "ref")
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from test_incremental import _recs, csv_bytes, jsonl_bytes, records
+from test_incremental import COMPARISONS, RUNS, _recs, append_in_cuts, jsonl_bytes, run_files
 
 from analyzer.detectors import run_detectors
 from analyzer.errors import InputError
@@ -41,32 +41,14 @@ def _check(live: LiveRun, run: Path) -> None:
     assert [a.to_dict() for a in got.alerts] == [a.to_dict() for a in ref_alerts]
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(
-    recs=records(),
-    fmt=st.sampled_from(["jsonl", "csv", "jsonl2"]),
-    cuts=st.lists(st.integers(1, 99), min_size=1, max_size=5),
-    bad=st.sets(st.integers(0, 40), max_size=2),
-)
+@COMPARISONS
+@given(**RUNS, cuts=st.lists(st.integers(1, 99), min_size=1, max_size=5))
 def test_live_refresh_equals_from_scratch(tmp_path_factory: pytest.TempPathFactory, recs: list[dict], fmt: str, cuts: list[int], bad: set[int]) -> None:
     run = tmp_path_factory.mktemp("live") / "run"
     run.mkdir()
-    files: dict[str, bytes] = {}
-    if fmt == "csv":
-        files["generations.csv"] = csv_bytes(recs)
-    elif fmt == "jsonl":
-        files["generations.jsonl"] = jsonl_bytes(recs, bad)
-    else:
-        files["generations.jsonl"] = jsonl_bytes(recs[::2], bad)
-        files["generations.rank1.jsonl"] = jsonl_bytes([{**r, "rank": 1} for r in recs[1::2]], set())
-    written = dict.fromkeys(files, 0)
+    files = run_files(recs, fmt, bad)
     live = LiveRun(run, config={})
-    for cut in [*sorted(cuts), 100]:
-        for name, data in files.items():
-            end = max(written[name], len(data) * cut // 100)
-            with (run / name).open("ab") as fh:
-                fh.write(data[written[name]:end])
-            written[name] = end
+    for _ in append_in_cuts(run, files, sorted(cuts), min_bytes=0):
         if any((run / n).stat().st_size for n in files):
             _check(live, run)
 
