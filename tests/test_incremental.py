@@ -231,12 +231,18 @@ def test_full_flag_and_damaged_state(tmp_path: Path) -> None:
     assert why is not None and why.startswith("the analysis state is damaged")
 
 
-def test_torn_tail_is_read_again_until_complete(tmp_path: Path) -> None:
+def jsonl_run(tmp_path: Path, n_steps: int) -> tuple[Path, list[dict], bytes, int]:
+    """An empty run folder, the records of ``n_steps`` steps, their JSONL bytes and the end of the
+    line that crosses the middle of those bytes (where a test cuts the file in two)."""
     run = tmp_path / "run"
     run.mkdir()
-    recs = _recs(15)
+    recs = _recs(n_steps)
     whole = jsonl_bytes(recs, set())
-    line_end = whole.index(b"\n", len(whole) // 2) + 1
+    return run, recs, whole, whole.index(b"\n", len(whole) // 2) + 1
+
+
+def test_torn_tail_is_read_again_until_complete(tmp_path: Path) -> None:
+    run, _, whole, line_end = jsonl_run(tmp_path, 15)
     cut = line_end + 40  # inside the record after it
     (run / "generations.jsonl").write_bytes(whole[:cut])
     assert_same(run, tmp_path / "inc", tmp_path / "ref")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_incremental import COMPARISONS, RUNS, _recs, append_in_cuts, jsonl_bytes, run_files
+from test_incremental import COMPARISONS, RUNS, append_in_cuts, jsonl_run, run_files
 
 from analyzer.detectors import run_detectors
 from analyzer.errors import InputError
@@ -54,11 +54,7 @@ def test_live_refresh_equals_from_scratch(tmp_path_factory: pytest.TempPathFacto
 
 
 def test_appends_recompute_only_the_touched_steps(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    run.mkdir()
-    recs = _recs(40)
-    data = jsonl_bytes(recs, set())
-    half = data.index(b"\n", len(data) // 2) + 1
+    run, recs, data, half = jsonl_run(tmp_path, 40)
     (run / "generations.jsonl").write_bytes(data[:half])
     live = LiveRun(run, config={})
     _check(live, run)
