@@ -8,37 +8,17 @@ Playwright driver cannot start.
 
 from __future__ import annotations
 
-import io
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import render_fixture
+from browser_pages import ARGS, CHROMIUM, blank, start_playwright, watched_page
 
 from analyzer.report.render import write_html_report
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = os.environ.get("LOGSCAN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _blank(png: bytes) -> bool:
-    import matplotlib.image as mpimg
-
-    img = mpimg.imread(io.BytesIO(png), format="png")
-    return float(img[..., :3].var()) < 1e-4
-
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
@@ -50,18 +30,8 @@ def report(tmp_path_factory) -> Path:
     return write_html_report(render_fixture.analysis(), out / "report.html")
 
 
-def _playwright():
-    try:
-        from playwright.sync_api import sync_playwright
-
-        pw = sync_playwright().start()
-    except Exception as exc:  # the driver (node) cannot run here: use the CLI fallback
-        return None, exc
-    return pw, None
-
-
 def test_report_in_a_real_browser(report, tmp_path):
-    pw, why = _playwright()
+    pw, why = start_playwright()
     if pw is None:
         _cli_fallback(report, tmp_path, why)
         return
@@ -69,28 +39,15 @@ def test_report_in_a_real_browser(report, tmp_path):
 
     try:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        console: list[str] = []
-        dialogs: list[str] = []
-        requests: list[str] = []
-        page.on(
-            "console",
-            lambda m: (
-                console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None
-            ),
-        )
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.on("request", lambda r: requests.append(r.url))
+        watched = watched_page(browser)
+        page = watched.page
         page.goto(report.as_uri())
         page.wait_for_selector("#completions-body tr")
         # Playwright's expect() polls without eval(): wait_for_function would be refused by the
         # page's CSP (no 'unsafe-eval'), which is the point of the CSP.
         count = page.locator("#row-count")
 
-        assert page.evaluate("typeof window.__pwned") == "undefined"
-        assert console == [] and dialogs == []
-        assert all(u.startswith(("data:", "file:")) for u in requests), requests
+        watched.assert_harmless()
 
         # The payloads are in the table as text, not as elements.
         page.fill("#f-text", "__pwned")
@@ -134,10 +91,8 @@ def test_report_in_a_real_browser(report, tmp_path):
         page.evaluate("window.scrollTo(0, 0)")
         shot = page.screenshot(full_page=False)
         (tmp_path / "report.png").write_bytes(shot)
-        assert not _blank(shot)
-        assert page.evaluate("typeof window.__pwned") == "undefined"
-        assert console == [] and dialogs == []
-        assert all(u.startswith(("data:", "file:")) for u in requests), requests
+        assert not blank(shot)
+        watched.assert_harmless()
         browser.close()
     finally:
         pw.stop()
@@ -175,7 +130,7 @@ def _cli_fallback(report: Path, tmp_path: Path, why: Exception | None) -> None:
         capture_output=True,
         timeout=60,
     )
-    assert shot.exists() and not _blank(shot.read_bytes())
+    assert shot.exists() and not blank(shot.read_bytes())
 
 
 def test_report_via_the_chromium_cli(report, tmp_path):
@@ -187,7 +142,7 @@ def test_layout_at_760_and_1400_px(report):
     """At 760 px nothing makes the page scroll sideways (every <details> opened: evidence tables,
     all metrics); at 1400 px a plot uses the page's width; the sample diffs come before the long
     completions table."""
-    pw, why = _playwright()
+    pw, why = start_playwright()
     if pw is None:
         pytest.skip(f"Playwright cannot start here ({why}); the layout needs a browser's measurements")
     try:

@@ -5,12 +5,12 @@ runs' own embedding caches, and a sweep of 50 runs (a table first, curves for th
 from __future__ import annotations
 
 import gc
-import io
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from browser_pages import ARGS, CHROMIUM, blank, start_playwright, watched_page
 from click.testing import CliRunner
 
 from analyzer.cli import cli
@@ -32,13 +32,6 @@ def invoke(*args: object):
 
 def files_under(*folders: Path) -> list[tuple[str, int, int]]:
     return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for f in folders for p in f.rglob("*"))
-
-
-def _blank(png: bytes) -> bool:
-    import matplotlib.image as mpimg
-
-    img = mpimg.imread(io.BytesIO(png), format="png")
-    return float(img[..., :3].var()) < 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +85,7 @@ def test_compare_writes_markdown_and_html(report):
     images = re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", md)
     assert "plots/compare-reward.png" in images and "plots/compare-gen_accuracy.png" in images
     for rel in images:
-        assert not _blank((out / rel).read_bytes())
+        assert not blank((out / rel).read_bytes())
     # the prompts whose answers differ most: same question ids in both runs, with excerpts
     answers = md.split("## Answers that differ most between runs", 1)[1]
     assert "### sample-grpo vs healthy-grpo" in answers
@@ -228,10 +221,6 @@ def test_untrusted_text_is_escaped_in_markdown_and_html(hostile):
     assert "&lt;img src=x onerror=&#34;window.__pwned=1&#34;&gt;" in html  # the run's name, as text
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
 def _cli_fallback(hostile: Path, samples: Path, tmp_path: Path) -> None:
     """The chromium CLI: the DOM after load (payloads as text, no script), and a screenshot."""
     import subprocess
@@ -242,7 +231,7 @@ def _cli_fallback(hostile: Path, samples: Path, tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, "--headless", *ARGS, "--window-size=1366,900", f"--screenshot={shot}",
                     (samples / "compare.html").as_uri()], capture_output=True, timeout=60)
-    assert shot.exists() and not _blank(shot.read_bytes())
+    assert shot.exists() and not blank(shot.read_bytes())
 
 
 @pytest.mark.slow
@@ -258,29 +247,16 @@ def test_compare_html_in_a_real_browser(hostile, report, tmp_path):
     the shipped samples is not blank (follows tests/test_browser.py)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"chromium not found at {CHROMIUM}; install Debian's chromium package (.ci/run does)")
-    try:
-        from playwright.sync_api import sync_playwright
-
-        pw = sync_playwright().start()
-    except Exception:  # the driver cannot run here: the chromium CLI's DOM and screenshot
-        pw = None
-    if pw is None:
+    pw, _why = start_playwright()
+    if pw is None:  # the driver cannot run here: the chromium CLI's DOM and screenshot
         _cli_fallback(hostile, report[1], tmp_path)
         return
     try:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        console: list[str] = []
-        dialogs: list[str] = []
-        requests: list[str] = []
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.on("request", lambda r: requests.append(r.url))
+        watched = watched_page(browser)
+        page = watched.page
         page.goto((hostile / "compare.html").as_uri())
-        assert page.evaluate("typeof window.__pwned") == "undefined"
-        assert console == [] and dialogs == []
-        assert all(u.startswith(("data:", "file:")) for u in requests), requests
+        watched.assert_harmless()
         assert page.locator("main script, main img:not(figure img), main svg, main a").count() == 0
         cells = " ".join(page.locator("#answers td").all_inner_texts())
         assert "<script>window.__pwned=1</script>" in cells and '<img src=x onerror="window.__pwned=1">' in cells
@@ -289,7 +265,7 @@ def test_compare_html_in_a_real_browser(hostile, report, tmp_path):
         page.goto((report[1] / "compare.html").as_uri())
         shot = page.screenshot(full_page=False)
         (tmp_path / "compare.png").write_bytes(shot)
-        assert not _blank(shot)
+        assert not blank(shot)
         assert page.locator("#plots figure img").count() >= 10
         # every curve image decoded (a broken data URI has no natural width)
         widths = page.eval_on_selector_all("#plots figure img", "imgs => imgs.map(i => i.naturalWidth)")
