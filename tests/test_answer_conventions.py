@@ -209,13 +209,8 @@ def test_dapo_twin_reads_the_runs_own_conventions() -> None:
     check_dapo(dapo_twin(), min_agreement=0.99)
 
 
-def test_real_dapo_rollouts_read_the_runs_own_conventions(realdata: Path) -> None:
-    from analyzer.ingest import load_run
-
-    path = realdata / DAPO
-    if not path.exists():
-        pytest.skip(f"{path} is not present")
-    run = load_run(path)
+def test_real_dapo_rollouts_read_the_runs_own_conventions(real_run) -> None:
+    run = real_run(DAPO)
     check_dapo(run, min_agreement=0.85)
 
 

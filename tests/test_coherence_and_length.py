@@ -27,15 +27,6 @@ def analyse(run, drift=None):
     return alerts, statuses
 
 
-def real_dapo(realdata: Path):
-    from analyzer.ingest import load_run
-
-    path = realdata / DAPO
-    if not path.exists():
-        pytest.skip(f"{path} is not present")
-    return load_run(path)
-
-
 # ---- the text measures --------------------------------------------------------------------------
 
 
@@ -100,10 +91,10 @@ def test_coherence_loss_twin_is_found_at_its_onset(seed: int) -> None:
     assert not [x for x in alerts if x.kind == "repetition" and x.severity.rank >= 1]
 
 
-def test_real_dapo_rollouts_lose_coherence(realdata: Path) -> None:
+def test_real_dapo_rollouts_lose_coherence(real_run) -> None:
     """The real run's completions turn into tag soup (<answer><answer>…</ref></html>) and mix
     scripts: coherence_loss dates it early, with examples from after the onset."""
-    run = real_dapo(realdata)
+    run = real_run(DAPO)
     alerts, _ = analyse(run)
     mine = [a for a in alerts if a.kind == "coherence_loss"]
     assert mine, [(a.kind, a.message) for a in alerts]
@@ -178,9 +169,9 @@ def test_length_growth_with_accuracy_is_not_flagged() -> None:
     )
 
 
-def test_real_dapo_rollouts_grow_without_accuracy(realdata: Path) -> None:
+def test_real_dapo_rollouts_grow_without_accuracy(real_run) -> None:
     """The real run's completions grow ~3× while logscan's own accuracy falls."""
-    alerts, _ = analyse(real_dapo(realdata))
+    alerts, _ = analyse(real_run(DAPO))
     mine = [a for a in alerts if a.evidence.get("check") == "length_without_accuracy"]
     assert mine, [(a.kind, a.message) for a in alerts]
     assert mine[0].evidence["growth"] >= 2 and mine[0].evidence["accuracy_gain"] < 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
@@ -62,13 +60,8 @@ def test_three_step_console_log_twin_gets_real_alerts() -> None:
     _check_three_step_console_log(alerts, by)
 
 
-def test_real_three_step_console_log_is_not_too_short(realdata: Path) -> None:
-    from analyzer import ingest
-
-    path = realdata / TERMINAL
-    if not path.exists():
-        pytest.skip(f"{path} is not present")
-    run = ingest.load_run(path)
+def test_real_three_step_console_log_is_not_too_short(real_run) -> None:
+    run = real_run(TERMINAL)
     alerts, statuses = run_detectors(run, run.steps, None, None)
     _check_three_step_console_log(alerts, {s.name: s for s in statuses})
 

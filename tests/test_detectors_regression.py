@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
@@ -111,13 +109,8 @@ def test_dapo_like_run_that_gets_worse_is_critical() -> None:
     _check_dapo_alert(run, alerts)
 
 
-def test_real_dapo_rollouts_are_no_longer_healthy(realdata: Path) -> None:
-    from analyzer import ingest
-
-    path = realdata / ROLLOUTS
-    if not path.exists():
-        pytest.skip(f"{path} is not present")
-    run = ingest.load_run(path)
+def test_real_dapo_rollouts_are_no_longer_healthy(real_run) -> None:
+    run = real_run(ROLLOUTS)
     alerts, statuses = _detect(run)
     assert statuses["reward_regression"].ran
     _check_dapo_alert(run, alerts)

@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from analyzer import catalogue
 from analyzer.detectors import run_detectors
 from analyzer.detectors._common import component_columns
@@ -33,13 +31,6 @@ def detect(run: RunData) -> tuple[list[Alert], dict[str, DetectorStatus], Detect
     alerts, statuses = run_detectors(run, metrics, None, None)
     ctx = DetectorContext(run, metrics.sort("step"), None, default_config()["general"])
     return alerts, {s.name: s for s in statuses}, ctx
-
-
-def real(realdata: Path, rel: str) -> RunData:
-    path = realdata / rel
-    if not path.exists():
-        pytest.skip(f"{path} is not present")
-    return load_run(path)
 
 
 def write_state(folder: Path, entries: list[dict[str, Any]]) -> Path:
@@ -67,11 +58,11 @@ def grpo_entries(n: int = 40, **extra: Any) -> list[dict[str, Any]]:
 # --- the missing-kl reason, per trainer -----------------------------------------------------------
 
 
-def test_missing_kl_reason_real_verl_and_grpo(realdata: Path) -> None:
-    _, status, _ = detect(real(realdata, VERL))
+def test_missing_kl_reason_real_verl_and_grpo(real_run) -> None:
+    _, status, _ = detect(real_run(VERL))
     assert status["kl_explosion"].reason is not None and "use_kl_loss" in status["kl_explosion"].reason
     assert "beta" not in status["kl_explosion"].reason
-    _, status, _ = detect(real(realdata, GRPO_NO_KL))
+    _, status, _ = detect(real_run(GRPO_NO_KL))
     assert status["kl_explosion"].reason == "kl was not logged (TRL GRPO logs no kl when beta = 0, its default since TRL 0.19)"
 
 
@@ -100,8 +91,8 @@ def test_missing_kl_reason_twins(tmp_path: Path) -> None:
 # --- rewards/total_reward is the total, not a component -----------------------------------------
 
 
-def test_total_reward_is_not_a_component_real(realdata: Path) -> None:
-    run = real(realdata, DAPO_CONSOLE)
+def test_total_reward_is_not_a_component_real(real_run) -> None:
+    run = real_run(DAPO_CONSOLE)
     _, _, ctx = detect(run)
     assert "reward/total_reward" in ctx.metrics.columns  # logged beside `reward`
     comps = component_columns(ctx)
@@ -126,8 +117,8 @@ def test_canonical_clipped_ratio_is_not_unknown_and_is_read(tmp_path: Path) -> N
     assert trunc.evidence["signal"] == "clipped_ratio"
 
 
-def test_real_console_log_lists_no_canonical_key_as_unknown(realdata: Path) -> None:
-    run = real(realdata, DAPO_CONSOLE)
+def test_real_console_log_lists_no_canonical_key_as_unknown(real_run) -> None:
+    run = real_run(DAPO_CONSOLE)
     assert "clipped_ratio" in run.steps.columns
     assert not {"clipped_ratio", "completion_length", "reward", "entropy"} & set(run.report.unknown_keys)
 
@@ -135,8 +126,8 @@ def test_real_console_log_lists_no_canonical_key_as_unknown(realdata: Path) -> N
 # --- the truncation evidence's length limit ---------------------------------------------------
 
 
-def test_truncation_limit_from_completions_max_length_real(realdata: Path) -> None:
-    alerts, _, _ = detect(real(realdata, CHAOS))
+def test_truncation_limit_from_completions_max_length_real(real_run) -> None:
+    alerts, _, _ = detect(real_run(CHAOS))
     (trunc,) = [a for a in alerts if a.kind == "truncation"]
     assert trunc.evidence["max_completion_length"] == 512
     assert trunc.evidence["max_completion_length_from"].startswith("completions/max_length")
@@ -154,9 +145,9 @@ def test_truncation_limit_from_completions_max_length_twin(tmp_path: Path) -> No
 # --- the zero-spread share from reward_std == 0 ----------------------------------------------
 
 
-def test_zero_spread_from_reward_std_real(realdata: Path) -> None:
+def test_zero_spread_from_reward_std_real(real_run) -> None:
     # TRL GRPO console log without frac_reward_zero_std: reward_std is exactly 0 at 44 % of steps
-    alerts, status, _ = detect(real(realdata, SUNSHINE))
+    alerts, status, _ = detect(real_run(SUNSHINE))
     assert status["reward_std_collapse"].ran
     (a,) = [a for a in alerts if a.kind == "reward_std_collapse"]
     assert a.evidence["signal"].startswith("reward_std == 0")
@@ -175,8 +166,8 @@ def test_zero_spread_from_reward_std_twin(tmp_path: Path) -> None:
 # --- verl's eval score has a direction --------------------------------------------------------
 
 
-def test_verl_val_core_reward_is_higher_is_better_real(realdata: Path) -> None:
-    run = real(realdata, VERL)
+def test_verl_val_core_reward_is_higher_is_better_real(real_run) -> None:
+    run = real_run(VERL)
     col = "eval/openai/gsm8k/reward/mean@1"
     assert col in run.steps.columns and catalogue.direction_of(col) == catalogue.HIGHER
 
