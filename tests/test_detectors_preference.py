@@ -56,6 +56,14 @@ def scenario(tmp_path: Path, kind: str | None, trainer: str = "dpo", **kw: Any) 
     return sc, Result(sc.write(tmp_path / sc.name.replace("/", "_")))
 
 
+def edited(folder: Path, state: dict[str, Any]) -> Result:
+    """Analyse a scenario's trainer_state.json after a test changed it, written to ``folder``."""
+    path = folder / "trainer_state.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(state), encoding="utf-8")
+    return Result(path)
+
+
 # --- real logs ----------------------------------------------------------------------------------
 
 
@@ -187,10 +195,7 @@ def test_cpo_or_simpo_keys_are_told_reference_free_from_the_data(tmp_path: Path)
     for e in state["log_history"]:
         for key in ("log_odds_ratio", "log_odds_chosen"):
             e.pop(key, None)
-    path = tmp_path / "cpo" / "trainer_state.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps(state), encoding="utf-8")
-    r = Result(path)
+    r = edited(tmp_path / "cpo", state)
     assert r.run.info["algorithm"] == "dpo"  # what the keys alone suggest …
     assert r.family is not None and r.family.name == "reference_free"  # … and what the values say
     assert r.family.beta == pytest.approx(0.1, rel=1e-6)
@@ -207,10 +212,7 @@ def test_recovered_dip_of_the_chosen_reward_is_not_displacement(tmp_path: Path) 
         dip = -1.2 * math.sin(math.pi * (i - n * 0.2) / (n * 0.5)) if n * 0.2 <= i <= n * 0.7 else 0.0
         e["rewards/chosen"] += dip
         e["rewards/rejected"] += dip
-    path = tmp_path / "dip" / "trainer_state.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps(state), encoding="utf-8")
-    r = Result(path)
+    r = edited(tmp_path / "dip", state)
     assert r.status["likelihood_displacement"].ran and r.of("likelihood_displacement") == []
 
 
@@ -232,10 +234,7 @@ def test_saturated_accuracy_with_levelling_margins_is_not_overoptimisation(tmp_p
     for e in state["log_history"]:
         if "rewards/accuracies" in e and e["step"] > 40:
             e["rewards/accuracies"] = 1.0
-    path = tmp_path / "easy" / "trainer_state.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps(state), encoding="utf-8")
-    r = Result(path)
+    r = edited(tmp_path / "easy", state)
     assert r.status["preference_overoptimisation"].ran and r.of("preference_overoptimisation") == []
 
 
@@ -276,9 +275,6 @@ def test_online_dpo_with_a_sampled_reward_is_left_to_the_rl_checks(tmp_path: Pat
     for e in state["log_history"]:
         if "rewards/chosen" in e:
             e["objective/rlhf_reward"] = 0.5
-    path = tmp_path / "online" / "trainer_state.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps(state), encoding="utf-8")
-    r = Result(path)
+    r = edited(tmp_path / "online", state)
     assert r.family is None and r.coverage.kind != "preference"
     assert all((r.status[n].reason or "").startswith("does not apply") for n in PREFERENCE_CHECKS)
