@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from preference_scenarios import KINDS, WHOLE_RUN, make_preference_run  # noqa: E402
+from tally import Tally, sweep  # noqa: E402
 
 from analyzer.detectors import run_detectors  # noqa: E402
 from analyzer.ingest import load_run  # noqa: E402
 from analyzer.metrics import compute_metrics  # noqa: E402
 from analyzer.model import Severity  # noqa: E402
 
-NOISES = (0.5, 1.0, 2.0)
 # healthy controls: (trainer, options) — TRL ≥ 0.29 keys, TRL 0.12–0.28 keys, an eval set, small batches
 CONTROLS = (
     ("dpo", {}),
@@ -65,8 +65,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8, help="pairs per logged step")
     ap.add_argument("--quick", action="store_true", help="one seed, one noise level")
     args = ap.parse_args()
-    seeds = range(1 if args.quick else args.seeds)
-    noises = (1.0,) if args.quick else NOISES
+    seeds, noises = sweep(args)
     n = args.steps
     print(
         f"# preference suite: {n} steps per run (TRL trainer_state.json, logging every step), {args.batch} pairs "
@@ -83,24 +82,15 @@ def main() -> int:
         k = 0
         for kind, (expected, min_sev, trainers) in KINDS.items():
             for trainer in trainers:
-                hits = runs = 0
-                delays: list[int] = []
-                others: set[str] = set()
+                row = Tally()
                 for seed in seeds:
                     for noise in noises:
                         sc = make_preference_run(kind, trainer, seed=seed, noise=noise, n_steps=n,
                                                  onset_fraction=args.onset, batch=args.batch)
                         k += 1
-                        alerts = evaluate(sc, root / f"r{k}")
-                        runs += 1
-                        mine = [a for a in alerts if a.kind == expected and a.severity.rank >= Severity(min_sev).rank]
-                        others |= {a.kind for a in alerts if a.kind != expected and a.severity.rank >= 1}
-                        if mine:
-                            hits += 1
-                            if sc.onset is not None:
-                                best = min(mine, key=lambda a: abs((a.step or 0) - sc.onset))
-                                delays.append((best.step or 0) - sc.onset)
-                failures += runs - hits
+                        row.add(evaluate(sc, root / f"r{k}"), expected, Severity(min_sev).rank, sc.onset)
+                failures += row.missed
+                hits, runs, delays, others = row.hits, row.runs, row.delays, row.others
                 if delays:
                     med = statistics.median(delays)
                     delays_pct.append(100 * statistics.median(abs(d) for d in delays) / n)

@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from detector_scenarios import SHORT_CHECKS, make_short_run  # noqa: E402
+from tally import sweep  # noqa: E402
 
 from analyzer.detectors import run_detectors  # noqa: E402
 
-NOISES = (0.5, 1.0, 2.0)
 LENGTHS = (2, 3, 5, 9)  # logged steps, all < general.min_steps = 10
 
 
@@ -43,8 +43,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="one seed, one noise level")
     args = ap.parse_args()
-    seeds = range(1 if args.quick else args.seeds)
-    noises = (1.0,) if args.quick else NOISES
+    seeds, noises = sweep(args)
     print(
         f"# short runs: {list(LENGTHS)} logged steps, seeds {list(seeds)}, noise {list(noises)}; "
         f"machine: {platform.machine()}, Python {platform.python_version()}"

@@ -20,13 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from detector_scenarios import KINDS, Scenario, alert_kind, make_scenario, severity_rank  # noqa: E402
+from tally import Tally, sweep  # noqa: E402
 
 from analyzer.detectors import run_detectors  # noqa: E402
 from analyzer.features import build_features  # noqa: E402
 from analyzer.metrics import compute_metrics  # noqa: E402
-
-NOISES = (0.5, 1.0, 2.0)
-
 
 TIMES = {"metrics": 0.0, "detectors": 0.0}
 
@@ -54,8 +52,7 @@ def main() -> int:
     ap.add_argument("--group-size", type=int, default=4, help="completions per prompt")
     ap.add_argument("--quick", action="store_true", help="one seed, one noise level")
     args = ap.parse_args()
-    seeds = range(1 if args.quick else args.seeds)
-    noises = (1.0,) if args.quick else NOISES
+    seeds, noises = sweep(args)
     n = args.steps
     print(
         f"# detection suite: {n} steps per run, onset at {args.onset:.0%}, {args.prompts} groups x "
@@ -69,10 +66,7 @@ def main() -> int:
     all_delays_pct = []
     failures = 0
     for kind, (_gens, min_sev) in KINDS.items():
-        hits = 0
-        runs = 0
-        delays: list[int] = []
-        others: set[str] = set()
+        row = Tally()
         for seed in seeds:
             for noise in noises:
                 sc = make_scenario(
@@ -84,21 +78,9 @@ def main() -> int:
                     prompts_per_step=args.prompts,
                     group_size=args.group_size,
                 )
-                alerts = evaluate(sc)
-                runs += 1
-                mine = [
-                    a
-                    for a in alerts
-                    if a.kind == alert_kind(kind)
-                    and severity_rank(a.severity.value) >= severity_rank(min_sev)
-                ]
-                others |= {a.kind for a in alerts if a.kind != alert_kind(kind) and a.severity.rank >= 1}
-                if mine:
-                    hits += 1
-                    if sc.onset is not None:
-                        best = min(mine, key=lambda a: abs((a.step or 0) - sc.onset))
-                        delays.append((best.step or 0) - sc.onset)
-        failures += runs - hits
+                row.add(evaluate(sc), alert_kind(kind), severity_rank(min_sev), sc.onset)
+        failures += row.missed
+        hits, runs, delays, others = row.hits, row.runs, row.delays, row.others
         if delays:
             med = statistics.median(delays)
             mx = max(abs(d) for d in delays)
