@@ -12,7 +12,6 @@ fired with it, and the warning/critical alerts on the healthy controls (the targ
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import sys
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from preference_scenarios import KINDS, WHOLE_RUN, make_preference_run  # noqa: E402
-from tally import Tally, sweep  # noqa: E402
+from tally import Tally, suite_parser, sweep  # noqa: E402
 
 from analyzer.detectors import run_detectors  # noqa: E402
 from analyzer.ingest import load_run  # noqa: E402
@@ -58,12 +57,8 @@ def evaluate(sc, folder: Path) -> list:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--onset", type=float, default=0.5, help="onset as a fraction of the run")
+    ap = suite_parser(__doc__)
     ap.add_argument("--batch", type=int, default=8, help="pairs per logged step")
-    ap.add_argument("--quick", action="store_true", help="one seed, one noise level")
     args = ap.parse_args()
     seeds, noises = sweep(args)
     n = args.steps

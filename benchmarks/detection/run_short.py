@@ -14,7 +14,6 @@ borderline (every level low or high but short of its threshold).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import platform
 import statistics
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from detector_scenarios import SHORT_CHECKS, make_short_run  # noqa: E402
-from tally import sweep  # noqa: E402
+from tally import suite_parser, sweep  # noqa: E402
 
 from analyzer.detectors import run_detectors  # noqa: E402
 
@@ -37,12 +36,7 @@ LENGTHS = (2, 3, 5, 9)  # logged steps, all < general.min_steps = 10
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="one seed, one noise level")
-    args = ap.parse_args()
+    args = suite_parser(__doc__, labelled_onset=False).parse_args()
     seeds, noises = sweep(args)
     print(
         f"# short runs: {list(LENGTHS)} logged steps, seeds {list(seeds)}, noise {list(noises)}; "

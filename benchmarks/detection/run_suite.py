@@ -9,7 +9,6 @@ false alarms (warning/critical alerts) on healthy runs. Scenarios: tests/detecto
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import sys
@@ -20,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from detector_scenarios import KINDS, Scenario, alert_kind, make_scenario, severity_rank  # noqa: E402
-from tally import Tally, sweep  # noqa: E402
+from tally import Tally, suite_parser, sweep  # noqa: E402
 
 from analyzer.detectors import run_detectors  # noqa: E402
 from analyzer.features import build_features  # noqa: E402
@@ -42,15 +41,9 @@ def evaluate(sc: Scenario) -> list:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--onset", type=float, default=0.5, help="onset as a fraction of the run")
+    ap = suite_parser(__doc__)
     ap.add_argument("--prompts", type=int, default=4, help="prompts (GRPO groups) per step")
     ap.add_argument("--group-size", type=int, default=4, help="completions per prompt")
-    ap.add_argument("--quick", action="store_true", help="one seed, one noise level")
     args = ap.parse_args()
     seeds, noises = sweep(args)
     n = args.steps

@@ -1,5 +1,5 @@
-"""What the labelled detection suites share (run_suite.py, preference_suite.py): the noise levels
-and seeds swept, and the tally of one row — runs, hits, delays from the labelled onset, the other
+"""What the labelled detection suites share (run_suite.py, preference_suite.py): the options,
+the noise levels and seeds swept, and the tally of one row — runs, hits, delays from the labelled onset, the other
 kinds that warned meanwhile."""
 
 from __future__ import annotations
@@ -10,6 +10,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NOISES = (0.5, 1.0, 2.0)
+
+
+def suite_parser(doc: str | None, *, labelled_onset: bool = True) -> argparse.ArgumentParser:
+    """The options every suite takes: --seeds and --quick; with ``labelled_onset``, the run's
+    length (--steps) and where its problem starts (--onset). A suite adds its own after these."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=5)
+    if labelled_onset:
+        ap.add_argument("--steps", type=int, default=200)
+        ap.add_argument("--onset", type=float, default=0.5, help="onset as a fraction of the run")
+    ap.add_argument("--quick", action="store_true", help="one seed, one noise level")
+    return ap
 
 
 def sweep(args: argparse.Namespace) -> tuple[range, tuple[float, ...]]:
