@@ -12,18 +12,16 @@ fired with it, and the warning/critical alerts on the healthy controls (the targ
 
 from __future__ import annotations
 
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from preference_scenarios import KINDS, WHOLE_RUN, make_preference_run  # noqa: E402
-from tally import Tally, suite_parser, sweep  # noqa: E402
+from tally import Tally, print_header, suite_parser, sweep, timed  # noqa: E402
 
 from analyzer.detectors import run_detectors  # noqa: E402
 from analyzer.ingest import load_run  # noqa: E402
@@ -43,16 +41,12 @@ TIMES = {"ingest": 0.0, "metrics": 0.0, "detectors": 0.0}
 
 
 def evaluate(sc, folder: Path) -> list:
-    t0 = time.perf_counter()
-    run = load_run(sc.write(folder))
-    t1 = time.perf_counter()
-    metrics = compute_metrics(run)
-    t2 = time.perf_counter()
-    alerts, _ = run_detectors(run, metrics, None, None)
-    t3 = time.perf_counter()
-    TIMES["ingest"] += t1 - t0
-    TIMES["metrics"] += t2 - t1
-    TIMES["detectors"] += t3 - t2
+    with timed(TIMES, "ingest"):
+        run = load_run(sc.write(folder))
+    with timed(TIMES, "metrics"):
+        metrics = compute_metrics(run)
+    with timed(TIMES, "detectors"):
+        alerts, _ = run_detectors(run, metrics, None, None)
     return alerts
 
 
@@ -62,12 +56,10 @@ def main() -> int:
     args = ap.parse_args()
     seeds, noises = sweep(args)
     n = args.steps
-    print(
+    print_header(
         f"# preference suite: {n} steps per run (TRL trainer_state.json, logging every step), {args.batch} pairs "
         f"per step, onset at {args.onset:.0%}, seeds {list(seeds)}, noise {list(noises)}"
     )
-    print(f"# machine: {platform.machine()}, Python {platform.python_version()}")
-    print()
     print(f"{'scenario':18s} {'trainer':7s} {'expected':28s} {'detected':>9s} {'median delay':>13s} "
           f"{'max |delay|':>12s}  other warnings")
     failures = 0

@@ -9,17 +9,15 @@ false alarms (warning/critical alerts) on healthy runs. Scenarios: tests/detecto
 
 from __future__ import annotations
 
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from detector_scenarios import KINDS, Scenario, alert_kind, make_scenario, severity_rank  # noqa: E402
-from tally import Tally, suite_parser, sweep  # noqa: E402
+from tally import Tally, print_header, suite_parser, sweep, timed  # noqa: E402
 
 from analyzer.detectors import run_detectors  # noqa: E402
 from analyzer.features import build_features  # noqa: E402
@@ -29,14 +27,11 @@ TIMES = {"metrics": 0.0, "detectors": 0.0}
 
 
 def evaluate(sc: Scenario) -> list:
-    t = time.perf_counter()
-    features = build_features(sc.run)  # built once, as the pipeline does
-    metrics = compute_metrics(sc.run, features=features)
-    t1 = time.perf_counter()
-    alerts, _ = run_detectors(sc.run, metrics, sc.drift, None, features=features)
-    t2 = time.perf_counter()
-    TIMES["metrics"] += t1 - t
-    TIMES["detectors"] += t2 - t1
+    with timed(TIMES, "metrics"):
+        features = build_features(sc.run)  # built once, as the pipeline does
+        metrics = compute_metrics(sc.run, features=features)
+    with timed(TIMES, "detectors"):
+        alerts, _ = run_detectors(sc.run, metrics, sc.drift, None, features=features)
     return alerts
 
 
@@ -47,12 +42,10 @@ def main() -> int:
     args = ap.parse_args()
     seeds, noises = sweep(args)
     n = args.steps
-    print(
+    print_header(
         f"# detection suite: {n} steps per run, onset at {args.onset:.0%}, {args.prompts} groups x "
         f"{args.group_size} completions per step, seeds {list(seeds)}, noise {list(noises)}"
     )
-    print(f"# machine: {platform.machine()}, Python {platform.python_version()}")
-    print()
     print(
         f"{'kind':26s} {'detected':>9s} {'median delay':>13s} {'max |delay|':>12s} {'median % run':>13s}  other warnings"
     )

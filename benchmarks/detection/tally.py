@@ -1,11 +1,14 @@
-"""What the labelled detection suites share (run_suite.py, preference_suite.py): the options,
-the noise levels and seeds swept, and the tally of one row — runs, hits, delays from the labelled onset, the other
+"""What the labelled detection suites share (run_suite.py, preference_suite.py): the options, the
+header, the stage timer, the noise levels and seeds swept, and the tally of one row — runs, hits, delays from the labelled onset, the other
 kinds that warned meanwhile."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
+import platform
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +25,23 @@ def suite_parser(doc: str | None, *, labelled_onset: bool = True) -> argparse.Ar
         ap.add_argument("--onset", type=float, default=0.5, help="onset as a fraction of the run")
     ap.add_argument("--quick", action="store_true", help="one seed, one noise level")
     return ap
+
+
+def print_header(what: str) -> None:
+    """The first lines of a suite's output: what it runs, then the machine."""
+    print(what)
+    print(f"# machine: {platform.machine()}, Python {platform.python_version()}")
+    print()
+
+
+@contextmanager
+def timed(times: dict[str, float], stage: str) -> Iterator[None]:
+    """Adds the seconds the block takes to ``times[stage]``."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[stage] += time.perf_counter() - t
 
 
 def sweep(args: argparse.Namespace) -> tuple[range, tuple[float, ...]]:
