@@ -5,7 +5,7 @@ The lists (``KEY``, ``CORE``, ``PPO``, ``COMPARE``, ``WATCH``) are derived from 
 metric is added in one place: give it an entry here (and its column name in ``analyzer.columns``).
 Each list has its own order, hence a position per list rather than a flag. Two entries are
 patterns rather than names (``<reward/*>``: one row per reward function; see
-``analyzer.render``'s key-metrics table). This module imports only ``analyzer.columns``.
+``analyzer.report.render``'s key-metrics table). This module imports only ``analyzer.columns``.
 """
 
 from __future__ import annotations
