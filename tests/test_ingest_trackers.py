@@ -4,10 +4,9 @@ names, ``train/global_step`` beside W&B's and Trackio's own step counter, MLflow
 ``step=global_step``): a KL blow-up logged through each is found at its step, and reading never
 changes the tracker's files. Nothing here reaches the network (``_offline`` below).
 
-Trackio cannot be installed beside this project's other test dependencies (every Trackio release
-caps ``pillow<13``): its tests read a store written by the real Trackio 0.43
-(``tests/data/trackers/trackio/``, made by ``tests/data/trackers/make_trackio_store.py``), and
-write a fresh one when ``trackio`` is importable.
+Trackio's tests read a store written by the real Trackio 0.43 (``tests/data/trackers/trackio/``,
+made by ``tests/data/trackers/make_trackio_store.py``, with completion tables), and write a fresh one
+with the installed Trackio (the test extra; it caps ``pillow<13``).
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ def kl_run() -> Any:
     return make_scenario("kl_explosion", with_generations=False)
 
 
-def assert_kl_found(folder: Path, sc: Any, tmp_path: Path) -> None:
+def assert_kl_found(folder: Path | str, sc: Any, tmp_path: Path) -> None:
     analysis = analyze(folder, AnalyzeOptions(output_dir=tmp_path / "out", **FAST))  # type: ignore[arg-type]
     found = [a for a in analysis.alerts if a.kind == "kl_explosion"]
     assert any(a.step is not None and abs(a.step - sc.onset) <= delay_tolerance(sc.n_steps) for a in found), (
@@ -375,18 +374,23 @@ def test_a_trackio_store_being_written_is_read_with_its_wal_and_left_as_it_was(t
 
 
 @pytest.mark.slow
-def test_trackio_written_now_reads_the_same(tmp_path: Path) -> None:
-    pytest.importorskip("trackio")
+def test_trackio_written_now_reads_the_same_and_its_kl_blowup_is_found(tmp_path: Path) -> None:
+    """The real Trackio (in the test extra) writes a store now: it reads like the checked-in one,
+    and a KL blow-up logged through it is found at its step."""
+    import trackio  # noqa: F401 - the test extra installs it: a missing one is a failure, not a skip
+
     sys.path.insert(0, str(DATA))
     try:
         from make_trackio_store import write_trackio
     finally:
         sys.path.remove(str(DATA))
-    sc = make_scenario(None, with_generations=False, n_steps=30)
-    store = write_trackio(Path(os.environ["TRACKIO_DIR"]), [("only", sc.run.steps)])
-    run = load_run(store)
+    sc, blowup = make_scenario(None, with_generations=False, n_steps=30), kl_run()
+    # one store, two runs (TRACKIO_DIR is read once, when trackio is first imported)
+    store = write_trackio(Path(os.environ["TRACKIO_DIR"]), [("only", sc.run.steps), ("blowup", blowup.run.steps)])
+    run = load_run(f"{store}#only")
     assert run.steps["step"].to_list() == sc.run.steps["step"].to_list()
     assert run.steps["kl"].to_list() == pytest.approx(sc.run.steps["kl"].to_list())
+    assert_kl_found(f"{store}#blowup", blowup, tmp_path)
 
 
 # --- a missing optional package -------------------------------------------------------------------
