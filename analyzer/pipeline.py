@@ -198,29 +198,40 @@ def analyze_run(
     summary: dict[str, dict[str, Any]] | None = None  # the metrics' summary, once (see below)
     if options.write_outputs:
         analysis.output_dir = str(out_dir)
-        with _timed(timings, "write"):
-            analysis.outputs.extend(str(p) for p in write_frames(analysis, out_dir))
-        analysis.outputs.append(str(out_dir / "analysis.json"))
-        if options.write_reports:
-            try:
-                with _timed(timings, "reports"):
-                    # computed once for the reports and analysis.json (a second on 50,000 columns)
-                    from analyzer.report.data import summarize_metrics
+        _make_output_dir(out_dir)
+        # The Parquet frames are written on a second thread while the reports render: the writers
+        # are native code that releases the GIL, the reports are mostly Python and matplotlib.
+        from concurrent.futures import ThreadPoolExecutor
 
-                    summary = summarize_metrics(analysis.metrics)
-                    analysis.outputs.extend(
-                        str(p) for p in _write_reports(analysis, out_dir, options, summary)
-                    )
-            except Exception as exc:
-                # the findings are worth keeping when a report cannot be written (a full disk, an
-                # unwritable file): analysis.json still lands, saying what failed
-                analysis.notes.append(f"reports not written: {type(exc).__name__}: {exc}")
-                timings["total"] = time.perf_counter() - started
-                with suppress(OSError):  # the disk that failed the report may fail this too
-                    _write_json(analysis, out_dir / "analysis.json", summary)
-                if isinstance(exc, OSError):
-                    raise output_error(exc, out_dir) from exc
-                raise
+        report_paths: list[Path] = []
+        report_error: Exception | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="logscan-write") as pool:
+            frames = pool.submit(_write_frames_timed, analysis, out_dir, timings)
+            if options.write_reports:
+                try:
+                    with _timed(timings, "reports"):
+                        # computed once for the reports and analysis.json (a second on 50,000 columns)
+                        from analyzer.report.data import summarize_metrics
+
+                        summary = summarize_metrics(analysis.metrics)
+                        report_paths = _write_reports(analysis, out_dir, options, summary)
+                except Exception as exc:
+                    report_error = exc
+            frame_paths = frames.result()  # a frame that cannot be written is the error to report
+        analysis.outputs.extend(str(p) for p in frame_paths)
+        analysis.outputs.append(str(out_dir / "analysis.json"))
+        analysis.outputs.extend(str(p) for p in report_paths)
+        if report_error is not None:
+            # the findings are worth keeping when a report cannot be written (a full disk, an
+            # unwritable file): analysis.json still lands, saying what failed
+            err = report_error
+            analysis.notes.append(f"reports not written: {type(err).__name__}: {err}")
+            timings["total"] = time.perf_counter() - started
+            with suppress(OSError):  # the disk that failed the report may fail this too
+                _write_json(analysis, out_dir / "analysis.json", summary)
+            if isinstance(err, OSError):
+                raise output_error(err, out_dir) from err
+            raise err
     timings["total"] = time.perf_counter() - started
     if options.write_outputs:  # once, last: it carries the timings of every stage
         try:
@@ -295,15 +306,24 @@ def _write_reports(
 # --- files ------------------------------------------------------------------------------------
 
 
+def _make_output_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {out_dir}: {exc.strerror}; pass -o DIR") from exc
+
+
+def _write_frames_timed(analysis: Analysis, out_dir: Path, timings: dict[str, float]) -> list[Path]:
+    with _timed(timings, "write"):
+        return write_frames(analysis, out_dir)
+
+
 def write_frames(analysis: Analysis, out_dir: Path) -> list[Path]:
     """``metrics.parquet`` and ``generations.parquet`` (when there are completions).
 
     ``analysis.json`` is not written here: ``analyze_run`` writes it once, last, because it holds
     the timings of every stage, the reports included."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the output folder {out_dir}: {exc.strerror}; pass -o DIR") from exc
+    _make_output_dir(out_dir)
     frames = [("metrics.parquet", analysis.metrics)]
     gens = analysis.run.generations
     if gens is not None and gens.height:

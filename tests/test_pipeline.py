@@ -261,3 +261,41 @@ def test_terminal_summary_shows_log_text_safely():
     assert "model m\\x1b]0;title\\x07" in text and "grpo\\x0dX" in text
     assert not any(line.startswith("FAKE") for line in text.splitlines())
     assert "x\\x1b[2Jkey⏎FAKE" in text
+
+
+def test_frames_are_written_beside_the_reports_and_a_failed_frame_is_the_error(tmp_path, monkeypatch):
+    """metrics.parquet and generations.parquet are written on a second thread while the reports
+    render (the Parquet writers release the GIL); every output still lands, in the usual order, and
+    a frame that cannot be written is the error analyze reports, not a lost exception."""
+    import threading
+
+    from analyzer import pipeline
+    from analyzer.errors import LogscanError
+
+    threads: dict[str, str] = {}
+    real_parquet, real_reports = pipeline.write_parquet, pipeline._write_reports
+
+    def parquet(frame, path):
+        threads[path.name] = threading.current_thread().name
+        real_parquet(frame, path)
+
+    def reports(*args, **kwargs):
+        threads["reports"] = threading.current_thread().name
+        return real_reports(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_parquet", parquet)
+    monkeypatch.setattr(pipeline, "_write_reports", reports)
+    out = tmp_path / "out"
+    analysis = analyze_run(memory_run(), AnalyzeOptions(output_dir=out, no_embeddings=True, no_plots=True))
+    assert threads["reports"] == threading.main_thread().name
+    assert threads["metrics.parquet"] == threads["generations.parquet"] != threads["reports"]
+    names = [Path(p).name for p in analysis.outputs]
+    assert names[:3] == ["metrics.parquet", "generations.parquet", "analysis.json"] and "report.html" in names
+    assert all(Path(p).is_file() for p in analysis.outputs)
+
+    def broken(frame, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(pipeline, "write_parquet", broken)
+    with pytest.raises(LogscanError, match="No space left on device"):
+        analyze_run(memory_run(), AnalyzeOptions(output_dir=tmp_path / "full", no_embeddings=True, no_plots=True))
