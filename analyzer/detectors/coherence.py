@@ -26,6 +26,7 @@ from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import find_rise, per_step
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors.headline import onset_period
 from analyzer.features import utf8_bytes
 from analyzer.model import Alert, Severity
 
@@ -231,24 +232,28 @@ def coherence_loss(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     named = [f"{name} {after:.0%}" for name, gain, after in rising if gain >= 0.05] or [
         f"{rising[0][0]} {rising[0][2]:.0%}"
     ]
+    # completions of the onset period (docs/detectors.md, "Honest headlines"), most signals first
     ids = ctx.pick_samples(
-        late.filter(pl.col(INCOHERENT))
+        onset_period(ctx, late, exc).filter(pl.col(INCOHERENT))
         .with_columns(pl.sum_horizontal(list(SIGNALS)).alias("_n_signals"))
         .sort(["_n_signals", C.STEP], descending=[True, False]),
     )
     sev = Severity.CRITICAL if exc.extreme >= float(cfg["critical_threshold"]) else Severity.WARNING
+    held = f" (held from step {exc.detect_step})" if exc.detect_step != exc.onset_step else ""
     return [
         alert(
             "coherence_loss",
             sev,
             exc.onset_step,
-            f"completions lost coherence from step {exc.onset_step}, rising to {exc.extreme:.0%} of them "
+            f"completions lost coherence from step {exc.onset_step}{held}, rising to {exc.extreme:.0%} of them "
             f"by step {int(x[peak_i])} (warm-up {exc.baseline:.0%}): {', '.join(named)} after the onset",
             baseline=exc.baseline,
             peak_rolling_median=exc.extreme,
-            peak_step=int(x[peak_i]),
             last=exc.last,
             detected_at=exc.detect_step,
+            onset_step=exc.onset_step,
+            first_evidence_step=exc.detect_step,
+            peak_step=int(x[peak_i]),
             share_affected=share(late, INCOHERENT),
             signals=causes,
             completions_judged=frame.height,

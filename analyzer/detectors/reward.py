@@ -430,20 +430,25 @@ def _length_without_accuracy(
     r_late = float(np.median(ry[-max(3, ry.size // 4) :]))
     growth = exc.extreme / exc.baseline
     ids: list[int] = []
-    import polars as pl
 
-    ids = ctx.pick_samples(ctx.train_samples().filter(pl.col(C.STEP) >= exc.onset_step), order_by=N_TOKENS)
+    # completions of the onset period (docs/detectors.md, "Honest headlines"), the longest first
+    ids = ctx.pick_samples(onset_period(ctx, ctx.train_samples(), exc), order_by=N_TOKENS)
+    held = f"held from step {exc.detect_step}; " if exc.detect_step != exc.onset_step else ""
+    longest = f" by step {exc.extreme_step}" if exc.extreme_step >= 0 else ""
     return [
         alert(
             "length_hacking",
             Severity.WARNING,
             exc.onset_step,
-            f"completion length grew {growth:.1f}× from step {exc.onset_step} ({exc.baseline:.0f} → "
-            f"{exc.extreme:.0f} at the longest) while logscan's accuracy "
+            f"completion length grew {growth:.1f}× from step {exc.onset_step} ({held}{exc.baseline:.0f} → "
+            f"{exc.extreme:.0f} at the longest{longest}) while logscan's accuracy "
             f"{'gained' if gain >= 0 else 'fell'} {abs(gain):.2f} ({a_base:.2f} → {a_late:.2f}); the reward moved {r_base:.3g} → {r_late:.3g}: the extra "
             "length buys nothing",
             check="length_without_accuracy",
             detected_at=exc.detect_step,
+            onset_step=exc.onset_step,
+            first_evidence_step=exc.detect_step,
+            peak_step=exc.extreme_step if exc.extreme_step >= 0 else None,
             length_signal=lname,
             length_baseline=exc.baseline,
             length_peak=exc.extreme,
