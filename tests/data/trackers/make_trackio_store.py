@@ -20,7 +20,8 @@ PROJECT = "logscan-test"
 
 
 def write_trackio(folder: Path, runs: list[tuple[str, Any]], *, table_every: int = 25) -> Path:
-    """Each ``(name, steps frame)`` logged as one run of project ``PROJECT`` under ``folder``."""
+    """Each ``(name, steps frame)`` logged as one run of project ``PROJECT`` under ``folder`` (or
+    where Trackio's folder already is); returns the store's path."""
     os.environ["TRACKIO_DIR"] = str(folder)  # read when trackio is imported
     import trackio
     from test_ingest_trackers import trl_logs
@@ -34,7 +35,11 @@ def write_trackio(folder: Path, runs: list[tuple[str, Any]], *, table_every: int
                 rows = [[s, f"q{i}", f"answer {i} at {s}", float(i % 2), math.nan] for i in range(4)]
                 trackio.log({"completions": trackio.Table(columns=["step", "prompt", "completion", "accuracy", "advantage"], data=rows)})
         trackio.finish()
-    return folder / f"{PROJECT}.db"
+    # where Trackio really wrote it: TRACKIO_DIR is read once, when trackio is first imported (an
+    # earlier test in the same process may have imported it with another folder)
+    from trackio.sqlite_storage import SQLiteStorage
+
+    return Path(SQLiteStorage.get_project_db_path(PROJECT))
 
 
 if __name__ == "__main__":
