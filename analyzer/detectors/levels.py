@@ -22,6 +22,7 @@ from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import component_columns
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors.headline import pct
 from analyzer.model import Alert, Severity
 
 _FORMAT = re.compile(r"format", re.I)
@@ -33,12 +34,6 @@ def _tail_run(mask: np.ndarray) -> int:
         return 0
     rev = mask[::-1]
     return int(mask.size if rev.all() else np.argmin(rev))
-
-
-def _pct(v: float) -> str:
-    """A share as a percentage that never rounds 99.5 % up to "100 %" or 0.4 % down to "0 %"."""
-    p = 100 * float(v)
-    return f"{p:.0f} %" if p == round(p) or 1 <= p <= 99 else f"{p:.1f} %"
 
 
 def _level_alert(
@@ -138,10 +133,10 @@ def extreme_values(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
                 _level_alert(
                     Severity.CRITICAL if crit else Severity.WARNING,
                     int(x[i0]),
-                    f"{_pct(y[-1])} of completions were cut at the length limit at step {int(x[-1])}"
+                    f"{pct(y[-1])} of completions were cut at the length limit at step {int(x[-1])}"
                     + (
-                        f" (≥ {_pct(float(cfg['clipped_warning']))} from step {int(x[i0])}, peak "
-                        f"{_pct(y[ip])} at step {int(x[ip])})"
+                        f" (≥ {pct(float(cfg['clipped_warning']))} from step {int(x[i0])}, peak "
+                        f"{pct(y[ip])} at step {int(x[ip])})"
                         if k > 1
                         else ""
                     )
