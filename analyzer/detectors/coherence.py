@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analyzer import columns as C
-from analyzer.detectors import stats
-from analyzer.detectors._common import find_rise, per_step
-from analyzer.detectors.base import DetectorContext, Skip, alert, register
-from analyzer.detectors.headline import onset_period
+from analyzer.detectors._common import excursion_alert, find_rise, per_step
+from analyzer.detectors.base import DetectorContext, Skip, register
+from analyzer.detectors.headline import onset_period, when
 from analyzer.features import utf8_bytes
-from analyzer.model import Alert, Severity
+from analyzer.model import Alert
 
 if TYPE_CHECKING:
     import polars as pl
@@ -212,10 +211,6 @@ def coherence_loss(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     exc = find_rise(ctx, x, y, cfg)
     if exc is None:
         return []
-    # the peak and its step, on the same smoothing the excursion used
-    smooth = stats.rolling_median(y, stats.window_for(y.size))
-    after = np.flatnonzero(x >= exc.detect_step)
-    peak_i = int(after[np.argmax(smooth[after])]) if after.size else int(np.argmax(smooth))
     early = frame.filter(pl.col(C.STEP) < exc.onset_step)
     late = frame.filter(pl.col(C.STEP) >= exc.onset_step)
 
@@ -238,22 +233,13 @@ def coherence_loss(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
         .with_columns(pl.sum_horizontal(list(SIGNALS)).alias("_n_signals"))
         .sort(["_n_signals", C.STEP], descending=[True, False]),
     )
-    sev = Severity.CRITICAL if exc.extreme >= float(cfg["critical_threshold"]) else Severity.WARNING
-    held = f" (held from step {exc.detect_step})" if exc.detect_step != exc.onset_step else ""
     return [
-        alert(
+        excursion_alert(
             "coherence_loss",
-            sev,
-            exc.onset_step,
-            f"completions lost coherence from step {exc.onset_step}{held}, rising to {exc.extreme:.0%} of them "
-            f"by step {int(x[peak_i])} (warm-up {exc.baseline:.0%}): {', '.join(named)} after the onset",
-            baseline=exc.baseline,
-            peak_rolling_median=exc.extreme,
-            last=exc.last,
-            detected_at=exc.detect_step,
-            onset_step=exc.onset_step,
-            first_evidence_step=exc.detect_step,
-            peak_step=int(x[peak_i]),
+            exc,
+            f"completions lost coherence {when(exc, lambda v: f'{v:.0%} of them', rising=True)} "
+            f"(warm-up {exc.baseline:.0%}): {', '.join(named)} after the onset",
+            critical=exc.extreme >= float(cfg["critical_threshold"]),
             share_affected=share(late, INCOHERENT),
             signals=causes,
             completions_judged=frame.height,
