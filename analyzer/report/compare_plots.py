@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from analyzer.catalogue import BY_NAME, label_of
 from analyzer.report.escape import excerpt
-from analyzer.report.plots import PALETTE, Plot, _series, _smooth, _style
+from analyzer.report.plots import PALETTE, Plot, ema_smooth, finite_series, style_axes
 
 LEGEND_NAME = 34  # characters of a run's name in a legend
 
@@ -43,7 +43,7 @@ def render_compare_plots(curves: Sequence[Curve], columns: Sequence[str], *, dpi
     plots: list[Plot] = []
     with matplotlib.rc_context({"font.size": 9, "axes.titleweight": "bold", "figure.dpi": dpi}):
         for column in columns:
-            series = [(c, xy) for c in curves if (xy := _series(c.metrics, column)) is not None]  # type: ignore[arg-type]
+            series = [(c, xy) for c in curves if (xy := finite_series(c.metrics, column)) is not None]  # type: ignore[arg-type]
             if not series:
                 continue
             fig, ax = plt.subplots(figsize=(7.6, 3.4))
@@ -56,7 +56,7 @@ def render_compare_plots(curves: Sequence[Curve], columns: Sequence[str], *, dpi
                         ax.plot(x, y, "o", color=curve.color, label=name, zorder=z)
                     elif len(y) > 40:  # noisy: a faint raw line under the smoothed one
                         ax.plot(x, y, color=curve.color, alpha=0.18, linewidth=0.7, zorder=z)
-                        ax.plot(x, _smooth(y), color=curve.color, linewidth=width, label=name, zorder=z)
+                        ax.plot(x, ema_smooth(y), color=curve.color, linewidth=width, label=name, zorder=z)
                     else:
                         ax.plot(x, y, color=curve.color, linewidth=width, label=name, zorder=z,
                                 marker="o" if len(y) <= 25 else None, markersize=3)
@@ -64,7 +64,7 @@ def render_compare_plots(curves: Sequence[Curve], columns: Sequence[str], *, dpi
                 missing = len(curves) - len(series)
                 title = label_of(column) + (" — smoothed, raw values faint" if smoothed else "")
                 entry = BY_NAME.get(column)
-                _style(ax, title, entry.unit if entry is not None and entry.unit else column)
+                style_axes(ax, title, entry.unit if entry is not None and entry.unit else column)
                 if missing:
                     ax.text(1.0, 1.01, f"not logged by {missing} run(s)", transform=ax.transAxes,
                             ha="right", va="bottom", fontsize=7.5, color="#5f6b7a")

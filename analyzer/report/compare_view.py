@@ -23,7 +23,7 @@ from analyzer.model import Analysis, Severity
 from analyzer.report.data import finite_or_none, run_summary
 from analyzer.report.escape import excerpt
 from analyzer.report.numbers import fmt
-from analyzer.report.render import _NO_BEST_SHOWN
+from analyzer.report.render import NO_BEST_SHOWN
 
 if TYPE_CHECKING:
     from analyzer.answer_diff import AnswerComparison
@@ -181,10 +181,6 @@ MD_ANSWER_ROWS = 5  # prompts per pair in compare.md (a PR comment is short); co
 HTML_ANSWER_ROWS = 10
 ANSWER_EXCERPT = 220  # characters of an answer shown
 QUESTION_EXCERPT = 140
-
-
-# As in report.md/html: an RL policy's loss is not a score, its lowest value says nothing of the run.
-NO_BEST_SHOWN = _NO_BEST_SHOWN
 
 
 def ranking_metric(analyses: Sequence[Analysis], by: str | None) -> str | None:

@@ -121,7 +121,7 @@ def label(column: str) -> str:
     return LABELS.get(column, column)
 
 
-def _series(metrics: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+def finite_series(metrics: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(steps, values) of a column's finite values, or None when it has none."""
     import numpy as np
     import polars as pl
@@ -145,10 +145,10 @@ def _present(
     metrics: pl.DataFrame, columns: Iterable[str]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{column: (steps, values)}`` of the ``columns`` that have a finite value, in their order."""
-    return {c: xy for c in columns if (xy := _series(metrics, c)) is not None}
+    return {c: xy for c in columns if (xy := finite_series(metrics, c)) is not None}
 
 
-def _smooth(y: np.ndarray) -> np.ndarray:
+def ema_smooth(y: np.ndarray) -> np.ndarray:
     """Exponential moving average whose span grows with the series length (≈ 1/20 of it)."""
     import numpy as np
 
@@ -177,7 +177,7 @@ def _line(
         ax.plot(x, y, "o", color=color, label=text, **kw)
     elif smooth and len(y) > 40:
         ax.plot(x, y, color=color, alpha=0.35, linewidth=0.8)
-        ax.plot(x, _smooth(y), color=color, linewidth=1.8, label=f"{text}, smoothed", **kw)
+        ax.plot(x, ema_smooth(y), color=color, linewidth=1.8, label=f"{text}, smoothed", **kw)
     else:
         ax.plot(
             x,
@@ -194,13 +194,13 @@ def _line(
 def _accuracy_label(a: Analysis) -> str:
     """The accuracy line's legend: with its coverage (share of completions whose answer could be
     read, ``gen_answer_coverage``), so an accuracy of 0 from unreadable answers cannot pass for one."""
-    s = _series(a.metrics, C.GEN_ANSWER_COVERAGE)
+    s = finite_series(a.metrics, C.GEN_ANSWER_COVERAGE)
     if s is None:
         return label(C.GEN_ACCURACY)
     return f"{label(C.GEN_ACCURACY)} (answers read: {float(s[1].mean()):.0%})"
 
 
-def _style(ax: Axes, title: str, ylabel: str) -> None:
+def style_axes(ax: Axes, title: str, ylabel: str) -> None:
     ax.set_title(title, fontsize=11, loc="left")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
@@ -430,7 +430,7 @@ def _draw_losses(a: Analysis) -> DrawResult:
     fig, axes = _figure(len(cols), height=3.4)
     for i, (ax, (col, xy)) in enumerate(zip(axes, cols.items(), strict=True)):
         _line(ax, xy, col, PALETTE[i])
-        _style(ax, label(col).capitalize(), "loss")
+        style_axes(ax, label(col).capitalize(), "loss")
     kinds = _mark_alerts(axes, _alerts_for(a, "losses"))
     for ax in axes:
         _legend(ax)
@@ -453,7 +453,7 @@ def _draw_reward(a: Analysis) -> DrawResult:
     used: list[str] = []
     if main and xy is not None:
         ax = axes[0]
-        p10, p90 = _series(m, C.GEN_REWARD_P10), _series(m, C.GEN_REWARD_P90)
+        p10, p90 = finite_series(m, C.GEN_REWARD_P10), finite_series(m, C.GEN_REWARD_P90)
         if (
             main == C.GEN_REWARD_MEAN
             and p10 is not None
@@ -467,15 +467,15 @@ def _draw_reward(a: Analysis) -> DrawResult:
         _trend(ax, xy)
         used.append(main)
         other = C.REWARD if main == C.GEN_REWARD_MEAN else None
-        if other and (oxy := _series(m, other)) is not None:
+        if other and (oxy := finite_series(m, other)) is not None:
             _line(ax, oxy, other, PALETTE[4], smooth=False, alpha=0.8)
             used.append(other)
         for j, ev in enumerate(("eval/gen_reward_mean", "eval/reward")):
-            if (exy := _series(m, ev)) is not None:
+            if (exy := finite_series(m, ev)) is not None:
                 _line(ax, exy, ev, PALETTE[2 + j], smooth=False, linestyle="--")
                 used.append(ev)
                 break
-        _style(ax, "Reward per step", "reward")
+        style_axes(ax, "Reward per step", "reward")
     title = "Reward per function (mean per step)"
     if len(comps) > MAX_REWARD_COMPONENTS:
         # thousands of lines and legend entries are unreadable, and laying the legend out took
@@ -494,13 +494,13 @@ def _draw_reward(a: Analysis) -> DrawResult:
             x, y = cxy
             ax.plot(
                 x,
-                _smooth(y) if len(y) > 40 else y,
+                ema_smooth(y) if len(y) > 40 else y,
                 color=PALETTE[(i + 1) % len(PALETTE)],
                 linewidth=1.5,
                 label=name,
             )
             used.append(col)
-        _style(ax, title, "reward")
+        style_axes(ax, title, "reward")
     kinds = _mark_alerts(axes, _alerts_for(a, "reward"))
     for ax in axes:
         _legend(ax)
@@ -513,7 +513,7 @@ def _one_panel(
     """The first of ``columns`` with a value, drawn as a line on a one-panel figure:
     (figure, its axes, the column, its series); or ``missing`` when none has a value."""
     for column in columns:
-        xy = _series(a.metrics, column)
+        xy = finite_series(a.metrics, column)
         if xy is not None:
             fig, axes = _figure(1)
             _line(axes[0], xy, column, color)
@@ -553,7 +553,7 @@ def _draw_kl(a: Analysis) -> DrawResult:
             color="#4e342e",
         )
     unit = next((u for u in ("token", "sequence") if any(u in n for n, _ in limits)), None)
-    _style(
+    style_axes(
         ax, "KL divergence to the reference policy", f"KL (nats{f' per {unit}' if unit else ''})"
     )
     kinds = _mark_alerts([ax], _alerts_for(a, "kl"))
@@ -595,7 +595,7 @@ def _draw_length(a: Analysis) -> DrawResult:
     title = "Completion length" + (" and accuracy" if C.GEN_ACCURACY in shares else "")
     if C.CLIPPED_RATIO in shares:
         title += (", " if C.GEN_ACCURACY in shares else " and ") + "truncation"
-    _style(ax, title, "tokens per completion")
+    style_axes(ax, title, "tokens per completion")
     kinds = _mark_alerts([ax], _alerts_for(a, "length"))
     _legend(ax, twins)
     return fig, tuple(used), kinds
@@ -606,7 +606,7 @@ def _draw_entropy(a: Analysis) -> DrawResult:
     if isinstance(made, str):
         return made
     fig, ax, _, _ = made
-    _style(ax, "Policy entropy", "entropy (nats per token)")
+    style_axes(ax, "Policy entropy", "entropy (nats per token)")
     kinds = _mark_alerts([ax], _alerts_for(a, "entropy"))
     _legend(ax)
     return fig, (C.ENTROPY,), kinds
@@ -649,13 +649,13 @@ def _draw_quality(a: Analysis) -> DrawResult:
                 label=_accuracy_label(a) if col == C.GEN_ACCURACY else None,
             )
         ax.set_ylim(-0.03, 1.03)
-        _style(ax, "Accuracy and format compliance", "share of completions")
+        style_axes(ax, "Accuracy and format compliance", "share of completions")
         i += 1
     if drift:
         ax = axes[i]
         for j, (col, xy) in enumerate(drift.items()):
             _line(ax, xy, col, PALETTE[(j + 3) % len(PALETTE)])
-        _style(ax, "Drift, similarity and repetition", "cosine distance / similarity / share")
+        style_axes(ax, "Drift, similarity and repetition", "cosine distance / similarity / share")
     kinds = _mark_alerts(axes, _alerts_for(a, "quality"))
     for ax in axes:
         _legend(ax)
@@ -703,7 +703,7 @@ def _draw_mechanics(a: Analysis) -> DrawResult:
     for i, (col, xy) in enumerate(cols.items()):
         ax = axes[i]
         _line(ax, xy, col, PALETTE[i % len(PALETTE)])
-        _style(ax, label(col).capitalize(), _MECH_UNITS.get(col, col))
+        style_axes(ax, label(col).capitalize(), _MECH_UNITS.get(col, col))
         if col == C.GEN_ZERO_SPREAD_GROUPS and logged_zero_spread is not None:
             _line(ax, logged_zero_spread, C.FRAC_REWARD_ZERO_STD, PALETTE[(i + 1) % len(PALETTE)])
             _legend(ax)

@@ -215,7 +215,7 @@ def _trend(summary: Mapping[str, Any]) -> tuple[str, str]:
 
 # An RL policy's loss is not a score: its lowest value says nothing about the run, so the
 # reports show no "best" for it (analysis.json keeps the field).
-_NO_BEST_SHOWN = frozenset({C.LOSS, C.POLICY_LOSS})
+NO_BEST_SHOWN = frozenset({C.LOSS, C.POLICY_LOSS})
 
 
 def _metric_row(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,7 +224,7 @@ def _metric_row(name: str, s: Mapping[str, Any]) -> dict[str, Any]:
         "name": name,
         "label": label(name),
         "first": fmt(s["first"]),
-        "best": "—" if name in _NO_BEST_SHOWN else fmt(s["best"]),
+        "best": "—" if name in NO_BEST_SHOWN else fmt(s["best"]),
         "last": fmt(s["last"]),
         "min": fmt(s["min"]),
         "max": fmt(s["max"]),
