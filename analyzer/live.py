@@ -150,17 +150,15 @@ class LiveRun:
         import polars as pl
 
         from analyzer.features import (
-            DEFAULT_TAGS,
             CompletionFeatures,
             build_features,
             completion_features,
             learn_conventions,
         )
-        from analyzer.metrics import compute_metrics, generation_metrics
+        from analyzer.metrics import compute_metrics, generation_metrics, joined_with_steps
+        from analyzer.pipeline import completion_options
 
-        general = self.config.get("general") if isinstance(self.config.get("general"), dict) else {}
-        tags = tuple((general or {}).get("tags") or DEFAULT_TAGS)
-        pattern = str((general or {}).get("answer_pattern") or "")
+        tags, pattern = completion_options(self.config)
         gens = run.generations
         if gens is None or gens.height == 0 or C.STEP not in gens.columns:
             self._prev = None
@@ -178,7 +176,7 @@ class LiveRun:
             rows = features.frame.filter(pl.col(C.STEP).is_not_null())
             gen_part = generation_metrics(gens, tags=tags, rows=rows)  # as compute_metrics does
             self._prev = _Prev(gens.height, hashes, conv, features, gen_part, _split_range(rows))
-            return self._joined(run, gen_part)
+            return joined_with_steps(run, gen_part)
         assert prev is not None
         # the new rows copied out: a slice would keep the whole run's buffers of this refresh alive
         # in the feature frame, and a long watch would hold one copy of the run per refresh
@@ -204,18 +202,7 @@ class LiveRun:
             gen_part = pl.concat([kept, redo.cast(dict(prev.gen_metrics.schema))], how="vertical").sort(C.STEP)  # type: ignore[arg-type]
         self.last_full = None
         self._prev = _Prev(gens.height, hashes, conv, features, gen_part, split_range)
-        return self._joined(run, gen_part)
-
-    @staticmethod
-    def _joined(run: Any, gen_part: pl.DataFrame) -> pl.DataFrame:
-        """The logged scalars joined with the ``gen_*`` columns, as ``compute_metrics`` joins them."""
-        import polars as pl
-
-        from analyzer.ingest._common import empty_steps
-
-        steps = run.steps if run.steps is not None and C.STEP in run.steps.columns else empty_steps()
-        steps = steps.with_columns(pl.col(C.STEP).cast(pl.Int64))
-        return steps.join(gen_part, on=C.STEP, how="full", coalesce=True).sort(C.STEP)
+        return joined_with_steps(run, gen_part)
 
     @staticmethod
     def _why_full(prev: _Prev | None, gens: pl.DataFrame, hashes: pl.Series, files_rewritten: bool) -> str | None:

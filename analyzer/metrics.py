@@ -58,22 +58,31 @@ def compute_metrics(
     answers with ``answer_pattern`` (``general.answer_pattern``) when given."""
     import polars as pl
 
+    gens = run.generations
+    if gens is None or gens.height == 0 or C.STEP not in gens.columns:
+        return joined_with_steps(run, None)
+    if features is not None and features.matches(gens, tags, answer_pattern):
+        rows = features.frame.filter(pl.col(C.STEP).is_not_null())
+    else:
+        rows = F.completion_features(gens, tags=tags, all_rows=False, answer_pattern=answer_pattern)
+    rebuilt = generation_metrics(gens, tags=tags, ngram_sample=ngram_sample, rows=rows)
+    return joined_with_steps(run, rebuilt)
+
+
+def joined_with_steps(run: RunData, rebuilt: pl.DataFrame | None) -> pl.DataFrame:
+    """``run.steps`` (the logged scalars; none: a ``step`` column alone) full-outer-joined on
+    ``step`` with the ``gen_*`` columns ``rebuilt`` (``generation_metrics``), sorted by step."""
+    import polars as pl
+
     from analyzer.ingest._common import empty_steps
 
     steps = run.steps
     if steps is None or C.STEP not in steps.columns:
         steps = empty_steps()
     steps = steps.with_columns(pl.col(C.STEP).cast(pl.Int64))
-    gens = run.generations
-    if gens is None or gens.height == 0 or C.STEP not in gens.columns:
+    if rebuilt is None:
         return steps.sort(C.STEP)
-    if features is not None and features.matches(gens, tags, answer_pattern):
-        rows = features.frame.filter(pl.col(C.STEP).is_not_null())
-    else:
-        rows = F.completion_features(gens, tags=tags, all_rows=False, answer_pattern=answer_pattern)
-    rebuilt = generation_metrics(gens, tags=tags, ngram_sample=ngram_sample, rows=rows)
-    joined = steps.join(rebuilt, on=C.STEP, how="full", coalesce=True)
-    return joined.sort(C.STEP)
+    return steps.join(rebuilt, on=C.STEP, how="full", coalesce=True).sort(C.STEP)
 
 
 def generation_metrics(

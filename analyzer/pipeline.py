@@ -149,14 +149,13 @@ def analyze_run(
         fail_on = resolve_fail_on(options.fail_on, config)
 
     with _timed(timings, "metrics"):
-        from analyzer.features import DEFAULT_TAGS, build_features
+        from analyzer.features import build_features
         from analyzer.metrics import compute_metrics
 
-        tags = _section(config, "general").get("tags") or DEFAULT_TAGS
-        pattern = str(_section(config, "general").get("answer_pattern") or "")
+        tags, pattern = completion_options(config)
         # one row per completion, built once: the metrics aggregate it, the detectors read it
-        features = build_features(run, tags=tuple(tags), answer_pattern=pattern)
-        metrics = compute_metrics(run, tags=tuple(tags), features=features, answer_pattern=pattern)
+        features = build_features(run, tags=tags, answer_pattern=pattern)
+        metrics = compute_metrics(run, tags=tags, features=features, answer_pattern=pattern)
 
     out_dir = output_dir_for(run_path, options)
     drift: DriftResult | None = None
@@ -253,6 +252,15 @@ def n_steps(metrics: pl.DataFrame) -> int:
 def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
     value = config.get(name)
     return value if isinstance(value, dict) else {}
+
+
+def completion_options(config: dict[str, Any]) -> tuple[tuple[str, ...], str]:
+    """``(tags, answer_pattern)`` of the ``general`` section: how the completions are read
+    (``analyze`` and ``watch`` alike)."""
+    from analyzer.features import DEFAULT_TAGS
+
+    general = _section(config, "general")
+    return tuple(general.get("tags") or DEFAULT_TAGS), str(general.get("answer_pattern") or "")
 
 
 # --- the stages -------------------------------------------------------------------------------
