@@ -145,9 +145,9 @@ def run_compare(
     analyses = compare_analyses(runs, embeddings=embeddings, encoder=encoder)
     result = Comparison(runs, analyses, base, gate, states=sum(1 for p in runs if _has_state(p)))
     if by is not None and not any(by in a.metrics.columns for a in analyses):
-        from analyzer.report.compare_view import KEY_METRICS
+        from analyzer.report.compare_view import present_metrics
 
-        present = [k for k in KEY_METRICS if any(k in a.metrics.columns for a in analyses)]
+        present = present_metrics(analyses)
         raise InputError(
             f"--by {by}: no run has this metric; "
             + (f"try one of {', '.join(present)}" if present else "no run has any of the key metrics either")

@@ -75,9 +75,8 @@ def format_comparison(
     # one row per alert kind any run raised: its worst severity and count in each run
     kinds = sorted({x.kind for a in analyses for x in a.alerts})
     rows += [(f"alert {kind}", [_kind_cell(a, kind) for a in analyses]) for kind in kinds]
-    for key in KEY_METRICS:
-        if any(key in a.metrics.columns for a in analyses):
-            rows.append((f"{key} (first → last)", [_first_last(a, key) for a in analyses]))
+    for key in present_metrics(analyses):
+        rows.append((f"{key} (first → last)", [_first_last(a, key) for a in analyses]))
     label_w = max(len(label) for label, _ in rows)
     widths = [max(len(n), *(len(vals[i]) for _, vals in rows)) for i, n in enumerate(names)]
     lines = ["  ".join([" " * label_w, *(n.ljust(w) for n, w in zip(names, widths, strict=True))]).rstrip()]
@@ -183,6 +182,11 @@ ANSWER_EXCERPT = 220  # characters of an answer shown
 QUESTION_EXCERPT = 140
 
 
+def present_metrics(analyses: Sequence[Analysis]) -> list[str]:
+    """The compare metrics (``KEY_METRICS``) at least one run logged, in their order."""
+    return [k for k in KEY_METRICS if any(k in a.metrics.columns for a in analyses)]
+
+
 def ranking_metric(analyses: Sequence[Analysis], by: str | None) -> str | None:
     """``by`` when given; else the first compare metric with a better direction that a run has
     (logged reward, rebuilt reward, exact-match accuracy, …); None when no run has one."""
@@ -269,7 +273,7 @@ def compare_context(
     colors = {i: run_color(n) for n, i in enumerate(curves)}
     failures = compare_failures(analyses, fail_on, baseline=baseline)
     verdict_failures = set(compare_verdict_failures(analyses, fail_on, baseline=baseline))
-    keys = [k for k in KEY_METRICS if any(k in a.metrics.columns for a in analyses)]
+    keys = present_metrics(analyses)
     summaries = [
         summarize_metrics(a.metrics.select([c for c in (C.STEP, *keys) if c in a.metrics.columns]))
         if a.metrics is not None and C.STEP in a.metrics.columns
@@ -481,7 +485,7 @@ def write_compare_reports(
     if plots:
         chosen = curve_runs(analyses, baseline=baseline, top=top, by=by)
         curves = [Curve(names[i], run_color(n), analyses[i].metrics, i == baseline) for n, i in enumerate(chosen)]
-        columns = [k for k in KEY_METRICS if any(k in a.metrics.columns for a in analyses)]
+        columns = present_metrics(analyses)
         rendered = render_compare_plots(curves, columns)
     written = write_plots(rendered, out_dir / "plots")
     common = {"baseline": baseline, "top": top, "by": by, "fail_on": fail_on, "answers": answers, "plots": rendered}
