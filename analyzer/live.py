@@ -88,6 +88,23 @@ def _split_range(rows: pl.DataFrame) -> dict[str, tuple[float | None, float | No
     return {s: (lo, hi) for s, lo, hi in got.iter_rows()}
 
 
+def _widened(
+    old: dict[str, tuple[float | None, float | None]], new: dict[str, tuple[float | None, float | None]]
+) -> dict[str, tuple[float | None, float | None]]:
+    """The per-split ranges of two sets of rows together (``_split_range`` of their union)."""
+    out = dict(old)
+    for split, (lo, hi) in new.items():
+        if split not in out:
+            out[split] = (lo, hi)
+            continue
+        old_lo, old_hi = out[split]
+        out[split] = (
+            lo if old_lo is None else old_lo if lo is None else min(old_lo, lo),
+            hi if old_hi is None else old_hi if hi is None else max(old_hi, hi),
+        )
+    return out
+
+
 class LiveRun:
     """``refresh()`` → the run's :class:`Analysis` now (no drift, nothing written)."""
 
@@ -191,7 +208,8 @@ class LiveRun:
         if new_rows is not None and new_rows.height:
             touched = new_rows.get_column(C.STEP).drop_nulls().unique()
             rows = frame.filter(pl.col(C.STEP).is_in(touched.implode()))
-            split_range = _split_range(frame.filter(pl.col(C.STEP).is_not_null()))
+            # the run's range is the earlier rows' range widened by the new rows': no scan of the run
+            split_range = _widened(prev.split_range, _split_range(new_rows.filter(pl.col(C.STEP).is_not_null())))
             redo = generation_metrics(gens.filter(pl.col(C.STEP).is_in(touched.implode())), tags=tags, rows=rows)
             if split_range != prev.split_range or not set(redo.columns) <= set(prev.gen_metrics.columns):
                 self.last_full = "a split, a reward column or a split's reward range is new"

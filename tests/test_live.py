@@ -65,3 +65,21 @@ def test_appends_recompute_only_the_touched_steps(tmp_path: Path) -> None:
     assert live.last_full is None  # the new completions only
     new_rows = len(recs) - data[:half].count(b"\n")
     assert live.cache.events == [f"generations.jsonl: {len(data) - half:,} new bytes read, {new_rows:,} new rows"]
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["train", "eval"]), st.sampled_from([0.0, 1.0, -2.5, 3.0, float("nan"), float("inf"), None])), max_size=12),
+    st.integers(min_value=0, max_value=12),
+)
+def test_split_ranges_widen_as_of_the_whole(rows: list, cut: int) -> None:
+    """A refresh widens the earlier rows' per-split reward range by the new rows' (no scan of the
+    run): the result is the range of all the rows."""
+    import polars as pl
+
+    from analyzer import columns as C
+    from analyzer.features import REWARD
+    from analyzer.live import _split_range, _widened
+
+    frame = pl.DataFrame({C.SPLIT: [s for s, _ in rows], REWARD: [r for _, r in rows]}, schema={C.SPLIT: pl.String, REWARD: pl.Float64})
+    before, after = frame.head(cut), frame.slice(cut)
+    assert _widened(_split_range(before), _split_range(after)) == _split_range(frame)
