@@ -99,9 +99,10 @@ def find_excursion(
     if n == 0:
         return None
     w = ctx.warmup_points(n)
-    base = float(np.median(y[: max(w, 1)]))
     # a rolling mean suits shares of a few groups: their values are coarse (0, 1/4, 1/2, …) and a
-    # median of them jumps a whole quantum on chance alone
+    # median of them jumps a whole quantum on chance alone — the warm-up's level likewise (the
+    # median of a warm-up of 0s and 1s is 0 however often it was 1)
+    base = float(np.mean(y[: max(w, 1)]) if smooth_with == "mean" else np.median(y[: max(w, 1)]))
     win, sustain = _windows(ctx, n)
     smooth = stats.rolling_mean(y, win) if smooth_with == "mean" else stats.rolling_median(y, win)
     sign = 1.0 if above else -1.0
@@ -271,14 +272,8 @@ def named_reward_signals(ctx: DetectorContext, pattern: re.Pattern[str]) -> list
     format reward), each scaled to [0, 1] by its range over the run: ``(column, steps, values)``.
     A component that never varies says nothing and is left out."""
     out: list[Signal] = []
-    for name, col in component_columns(ctx).items():
-        if not pattern.search(name) or name.lower() in (
-            "total",
-            "total_reward",
-            "reward",
-            "sum",
-            "overall",
-        ):
+    for name, col in reward_functions(ctx).items():
+        if not pattern.search(name):
             continue
         x, y = ctx.series(col)
         if y.size == 0:
@@ -362,6 +357,13 @@ def component_columns(ctx: DetectorContext) -> dict[str, str]:
         found[name] = col
     ctx.memo["component_columns"] = found
     return dict(found)
+
+
+def reward_functions(ctx: DetectorContext) -> dict[str, str]:
+    """``component_columns`` without one named ``reward`` (``rewards/reward``): the total under its
+    own name, judged as the reward, not as a part of it (the other names of the total and a
+    preference pair's implicit rewards are already left out there, ``NOT_COMPONENTS``)."""
+    return {k: v for k, v in component_columns(ctx).items() if k.lower() != "reward"}
 
 
 def find_drop_from_peak(

@@ -10,7 +10,6 @@ peak, for a sustained stretch, with the peak's level and the later level told ap
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -20,20 +19,13 @@ from analyzer.detectors import stats
 from analyzer.detectors._common import (
     Excursion,
     _windows,
-    component_columns,
     eval_quality_columns,
     find_drop_from_peak,
+    reward_functions,
     reward_signal,
 )
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
 from analyzer.model import Alert, Severity
-
-# Reward "components" that are the total under another name (TRL's console logs
-# ``rewards/total_reward`` beside ``reward``): judged as the reward, not as a part of it.
-_AGGREGATE = re.compile(r"^(total|total_reward|sum|overall|reward)$", re.I)
-# TRL's preference trainers log ``rewards/chosen|rejected|margins|accuracies``: implicit rewards of
-# a pair, not reward functions (a falling rejected reward is what DPO is for).
-_PREFERENCE = re.compile(r"^(chosen|rejected|margins|accuracies)$")
 
 
 def _fall(
@@ -235,11 +227,7 @@ def reward_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     """The reward, a reward component or an eval score falling from its peak and staying down."""
     ctx.skip_if_too_short()
     rs = reward_signal(ctx)
-    comps = {
-        k: v
-        for k, v in component_columns(ctx).items()
-        if not (_AGGREGATE.match(k) or _PREFERENCE.match(k))
-    }
+    comps = reward_functions(ctx)
     evals = eval_quality_columns(ctx)
     if rs is None and not comps and not evals:
         raise Skip("needs a reward, a reward component or an eval score")
