@@ -361,7 +361,7 @@ def compare_context(
         "alert_rows": alert_rows,
         "shown_runs": [{"name": names[i], "baseline": i == baseline, "color": colors.get(i)} for i in shown],
         "metric_rows": metric_rows,
-        "plots": [{"name": p.name, "title": p.title, "column": p.columns[0] if p.columns else "", "src": src(p)} for p in plots],
+        "plots": _plots_view(plots, src),
         "answers": view,
         "drift_line": drift_line,
         "lexical": any(a.drift is not None and a.drift.method == "tfidf" for a in analyses),
@@ -375,6 +375,10 @@ def compare_context(
         "version": __version__,
         "generated_at": generated_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def _plots_view(plots: Sequence[Plot], src: Callable[[Plot], str]) -> list[dict[str, Any]]:
+    return [{"name": p.name, "title": p.title, "column": p.columns[0] if p.columns else "", "src": src(p)} for p in plots]
 
 
 def _grouped(alerts: Sequence[Any]) -> list[dict[str, Any]]:
@@ -490,14 +494,13 @@ def write_compare_reports(
     written = write_plots(rendered, out_dir / "plots")
     common = {"baseline": baseline, "top": top, "by": by, "fail_on": fail_on, "answers": answers, "plots": rendered}
     md = compare_context(analyses, paths, **common)  # type: ignore[arg-type]
-    html = compare_context(
-        analyses,
-        paths,
-        **common,  # type: ignore[arg-type]
-        image_src=lambda p: "data:image/png;base64," + base64.b64encode(p.png).decode("ascii"),
-        answer_rows=HTML_ANSWER_ROWS,
-        generated_at=md["generated_at"],
-    )
+    # compare.html differs only in its images (inlined) and its answer rows (more): the rest of
+    # the context (summaries, ranking, gate) is not computed a second time
+    html = {
+        **md,
+        "plots": _plots_view(rendered, lambda p: "data:image/png;base64," + base64.b64encode(p.png).decode("ascii")),
+        "answers": _answers_view(answers, names, HTML_ANSWER_ROWS),
+    }
     for name, text in (("compare.md", render_compare("md", md)), ("compare.html", render_compare("html", html))):
         path = out_dir / name
         path.write_text(text, encoding="utf-8")
