@@ -258,7 +258,7 @@ def reward_regression(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             head_name, head, head_col = rs[0], total, C.TOTAL_REWARD
         else:
             comp = max(comp_falls, key=lambda k: comp_falls[k]["relative_fall"])
-            head_name, head, head_col = f"reward component '{comp}'", comp_falls[comp], None
+            head_name, head = f"reward component '{comp}'", comp_falls[comp]
             head_col = f"{C.REWARD_PREFIX}{comp}"
         also = [
             f"'{k}' {v['peak']:.3g} → {v['late']:.3g} from step {v['onset_step']}"

@@ -429,7 +429,6 @@ def _length_without_accuracy(
     r_base = float(np.median(r_pre)) if r_pre.size else float("nan")
     r_late = float(np.median(ry[-max(3, ry.size // 4) :]))
     growth = exc.extreme / exc.baseline
-    ids: list[int] = []
 
     # completions of the onset period (docs/detectors.md, "Honest headlines"), the longest first
     ids = ctx.pick_samples(onset_period(ctx, ctx.train_samples(), exc), order_by=N_TOKENS)
