@@ -23,7 +23,7 @@ from analyzer.model import Analysis, Severity
 from analyzer.report.data import finite_or_none, run_summary
 from analyzer.report.escape import excerpt
 from analyzer.report.numbers import fmt
-from analyzer.report.render import NO_BEST_SHOWN
+from analyzer.report.render import NO_BEST_SHOWN, data_uri
 
 if TYPE_CHECKING:
     from analyzer.answer_diff import AnswerComparison
@@ -476,8 +476,6 @@ def write_compare_reports(
     plots: bool = True,
 ) -> list[Path]:
     """Write compare.md, compare.html and plots/compare-*.png into ``out_dir``; return the paths."""
-    import base64
-
     from analyzer.report.compare_plots import Curve, render_compare_plots, run_color
     from analyzer.report.plots import write_plots
 
@@ -498,7 +496,7 @@ def write_compare_reports(
     # the context (summaries, ranking, gate) is not computed a second time
     html = {
         **md,
-        "plots": _plots_view(rendered, lambda p: "data:image/png;base64," + base64.b64encode(p.png).decode("ascii")),
+        "plots": _plots_view(rendered, lambda p: data_uri(p.png, "image/png")),
         "answers": _answers_view(answers, names, HTML_ANSWER_ROWS),
     }
     for name, text in (("compare.md", render_compare("md", md)), ("compare.html", render_compare("html", html))):

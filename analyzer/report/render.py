@@ -392,7 +392,7 @@ def _diffs_view(analysis: Analysis, limit: int) -> list[dict[str, Any]]:
     return out
 
 
-def _data_uri(data: bytes, mime: str) -> str:
+def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
@@ -505,7 +505,7 @@ def render_markdown(
     data: dict[str, Any] | None = None,
 ) -> str:
     env = environment(resolve_template_dir(analysis, template_dir))
-    src = (lambda p: _data_uri(p.png, "image/png")) if inline_images else None
+    src = (lambda p: data_uri(p.png, "image/png")) if inline_images else None
     ctx = report_context(
         analysis,
         plots=plots,
@@ -535,7 +535,7 @@ def render_html(
         analysis,
         plots=plots,
         skipped_plots=skipped_plots,
-        image_src=lambda p: _data_uri(p.png, "image/png"),
+        image_src=lambda p: data_uri(p.png, "image/png"),
         generated_at=generated_at,
         diffs=HTML_DIFFS,
         data=data,
