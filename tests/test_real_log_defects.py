@@ -146,11 +146,13 @@ def test_truncation_limit_from_completions_max_length_twin(tmp_path: Path) -> No
 
 
 def test_zero_spread_from_reward_std_real(real_run) -> None:
-    # TRL GRPO console log without frac_reward_zero_std: reward_std is exactly 0 at 44 % of steps
+    # TRL GRPO console log without frac_reward_zero_std: reward_std is exactly 0 at 44 % of steps,
+    # from the first steps to the last (40-48 % in every block of 25 steps): the share is judged
+    # from reward_std, and it did not grow — no collapse. (The warm-up's level was once the median
+    # of its 0s and 1s, i.e. 0, and this run read as "rising to 70 % (warm-up 0 %)".)
     alerts, status, _ = detect(real_run(SUNSHINE))
     assert status["reward_std_collapse"].ran
-    (a,) = [a for a in alerts if a.kind == "reward_std_collapse"]
-    assert a.evidence["signal"].startswith("reward_std == 0")
+    assert not [a for a in alerts if a.kind == "reward_std_collapse"]
 
 
 def test_zero_spread_from_reward_std_twin(tmp_path: Path) -> None:
@@ -158,6 +160,13 @@ def test_zero_spread_from_reward_std_twin(tmp_path: Path) -> None:
     alerts, status, _ = detect(load_run(write_state(tmp_path / "z", entries)))
     (a,) = [a for a in alerts if a.kind == "reward_std_collapse"]
     assert a.evidence["signal"].startswith("reward_std == 0") and a.severity.value == "critical"
+    # reward_std exactly 0 as at the real log's first 48 steps (44 % of them, as often early as late):
+    # a steady share, judged against a warm-up of the same level (its mean, not the median of its
+    # 0s and 1s), is not a collapse
+    zero = "000111011010001000011100110110110101010011000010"  # 1: reward_std == 0
+    steady = grpo_entries(len(zero), frac_reward_zero_std=None, reward_std=lambda i: 0.0 if zero[i - 1] == "1" else 0.18)
+    alerts, status, _ = detect(load_run(write_state(tmp_path / "s", steady)))
+    assert status["reward_std_collapse"].ran and not [a for a in alerts if a.kind == "reward_std_collapse"]
     # a reward_std that never reaches 0 is judged and found healthy
     alerts, status, _ = detect(load_run(write_state(tmp_path / "h", grpo_entries(frac_reward_zero_std=None))))
     assert status["reward_std_collapse"].ran and not [a for a in alerts if a.kind == "reward_std_collapse"]
