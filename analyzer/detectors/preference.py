@@ -79,10 +79,7 @@ def is_offline_preference(ctx: DetectorContext) -> bool:
 
 def _aligned(ctx: DetectorContext, a: str, b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(steps, a, b) at the steps where both columns hold a finite value."""
-    xa, ya = ctx.series(a)
-    xb, yb = ctx.series(b)
-    common, ia, ib = np.intersect1d(xa, xb, assume_unique=True, return_indices=True)
-    return common, ya[ia], yb[ib]
+    return stats.align(*ctx.series(a), *ctx.series(b))
 
 
 def _constant_ratio(ctx: DetectorContext, rewards: str, logps: str) -> float | None:

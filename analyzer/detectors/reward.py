@@ -554,7 +554,7 @@ def _length_and_reward(
     )
     if acc_flat is None and not ctx.has_generations:
         # scalar-only: length and reward grew together; nothing tells a hack from longer reasoning
-        step_corr = stats.pearson(*_aligned(lx, ly, rx, ry))
+        step_corr = stats.pearson(*stats.align(lx, ly, rx, ry)[1:])
         if step_corr < 0.8:
             return []
         ev["step_level_corr"] = step_corr
@@ -579,8 +579,9 @@ def _length_and_reward(
             "length_hacking",
             Severity.CRITICAL if crit else Severity.WARNING,
             exc.onset_step,
-            f"completion length grew {ev['growth']:.1f}× from step {exc.onset_step} (held from step "
-            f"{exc.detect_step}; longest {exc.extreme:.0f} by step {exc.extreme_step}) while the reward rose "
+            f"completion length grew {ev['growth']:.1f}× from step {exc.onset_step} ("
+            + (f"held from step {exc.detect_step}; " if exc.detect_step != exc.onset_step else "")
+            + f"longest {exc.extreme:.0f} by step {exc.extreme_step}) while the reward rose "
             f"({r_base:.3g} → {r_late:.3g})"
             + (" and accuracy did not" if acc_flat else "")
             + (f"; length explains {explained:.0%} of the gain" if explained is not None else "")
@@ -599,8 +600,3 @@ def _length_and_reward(
     ]
 
 
-def _aligned(
-    x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    _common, i1, i2 = np.intersect1d(x1, x2, return_indices=True)
-    return y1[i1], y2[i2]

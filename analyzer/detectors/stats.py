@@ -522,3 +522,11 @@ def _u_counts(n1: int, n2: int) -> tuple[int, ...]:
                 out[u] += c
             table[i][j] = out
     return tuple(table[n1][n2])
+
+
+def align(
+    x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, y1, y2) at the steps both series have (a series' steps are unique and sorted)."""
+    common, i1, i2 = np.intersect1d(x1, x2, assume_unique=True, return_indices=True)
+    return common, y1[i1], y2[i2]
