@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 # ~5 s to load the model; --max-embed changes it, 0 = all (the default on a GPU).
 DEFAULT_MAX_EMBED = 2000
 DEFAULT_PER_GROUP = 8  # completions of one GRPO group kept in the sample
-MIN_PER_STEP = 4  # below this many per step, fewer steps are sampled instead (evenly spaced)
+MIN_PER_STEP = 4  # below this many per step, fewer steps are sampled instead (``growth_stable``)
 OUTLIER_MIN_DISTANCE = 0.2  # never call a completion an outlier closer than this to an early one
 OUTLIER_QUANTILE = 0.99  # ... nor closer than this quantile of early completions' own NN distances
 MAX_OUTLIER_REFERENCE = 1000  # early completions kept as the outlier reference (evenly spaced)
@@ -112,6 +112,24 @@ def evenly_spaced(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
 
 
+def growth_stable(steps: pl.Series, keep: int) -> pl.Series:
+    """At most ``keep`` of the sorted, distinct ``steps``: the first, the last, and the others with
+    the smallest hash of their step number. As a run grows, a step that was left out is never
+    taken later (the hashes of the old steps do not change; new steps can only push old ones out),
+    so a grown run's sample is the earlier one's minus some picks plus new steps': a re-analysis
+    finds them in the embedding cache."""
+    import polars as pl
+
+    n = steps.len()
+    if keep >= n:
+        return steps
+    if keep < 2:
+        return steps.head(1)
+    inner = steps.slice(1, n - 2)
+    picked = inner.to_frame("step").with_columns(h=pl.col("step").hash(seed=29)).sort("h", "step").head(keep - 2)
+    return pl.concat([steps.head(1), picked.get_column("step"), steps.tail(1)]).sort()
+
+
 def effective_max_embed(options: DriftOptions) -> int:
     """0 = all. None: all on a GPU (``--device cuda`` or an NVIDIA device visible), else the default."""
     if options.max_embed is not None:
@@ -144,7 +162,9 @@ def select_sample(gens: pl.DataFrame, max_embed: int, *, per_group: int = DEFAUL
 
     Eval/probe completions come first (they carry the forgetting signal), up to half the budget
     (or all of it when there is no train split), whole prompts at a time. The rest is spread
-    evenly over the train steps; within a step whole GRPO groups (at most ``per_group`` of each)
+    over the train steps (every step; when the budget is too small for every step, the first, the
+    last and others chosen by a hash of their number: ``growth_stable``, so a grown run's sample is
+    the old one's minus some picks plus the new steps'); within a step whole GRPO groups (at most ``per_group`` of each)
     are taken, preferring prompts that recur at other steps (only those can drift) and then the
     same prompts at every step (by a hash of ``question_id``), so the sample follows prompts over time.
     """
@@ -170,12 +190,13 @@ def select_sample(gens: pl.DataFrame, max_embed: int, *, per_group: int = DEFAUL
         steps = tr.get_column("step").unique().sort()
         n_steps = steps.len()
         per_step = budget // max(1, n_steps)
+        # over every train step, so that which steps are sampled does not change a prompt's rank
+        recurring = tr.group_by("qid").agg(nsteps=pl.col("step").n_unique())
         if per_step < MIN_PER_STEP:
             keep = max(1, budget // MIN_PER_STEP)
-            idx = evenly_spaced(n_steps, keep) if keep > 1 else [0]
-            tr = tr.filter(pl.col("step").is_in(steps.gather(idx).implode()))
-            per_step = budget // len(idx)
-        recurring = tr.group_by("qid").agg(nsteps=pl.col("step").n_unique())
+            chosen = growth_stable(steps, keep)
+            tr = tr.filter(pl.col("step").is_in(chosen.implode()))
+            per_step = budget // chosen.len()
         tr = (
             tr.filter(pl.col("r") < per_group)
             .join(recurring, on="qid", how="left", nulls_equal=True)

@@ -22,6 +22,7 @@ from analyzer.drift import (
     DriftOptions,
     compare_texts,
     effective_max_embed,
+    growth_stable,
     score_drift,
     select_sample,
 )
@@ -240,6 +241,34 @@ def test_tiny_budget_spreads_over_steps() -> None:
     assert sample.height <= 100
     train_steps = sample.filter(~pl.col("is_eval")).get_column("step").unique().sort().to_list()
     assert train_steps[0] == 0 and train_steps[-1] == 199 and len(train_steps) >= 10
+
+
+@pytest.mark.parametrize("budget", [100, 600, 2000])
+def test_a_grown_run_keeps_its_sample_in_the_cache(budget: int) -> None:
+    """Re-analysing a grown run embeds only new steps' picks: every completion the grown run's
+    sample takes from the steps seen before was in the earlier sample (so in the embedding cache)."""
+    gens = big_frame(steps=400)
+    ids = lambda df: set(df.get_column("sample_id").to_list())  # noqa: E731
+    for old_steps, new_steps in [(100, 101), (200, 202), (255, 257), (256, 400), (300, 301)]:
+        before = select_sample(gens.filter(pl.col(C.STEP) < old_steps), budget)
+        grown = gens.filter(pl.col(C.STEP) < new_steps)
+        after = select_sample(grown, budget)
+        assert after.height <= budget
+        assert ids(after.filter(pl.col("step") < old_steps)) <= ids(before), (old_steps, new_steps)
+        # and the new steps are sampled (the last one always)
+        assert after.filter(pl.col("step") == new_steps - 1).height > 0
+
+
+def test_growth_stable_steps() -> None:
+    steps = pl.Series("step", list(range(0, 3000, 3)))
+    chosen = growth_stable(steps, 50)
+    assert chosen.len() == 50 and chosen[0] == 0 and chosen[-1] == 2997 and chosen.is_sorted()
+    assert growth_stable(steps.head(10), 50).to_list() == steps.head(10).to_list()
+    assert growth_stable(steps, 1).to_list() == [0]
+    for n in range(60, 1000, 37):  # a step left out is never taken later
+        kept_before = set(growth_stable(steps.head(n), 50).to_list())
+        kept_after = set(growth_stable(steps.head(n + 17), 50).to_list())
+        assert {s for s in kept_after if s < steps[n - 1]} <= kept_before
 
 
 def test_max_embed_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
