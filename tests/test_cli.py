@@ -429,6 +429,38 @@ def test_watch_rereads_only_when_the_run_changed(tmp_path, monkeypatch):
     assert analyses == 2  # the two idle refreshes read nothing
 
 
+def test_watch_waits_as_long_as_a_refresh_took_but_not_after_the_first(tmp_path, monkeypatch):
+    """The first refresh reads the whole run once: the view then follows at the interval. Every
+    later refresh stretches the wait to what it took, so refreshes never run back to back."""
+    from analyzer import watch
+    from trainer_hooks import RunLogger
+
+    real_snapshot = watch.snapshot
+    clock = {"t": 0.0}
+
+    def slow_snapshot(live):
+        clock["t"] += 30.0 if clock["t"] == 0.0 else 2.0  # the first read 30 s, the next ones 2 s
+        return real_snapshot(live)
+
+    monkeypatch.setattr(watch, "snapshot", slow_snapshot)
+    monkeypatch.setattr(watch.time, "perf_counter", lambda: clock["t"])
+    waits: list[float] = []
+    run_dir = tmp_path / "live"
+    with RunLogger(run_dir, algorithm="grpo") as logger:
+        logger.log_metrics(1, {"loss": 1.0})
+        assert logger.flush(timeout=10)
+
+        class Waiter:
+            def wait(self, seconds: float) -> bool:
+                waits.append(seconds)
+                logger.log_metrics(len(waits) + 1, {"loss": 0.5})  # something new each time
+                assert logger.flush(timeout=10)
+                return len(waits) == 3
+
+        assert watch.watch_run(run_dir, interval=0.5, echo=lambda _t: None, stop_event=Waiter()) == 0  # type: ignore[arg-type]
+    assert waits == [0.5, 2.0, 2.0]
+
+
 def test_watch_does_not_stop_a_run_for_the_records_it_is_still_writing(tmp_path):
     """A reader arriving mid-write sees each file end in a cut-short record; that is info, so
     `watch --stop-on warning` does not stop a healthy live run for it."""
