@@ -359,7 +359,9 @@ WIDE_PARQUET_COLUMNS = 1000
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
     """Write ``frame`` to ``path`` as Parquet (see ``WIDE_PARQUET_COLUMNS``)."""
     if frame.width < WIDE_PARQUET_COLUMNS:
-        frame.write_parquet(path)
+        # zstd at level 1, not Polars' default 3: on a million completions 3.6 instead of 4.4
+        # CPU-seconds for a file 6 % larger (152 instead of 144 MB)
+        frame.write_parquet(path, compression="zstd", compression_level=1)
         return
     import polars as pl
     import pyarrow.parquet as pq
