@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -10,8 +11,11 @@ from analyzer import columns as C
 from analyzer.detectors._common import excursion_alert, find_excursion, find_rise, per_step
 from analyzer.detectors.base import DetectorContext, Skip, register
 from analyzer.detectors.headline import onset_period, pct, when
-from analyzer.detectors.text import CORRECT, GROUP, NORM_TEXT, jaccard, normalised_text, shingles
+from analyzer.detectors.text import CORRECT, GROUP, NORM_TEXT, normalised_text
 from analyzer.model import Alert
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @register(
@@ -201,24 +205,138 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
     ]
 
 
-def _group_duplicates(texts: list[str], ids: list[int], thr: float) -> tuple[int, int, set[int]]:
-    """(pairs, near-duplicate pairs, ids involved) of one group; shingles only when texts differ."""
-    cache: dict[int, frozenset[tuple[str, ...]]] = {}
+# text.shingles' defaults: the near-duplicate unit is the set of word 3-grams of the first 120 words
+_SHINGLE_N = 3
+_SHINGLE_WORDS = 120
+_WORD = re.compile(r"\w+")
+_KEY_LIMIT = 2**62  # 3-gram keys built from three word ids stay below it
 
-    def sh(i: int) -> frozenset[tuple[str, ...]]:
-        if i not in cache:
-            cache[i] = shingles(texts[i])
-        return cache[i]
 
-    pairs = dup = 0
-    dup_ids: set[int] = set()
-    for i in range(len(texts)):
-        for j in range(i + 1, len(texts)):
-            pairs += 1
-            if texts[i] == texts[j] or jaccard(sh(i), sh(j)) >= thr:
-                dup += 1
-                dup_ids.update((ids[i], ids[j]))
-    return pairs, dup, dup_ids
+def _dense_ids(values: pl.Series) -> np.ndarray:
+    """An int64 id per value, equal exactly where the values are equal (a fresh categorical
+    dictionary: faster than ranking strings and freed with it)."""
+    import polars as pl
+
+    categories = getattr(pl, "Categories", None)
+    if categories is None:  # Polars before 1.32: no local dictionaries
+        return values.rank("dense").to_numpy().astype(np.int64)
+    return (
+        values.cast(pl.Categorical(categories.random())).to_physical().to_numpy().astype(np.int64)
+    )
+
+
+def shingle_words(texts: pl.Series) -> pl.Series:
+    """Per text, the words ``text.shingles`` reads: regex ``\\w+`` over its first
+    ``_SHINGLE_WORDS * 12`` characters, lower-cased, at most ``_SHINGLE_WORDS`` of them.
+
+    Polars' (Rust) ``\\w`` and Python's agree on ASCII only (beyond it they differ on marks and
+    some numerals), so texts with a non-ASCII character take Python's ``re`` — the same words
+    ``shingles`` finds either way."""
+    import polars as pl
+
+    texts = texts.cast(pl.Utf8).fill_null("")
+    head = _SHINGLE_WORDS * 12
+    words = (
+        texts.str.slice(0, head)
+        .str.to_lowercase()
+        .str.extract_all(r"\w+")
+        .list.head(_SHINGLE_WORDS)
+    )
+    wide = texts.str.len_bytes() != texts.str.len_chars()
+    if wide.any():
+        found: list[list[str] | None] = [None] * len(texts)
+        for k in wide.arg_true().to_list():
+            found[k] = _WORD.findall(texts[k][:head].lower())[:_SHINGLE_WORDS]
+        python = pl.Series(found, dtype=pl.List(pl.Utf8))
+        words = pl.select(pl.when(wide).then(python).otherwise(words)).to_series()
+    return words.rename(texts.name)
+
+
+def _shingle_keys(words: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, shingle key) of every word 3-gram of every text, equal keys exactly for equal
+    3-grams; a text of fewer than 3 words has one shingle, its words (as ``text.shingles``), keyed
+    negative so that it never equals a 3-gram."""
+    lens = words.list.len().to_numpy().astype(np.int64)
+    flat = words.explode().drop_nulls()  # an empty list explodes to one null
+    w = _dense_ids(flat) + 1 if flat.len() else np.zeros(0, dtype=np.int64)  # 0: no word
+    base = int(w.max(initial=0)) + 1
+    starts = np.cumsum(lens) - lens
+    owner = np.repeat(np.arange(lens.size), lens)
+    k = np.arange(max(w.size - (_SHINGLE_N - 1), 0))
+    k = k[k - starts[owner[k]] <= lens[owner[k]] - _SHINGLE_N]
+    pair = w[k] * base + w[k + 1]
+    if base**3 >= _KEY_LIMIT:  # a huge vocabulary: number the word pairs first (int64 keys)
+        pair = np.unique(pair, return_inverse=True)[1].astype(np.int64) + 1
+    grams = pair * base + w[k + 2]
+    short = np.flatnonzero(lens < _SHINGLE_N)
+    padded = np.concatenate([w, [0, 0]])
+    first = np.where(lens[short] >= 1, padded[starts[short]], 0)
+    second = np.where(lens[short] >= 2, padded[starts[short] + 1], 0)
+    return np.concatenate([owner[k], short]), np.concatenate([grams, -(1 + first * base + second)])
+
+
+def near_duplicate_pairs(
+    texts: pl.Series, groups: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair ``(i, j)``, ``i < j``, of rows of one group (``groups``: a label per row, the rows
+    of a group contiguous) and whether the pair is a near-duplicate: the same text, or shingle
+    sets (``text.shingles``) with Jaccard ≥ ``threshold``.
+
+    Exactly ``text.jaccard(text.shingles(a), text.shingles(b))``, vectorised: the 3-grams are
+    numbered, sorted so that the texts of a group sharing one are adjacent, and the shared counts
+    of all pairs come from one sparse product (incidence × its transpose, block-diagonal by group).
+    """
+    from scipy import sparse
+
+    n = len(texts)
+    groups = np.asarray(groups)
+    starts = (
+        np.flatnonzero(np.concatenate([[True], groups[1:] != groups[:-1]]))
+        if n
+        else np.zeros(0, int)
+    )
+    sizes = np.diff(np.concatenate([starts, [n]]))
+    gid = np.repeat(np.arange(starts.size), sizes)
+    left, right = [], []
+    for m in np.unique(sizes[sizes >= 2]):
+        a, b = np.triu_indices(int(m), 1)
+        first = starts[sizes == m][:, None]
+        left.append((first + a).ravel())
+        right.append((first + b).ravel())
+    if not left:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=bool)
+    i, j = np.concatenate(left), np.concatenate(right)
+    order = np.lexsort((j, i))
+    i, j = i[order], j[order]
+
+    owner, key = _shingle_keys(shingle_words(texts))
+    order = np.argsort(key, kind="stable")  # stable: within a key, rows (and groups) stay in order
+    owner, key = owner[order], key[order]
+    same_key = np.concatenate([[False], key[1:] == key[:-1]])
+    repeat = same_key & np.concatenate([[False], owner[1:] == owner[:-1]])  # counted once
+    owner, key, same_key = owner[~repeat], key[~repeat], same_key[~repeat]
+    counts = np.bincount(owner, minlength=n)  # |shingles| per text
+    run = np.cumsum(~(same_key & np.concatenate([[False], gid[owner[1:]] == gid[owner[:-1]]]))) - 1
+    shared = np.bincount(run)[run] >= 2
+    cols = np.unique(run[shared], return_inverse=True)[1]
+    incidence = sparse.csr_matrix(
+        (np.ones(cols.size, dtype=np.int32), (owner[shared], cols)),
+        shape=(n, int(cols.max(initial=-1)) + 1),
+    )
+    common = (incidence @ incidence.T).tocsr()
+    common.sort_indices()
+    # the shared counts of the wanted pairs, looked up among the product's entries (row-major)
+    found = np.repeat(np.arange(n, dtype=np.int64), np.diff(common.indptr)) * n + common.indices
+    wanted = i.astype(np.int64) * n + j
+    inter = np.zeros(i.size, dtype=np.int64)
+    if found.size:
+        at = np.minimum(np.searchsorted(found, wanted), found.size - 1)
+        hit = found[at] == wanted
+        inter[hit] = common.data[at[hit]]
+    jac = inter / (counts[i] + counts[j] - inter)
+    same = _dense_ids(texts.fill_null(""))
+    return i, j, (same[i] == same[j]) | (jac >= threshold)
 
 
 def _near_dup_rates(
@@ -253,26 +371,30 @@ def _near_dup_rates(
         .with_columns(normalised_text(pl.col(C.OUTPUT)).alias(NORM_TEXT))
         .group_by(key, maintain_order=True)
         .agg(pl.col(C.SAMPLE_ID), pl.col(NORM_TEXT))
-        .sort(C.STEP)
+        .sort(C.STEP, maintain_order=True)
     )
-    rates: dict[int, list[float]] = {}
-    worst: dict[int, tuple[float, list[int]]] = {}
-    for row in parts.iter_rows(named=True):
-        step = int(row[C.STEP])
-        if len(rates.get(step, [])) >= max_groups:
-            continue
-        texts: list[str] = row[NORM_TEXT]
-        ids: list[int] = row[C.SAMPLE_ID]
-        if len(texts) < 2:
-            continue
-        pairs, dup, dup_ids = _group_duplicates(texts, ids, thr)
-        rate = dup / pairs
-        rates.setdefault(step, []).append(rate)
-        if rate > worst.get(step, (-1.0, []))[0]:
-            worst[step] = (rate, sorted(dup_ids))
-    steps = np.array(sorted(rates), dtype=np.int64)
-    vals = np.array([float(np.mean(rates[k])) for k in steps.tolist()])
-    return steps, vals, {k: v[1] for k, v in worst.items()}
+    # the groups judged: ≥ 2 completions, at most max_groups per step (the first ones)
+    parts = parts.filter(pl.col(NORM_TEXT).list.len() >= 2).filter(
+        pl.int_range(pl.len()).over(C.STEP) < max_groups
+    )
+    rows = parts.with_row_index("_g").explode(C.SAMPLE_ID, NORM_TEXT)
+    group = rows["_g"].to_numpy()
+    i, j, dup = near_duplicate_pairs(rows[NORM_TEXT], group, thr)
+    n_groups = parts.height
+    rate = np.bincount(group[i][dup], minlength=n_groups) / np.bincount(
+        group[i], minlength=n_groups
+    )
+    ids = rows[C.SAMPLE_ID].to_numpy()
+    group_step = parts[C.STEP].to_numpy()
+    steps, first = np.unique(group_step, return_index=True)
+    ends = np.append(first[1:], n_groups)
+    vals = np.array([float(np.mean(rate[lo:hi])) for lo, hi in zip(first, ends, strict=True)])
+    worst: dict[int, list[int]] = {}
+    for step, lo, hi in zip(steps.tolist(), first, ends, strict=True):
+        g = lo + int(np.argmax(rate[lo:hi]))  # the first of the most duplicated groups
+        hits = dup & (group[i] == g)
+        worst[step] = np.unique(np.concatenate([ids[i[hits]], ids[j[hits]]])).tolist()
+    return steps.astype(np.int64), vals, worst
 
 
 @register(
