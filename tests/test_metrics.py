@@ -258,7 +258,7 @@ def test_ngram_sample_caps_completions_per_step():
 # Regex ``\s`` (Rust, Unicode): the characters the numpy word counter and the n-gram split treat as
 # whitespace; the alphabet also holds look-alikes that are not whitespace (U+200B, U+001C, "…").
 _SPACES = " \t\n\x0b\x0c\r\x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000"
-_ALPHABET = _SPACES + "\u200b\x1c\u2026ab日é😀"
+_ALPHABET = _SPACES + "\u200b\x1c\x00\x08\x0e\x1f!\u2026\u1681\u3001©ab日é😀"  # © \u1681 \u3001: lead bytes of spaces, not spaces
 
 
 def _words(text: str) -> list[str]:
