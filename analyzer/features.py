@@ -335,6 +335,8 @@ def _convention(output: pl.Expr, name: str, conv: Conventions) -> pl.Expr:
     """The raw answer text one convention finds in each completion (null where it finds none)."""
     import polars as pl
 
+    if name == "tag" and conv.answer_tag and not set("</") & set(conv.answer_tag):
+        return _last_tag_pair(output, conv.answer_tag)
     if name == "tag" and conv.answer_tag:
         a = re.escape(conv.answer_tag)
         # the innermost of the last pair: "<answer>\n<answer>B</answer>\n</answer>" reads B
@@ -361,6 +363,26 @@ def _convention(output: pl.Expr, name: str, conv: Conventions) -> pl.Expr:
     if name == "last_number":
         return _last(output, _NUM_RE)
     return pl.lit(None, dtype=pl.Utf8)
+
+
+def _last_tag_pair(output: pl.Expr, tag: str) -> pl.Expr:
+    """The innermost of the last ``<tag>…</tag>`` pair, as ``_convention("tag")`` reads it for any
+    tag (a tag without ``<`` or ``/``: its opening and closing marks cannot overlap).
+
+    The pair's regex in dot-all mode scans back to the text's start from every closing tag (4×
+    slower than without it, where a newline stops the scan). So the pair is searched line by line
+    first: when the text has one closing tag and a pair on one line, that pair ends at the closing
+    tag and starts at the last opening tag before it — the pair the dot-all search finds. Only the
+    other rows (several closing tags, or the answer across lines) are searched in dot-all mode."""
+    import polars as pl
+
+    a = re.escape(tag)
+    simple = (~output.str.contains(f"(?s)</{a}>.*</{a}>") & output.str.contains(f"<{a}>.*?</{a}>")).fill_null(False)
+    pair = pl.coalesce(
+        pl.when(simple).then(_last(output, f"<{a}>.*?</{a}>")),
+        _last(pl.when(simple).then(None).otherwise(output), f"(?s)<{a}>.*?</{a}>"),
+    )
+    return pair.str.replace(f"(?s)^.*<{a}>", "").str.strip_suffix(f"</{tag}>")
 
 
 def _clean_text(raw: pl.Expr) -> pl.Expr:

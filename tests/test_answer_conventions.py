@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyzer import columns as C
 from analyzer import features as F
@@ -291,3 +293,24 @@ def test_no_completions_no_answers_summary(tmp_path: Path) -> None:
     out = tmp_path / "out"
     analyze_run(run, AnalyzeOptions(output_dir=out, no_embeddings=True, no_plots=True), run_path=tmp_path)
     assert json.loads((out / "analysis.json").read_text())["summary"]["answers"] is None
+
+
+_TAG_PIECES = ["<answer>", "</answer>", "<answer", "answer>", "</answer", "\n", "\r\n", " 42 ", "B", "é", "<think>", ""]
+
+
+def _tag_pair_by_one_regex(output: pl.Expr, tag: str) -> pl.Expr:
+    """The innermost of the last pair, read with one dot-all regex (what ``_last_tag_pair`` speeds up)."""
+    return (
+        output.str.extract_all(f"(?s)<{tag}>.*?</{tag}>")
+        .list.last()
+        .str.replace(f"(?s)^.*<{tag}>", "")
+        .str.strip_suffix(f"</{tag}>")
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.lists(st.sampled_from(_TAG_PIECES), max_size=12).map("".join)), max_size=20))
+def test_the_last_tag_pair_equals_the_one_regex_reading(outputs: list[str | None]) -> None:
+    texts = pl.DataFrame({"o": pl.Series(outputs, dtype=pl.String)})
+    fast = texts.select(F._last_tag_pair(pl.col("o"), "answer")).to_series().to_list()
+    assert fast == texts.select(_tag_pair_by_one_regex(pl.col("o"), "answer")).to_series().to_list()
