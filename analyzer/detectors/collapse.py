@@ -252,6 +252,16 @@ def shingle_words(texts: pl.Series) -> pl.Series:
     return words.rename(texts.name)
 
 
+def _dense_rank(values: np.ndarray) -> np.ndarray:
+    """0, 1, 2 … by value, equal for equal values (a value sort and a binary search: numpy's
+    ``unique(return_inverse=True)`` is many times slower on millions of integers)."""
+    ordered = np.sort(values)
+    distinct = (
+        ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])] if values.size else ordered
+    )
+    return np.searchsorted(distinct, values).astype(np.int64)
+
+
 def _shingle_keys(words: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """(text index, shingle key) of every word 3-gram of every text, equal keys exactly for equal
     3-grams; a text of fewer than 3 words has one shingle, its words (as ``text.shingles``), keyed
@@ -262,12 +272,12 @@ def _shingle_keys(words: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     base = int(w.max(initial=0)) + 1
     starts = np.cumsum(lens) - lens
     owner = np.repeat(np.arange(lens.size), lens)
-    k = np.arange(max(w.size - (_SHINGLE_N - 1), 0))
-    k = k[k - starts[owner[k]] <= lens[owner[k]] - _SHINGLE_N]
-    pair = w[k] * base + w[k + 1]
+    tail = _SHINGLE_N - 1  # a 3-gram starts at each word its text has 2 more words after
+    k = np.flatnonzero(owner[: max(owner.size - tail, 0)] == owner[tail:])
+    pair = w[:-1] * base + w[1:]  # at every word (contiguous slices: no gathers)
     if base**3 >= _KEY_LIMIT:  # a huge vocabulary: number the word pairs first (int64 keys)
-        pair = np.unique(pair, return_inverse=True)[1].astype(np.int64) + 1
-    grams = pair * base + w[k + 2]
+        pair = _dense_rank(pair) + 1
+    grams = (pair[:-1] * base + w[2:])[k] if k.size else k
     short = np.flatnonzero(lens < _SHINGLE_N)
     padded = np.concatenate([w, [0, 0]])
     first = np.where(lens[short] >= 1, padded[starts[short]], 0)
@@ -311,15 +321,21 @@ def near_duplicate_pairs(
     i, j = i[order], j[order]
 
     owner, key = _shingle_keys(shingle_words(texts))
-    order = np.argsort(key, kind="stable")  # stable: within a key, rows (and groups) stay in order
-    owner, key = owner[order], key[order]
-    same_key = np.concatenate([[False], key[1:] == key[:-1]])
-    repeat = same_key & np.concatenate([[False], owner[1:] == owner[:-1]])  # counted once
-    owner, key, same_key = owner[~repeat], key[~repeat], same_key[~repeat]
+    # (shingle, text) as one integer, sorted by value (several times faster than an argsort): the
+    # texts sharing a shingle become adjacent, in row order, so those of one group form a run
+    key = key - int(key.min(initial=0))
+    if (int(key.max(initial=0)) + 1) * n >= _KEY_LIMIT:
+        key = _dense_rank(key)
+    both = np.sort(key * n + owner)
+    if both.size:
+        both = both[np.concatenate([[True], both[1:] != both[:-1]])]  # a text's repeats: once
+    owner, key = both % n, both // n
     counts = np.bincount(owner, minlength=n)  # |shingles| per text
+    same_key = np.concatenate([[False], key[1:] == key[:-1]])
     run = np.cumsum(~(same_key & np.concatenate([[False], gid[owner[1:]] == gid[owner[:-1]]]))) - 1
     shared = np.bincount(run)[run] >= 2
-    cols = np.unique(run[shared], return_inverse=True)[1]
+    runs = run[shared]  # non-decreasing: numbered 0, 1, 2 … as they come
+    cols = np.cumsum(np.concatenate([[True], runs[1:] != runs[:-1]])) - 1 if runs.size else runs
     incidence = sparse.csr_matrix(
         (np.ones(cols.size, dtype=np.int32), (owner[shared], cols)),
         shape=(n, int(cols.max(initial=-1)) + 1),
