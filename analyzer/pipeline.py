@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from analyzer.embeddings import EncoderLike
+    from analyzer.incremental import StepMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,23 +90,49 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
         with _timed(timings, "ingest"):
             from analyzer.ingest import load_run
 
+            steps = None
             if options.read_state:  # compare: the run's own analysis state, read and never written
                 from analyzer.ingest.tail import STATE_DIR, load_with_state
 
-                run, _, notes = load_with_state(run_path, run_output_dir(run_path) / STATE_DIR)
+                state_dir = run_output_dir(run_path) / STATE_DIR
+                run, cache, notes = load_with_state(run_path, state_dir)
+                steps = _step_metrics(state_dir, config, run, cache, full=False)
             else:
                 run = load_run(run_path)
-        return analyze_run(run, options, run_path=run_path, timings=timings, config=config, fail_on=fail_on, notes=notes)
+        return analyze_run(
+            run, options, run_path=run_path, timings=timings, config=config, fail_on=fail_on, notes=notes, steps=steps
+        )
     # the analysis state (OUTPUT/state/): a re-run reads only what was appended (docs/cli.md)
     from analyzer.ingest.tail import STATE_DIR, load_with_state, save_state
 
     state_dir = output_dir_for(run_path, options) / STATE_DIR
     with _timed(timings, "ingest"):
         run, cache, notes = load_with_state(run_path, state_dir, full=options.full)
-    analysis = analyze_run(run, options, run_path=run_path, timings=timings, config=config, fail_on=fail_on, notes=notes)
+        steps = _step_metrics(state_dir, config, run, cache, full=options.full)
+    analysis = analyze_run(
+        run, options, run_path=run_path, timings=timings, config=config, fail_on=fail_on, notes=notes, steps=steps
+    )
     if (why := save_state(cache, state_dir)) is not None:
         analysis.notes.append(why)
+    else:
+        from analyzer.incremental import STEPS_DIR
+
+        try:
+            steps.save(state_dir / STEPS_DIR)
+        except OSError as exc:
+            analysis.notes.append(f"per-step metrics not saved with the analysis state ({exc.strerror or exc})")
     return analysis
+
+
+def _step_metrics(state_dir: Path, config: dict[str, Any], run: RunData, cache: Any, *, full: bool) -> StepMetrics:
+    """The per-step metrics kept in the analysis state (``analyzer.incremental``), for this run as
+    read through ``cache``: empty for ``--full``, or when a completion file was read in full."""
+    from analyzer.incremental import STEPS_DIR, StepMetrics
+
+    tags, pattern = completion_options(config)
+    if full or cache.full_files:  # rows read in full may differ from those the state was built on
+        return StepMetrics(tags, pattern)
+    return StepMetrics.load(state_dir / STEPS_DIR, tags, pattern, run.generations)
 
 
 def _analyze_remote(url: str, options: AnalyzeOptions) -> Analysis:
@@ -130,11 +157,14 @@ def analyze_run(
     config: dict[str, Any] | None = None,
     fail_on: FailOn | None = None,
     notes: list[str] | None = None,
+    steps: StepMetrics | None = None,
 ) -> Analysis:
     """Everything after ingest, on a ``RunData`` already in memory. ``config`` (the effective
     configuration) is loaded for ``run_path`` when not given; ``fail_on``, resolved from it
     (``analyzer.verdict.resolve_fail_on``) when not given: once per analysis either way.
-    ``notes``: what ingest has to say first (how the analysis state was used)."""
+    ``notes``: what ingest has to say first (how the analysis state was used). ``steps``: the
+    per-step metrics kept in the analysis state, updated here (only the new completions' steps
+    when the run only grew)."""
     options = options or AnalyzeOptions()
     run_path = run_path if run_path is not None else run.path
     if not remote.is_url(run_path):
@@ -153,9 +183,21 @@ def analyze_run(
         from analyzer.metrics import compute_metrics
 
         tags, pattern = completion_options(config)
-        # one row per completion, built once: the metrics aggregate it, the detectors read it
-        features = build_features(run, tags=tags, answer_pattern=pattern)
-        metrics = compute_metrics(run, tags=tags, features=features, answer_pattern=pattern)
+        if steps is not None and (steps.tags, steps.answer_pattern) == (tuple(tags), pattern or ""):
+            known = steps.saved_height
+            metrics, features = steps.compute(run)
+            added = 0 if run.generations is None else run.generations.height - known
+            if known and steps.last_full is None:
+                notes.append(
+                    f"per-step metrics from the analysis state: the features of {added:,} new completions computed, "
+                    "and the metrics of the steps they belong to" if added else "per-step metrics from the analysis state: no new completions"
+                )
+            elif known:
+                notes.append(f"per-step metrics computed over the whole run: {steps.last_full}")
+        else:
+            # one row per completion, built once: the metrics aggregate it, the detectors read it
+            features = build_features(run, tags=tags, answer_pattern=pattern)
+            metrics = compute_metrics(run, tags=tags, features=features, answer_pattern=pattern)
 
     out_dir = output_dir_for(run_path, options)
     drift: DriftResult | None = None

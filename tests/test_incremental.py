@@ -176,6 +176,8 @@ def test_append_reads_only_the_new_bytes(tmp_path: Path) -> None:
     notes = assert_same(run, tmp_path / "inc", tmp_path / "ref")
     added = (run / "generations.csv").stat().st_size - before
     assert notes[0] == f"incremental read ({added:,} new bytes): generations.csv: {added:,} new bytes read, 60 new rows"
+    # the per-step metrics came from the state too: only the new completions' features computed
+    assert "per-step metrics from the analysis state: the features of 60 new completions computed, and the metrics of the steps they belong to" in notes
     # the state grew by the new rows only: the first part is kept, one part of 60 rows added
     parts = json.loads((tmp_path / "inc" / STATE_DIR / STATE_FILE).read_text())["files"]["generations.csv"]["rows"]
     assert parts[0] == entry["rows"][0] and len(parts) == 2
@@ -297,3 +299,31 @@ def test_line_count_of_any_bytes(tmp_path_factory: pytest.TempPathFactory, data:
     raw = b"".join(data)
     path.write_bytes(raw)
     assert _newlines(path, path.stat()) == raw.count(b"\n")
+
+
+def test_per_step_metrics_in_the_state_are_checked_before_use(tmp_path: Path) -> None:
+    """The per-step metrics kept in the state (``state/steps/``) are used only for the same run and
+    settings: damaged, foreign or built with other tags, they are rebuilt from the whole run — with
+    the same results as a from-scratch analysis every time."""
+    from analyzer.incremental import STEPS_DIR
+
+    run = tmp_path / "run"
+    run.mkdir()
+    recs = _recs(30)
+    whole = csv_bytes(recs)
+    head = csv_bytes(recs[:60])
+    (run / "generations.csv").write_bytes(head)
+    assert_same(run, tmp_path / "inc", tmp_path / "ref")
+    steps = tmp_path / "inc" / STATE_DIR / STEPS_DIR
+    meta = json.loads((steps / "steps.json").read_text())
+    assert meta["height"] == 60 and meta["features"] and "model_output" in meta["columns"]
+    stored = pl.read_parquet(steps / meta["features"][0])
+    assert "model_output" not in stored.columns and stored.height == 60  # the text is read again
+    (steps / "steps.json").write_text("{damaged")
+    with (run / "generations.csv").open("ab") as fh:
+        fh.write(whole[len(head):])
+    notes = assert_same(run, tmp_path / "inc", tmp_path / "ref")
+    assert not any(n.startswith("per-step metrics from the analysis state") for n in notes)
+    # rebuilt, and saved again: the next analysis of the same files uses it
+    notes = assert_same(run, tmp_path / "inc", tmp_path / "ref")
+    assert "per-step metrics from the analysis state: no new completions" in notes

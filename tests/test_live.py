@@ -58,7 +58,7 @@ def test_appends_recompute_only_the_touched_steps(tmp_path: Path) -> None:
     (run / "generations.jsonl").write_bytes(data[:half])
     live = LiveRun(run, config={})
     _check(live, run)
-    assert live.last_full == "first refresh"
+    assert live.last_full == "first computation"
     with (run / "generations.jsonl").open("ab") as fh:
         fh.write(data[half:])
     _check(live, run)
@@ -78,7 +78,8 @@ def test_split_ranges_widen_as_of_the_whole(rows: list, cut: int) -> None:
 
     from analyzer import columns as C
     from analyzer.features import REWARD
-    from analyzer.live import _split_range, _widened
+    from analyzer.incremental import split_range as _split_range
+    from analyzer.incremental import widened as _widened
 
     frame = pl.DataFrame({C.SPLIT: [s for s, _ in rows], REWARD: [r for _, r in rows]}, schema={C.SPLIT: pl.String, REWARD: pl.Float64})
     before, after = frame.head(cut), frame.slice(cut)
