@@ -304,3 +304,23 @@ def test_kl_limits_without_an_alert_are_the_ones_the_detector_publishes(monkeypa
     assert kl_thresholds(analysis) == [(f"budget per {unit}", budget), ("critical level", critical)]
     monkeypatch.setattr(kl, "kl_limits", lambda run, section: ("sequence", 7.0, 21.0))
     assert kl_thresholds(analysis) == [("budget per sequence", 7.0), ("critical level", 21.0)]
+
+
+def test_each_figure_is_drawn_once_per_format(monkeypatch):
+    """tight_layout measures the figure; savefig then draws it once — no second layout pass."""
+    from matplotlib.figure import Figure
+
+    draws = 0
+    real = Figure.draw
+
+    def counting(self, renderer):
+        nonlocal draws
+        draws += 1
+        return real(self, renderer)
+
+    monkeypatch.setattr(Figure, "draw", counting)
+    plots, _ = render_plots(render_fixture.analysis())
+    assert plots and draws == len(plots)
+    draws = 0
+    plots, _ = render_plots(render_fixture.analysis(), svg=True)
+    assert draws == 2 * len(plots)  # PNG and SVG
