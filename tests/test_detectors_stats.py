@@ -160,3 +160,44 @@ def test_mann_whitney_strength_of_a_perfect_separation_of_large_samples_is_finit
     z = stats.mann_whitney_strength(a, b)
     assert 7.5 < z < 9 and np.isfinite(z)
     assert stats.mann_whitney_strength(b, a) < -7.5
+
+
+def _robust_z_point_by_point(y, window, min_history, floor, upward):
+    """robust_z as defined, one history at a time (the reference the all-windows path must equal)."""
+    z = np.full(y.size, np.nan)
+    for i in range(min_history, y.size):
+        hist = y[max(0, i - window) : i]
+        med = float(np.median(hist))
+        tiny = 1e-12 + 1e-6 * abs(med)
+        if upward:
+            up = hist[hist >= med] - med
+            s = stats.MAD_SCALE * float(np.median(up)) if up.size >= 2 else 0.0
+            if s <= tiny:
+                s = stats.robust_scale(hist, floor=tiny)
+            z[i] = (y[i] - med) / max(s, floor)
+        else:
+            z[i] = abs(y[i] - med) / max(stats.robust_scale(hist, floor=tiny), floor)
+    return z
+
+
+@pytest.mark.parametrize("upward", [False, True])
+def test_robust_z_all_windows_at_once_equals_the_point_by_point_definition(upward):
+    rng = np.random.default_rng(1)
+    curves = {
+        "normal": lambda n: rng.normal(size=n),
+        "ties and zero spread": lambda n: rng.integers(0, 3, n).astype(float),
+        "constant": lambda n: np.full(n, 2.5),
+        "log-normal with dips to 0": lambda n: np.exp(3 * rng.normal(size=n)) * (rng.random(n) < 0.7),
+        "near the float maximum": lambda n: rng.choice([0.0, 1e-13, 5.0, 1e308, -1e308], n),
+    }
+    with np.errstate(all="ignore"):
+        for name, make in curves.items():
+            for _ in range(40):
+                y = make(int(rng.integers(0, 90)))
+                if y.size and rng.random() < 0.2:
+                    y[rng.integers(0, y.size)] = np.nan  # non-finite curves keep the loop
+                window, history = int(rng.integers(1, 30)), int(rng.integers(1, 12))
+                floor = float(rng.choice([0.0, 1e-9, 0.3, np.nan]))
+                want = _robust_z_point_by_point(y, window, history, floor, upward)
+                got = stats.robust_z(y, window, min_history=history, floor=floor, upward=upward)
+                assert np.array_equal(got, want, equal_nan=True), (name, y, window, history, floor)

@@ -388,6 +388,10 @@ def _fill_robust_z(
     y: np.ndarray, z: np.ndarray, window: int, min_history: int, floor: float, upward: bool
 ) -> None:
     n = y.size
+    full = max(min_history, window)  # from here on every history is a whole window
+    if window >= 2 and n > full and bool(np.isfinite(y).all()):
+        _fill_robust_z_windows(y, z, window, full, floor, upward)
+        n = full
     for i in range(min_history, n):
         hist = y[max(0, i - window) : i]
         med = float(np.median(hist))
@@ -401,6 +405,36 @@ def _fill_robust_z(
         else:
             s = max(robust_scale(hist, floor=tiny), floor)
             z[i] = abs(y[i] - med) / s
+
+
+def _fill_robust_z_windows(
+    y: np.ndarray, z: np.ndarray, window: int, start: int, floor: float, upward: bool
+) -> None:
+    """``_fill_robust_z`` for the points from ``start`` on (each with a whole window of finite
+    history), all windows at once: the same medians, scales and z, value for value. The rare
+    windows whose first scale is below its ``tiny`` bound take the per-window fallback."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    hist = sliding_window_view(y, window)[start - window : y.size - window]
+    med = np.median(hist, axis=1)
+    tiny = 1e-12 + 1e-6 * np.abs(med)
+    if upward:
+        # the median of the deviations above the median: a suffix of each sorted window
+        ordered = np.sort(hist, axis=1)
+        above = (hist >= med[:, None]).sum(axis=1)
+        lo = window - above + (above - 1) // 2
+        hi = window - above + above // 2
+        rows = np.arange(med.size)
+        a = ordered[rows, np.minimum(lo, window - 1)] - med
+        b = ordered[rows, np.minimum(hi, window - 1)] - med
+        s = np.where(above >= 2, MAD_SCALE * np.where(lo == hi, a, (a + b) / 2), 0.0)
+    else:
+        s = MAD_SCALE * np.median(np.abs(hist - med[:, None]), axis=1)  # robust_scale's MAD
+    for k in np.flatnonzero(s <= tiny):  # the fallbacks, window by window
+        s[k] = robust_scale(hist[k], floor=float(tiny[k]))
+    s = np.where(floor > s, floor, s)  # max(s, floor), NaN as Python's max treats it
+    dev = y[start:] - med
+    z[start:] = dev / s if upward else np.abs(dev) / s
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
