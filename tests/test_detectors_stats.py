@@ -201,3 +201,16 @@ def test_robust_z_all_windows_at_once_equals_the_point_by_point_definition(upwar
                 want = _robust_z_point_by_point(y, window, history, floor, upward)
                 got = stats.robust_z(y, window, min_history=history, floor=floor, upward=upward)
                 assert np.array_equal(got, want, equal_nan=True), (name, y, window, history, floor)
+
+
+def test_centered_rolling_median_equals_the_median_of_each_window():
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        n, window = int(rng.integers(0, 40)), int(rng.integers(1, 12))
+        y = rng.integers(0, 4, n).astype(float) if rng.random() < 0.5 else rng.normal(size=n)
+        if n and rng.random() < 0.2:
+            y[rng.integers(0, n)] = np.nan
+        half = max(1, min(window, n)) // 2 if n else 0
+        want = [np.median(y[max(0, i - half) : min(n, i + half + 1)]) for i in range(n)]
+        got = stats.rolling_median(y, window, center=True)
+        assert np.array_equal(got, np.array(want), equal_nan=True), (y, window)

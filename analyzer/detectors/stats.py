@@ -44,13 +44,17 @@ def rolling_median(y: np.ndarray, window: int, *, center: bool = False) -> np.nd
     if n == 0 or window == 1:
         return y.copy()
     out = np.empty(n)
-    if center:
-        half = window // 2
-        for i in range(n):
-            out[i] = np.median(y[max(0, i - half) : min(n, i + half + 1)])
-        return out
     from numpy.lib.stride_tricks import sliding_window_view
 
+    if center:
+        half = window // 2
+        edges: range | list[int] = range(n)
+        if n >= 2 * half + 1:  # the whole windows at once, the shorter ones at the ends one by one
+            out[half : n - half] = np.median(sliding_window_view(y, 2 * half + 1), axis=1)
+            edges = [*range(half), *range(n - half, n)]
+        for i in edges:
+            out[i] = np.median(y[max(0, i - half) : min(n, i + half + 1)])
+        return out
     out[window - 1 :] = np.median(sliding_window_view(y, window), axis=1)
     for i in range(window - 1):
         out[i] = np.median(y[: i + 1])
