@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from analyzer.catalogue import BY_NAME, label_of
 from analyzer.report.escape import excerpt
-from analyzer.report.plots import PALETTE, Plot, ema_smooth, finite_series, style_axes
+from analyzer.report.plots import PALETTE, Plot, ema_smooth, finite_series, lay_out, style_axes
 
 LEGEND_NAME = 34  # characters of a run's name in a legend
 
@@ -70,7 +70,7 @@ def render_compare_plots(curves: Sequence[Curve], columns: Sequence[str], *, dpi
                             ha="right", va="bottom", fontsize=7.5, color="#5f6b7a")
                 ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
                           handlelength=1.8, borderaxespad=0.0)
-                fig.tight_layout()
+                lay_out(fig)
                 buf = io.BytesIO()
                 fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
             except (ValueError, OverflowError):  # values matplotlib cannot scale (e.g. ~1e308)
