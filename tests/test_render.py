@@ -726,3 +726,43 @@ def test_the_report_lists_and_best_direction_come_from_the_metric_catalogue():
     assert (render.KEY_METRICS, render.CORE_METRICS, render.PPO_METRICS) == (catalogue.KEY, catalogue.CORE, catalogue.PPO)
     for name in (*catalogue.BY_NAME, "eval/gen_accuracy", "probe/loss", "reward/fn", "reward/fn/std"):
         assert report_data.metric_direction(name) == catalogue.direction_of(name), name
+
+
+def test_compiled_templates_are_kept_in_the_user_cache(tmp_path, monkeypatch):
+    """The second process to render a report loads the compiled templates instead of compiling
+    them; a cache it cannot write to is skipped, and the reports are the same either way."""
+    import jinja2
+
+    analysis = render_fixture.analysis()
+
+    def md() -> str:  # the report without the time it was rendered
+        return re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "", render.render_markdown(analysis, plots=[], skipped_plots=[]))
+
+    monkeypatch.setenv("LOGSCAN_CACHE_DIR", str(tmp_path / "cache"))
+    render.environment.cache_clear()
+    first = md()
+    assert list((tmp_path / "cache" / "jinja").iterdir())
+    compiled: list[str] = []
+    real = jinja2.Environment.compile
+
+    def counting(self, source, name=None, filename=None, raw=False, defer_init=False):
+        compiled.append(name)
+        return real(self, source, name, filename, raw, defer_init)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    render.environment.cache_clear()  # as a new process starts
+    assert md() == first
+    assert compiled == []
+    # a cache folder that cannot be made (a file in its way): compiled as before, no error
+    (tmp_path / "blocked").write_text("")
+    monkeypatch.setenv("LOGSCAN_CACHE_DIR", str(tmp_path / "blocked"))
+    render.environment.cache_clear()
+    assert md() == first
+    assert compiled
+    # damaged entries are recompiled, not an error
+    monkeypatch.setenv("LOGSCAN_CACHE_DIR", str(tmp_path / "cache"))
+    for entry in (tmp_path / "cache" / "jinja").iterdir():
+        entry.write_bytes(b"\x00garbage")
+    render.environment.cache_clear()
+    assert md() == first
+    render.environment.cache_clear()
