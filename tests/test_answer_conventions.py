@@ -314,3 +314,22 @@ def test_the_last_tag_pair_equals_the_one_regex_reading(outputs: list[str | None
     texts = pl.DataFrame({"o": pl.Series(outputs, dtype=pl.String)})
     fast = texts.select(F._last_tag_pair(pl.col("o"), "answer")).to_series().to_list()
     assert fast == texts.select(_tag_pair_by_one_regex(pl.col("o"), "answer")).to_series().to_list()
+
+
+_TRUTHS = [None, "", " 1,000 ", "1000", "$1e3", "B", "(b)", "Paris.", "42", "-0", "x = 7", "nan"]
+_ANSWER_TEXTS = ["<answer>B. pond</answer>", "<answer>x = 18 apples</answer>", "Answer: 1,000", "the answer is 42.", "", "(C)", "no answer"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_ANSWER_TEXTS), st.sampled_from(_TRUTHS)), min_size=1, max_size=15))
+def test_truth_readings_joined_per_distinct_truth_equal_the_per_row_ones(rows: list[tuple[str, str | None]]) -> None:
+    # the answer reduced to the truth's form and the exact match, with the truth's readings computed
+    # per row or once per distinct truth and joined back: the same values, row for row
+    data = pl.DataFrame({"o": [o for o, _ in rows], "t": [t for _, t in rows]}, schema={"o": pl.String, "t": pl.String})
+    conv = F.Conventions(None, "answer", ("tag", "answer_line", "answer_is"), letter_truths=True, number_truths=True)
+    per_row = F.with_answer(data.lazy().with_columns(pl.lit(None, pl.String).alias("l")), "o", "l", "t", conv, "a")
+    per_row = F.with_exact_match(per_row, pl.col("a"), pl.col("t"), "em").collect()
+    joined = F.with_truth_readings(data.lazy().with_columns(pl.lit(None, pl.String).alias("l")), data["t"], "t")
+    joined = F.with_answer(joined, "o", "l", "t", conv, "a", truth_readings=True)
+    joined = F.with_exact_match(joined, pl.col("a"), pl.col("t"), "em", truth_readings=True).collect()
+    assert joined.select("o", "t", "a", "em").equals(per_row.select("o", "t", "a", "em"))
