@@ -403,7 +403,19 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> None:
     if frame.width < WIDE_PARQUET_COLUMNS:
         # zstd at level 1, not Polars' default 3: on a million completions 3.6 instead of 4.4
         # CPU-seconds for a file 6 % larger (152 instead of 144 MB)
-        frame.write_parquet(path, compression="zstd", compression_level=1)
+        try:
+            frame.write_parquet(path, compression="zstd", compression_level=1)
+        except OSError:
+            raise
+        except Exception:
+            # Polars does not always say why a write failed: when the footer is the write that
+            # hits a full disk it reports "Invalid thrift: transport error". The same bytes
+            # written through Python raise the OSError that says why (or land, if it passed).
+            import io
+
+            buf = io.BytesIO()
+            frame.write_parquet(buf, compression="zstd", compression_level=1)
+            path.write_bytes(buf.getvalue())
         return
     import polars as pl
     import pyarrow.parquet as pq
