@@ -115,12 +115,15 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
     if (why := save_state(cache, state_dir)) is not None:
         analysis.notes.append(why)
     else:
+        import polars as pl
+
         from analyzer.incremental import STEPS_DIR
 
         try:
             steps.save(state_dir / STEPS_DIR)
-        except OSError as exc:
-            analysis.notes.append(f"per-step metrics not saved with the analysis state ({exc.strerror or exc})")
+        except (OSError, pl.exceptions.PolarsError) as exc:  # Polars' own error for a failed write
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            analysis.notes.append(f"per-step metrics not saved with the analysis state ({why})")
     return analysis
 
 

@@ -327,3 +327,24 @@ def test_per_step_metrics_in_the_state_are_checked_before_use(tmp_path: Path) ->
     # rebuilt, and saved again: the next analysis of the same files uses it
     notes = assert_same(run, tmp_path / "inc", tmp_path / "ref")
     assert "per-step metrics from the analysis state: no new completions" in notes
+
+
+def test_a_state_that_cannot_be_written_is_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Polars reports a failed Parquet write (a full disk) with its own error, not OSError: the
+    analysis still lands, its notes say the state was not saved, and the next one reads in full."""
+    run = tmp_path / "run"
+    run.mkdir()
+    _seed(run, _recs(12))
+    real = pl.DataFrame.write_parquet
+
+    def full_disk(self: pl.DataFrame, file: object, *args: object, **kwargs: object) -> None:
+        if STATE_DIR in Path(str(file)).parts:
+            raise pl.exceptions.ComputeError("parquet: File out of specification: Invalid thrift: transport error")
+        real(self, file, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", full_disk)
+    got = analyze(run, _options(tmp_path / "out"))
+    assert (tmp_path / "out" / "metrics.parquet").is_file()
+    assert any(n.startswith("analysis state not saved (parquet: File out of specification") for n in got.notes)
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", real)
+    assert_same(run, tmp_path / "out", tmp_path / "ref")

@@ -649,9 +649,13 @@ def load_with_state(path: str | Path, state_dir: Path, *, full: bool = False) ->
 def save_state(cache: TailCache, state_dir: Path) -> str | None:
     """Save ``cache`` as the analysis state (the state file last, after removing the old one, so a
     state half written is never read); None, or why it could not be saved."""
+    import polars as pl
+
     try:
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         cache.save(state_dir)
     except OSError as exc:
         return f"analysis state not saved ({exc.strerror or exc}); the next analysis reads everything"
+    except pl.exceptions.PolarsError as exc:  # Polars' own error for a failed write (a full disk)
+        return f"analysis state not saved ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); the next analysis reads everything"
     return None
