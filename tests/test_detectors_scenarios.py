@@ -595,3 +595,26 @@ def test_reward_std_collapse_points_at_the_same_completions_every_time() -> None
     assert g is not None
     steps = dict(zip(g["sample_id"].to_list(), g["step"].to_list(), strict=True))
     assert [(steps[i], i) for i in ids] == sorted((steps[i], i) for i in ids)
+
+
+def test_forgetting_without_a_train_reward_does_not_say_it_held() -> None:
+    """A run without a train reward (a DPO run) cannot show that the reward held: the headline
+    says so instead of claiming it."""
+    import numpy as np
+
+    from analyzer.model import DriftResult
+
+    sc = make_scenario(None, seed=3, with_generations=False)
+    steps = sc.run.steps.drop([c for c in sc.run.steps.columns if "reward" in c])
+    t = np.arange(1, sc.n_steps + 1)
+    d_eval = 0.05 + 0.5 * np.clip((t - 120) / 10, 0, 1) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    drift = DriftResult("fake", None, pl.DataFrame({"step": t, "drift_eval_mean": d_eval}))
+    run = dataclasses.replace(sc.run, steps=steps)
+    alerts, _ = run_detectors(run, steps, drift, None)
+    cf = [a for a in alerts if a.kind == "catastrophic_forgetting"]
+    assert cf and "train reward held" not in cf[0].message
+    assert "no train reward was logged" in cf[0].message
+    assert "train_reward_before" not in cf[0].evidence
+    # with the reward, the same drift says it held
+    alerts, _ = run_detectors(sc.run, sc.run.steps, drift, None)
+    assert "while the train reward held" in next(a for a in alerts if a.kind == "catastrophic_forgetting").message

@@ -20,6 +20,7 @@ from analyzer.detectors._common import (
     find_excursion,
     find_rise,
     reward_around,
+    reward_signal,
 )
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
 from analyzer.detectors.headline import when
@@ -35,18 +36,25 @@ _EVAL_UP = ("loss",)
 def _unless_train_fell(
     ctx: DetectorContext, exc: Excursion, message: str, *, critical: bool, **evidence: Any
 ) -> list[Alert]:
-    """The forgetting alert — none when the train reward fell too (the whole run degraded)."""
+    """The forgetting alert — none when the train reward fell too (the whole run degraded). The
+    headline says the train reward held only when there is one to compare (a DPO run has none)."""
     held: dict[str, Any] = {}
+    context = (
+        " (no train reward was logged to tell it from a run that degraded as a whole)"
+        if reward_signal(ctx) is None
+        else " (too few train reward points on either side of the onset to compare)"
+    )
     if (around := reward_around(ctx, exc.onset_step)) is not None:
         b, a, fell = around
         if fell:
             return []
         held = {"train_reward_before": b, "train_reward_after": a}
+        context = " while the train reward held"
     return [
         excursion_alert(
             "catastrophic_forgetting",
             exc,
-            f"{message} while the train reward held",
+            f"{message}{context}",
             critical=critical,
             **evidence,
             sample_ids=_eval_ids(ctx, exc.onset_step),
