@@ -85,7 +85,7 @@ def watch_run(
     waiter = stop_event or threading.Event()
     stop_requested = False
     seen: tuple[tuple[str, int, int], ...] | None = None
-    took = 0.0
+    took = pause = 0.0
     try:
         while True:
             fingerprint = run_fingerprint(path)
@@ -93,14 +93,15 @@ def watch_run(
                 if display is None:
                     now = _dt.datetime.now().strftime("%H:%M:%S")
                     echo(f"[{now}] no new records")
-                if waiter.wait(max(interval, took)):
+                if waiter.wait(max(interval, pause)):
                     return 0
                 continue
             started = time.perf_counter()
             analysis = snapshot(live)
+            took = time.perf_counter() - started
             # the first refresh reads the whole run once; what keeps watch light is the cost of
             # the refreshes after it, so only those stretch the wait
-            took = time.perf_counter() - started if seen is not None else 0.0
+            pause = took if seen is not None else 0.0
             seen = fingerprint
             if display is not None:
                 display(analysis, took)
@@ -116,7 +117,7 @@ def watch_run(
             if analysis.run.info.get("status") in FINISHED_STATUSES:
                 echo(f"run {analysis.run.info.get('status')}; watch ends")
                 return 0
-            if waiter.wait(max(interval, took)):
+            if waiter.wait(max(interval, pause)):
                 return 0
     except KeyboardInterrupt:
         echo("watch: interrupted")

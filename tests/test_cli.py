@@ -457,8 +457,11 @@ def test_watch_waits_as_long_as_a_refresh_took_but_not_after_the_first(tmp_path,
                 assert logger.flush(timeout=10)
                 return len(waits) == 3
 
-        assert watch.watch_run(run_dir, interval=0.5, echo=lambda _t: None, stop_event=Waiter()) == 0  # type: ignore[arg-type]
+        shown: list[float] = []
+        display = lambda _analysis, took: shown.append(took)  # noqa: E731
+        assert watch.watch_run(run_dir, interval=0.5, echo=lambda _t: None, stop_event=Waiter(), display=display) == 0  # type: ignore[arg-type]
     assert waits == [0.5, 2.0, 2.0]
+    assert shown == [30.0, 2.0, 2.0]  # the view still says how long each refresh took
 
 
 def test_watch_does_not_stop_a_run_for_the_records_it_is_still_writing(tmp_path):
