@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from analyzer import catalogue
 from analyzer.detectors import run_detectors
 from analyzer.detectors._common import component_columns
@@ -170,6 +172,46 @@ def test_zero_spread_from_reward_std_twin(tmp_path: Path) -> None:
     # a reward_std that never reaches 0 is judged and found healthy
     alerts, status, _ = detect(load_run(write_state(tmp_path / "h", grpo_entries(frac_reward_zero_std=None))))
     assert status["reward_std_collapse"].ran and not [a for a in alerts if a.kind == "reward_std_collapse"]
+
+
+def _zero_std_run(tmp_path: Path, name: str, n: int, share: Any, seed: int) -> Path:
+    """A TRL log whose reward_std is exactly 0 at a random ``share(step)`` of its steps."""
+    import random
+
+    rng = random.Random(seed)
+    zero = [rng.random() < share(i) for i in range(1, n + 1)]
+    entries = grpo_entries(n, frac_reward_zero_std=None, reward_std=lambda i: 0.0 if zero[i - 1] else 0.18)
+    return write_state(tmp_path / name, entries)
+
+
+def test_zero_spread_from_reward_std_is_judged_beyond_chance(tmp_path: Path) -> None:
+    """reward_std == 0 gives a 0/1 per step, whose rolling mean wanders far by chance: a steady 44 %
+    share (the real log's) alerted on 9 of 20 generated 48-step runs (29 of 60 at 48, 100 and 200 steps) — a run of five 0s reads as a
+    share of 100 %. The share from the onset on must now be above the threshold, and above the
+    share before it, beyond chance; a real rise is still found."""
+    for n in (48, 100):
+        for seed in range(10):
+            alerts, status, _ = detect(load_run(_zero_std_run(tmp_path, f"s{n}-{seed}", n, lambda _i: 0.44, seed)))
+            assert status["reward_std_collapse"].ran
+            assert not [a for a in alerts if a.kind == "reward_std_collapse"], (n, seed)
+    for seed in range(10):  # from 20 % to 90 % halfway
+        path = _zero_std_run(tmp_path, f"r{seed}", 100, lambda i: 0.2 if i <= 50 else 0.9, seed)
+        alerts, _, _ = detect(load_run(path))
+        (a,) = [a for a in alerts if a.kind == "reward_std_collapse"]
+        assert 40 <= a.step <= 60, a.step
+
+
+def test_share_tests_match_scipy() -> None:
+    from scipy import stats as sps
+
+    from analyzer.detectors import stats
+
+    for hits_a, n_a, hits_b, n_b in [(15, 25, 9, 23), (28, 28, 0, 12), (6, 7, 14, 41), (0, 5, 3, 9), (45, 90, 5, 10)]:
+        want = sps.fisher_exact([[hits_a, n_a - hits_a], [hits_b, n_b - hits_b]], alternative="greater").pvalue
+        assert stats.share_rose_p(hits_a, n_a, hits_b, n_b) == pytest.approx(want, rel=1e-9, abs=1e-15)
+    for hits, n, share in [(15, 25, 0.6), (28, 28, 0.6), (0, 10, 0.3), (45, 90, 0.6), (200, 300, 0.6)]:
+        assert stats.share_above_p(hits, n, share) == pytest.approx(sps.binom.sf(hits - 1, n, share), rel=1e-9, abs=1e-15)
+    assert stats.share_rose_p(3, 0, 1, 4) == 1.0 and stats.share_above_p(0, 0, 0.5) == 1.0
 
 
 # --- verl's eval score has a direction --------------------------------------------------------

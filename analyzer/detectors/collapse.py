@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analyzer import columns as C
-from analyzer.detectors._common import excursion_alert, find_excursion, find_rise, per_step
+from analyzer.detectors import stats
+from analyzer.detectors._common import (
+    Excursion,
+    excursion_alert,
+    find_excursion,
+    find_rise,
+    per_step,
+)
 from analyzer.detectors.base import DetectorContext, Skip, register
 from analyzer.detectors.headline import onset_period, pct, when
 from analyzer.detectors.text import CORRECT, GROUP, NORM_TEXT, normalised_text
@@ -17,6 +24,27 @@ from analyzer.model import Alert
 if TYPE_CHECKING:
     import polars as pl
 
+
+# a zero-spread share read from reward_std == 0 (a 0/1 per step) must be above the threshold, and
+# above its level before the onset, with at most this chance of coming from a share that was not
+# (stats.share_above_p, stats.share_rose_p)
+CHANCE_P = 0.05
+
+
+def _beyond_chance(x: np.ndarray, y: np.ndarray, exc: Excursion | None, threshold: float) -> Excursion | None:
+    """``exc`` of a 0/1 series if the steps from its onset on hold more 1s than a share at the
+    threshold would give by chance, and more than the steps before it (when there are any). A
+    rolling mean of 0s and 1s wanders far: a steady 44 % share read as a collapse on 9 of 20
+    generated 48-step runs (a run of five 1s is a rolling mean of 1.0)."""
+    if exc is None:
+        return None
+    before, after = y[x < exc.onset_step], y[x >= exc.onset_step]
+    hits = int(after.sum())
+    if stats.share_above_p(hits, after.size, threshold) > CHANCE_P:
+        return None
+    if before.size and stats.share_rose_p(hits, after.size, int(before.sum()), before.size) > CHANCE_P:
+        return None
+    return exc
 
 @register(
     "entropy_collapse",
@@ -130,6 +158,8 @@ def reward_std_collapse(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert
     extreme = find_excursion(
         ctx, x, y, above=True, threshold=float(cfg["critical_threshold"]), smooth_with="mean"
     )
+    if source.startswith("reward_std == 0"):
+        grown, extreme = (_beyond_chance(x, y, e, float(cfg["threshold"])) for e in (grown, extreme))
     found = [e for e in (grown, extreme) if e is not None]
     if not found:
         return []

@@ -453,6 +453,44 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb))
 
 
+def share_rose_p(hits_after: int, n_after: int, hits_before: int, n_before: int) -> float:
+    """One-sided Fisher exact test for a share of 0/1 outcomes: the chance that ``n_after`` draws
+    from the pooled outcomes hold ``hits_after`` hits or more, i.e. of a rise at least this large
+    if nothing changed. 1.0 when either side is empty."""
+    if n_after <= 0 or n_before <= 0:
+        return 1.0
+    total, hits = n_after + n_before, hits_after + hits_before
+
+    def log_comb(n: int, k: int) -> float:
+        return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+    denom = log_comb(total, n_after)
+    top = min(hits, n_after)
+    p = sum(
+        math.exp(log_comb(hits, k) + log_comb(total - hits, n_after - k) - denom)
+        for k in range(hits_after, top + 1)
+        if 0 <= n_after - k <= total - hits
+    )
+    return min(1.0, p)
+
+
+def share_above_p(hits: int, n: int, share: float) -> float:
+    """One-sided binomial test: the chance of ``hits`` or more in ``n`` 0/1 outcomes whose true
+    share is ``share`` — of seeing a share this high if it were only ``share``. 1.0 for ``n`` = 0."""
+    if n <= 0:
+        return 1.0
+    if share <= 0.0:
+        return 1.0 if hits <= 0 else 0.0
+    if share >= 1.0:
+        return 1.0
+    log_p, log_q = math.log(share), math.log1p(-share)
+    p = sum(
+        math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q)
+        for k in range(max(0, hits), n + 1)
+    )
+    return min(1.0, p)
+
+
 def mann_whitney_z(a: np.ndarray, b: np.ndarray) -> float:
     """Mann–Whitney U as a z-score (normal approximation, tie-averaged ranks): > 0 when ``a`` tends
     to exceed ``b``. A robust test that a level changed between two stretches of a curve."""
