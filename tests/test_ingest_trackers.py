@@ -218,8 +218,13 @@ def test_wandb_offline_run_kl_blowup_completions_and_a_torn_tail(tmp_path: Path)
     data = log.read_bytes()
     torn = tmp_path / "torn" / "wandb" / run_dir.name
     shutil.copytree(run_dir, torn)
-    (torn / log.name).write_bytes(data[: int(len(data) * 0.6)])
-    cut = load_run(tmp_path / "torn")
+    # a cut exactly at the end of a record tears nothing (5 of 400 cuts between 50 % and 90 % of
+    # one such log): the byte after it is inside the next record
+    for end in (int(len(data) * 0.6), int(len(data) * 0.6) + 1):
+        (torn / log.name).write_bytes(data[:end])
+        cut = load_run(tmp_path / "torn")
+        if cut.report.issues:
+            break
     assert 50 < cut.steps.height < steps.height
     kl = cut.steps["kl"].to_list()
     if kl[-1] is None:  # the cut can keep the last step's timing record (logged first) but not its metrics
