@@ -189,6 +189,19 @@ def test_per_step_rates_and_worst_groups_equal_the_group_by_group_computation() 
     assert any(v > 0 for v in old_vals) and any(0 < v < 1 for v in old_vals)
 
 
+def test_steps_of_one_completion_each_have_nothing_to_compare() -> None:
+    """Found by the ingest fuzz test: one completion per step and group (no pair anywhere) — no
+    rates, no error, as the group-by-group computation."""
+    samples = pl.DataFrame(
+        {C.STEP: list(range(10)), GROUP: [f"{s}:q0" for s in range(10)], C.OUTPUT: ["<answer>0</answer>"] * 10}
+    ).with_row_index(C.SAMPLE_ID).with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))
+    cfg = default_config()["mode_collapse"]
+    ctx = SimpleNamespace(train_samples=lambda: samples)
+    steps, vals, worst = _near_dup_rates(ctx, cfg)  # type: ignore[arg-type]
+    assert (steps.tolist(), vals.tolist(), worst) == ([], [], {})
+    assert old_near_dup_rates(samples, cfg) == ([], [], {})
+
+
 def test_a_vocabulary_too_large_for_one_int64_key_numbers_word_pairs_first(monkeypatch) -> None:
     from analyzer.detectors import collapse
 

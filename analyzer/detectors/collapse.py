@@ -423,6 +423,8 @@ def _near_dup_rates(
     parts = parts.filter(pl.col(NORM_TEXT).list.len() >= 2).filter(
         pl.int_range(pl.len()).over(C.STEP) < max_groups
     )
+    if parts.height == 0:  # no group of two completions or more: nothing to compare
+        return np.zeros(0, dtype=np.int64), np.zeros(0), {}
     rows = parts.with_row_index("_g").explode(C.SAMPLE_ID, NORM_TEXT)
     group = rows["_g"].to_numpy()
     i, j, dup = near_duplicate_pairs(rows[NORM_TEXT], group, thr)
