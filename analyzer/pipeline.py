@@ -118,12 +118,12 @@ def analyze(run_path: str | Path, options: AnalyzeOptions | None = None) -> Anal
         import polars as pl
 
         from analyzer.incremental import STEPS_DIR
+        from analyzer.ingest.tail import write_failure
 
         try:
             steps.save(state_dir / STEPS_DIR)
-        except (OSError, pl.exceptions.PolarsError) as exc:  # Polars' own error for a failed write
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            analysis.notes.append(f"per-step metrics not saved with the analysis state ({why})")
+        except (OSError, pl.exceptions.PolarsError) as exc:  # Polars has its own error for a failed write
+            analysis.notes.append(f"per-step metrics not saved with the analysis state ({write_failure(exc)})")
     return analysis
 
 

@@ -658,8 +658,15 @@ def save_state(cache: TailCache, state_dir: Path) -> str | None:
     try:
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         cache.save(state_dir)
-    except OSError as exc:
-        return f"analysis state not saved ({exc.strerror or exc}); the next analysis reads everything"
-    except pl.exceptions.PolarsError as exc:  # Polars' own error for a failed write (a full disk)
-        return f"analysis state not saved ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); the next analysis reads everything"
+    except (OSError, pl.exceptions.PolarsError) as exc:  # Polars has its own error for a failed write
+        return f"analysis state not saved ({write_failure(exc)}); the next analysis reads everything"
     return None
+
+
+def write_failure(exc: BaseException) -> str:
+    """Why a write failed, in a few words: an OSError's reason (``No space left on device``), else
+    the first line of the error (Polars reports a failed Parquet write with its own type)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
