@@ -201,7 +201,9 @@ class StepMetrics:
         prev = self._prev
         folder.mkdir(parents=True, exist_ok=True)
         (folder / _META).unlink(missing_ok=True)
-        if prev is None:
+        if prev is None:  # nothing to keep (no completions): no parts left behind either
+            for p in _parts(folder):
+                p.unlink(missing_ok=True)
             return
         frame = prev.features.frame
         stored = [c for c in frame.columns if c != C.OUTPUT]
