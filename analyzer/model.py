@@ -300,3 +300,6 @@ class Analysis:
     # How the completions' answers and format were read (analyzer.features.Conventions.as_dict()),
     # set by analyzer.pipeline; None without completions.
     conventions: dict[str, Any] | None = None
+    # The answer read from each completion that way (row for row with run.generations; what the
+    # accuracy judged), set by analyzer.pipeline; None when not computed (a report from analysis.json).
+    answers: pl.Series | None = None

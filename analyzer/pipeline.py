@@ -182,7 +182,7 @@ def analyze_run(
         fail_on = resolve_fail_on(options.fail_on, config)
 
     with _timed(timings, "metrics"):
-        from analyzer.features import build_features
+        from analyzer.features import ANSWER, build_features
         from analyzer.metrics import compute_metrics
 
         tags, pattern = completion_options(config)
@@ -233,6 +233,7 @@ def analyze_run(
         conventions=(
             features.conventions.as_dict() if features is not None and features.conventions is not None else None
         ),
+        answers=features.frame.get_column(ANSWER) if features is not None else None,
     )
     from analyzer.coverage import coverage_of
 

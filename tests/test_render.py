@@ -766,3 +766,28 @@ def test_compiled_templates_are_kept_in_the_user_cache(tmp_path, monkeypatch):
     render.environment.cache_clear()
     assert md() == first
     render.environment.cache_clear()
+
+
+def test_the_completions_table_shows_the_answer_the_accuracy_judged(tmp_path):
+    """Ingest fills a missing model_answer with the first <answer>; the run's convention (the last
+    innermost <answer> pair) is what the accuracy judged, and what the table shows. A report
+    rebuilt from files (no answers computed) shows model_answer."""
+    from analyzer.pipeline import AnalyzeOptions, analyze
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = []
+    for step in range(1, 13):
+        for k in range(4):
+            out = f"<reasoning>try {k}</reasoning><answer>{k}</answer> wait, no <answer>4</answer>"
+            lines.append(json.dumps({"timestamp": 1.7e9 + step, "global_step": step, "question": "2+2?",
+                                     "ground_truth_answer": "4", "model_output": out, "total_reward": 1.0,
+                                     "rewards": {"correct": 1.0}, "split": "train"}))
+    (run / "generations.jsonl").write_text("\n".join(lines) + "\n")
+    analysis = analyze(run, AnalyzeOptions(no_embeddings=True, write_outputs=False))
+    assert analysis.run.generations is not None and set(analysis.run.generations["model_answer"]) == {"0", "1", "2", "3"}
+    rows, _ = completions_table(analysis)
+    assert rows and {r["ans"] for r in rows} == {"4"}
+    assert analysis.metrics["gen_accuracy"].drop_nulls().to_list() == [1.0] * 12  # what was judged
+    rebuilt = dataclasses.replace(analysis, answers=None)
+    assert {r["ans"] for r in completions_table(rebuilt)[0]} == {"0", "1", "2", "3"}

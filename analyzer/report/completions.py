@@ -17,6 +17,7 @@ TABLE_ROW_LIMIT = 2000  # completions embedded in report.html
 TABLE_TEXT_LIMIT = 1500  # characters of each completion kept in the table
 TABLE_QUESTION_LIMIT = 400
 TABLE_REWARD_COLUMNS = 12  # reward functions shown per completion
+_JUDGED = "__judged_answer"  # the answer the accuracy judged (Analysis.answers), in the table's frame
 
 
 def sample_ids(alert: Alert) -> list[int]:
@@ -68,6 +69,12 @@ def completions_table(
         for d in analysis.drift.sample_diffs:
             forced.update((d.early_sample_id, d.late_sample_id))
     frame = gens.lazy()  # sample_id and split are complete (analyzer.model.completion_keys)
+    # the answer shown is the one the accuracy judged (the run's own answer convention), not the
+    # first <answer> ingest filled model_answer with; a report rebuilt from files shows model_answer
+    judged = analysis.answers is not None and analysis.answers.len() == gens.height
+    if judged:
+        assert analysis.answers is not None
+        frame = frame.with_columns(analysis.answers.alias(_JUDGED))
     total = gens.height
     if total > limit:
         forced_list = sorted(forced)[: limit // 2]
@@ -100,11 +107,11 @@ def completions_table(
             C.QUESTION_ID,
             C.QUESTION,
             C.OUTPUT,
-            C.ANSWER,
+            _JUDGED if judged else C.ANSWER,
             C.GROUND_TRUTH,
             C.TOTAL_REWARD,
         )
-        if c in gens.columns
+        if c in gens.columns or c == _JUDGED
     ] + reward_cols
     sort_cols = [c for c in (C.STEP, C.SAMPLE_ID) if c in want]
     df = chosen.select(want).sort(sort_cols).collect()
@@ -125,7 +132,7 @@ def completions_table(
                 "q": (r.get(C.QUESTION) or "")[:TABLE_QUESTION_LIMIT],
                 "out": out_text,
                 "cut": len(r.get(C.OUTPUT) or "") > TABLE_TEXT_LIMIT,
-                "ans": r.get(C.ANSWER),
+                "ans": r.get(_JUDGED if judged else C.ANSWER),
                 "gt": r.get(C.GROUND_TRUTH),
                 "r": finite_or_none(r.get(C.TOTAL_REWARD)),
                 "rw": {c[len(C.REWARD_PREFIX) :]: finite_or_none(r.get(c)) for c in reward_cols},
