@@ -150,3 +150,26 @@ def test_real_dapo_rollouts_headlines(realdata: Path) -> None:
     assert {a.kind for a in judged} >= {"reward_regression", "format_regression"}
     for a in judged:
         _assert_honest(a, run.generations)
+
+
+def test_length_in_step_with_the_reward_without_accuracy_is_an_honest_headline() -> None:
+    """The info-level length_hacking of a run with neither completions nor an accuracy (the step
+    curves alone) carries the onset, the first evidence and the peak like every trend alert."""
+    import numpy as np
+
+    from analyzer.model import IngestReport, RunData
+
+    n = 200
+    t = np.arange(1, n + 1)
+    rng = np.random.default_rng(0)
+    ramp = np.clip((t - 100) / 40, 0, 1)
+    steps = pl.DataFrame({
+        "step": t, "completion_length": 120 + 300 * ramp + 3 * rng.standard_normal(n),
+        "reward": 0.3 + 0.6 * ramp + 0.02 * rng.standard_normal(n), "loss": 0.1 + 0.001 * rng.standard_normal(n),
+    })
+    run = RunData(path="x", steps=steps, generations=None, report=IngestReport("t"), info={"algorithm": "grpo"})
+    alerts, _ = run_detectors(run, steps, None, None)
+    (a,) = [a for a in alerts if a.kind == "length_hacking"]
+    assert a.severity.value == "info" and a.evidence["step_level_corr"] > 0.99
+    assert abs(a.evidence["onset_step"] - 100) <= 5
+    _assert_honest(a, None)

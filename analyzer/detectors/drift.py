@@ -196,12 +196,7 @@ def semantic_drift(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
             f"the drift of train completions from their early answers (cosine distance) "
             f"{when(exc, lambda v: f'{v:.2f}')}",
             signal=TRAIN_DRIFT,
-            baseline=exc.baseline,
-            peak_rolling_median=exc.extreme,
-            last=exc.last,
-            onset_step=exc.onset_step,
-            first_evidence_step=exc.detect_step,
-            peak_step=exc.extreme_step,
+            **exc.evidence(),
             top_drifting=top,
             sample_ids=ids[: int(ctx.general["max_sample_ids"])],
         )

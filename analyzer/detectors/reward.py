@@ -11,6 +11,7 @@ from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import (
     _CORRECTNESS_NAME,
+    Excursion,
     Signal,
     accuracy_signal,
     component_columns,
@@ -444,13 +445,8 @@ def _length_without_accuracy(
             f"{'gained' if gain >= 0 else 'fell'} {abs(gain):.2f} ({a_base:.2f} → {a_late:.2f}); the reward moved {r_base:.3g} → {r_late:.3g}: the extra "
             "length buys nothing",
             check="length_without_accuracy",
-            detected_at=exc.detect_step,
-            onset_step=exc.onset_step,
-            first_evidence_step=exc.detect_step,
-            peak_step=exc.extreme_step if exc.extreme_step >= 0 else None,
+            **exc.evidence("length_peak", "length_baseline"),
             length_signal=lname,
-            length_baseline=exc.baseline,
-            length_peak=exc.extreme,
             growth=growth,
             accuracy_signal=aname,
             accuracy_baseline=a_base,
@@ -465,7 +461,7 @@ def _length_without_accuracy(
 
 
 def _length_and_reward(
-    ctx: DetectorContext, cfg: dict[str, Any], exc: Any, length: Signal, reward: Signal
+    ctx: DetectorContext, cfg: dict[str, Any], exc: Excursion, length: Signal, reward: Signal
 ) -> list[Alert]:
     """Length up, reward up (significant), accuracy flat or length explaining the gain."""
     import polars as pl
@@ -486,9 +482,8 @@ def _length_and_reward(
     if stats.mann_whitney_z(r_post, r_pre) < float(cfg["min_z"]):
         return []
     ev: dict[str, Any] = {
+        **exc.evidence("length_peak", "length_baseline"),
         "length_signal": lname,
-        "length_baseline": exc.baseline,
-        "length_peak": exc.extreme,
         "growth": exc.extreme / exc.baseline,
         "reward_signal": rname,
         "reward_baseline": r_base,
@@ -563,8 +558,10 @@ def _length_and_reward(
                 "length_hacking",
                 Severity.INFO,
                 exc.onset_step,
-                f"completion length grew {ev['growth']:.1f}× in step with the reward (corr {step_corr:.2f}); "
-                "no accuracy or completions to tell a length hack from longer reasoning",
+                f"completion length grew {ev['growth']:.1f}× from step {exc.onset_step} ("
+                + (f"held from step {exc.detect_step}; " if exc.detect_step != exc.onset_step else "")
+                + f"longest {exc.extreme:.0f} by step {exc.extreme_step}) in step with the reward (corr "
+                f"{step_corr:.2f}); no accuracy or completions to tell a length hack from longer reasoning",
                 sample_ids=[],
                 **ev,
             )
@@ -590,10 +587,6 @@ def _length_and_reward(
                 if corr_late is not None
                 else ""
             ),
-            detected_at=exc.detect_step,
-            onset_step=exc.onset_step,
-            first_evidence_step=exc.detect_step,
-            peak_step=exc.extreme_step,
             sample_ids=ids,
             **ev,
         )
