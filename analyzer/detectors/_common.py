@@ -72,7 +72,7 @@ def excursion_alert(
     )
 
 
-def _windows(ctx: DetectorContext, n: int) -> tuple[int, int]:
+def smoothing_windows(ctx: DetectorContext, n: int) -> tuple[int, int]:
     """(smoothing window, points a condition must hold): 5 % / 3 % of the curve, or 2 and 2 for a
     sparse series (eval every N steps) that would otherwise be all window."""
     if n < 2 * int(ctx.general["warmup_min_points"]):
@@ -103,7 +103,7 @@ def find_excursion(
     # median of them jumps a whole quantum on chance alone — the warm-up's level likewise (the
     # median of a warm-up of 0s and 1s is 0 however often it was 1)
     base = float(np.mean(y[: max(w, 1)]) if smooth_with == "mean" else np.median(y[: max(w, 1)]))
-    win, sustain = _windows(ctx, n)
+    win, sustain = smoothing_windows(ctx, n)
     smooth = stats.rolling_mean(y, win) if smooth_with == "mean" else stats.rolling_median(y, win)
     sign = 1.0 if above else -1.0
     cond = np.ones(n, dtype=bool)
@@ -388,7 +388,7 @@ def find_drop_from_peak(
     if n == 0:
         return None
     w = ctx.warmup_points(n)
-    win, sustain = _windows(ctx, n)
+    win, sustain = smoothing_windows(ctx, n)
     smooth = stats.rolling_median(y, win)
     peak = np.maximum.accumulate(smooth)
     cond = smooth <= peak - drop

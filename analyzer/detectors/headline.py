@@ -33,14 +33,20 @@ def onset_period(ctx: DetectorContext, frame: pl.DataFrame, exc: Excursion) -> p
     """The rows of a sample-level ``frame`` from the onset period of ``exc``: from its onset to two
     logged steps past the first step its evidence held — the completions that show the problem
     as it began, not the worst ones of the run's end."""
+    return onset_rows(frame, exc.onset_step, exc.detect_step)
+
+
+def onset_rows(frame: pl.DataFrame, onset: int, first: int) -> pl.DataFrame:
+    """``onset_period`` from the two steps themselves: the rows from ``onset`` to two logged
+    steps past ``first``, the first step the evidence held."""
     import polars as pl
 
     if frame.height == 0 or C.STEP not in frame.columns:
         return frame
     steps = np.unique(frame[C.STEP].drop_nulls().to_numpy())
-    later = steps[steps > exc.detect_step]
-    end = int(later[min(1, later.size - 1)]) if later.size else exc.detect_step
-    return frame.filter((pl.col(C.STEP) >= exc.onset_step) & (pl.col(C.STEP) <= end))
+    later = steps[steps > first]
+    end = int(later[min(1, later.size - 1)]) if later.size else first
+    return frame.filter((pl.col(C.STEP) >= onset) & (pl.col(C.STEP) <= end))
 
 
 def pct(v: float) -> str:

@@ -17,6 +17,7 @@ from analyzer.detectors import stats
 from analyzer.detectors._common import (
     pattern_severity,
     pattern_words,
+    smoothing_windows,
     spike_events,
     spike_evidence,
     spike_pattern,
@@ -97,8 +98,8 @@ def kl_explosion(ctx: DetectorContext, cfg: dict[str, Any]) -> list[Alert]:
     unit, budget, crit_level = kl_limits(ctx.run, cfg)
     n = y.size
     w = ctx.warmup_points(n)
-    smooth = stats.rolling_median(y, stats.window_for(n))
-    sustain = stats.window_for(n, 0.03, 3, 15)
+    window, sustain = smoothing_windows(ctx, n)
+    smooth = stats.rolling_median(y, window)
     out: list[Alert] = []
 
     # 1) budget

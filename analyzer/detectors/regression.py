@@ -18,13 +18,14 @@ from analyzer import columns as C
 from analyzer.detectors import stats
 from analyzer.detectors._common import (
     Excursion,
-    _windows,
     eval_quality_columns,
     find_drop_from_peak,
     reward_functions,
     reward_signal,
+    smoothing_windows,
 )
 from analyzer.detectors.base import DetectorContext, Skip, alert, register
+from analyzer.detectors.headline import onset_rows
 from analyzer.model import Alert, Severity
 
 
@@ -42,7 +43,8 @@ def _fall(
     if n < ctx.min_points() or not np.ptp(y) > 0:
         return None
     noise = stats.noise_scale(y) or stats.robust_scale(y)
-    peak_level = float(np.max(stats.rolling_median(y, stats.window_for(n))))
+    # the peak as find_drop_from_peak smooths the curve (2 points for a sparse eval curve)
+    peak_level = float(np.max(stats.rolling_median(y, smoothing_windows(ctx, n)[0])))
     if accuracy:
         drop = float(cfg["min_accuracy_drop"])
     else:
@@ -75,14 +77,14 @@ def _candidates(
         ys = np.column_stack([series[k][1] for k in names])
         n = ys.shape[0]
         w = ctx.warmup_points(n)
-        win, sustain = _windows(ctx, n)
+        win, sustain = smoothing_windows(ctx, n)
         win = max(1, min(win, n))
         smooth = _rolling_cols(ys, win)
         d = np.diff(ys, axis=0)
         noise = stats.MAD_SCALE * np.median(np.abs(d - np.median(d, axis=0)), axis=0) / np.sqrt(2)
         # where the MAD of the steps is 0, _fall falls back to a wider scale: keep those columns
         noise = np.where(noise > 0, noise, 0.0)
-        peak_level = np.max(_rolling_cols(ys, stats.window_for(n)), axis=0)
+        peak_level = np.max(smooth, axis=0)  # as _fall's: the same smoothing
         drop = np.maximum(
             float(cfg["noise_multiple"]) * noise,
             float(cfg["min_relative_drop"])
@@ -129,7 +131,7 @@ def _describe(
     noise: float,
 ) -> dict[str, Any]:
     n = y.size
-    smooth = stats.rolling_median(y, stats.window_for(n))
+    smooth = stats.rolling_median(y, smoothing_windows(ctx, n)[0])  # as the detection smoothed it
     i_peak = int(np.argmax(smooth[: exc.detect_index + 1]))
     tail = smooth[exc.detect_index :]
     i_low = exc.detect_index + int(np.argmin(tail))
@@ -193,10 +195,7 @@ def _sample_ids(ctx: DetectorContext, f: dict[str, Any], column: str | None) -> 
     col = column if column in s.columns else C.TOTAL_REWARD
     if col not in s.columns:
         return []
-    steps = np.unique(s[C.STEP].drop_nulls().to_numpy())
-    later = steps[steps > f["first_evidence_step"]]
-    end = int(later[min(2, later.size - 1)]) if later.size else int(f["first_evidence_step"])
-    period = s.filter((pl.col(C.STEP) >= f["onset_step"]) & (pl.col(C.STEP) <= end)).with_columns(
+    period = onset_rows(s, int(f["onset_step"]), int(f["first_evidence_step"])).with_columns(
         pl.col(col).cast(pl.Float64, strict=False).alias("_v")
     )
     low = period.filter(pl.col("_v") < f["peak"]).sort(["_v", C.STEP])
