@@ -269,7 +269,7 @@ def compare_context(
     names, full = run_names(paths)
     by = ranking_metric(analyses, by)
     order = rank_runs(analyses, by)
-    curves = curve_runs(analyses, baseline=baseline, top=top, by=by)
+    curves = curve_runs(analyses, baseline=baseline, top=top, by=by, order=order)
     colors = {i: run_color(n) for n, i in enumerate(curves)}
     failures = compare_failures(analyses, fail_on, baseline=baseline)
     verdict_failures = set(compare_verdict_failures(analyses, fail_on, baseline=baseline))
@@ -392,10 +392,13 @@ def _grouped(alerts: Sequence[Any]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def curve_runs(analyses: Sequence[Analysis], *, baseline: int | None, top: int, by: str | None) -> list[int]:
-    """The runs drawn in the figures, in drawing order: the baseline, then the ``top`` best by ``by``."""
-    order = [i for i in rank_runs(analyses, by) if i != baseline][:top]
-    return ([baseline] if baseline is not None else []) + order
+def curve_runs(
+    analyses: Sequence[Analysis], *, baseline: int | None, top: int, by: str | None, order: Sequence[int] | None = None
+) -> list[int]:
+    """The runs drawn in the figures, in drawing order: the baseline, then the ``top`` best by ``by``
+    (``order``: ``rank_runs(analyses, by)`` when the caller has it already)."""
+    best = [i for i in (rank_runs(analyses, by) if order is None else order) if i != baseline][:top]
+    return ([baseline] if baseline is not None else []) + best
 
 
 def _head_tail(text: str, limit: int) -> str:
