@@ -9,9 +9,9 @@ from analyzer import catalogue
 from analyzer import columns as C
 from analyzer.coverage import coverage_of
 from analyzer.model import Analysis
-from analyzer.report.data import finite_or_none
 from analyzer.report.escape import terminal_text
 from analyzer.report.numbers import fmt
+from analyzer.report.watch_live import latest
 
 WATCHED: tuple[str, ...] = catalogue.WATCH  # the key metrics watch shows (analyzer.catalogue)
 
@@ -31,11 +31,8 @@ def snapshot_text(analysis: Analysis) -> str:
     if analysis.verdict == "limited":
         lines.append(f"  limited: {terminal_text(coverage.headline())}")
     for key in WATCHED:
-        if key not in m.columns:
-            continue
-        pairs = [(s, v) for s, v in zip(m.get_column(C.STEP).to_list(), m.get_column(key).to_list(), strict=True) if finite_or_none(v) is not None]
-        if pairs:
-            step, value = pairs[-1]
+        if (got := latest(m, key)) is not None:
+            step, value = got
             lines.append(f"  {key:24s} {fmt(value):>12s}  (step {step})")
     if analysis.alerts:
         lines.append("  alerts:")
