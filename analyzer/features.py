@@ -631,8 +631,7 @@ def whitespace_token_counts(texts: pl.Series) -> pl.Series:
     s = texts.cast(pl.Utf8)
     out = np.zeros(len(s), dtype=np.uint32)
 
-    def count(off: int) -> None:
-        part = s.slice(off, _TOKEN_SLICE)
+    def count(off: int, part: pl.Series) -> None:
         found = utf8_bytes(part)
         if found is None:
             return
@@ -652,12 +651,14 @@ def whitespace_token_counts(texts: pl.Series) -> pl.Series:
     if len(slices) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        # numpy releases the GIL in these loops: slices run on every core Polars uses
+        # numpy releases the GIL in these loops: slices run on every core Polars uses. Each is
+        # sliced here, so no Polars object is used by two threads (pipeline.frames_to_write).
+        parts = [s.slice(off, _TOKEN_SLICE) for off in slices]
         with ThreadPoolExecutor(min(len(slices), pl.thread_pool_size())) as pool:
-            list(pool.map(count, slices))
+            list(pool.map(count, slices, parts))
     else:
         for off in slices:
-            count(off)
+            count(off, s.slice(off, _TOKEN_SLICE))
     counts = pl.Series(texts.name, out)
     if s.null_count():
         counts = pl.select(pl.when(s.is_null()).then(None).otherwise(counts)).to_series().rename(texts.name)

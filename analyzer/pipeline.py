@@ -246,12 +246,15 @@ def analyze_run(
         _make_output_dir(out_dir)
         # The Parquet frames are written on a second thread while the reports render: the writers
         # are native code that releases the GIL, the reports are mostly Python and matplotlib.
+        # The writer gets its own frame objects (see frames_to_write): never one Polars object
+        # used by two threads at once.
         from concurrent.futures import ThreadPoolExecutor
 
         report_paths: list[Path] = []
         report_error: Exception | None = None
+        to_write = frames_to_write(analysis)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="logscan-write") as pool:
-            frames = pool.submit(_write_frames_timed, analysis, out_dir, timings)
+            frames = pool.submit(_write_frames_timed, to_write, out_dir, timings)
             if options.write_reports:
                 try:
                     with _timed(timings, "reports"):
@@ -367,21 +370,35 @@ def _make_output_dir(out_dir: Path) -> None:
         raise InputError(f"cannot create the output folder {out_dir}: {exc.strerror}; pass -o DIR") from exc
 
 
-def _write_frames_timed(analysis: Analysis, out_dir: Path, timings: dict[str, float]) -> list[Path]:
+def _write_frames_timed(
+    frames: list[tuple[str, pl.DataFrame]], out_dir: Path, timings: dict[str, float]
+) -> list[Path]:
     with _timed(timings, "write"):
-        return write_frames(analysis, out_dir)
+        return write_frame_files(frames, out_dir)
 
 
-def write_frames(analysis: Analysis, out_dir: Path) -> list[Path]:
-    """``metrics.parquet`` and ``generations.parquet`` (when there are completions).
+def frames_to_write(analysis: Analysis) -> list[tuple[str, pl.DataFrame]]:
+    """``(file name, frame)`` for ``metrics.parquet`` and ``generations.parquet`` (when there are
+    completions): each frame a clone, a new Polars object over the same column buffers (no copy).
+
+    The writer thread needs its own objects. Polars 2 guards each DataFrame object with a lock
+    that it can hold while running Python (a garbage collection during ``df.schema``); a second
+    thread asking for that lock while it holds the GIL (``to_arrow`` rechunks in place) waits
+    forever, and so does the first, for the GIL. Sharing ``analysis.metrics`` with the reports
+    hung ``analyze`` about once in 15 runs of 2,000 reward columns."""
+    frames = [("metrics.parquet", analysis.metrics.clone())]
+    gens = analysis.run.generations
+    if gens is not None and gens.height:
+        frames.append(("generations.parquet", gens.clone()))
+    return frames
+
+
+def write_frame_files(frames: list[tuple[str, pl.DataFrame]], out_dir: Path) -> list[Path]:
+    """Each ``(file name, frame)`` to ``out_dir`` as Parquet; a failed write is an output error.
 
     ``analysis.json`` is not written here: ``analyze_run`` writes it once, last, because it holds
     the timings of every stage, the reports included."""
     _make_output_dir(out_dir)
-    frames = [("metrics.parquet", analysis.metrics)]
-    gens = analysis.run.generations
-    if gens is not None and gens.height:
-        frames.append(("generations.parquet", gens))
     written = []
     for name, frame in frames:
         path = out_dir / name

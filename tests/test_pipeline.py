@@ -275,8 +275,11 @@ def test_frames_are_written_beside_the_reports_and_a_failed_frame_is_the_error(t
     threads: dict[str, str] = {}
     real_parquet, real_reports = pipeline.write_parquet, pipeline._write_reports
 
+    written: dict[str, pl.DataFrame] = {}
+
     def parquet(frame, path):
         threads[path.name] = threading.current_thread().name
+        written[path.name] = frame
         real_parquet(frame, path)
 
     def reports(*args, **kwargs):
@@ -289,6 +292,11 @@ def test_frames_are_written_beside_the_reports_and_a_failed_frame_is_the_error(t
     analysis = analyze_run(memory_run(), AnalyzeOptions(output_dir=out, no_embeddings=True, no_plots=True))
     assert threads["reports"] == threading.main_thread().name
     assert threads["metrics.parquet"] == threads["generations.parquet"] != threads["reports"]
+    # the writer thread has frame objects of its own, equal to the analysis' (see the next test)
+    assert written["metrics.parquet"] is not analysis.metrics
+    assert written["generations.parquet"] is not analysis.run.generations
+    assert written["metrics.parquet"].equals(analysis.metrics)
+    assert written["generations.parquet"].equals(analysis.run.generations)
     names = [Path(p).name for p in analysis.outputs]
     assert names[:3] == ["metrics.parquet", "generations.parquet", "analysis.json"] and "report.html" in names
     assert all(Path(p).is_file() for p in analysis.outputs)
@@ -299,3 +307,68 @@ def test_frames_are_written_beside_the_reports_and_a_failed_frame_is_the_error(t
     monkeypatch.setattr(pipeline, "write_parquet", broken)
     with pytest.raises(LogscanError, match="No space left on device"):
         analyze_run(memory_run(), AnalyzeOptions(output_dir=tmp_path / "full", no_embeddings=True, no_plots=True))
+
+
+# The frame writer thread against the reports' use of the same analysis, made deterministic: a
+# garbage collection runs Python (a __del__) inside Polars' DataFrame.dtypes, which holds the
+# frame's lock; that Python lets the writer run. On the analysis' own frame object the writer's
+# to_arrow waits for the lock while holding the GIL, and the collection waits for the GIL: Polars
+# 2.1 deadlocks every time (CI hung for 90 minutes). Run in a child process so that a hang fails
+# this test instead of hanging the suite.
+_WRITER_AGAINST_REPORTS = """
+import gc, sys, tempfile, threading
+from pathlib import Path
+import polars as pl
+from analyzer import pipeline
+from analyzer.model import Analysis, IngestReport, RunData
+
+metrics = pl.DataFrame({"step": list(range(30)), **{f"gen_reward/r{i}_mean": [0.5] * 30 for i in range(1200)}})
+gens = pl.DataFrame({"step": [1, 2], "completion": ["a", "b"]})
+run = RunData(path="t", steps=metrics.select("step"), generations=gens, report=IngestReport("t"))
+analysis = Analysis(run=run, metrics=metrics)
+out = Path(tempfile.mkdtemp())
+go, wrote = threading.Event(), threading.Event()
+frames = pipeline.frames_to_write(analysis)  # on this thread, as analyze_run does
+
+def writer():
+    go.wait()
+    pipeline._write_frames_timed(frames, out, {})
+    wrote.set()
+
+where = []
+
+class Collected:
+    def __del__(self):
+        where.append(sys._getframe(1).f_code.co_name)
+        go.set()
+        wrote.wait(10)  # releases the GIL: the writer runs now
+
+threading.Thread(target=writer, daemon=True).start()
+gc.collect()
+c = Collected()
+c.cycle = c
+del c
+gc.set_threshold(int(sys.argv[1]))  # the next collection: that many allocations into dtypes()
+analysis.metrics.dtypes
+gc.set_threshold(700)
+print(where, wrote.is_set(), sorted(p.name for p in out.iterdir()))
+"""
+
+
+@pytest.mark.parametrize("allocations", [5, 50])
+def test_the_frame_writer_thread_never_waits_on_a_frame_the_reports_hold(allocations):
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _WRITER_AGAINST_REPORTS, str(allocations)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the frame writer and the reports deadlocked (see pipeline.frames_to_write)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    # the collection ran inside dtypes(), and the writer wrote both files meanwhile
+    assert done.stdout.strip() == "['dtypes'] True ['generations.parquet', 'metrics.parquet']"
