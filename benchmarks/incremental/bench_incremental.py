@@ -15,6 +15,12 @@ Builds ``benchmarks/data/inc_run/`` from ``big_run_csv`` holding its first 990,0
 - the file is cut back to 990,000 completions and the state re-primed for the next round.
 
 Each analysis runs in a fresh ``logscan`` process (wall time, and peak RSS from the kernel).
+Without ``--reports`` the analyses skip the plots and report.html (``--no-plots --no-html``).
+
+Then the floor of any re-run that writes the same outputs, in fresh processes: starting Python and
+importing the libraries the outputs need (Polars, numpy, matplotlib, Jinja2; none of logscan's own
+code), and matplotlib drawing as many PNGs as the report has, each one line of 1,000 points (the
+least a plot of the grown run can cost). Best of five and of three.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--embeddings", action="store_true", help="default drift (embeddings) instead of --no-embeddings")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--reports", action="store_true", help="the plots and report.html too (the default command)")
     args = ap.parse_args()
     if not (SRC / "generations.csv").is_file():
         raise SystemExit("run benchmarks/ingest/gen_big_run.py first")
@@ -85,7 +92,7 @@ def main() -> None:
         appended = src.read(grown_end - base_end)
     drift = [] if args.embeddings else ["--no-embeddings"]
     out_inc, out_ref = RUN / "out", RUN / "out-ref"
-    common = [*drift, "--no-plots", "--no-html", "-q"]
+    common = [*drift, "-q"] if args.reports else [*drift, "--no-plots", "--no-html", "-q"]
     _logscan("analyze", str(RUN), "-o", str(out_inc), *common)  # primes the embedding cache and the state
     if (out_inc / "cache").is_dir():  # the embedding cache, warm for the reference too
         shutil.copytree(out_inc / "cache", out_ref / "cache", dirs_exist_ok=True)
@@ -116,6 +123,44 @@ def main() -> None:
         print("   stages incremental:", ti)
         print("   stages full grown: ", tr)
         print("   ", note)
+    n_png = len(list((out_inc / "plots").glob("*.png"))) if args.reports else 6
+    imports, figures = _floor(n_png)
+    first = min(full[0] for full, *_ in rows)
+    print(f"floor: start + imports {imports:.2f} s, {n_png} minimal PNGs {figures:.2f} s = "
+          f"{imports + figures:.2f} s = {(imports + figures) / first:.3f} of the first analysis "
+          f"({first:.2f} s); 10 % of it: {first / 10:.2f} s")
+
+
+_IMPORTS = "import matplotlib; matplotlib.use('Agg'); import polars, numpy, matplotlib.pyplot, jinja2"
+_FIGURES = """
+import io, sys, time
+import matplotlib; matplotlib.use('Agg')
+import matplotlib.pyplot as plt, numpy as np
+x, y = np.arange(1000), np.random.default_rng(0).random(1000)
+t = time.perf_counter()
+for _ in range(int(sys.argv[1])):
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(x, y)
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+print(time.perf_counter() - t)
+"""
+
+
+def _floor(n_png: int) -> tuple[float, float]:
+    """(best wall seconds of starting Python and importing the outputs' libraries, best seconds of
+    drawing ``n_png`` one-line PNGs once they are imported)."""
+    imports = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", _IMPORTS], check=True)
+        imports.append(time.perf_counter() - t0)
+    figures = [
+        float(subprocess.run([sys.executable, "-c", _FIGURES, str(n_png)], check=True, capture_output=True,
+                             text=True).stdout)
+        for _ in range(3)
+    ]
+    return min(imports), min(figures)
 
 
 if __name__ == "__main__":
