@@ -19,6 +19,9 @@ GROUND_TRUTH: Final = "ground_truth_answer"  # Utf8 | null
 OUTPUT: Final = "model_output"  # Utf8 (the completion)
 REASONING: Final = "reasoning"  # Utf8 | null
 ANSWER: Final = "model_answer"  # Utf8 | null
+# Utf8 | null, in generations.parquet only: the answer the accuracy judged, read the run's way
+# (analyzer.features.learn_conventions); model_answer keeps what was logged or ingest's fill
+JUDGED_ANSWER: Final = "judged_answer"
 TOTAL_REWARD: Final = "total_reward"  # Float64
 REWARD_PREFIX: Final = "reward/"  # Float64 per reward function: "reward/<name>"
 TIMESTAMP: Final = "timestamp"  # Float64 unix seconds | null

@@ -389,6 +389,10 @@ def frames_to_write(analysis: Analysis) -> list[tuple[str, pl.DataFrame]]:
     frames = [("metrics.parquet", analysis.metrics.clone())]
     gens = analysis.run.generations
     if gens is not None and gens.height:
+        answers = analysis.answers
+        if answers is not None and answers.len() == gens.height:
+            # beside model_answer (logged, or ingest's first <answer>): what the accuracy judged
+            gens = gens.with_columns(answers.alias(C.JUDGED_ANSWER))
         frames.append(("generations.parquet", gens.clone()))
     return frames
 

@@ -791,3 +791,15 @@ def test_the_completions_table_shows_the_answer_the_accuracy_judged(tmp_path):
     assert analysis.metrics["gen_accuracy"].drop_nulls().to_list() == [1.0] * 12  # what was judged
     rebuilt = dataclasses.replace(analysis, answers=None)
     assert {r["ans"] for r in completions_table(rebuilt)[0]} == {"0", "1", "2", "3"}
+    # the files agree: generations.parquet keeps the fill in model_answer and the judged answer
+    # beside it; the page html-report writes shows the judged answer too
+    from click.testing import CliRunner
+
+    from analyzer.cli import cli
+
+    got = CliRunner().invoke(cli, ["html-report", str(run), "--no-embeddings", "-o", str(tmp_path / "page.html")])
+    assert got.exit_code == 0, got.output
+    gens = pl.read_parquet(run / "logscan" / "generations.parquet")
+    assert set(gens["model_answer"]) == {"0", "1", "2", "3"} and set(gens["judged_answer"]) == {"4"}
+    page = (tmp_path / "page.html").read_text()
+    assert '"ans":"4"' in page and '"ans":"0"' not in page

@@ -70,7 +70,8 @@ def completions_table(
             forced.update((d.early_sample_id, d.late_sample_id))
     frame = gens.lazy()  # sample_id and split are complete (analyzer.model.completion_keys)
     # the answer shown is the one the accuracy judged (the run's own answer convention), not the
-    # first <answer> ingest filled model_answer with; a report rebuilt from files shows model_answer
+    # first <answer> ingest filled model_answer with; model_answer only for an Analysis built
+    # without answers (the CLI always has them: html-report analyses the run afresh)
     judged = analysis.answers is not None and analysis.answers.len() == gens.height
     if judged:
         assert analysis.answers is not None
