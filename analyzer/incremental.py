@@ -44,6 +44,7 @@ _META: Final = "steps.json"
 _FEATURES: Final = "features.parquet"
 _GEN: Final = "gen_metrics.parquet"
 _HASHES: Final = "hashes.parquet"
+_CARRIED: Final = "carried.json"
 # the completion keys compared row for row between computations (a cheap hash of each row)
 _KEYS = (C.STEP, C.RANK, C.SPLIT, C.SAMPLE_ID, C.GROUP_ID, C.TOTAL_REWARD, C.TIMESTAMP)
 _OUT_LEN = "__out_bytes"
@@ -107,6 +108,46 @@ def widened(old: SplitRange, new: SplitRange) -> SplitRange:
     return out
 
 
+def growth_stable(steps: pl.Series, keep: int) -> pl.Series:
+    """At most ``keep`` of the sorted, distinct ``steps``: the first, the last, and the others with
+    the smallest hash of their step number. As a run grows, a step that was left out is never
+    taken later (the hashes of the old steps do not change; new steps can only push old ones out),
+    so a grown run's sample is the earlier one's minus some picks plus new steps': a re-analysis
+    finds their results where it kept them (drift's embedding cache, ``StepMetrics.carried``)."""
+    import polars as pl
+
+    n = steps.len()
+    if keep >= n:
+        return steps
+    if keep < 2:
+        return steps.head(1)
+    inner = steps.slice(1, n - 2)
+    picked = inner.to_frame("step").with_columns(h=pl.col("step").hash(seed=29)).sort("h", "step").head(keep - 2)
+    return pl.concat([steps.head(1), picked.get_column("step"), steps.tail(1)]).sort()
+
+
+def growth_stable_grid(steps: pl.Series, keep: int) -> pl.Series:
+    """At most ``keep`` of the sorted, distinct ``steps``, evenly spaced: every ``2**k``-th of them
+    from the first (the smallest ``k`` that keeps at most ``keep - 1``), and the last. As a run
+    grows, ``k`` only grows, and every ``2**(k+1)``-th step is a ``2**k``-th one: the steps chosen
+    before stay chosen (but for the last, and for half of them each time ``k`` grows), so a grown
+    run's choice finds most of its steps' results where it kept them. Even spacing, unlike
+    ``growth_stable``'s hash choice, keeps a rise's onset as close as an evenly spaced choice has it
+    (twice the spacing at most, from using between a half and all of ``keep``)."""
+    import polars as pl
+
+    n = steps.len()
+    if keep >= n:
+        return steps
+    if keep < 2:
+        return steps.head(1)
+    stride = 1
+    while (n - 1) // stride + 1 > keep - 1:
+        stride *= 2
+    grid = steps.gather(pl.int_range(0, n, stride, eager=True))
+    return pl.concat([grid, steps.tail(1)]).unique(maintain_order=True).sort()
+
+
 class StepMetrics:
     """``compute(run)`` → the run's per-step metrics (``compute_metrics``) and its completion
     features, from what the previous ``compute`` built when only completions were appended."""
@@ -117,6 +158,9 @@ class StepMetrics:
         self._prev: _Prev | None = None
         self.last_full: str | None = None  # why the last computation was over the whole run
         self.saved_height = 0  # completions whose features are saved (``save`` writes the rest)
+        # what detectors carry from one analysis of the run to the next, by detector name (JSON
+        # values): each checks what it finds against the run as it is now (``run_detectors``)
+        self.carried: dict[str, Any] = {}
 
     def compute(self, run: RunData, *, files_rewritten: bool = False) -> tuple[pl.DataFrame, CompletionFeatures | None]:
         """``files_rewritten``: a completion file was read in full (the rows before may differ)."""
@@ -201,10 +245,15 @@ class StepMetrics:
         prev = self._prev
         folder.mkdir(parents=True, exist_ok=True)
         (folder / _META).unlink(missing_ok=True)
+        (folder / _CARRIED).unlink(missing_ok=True)
         if prev is None:  # nothing to keep (no completions): no parts left behind either
             for p in _parts(folder):
                 p.unlink(missing_ok=True)
             return
+        if self.carried:
+            tmp = folder / (_CARRIED + ".tmp")
+            tmp.write_text(json.dumps(self.carried), encoding="utf-8")
+            tmp.replace(folder / _CARRIED)
         frame = prev.features.frame
         stored = [c for c in frame.columns if c != C.OUTPUT]
         parts = _parts(folder)
@@ -252,6 +301,9 @@ class StepMetrics:
                 return out
             out._prev = _load_prev(folder, meta, out, gens)
             out.saved_height = out._prev.height if out._prev is not None else 0
+            if (folder / _CARRIED).is_file():
+                carried = json.loads((folder / _CARRIED).read_text(encoding="utf-8"))
+                out.carried = carried if isinstance(carried, dict) else {}
         return out
 
 
@@ -296,4 +348,4 @@ def _load_prev(folder: Path, meta: dict[str, Any], out: StepMetrics, gens: pl.Da
     return _Prev(height, hashes, conv, features, gen_metrics, ranges)
 
 
-__all__ = ["STEPS_DIR", "StepMetrics", "owned", "row_hashes", "split_range", "widened"]
+__all__ = ["STEPS_DIR", "StepMetrics", "growth_stable", "growth_stable_grid", "owned", "row_hashes", "split_range", "widened"]

@@ -82,7 +82,7 @@ class LiveRun:
 
         n = 0 if run.generations is None else run.generations.height
         if n <= FULL_DETECTORS_MAX:  # small enough: every detector, the completions' text included
-            alerts, statuses = run_detectors(run, metrics, None, self.config, features=features)
+            alerts, statuses = run_detectors(run, metrics, None, self.config, features=features, carried=self.steps.carried)
         else:  # the detectors on the per-step metrics: the run without its completion frame
             scalars = RunData(run.path, run.steps, None, run.report, run.info)
             alerts, statuses = run_detectors(scalars, metrics, None, self.config)

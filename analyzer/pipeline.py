@@ -216,7 +216,8 @@ def analyze_run(
     with _timed(timings, "detectors"):
         from analyzer.detectors import run_detectors
 
-        alerts, statuses = run_detectors(run, metrics, drift, config, features=features)
+        carried = steps.carried if steps is not None else None
+        alerts, statuses = run_detectors(run, metrics, drift, config, features=features, carried=carried)
     alerts = sort_alerts(alerts)
 
     analysis = Analysis(

@@ -165,6 +165,37 @@ def old_near_dup_rates(
     return steps, [float(np.mean(rates[k])) for k in steps], {k: v[1] for k, v in worst.items()}
 
 
+def samples_context(
+    samples: pl.DataFrame, previous: dict[str, Any] | None = None, carry: dict[str, Any] | None = None
+) -> Any:
+    """What ``_near_dup_rates`` reads of a ``DetectorContext``: the samples, and what the previous
+    analysis kept (``previous``) / where this one keeps it (``carry``)."""
+    previous = previous or {}
+
+    def keep(name: str, value: Any) -> None:
+        if carry is not None:
+            carry[name] = value
+
+    return SimpleNamespace(
+        train_samples=lambda: samples, carried_over=previous.get, keep=keep, carry=carry
+    )
+
+
+def grouped_samples(rng: random.Random, steps: range, *, first_id: int = 0) -> pl.DataFrame:
+    rows = []
+    for step in steps:
+        for g in range(rng.choice([1, 3, 20])):  # more groups than max_groups_per_step at times
+            base = random_text(rng)
+            for _ in range(rng.choice([1, 2, 4, 20])):  # more completions than max_group_size too
+                text = rng.choice([base, base.upper(), base + " x", random_text(rng), ""])
+                rows.append({C.STEP: step, GROUP: f"{step}:{g}", C.OUTPUT: text})
+    return (
+        pl.DataFrame(rows)
+        .with_row_index(C.SAMPLE_ID, offset=first_id)
+        .with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))
+    )
+
+
 def test_per_step_rates_and_worst_groups_equal_the_group_by_group_computation() -> None:
     rng = random.Random(3)
     rows = []
@@ -180,7 +211,7 @@ def test_per_step_rates_and_worst_groups_equal_the_group_by_group_computation() 
         .with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))
     )
     cfg = {**default_config()["mode_collapse"], "near_duplicate_jaccard": 0.5}
-    ctx = SimpleNamespace(train_samples=lambda: samples)
+    ctx = samples_context(samples)
     steps, vals, worst = _near_dup_rates(ctx, cfg)  # type: ignore[arg-type]
     old_steps, old_vals, old_worst = old_near_dup_rates(samples, cfg)
     assert steps.tolist() == old_steps
@@ -196,7 +227,7 @@ def test_steps_of_one_completion_each_have_nothing_to_compare() -> None:
         {C.STEP: list(range(10)), GROUP: [f"{s}:q0" for s in range(10)], C.OUTPUT: ["<answer>0</answer>"] * 10}
     ).with_row_index(C.SAMPLE_ID).with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))
     cfg = default_config()["mode_collapse"]
-    ctx = SimpleNamespace(train_samples=lambda: samples)
+    ctx = samples_context(samples)
     steps, vals, worst = _near_dup_rates(ctx, cfg)  # type: ignore[arg-type]
     assert (steps.tolist(), vals.tolist(), worst) == ([], [], {})
     assert old_near_dup_rates(samples, cfg) == ([], [], {})
@@ -210,3 +241,64 @@ def test_a_vocabulary_too_large_for_one_int64_key_numbers_word_pairs_first(monke
     for _ in range(20):
         texts, groups = random_groups(rng)
         assert pairs(texts, groups, 0.5) == reference_pairs(texts, groups, 0.5)
+
+
+@pytest.mark.parametrize("max_steps", [400, 9])
+def test_a_grown_run_compares_only_the_steps_whose_completions_changed(monkeypatch, max_steps) -> None:
+    """What the previous analysis kept (a fingerprint of each step's rows and what was found) is
+    reused for the steps whose rows hash the same: the result is the from-scratch one, and only
+    new steps and steps that got completions are compared again. With more steps than
+    ``max_steps``, the steps judged are chosen so that a grown run keeps the earlier choice."""
+    from analyzer.detectors import collapse
+
+    rng = random.Random(11)
+    first = grouped_samples(rng, range(1, 21))
+    more = grouped_samples(rng, range(20, 31), first_id=first.height)  # step 20 gets completions too
+    grown = pl.concat([first, more]).sort(C.STEP, maintain_order=True)
+    cfg = {**default_config()["mode_collapse"], "near_duplicate_jaccard": 0.5, "max_steps": max_steps}
+    compared: list[set[int]] = []
+    real = collapse._step_rates
+
+    def counting(s: pl.DataFrame, *args: Any, **kwargs: Any) -> Any:
+        compared.append(set(s.get_column(C.STEP).unique().to_list()))
+        return real(s, *args, **kwargs)
+
+    monkeypatch.setattr(collapse, "_step_rates", counting)
+    kept: dict[str, Any] = {}
+    before = _near_dup_rates(samples_context(first, carry=kept), cfg)
+    assert set(kept) == {"mode_collapse"}
+    again: dict[str, Any] = {}
+    steps, vals, worst = _near_dup_rates(samples_context(grown, previous=kept, carry=again), cfg)
+    scratch = _near_dup_rates(samples_context(grown), cfg)
+    assert steps.tolist() == scratch[0].tolist() and vals.tolist() == scratch[1].tolist() and worst == scratch[2]
+    judged_before = {int(k) for k in kept["mode_collapse"]["steps"]}
+    judged_now = {int(k) for k in again["mode_collapse"]["steps"]}
+    assert compared[1] == judged_now - (judged_before - {20})  # new steps, and step 20 if judged
+    if max_steps == 9:
+        assert len(judged_now) == 9 and len(compared[1]) < 9
+        # a step left out is never taken later: the earlier steps judged now were judged before
+        assert {st for st in judged_now if st < 20} <= judged_before
+    # the same run again: nothing is compared; other settings: everything is
+    calls = len(compared)
+    assert _near_dup_rates(samples_context(grown, previous=again, carry={}), cfg)[2] == worst
+    assert len(compared) == calls
+    _near_dup_rates(samples_context(grown, previous=again, carry={}), {**cfg, "near_duplicate_jaccard": 0.6})
+    assert compared[-1] == judged_now
+    # a damaged entry is compared again, never trusted
+    damaged = {"mode_collapse": {**again["mode_collapse"], "steps": {**again["mode_collapse"]["steps"], "21": ["x"]}}}
+    assert _near_dup_rates(samples_context(grown, previous=damaged, carry={}), cfg)[2] == worst
+    if 21 in judged_now:
+        assert compared[-1] == {21}
+    assert before[0].size
+
+
+def test_completions_without_a_step_are_left_out() -> None:
+    """They failed the detector (an empty group range: ValueError) before."""
+    rows = [{C.STEP: st, GROUP: f"{st}:q", C.OUTPUT: "the same text again"} for st in [1, 1, 2, 2, None, None]]
+    samples = (
+        pl.DataFrame(rows, schema={C.STEP: pl.Int64, GROUP: pl.String, C.OUTPUT: pl.String})
+        .with_row_index(C.SAMPLE_ID)
+        .with_columns(pl.col(C.SAMPLE_ID).cast(pl.Int64))
+    )
+    steps, vals, worst = _near_dup_rates(samples_context(samples, carry={}), default_config()["mode_collapse"])
+    assert (steps.tolist(), vals.tolist(), worst) == ([1, 2], [1.0, 1.0], {1: [0, 1], 2: [2, 3]})

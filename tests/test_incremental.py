@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -348,3 +349,21 @@ def test_a_state_that_cannot_be_written_is_a_note(tmp_path: Path, monkeypatch: p
     assert any(n.startswith("analysis state not saved (parquet: File out of specification") for n in got.notes)
     monkeypatch.setattr(pl.DataFrame, "write_parquet", real)
     assert_same(run, tmp_path / "out", tmp_path / "ref")
+
+
+def test_growth_stable_grid_keeps_its_earlier_choice_evenly_spaced() -> None:
+    """Every 2**k-th step and the last, at most ``keep``: as the run grows, the steps chosen before
+    (but the old last) are the only earlier steps chosen; the spacing is even."""
+    from analyzer.incremental import growth_stable_grid
+
+    assert growth_stable_grid(pl.Series([3, 5, 8]), 400).to_list() == [3, 5, 8]
+    assert growth_stable_grid(pl.Series(range(10)), 4).to_list() == [0, 4, 8, 9]
+    assert growth_stable_grid(pl.Series(range(10)), 1).to_list() == [0]
+    for n in range(2, 2500, 41):
+        chosen = growth_stable_grid(pl.Series(range(n)), 400).to_list()
+        assert 200 <= len(chosen) <= 400 or len(chosen) == n
+        gaps = {b - a for a, b in itertools.pairwise(chosen)}
+        assert len(gaps - {min(gaps)}) <= 1  # one spacing, and a shorter last one
+        for more in (1, 17, 500):
+            grown = growth_stable_grid(pl.Series(range(n + more)), 400).to_list()
+            assert {s for s in grown if s < n - 1} <= set(chosen), (n, more)

@@ -149,6 +149,20 @@ class DetectorContext:
     # what several detectors derive from the same inputs (``_common.component_columns``: a pass
     # over every column, ~0.2 s on a run with 10,000 reward functions, asked for by five detectors)
     memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    # what each detector kept from the previous analysis of this run (``StepMetrics.carried``),
+    # by detector name, and where it keeps what the next analysis may reuse (None: nowhere)
+    previous: dict[str, Any] = field(default_factory=dict, repr=False)
+    carry: dict[str, Any] | None = field(default=None, repr=False)
+
+    def carried_over(self, name: str) -> Any:
+        """What detector ``name`` kept at the previous analysis (JSON values), or None. It must
+        check it against the run as it is now: it is a hint, never a result."""
+        return self.previous.get(name)
+
+    def keep(self, name: str, value: Any) -> None:
+        """Keep ``value`` (JSON values) for detector ``name``'s next analysis of this run."""
+        if self.carry is not None:
+            self.carry[name] = value
 
     # ---- scalar series -------------------------------------------------------------------
     @property
@@ -378,10 +392,13 @@ def run_detectors(
     config: Mapping[str, Any] | None = None,
     *,
     features: CompletionFeatures | None = None,
+    carried: dict[str, Any] | None = None,
 ) -> tuple[list[Alert], list[DetectorStatus]]:
     """Run every enabled detector; return the alerts (most severe first) and one status per detector.
     ``features``: the run's completion-feature frame (``analyzer.features.build_features``), read
-    instead of computed again when it was built with the configured tags.
+    instead of computed again when it was built with the configured tags. ``carried``: what the
+    detectors kept at the previous analysis of this run (``StepMetrics.carried``), emptied and
+    refilled with what they keep now.
 
     A detector that raises ``Skip`` is reported with ``ran=False`` and the reason. A detector that
     crashes on odd input is reported the same way (reason starts with ``internal error``) so one
@@ -398,7 +415,13 @@ def run_detectors(
     if metrics is None or C.STEP not in metrics.columns:
         metrics = pl.DataFrame({C.STEP: pl.Series([], dtype=pl.Int64)})
     metrics = join_drift(metrics.sort(C.STEP), drift)
-    ctx = DetectorContext(run=run, metrics=metrics, drift=drift, general=cfg["general"], features=features)
+    previous = dict(carried) if carried else {}
+    if carried is not None:
+        carried.clear()
+    ctx = DetectorContext(
+        run=run, metrics=metrics, drift=drift, general=cfg["general"], features=features,
+        previous=previous, carry=carried,
+    )
 
     alerts: list[Alert] = []
     statuses: list[DetectorStatus] = []

@@ -39,6 +39,7 @@ def main() -> int:
     ap = suite_parser(__doc__)
     ap.add_argument("--prompts", type=int, default=4, help="prompts (GRPO groups) per step")
     ap.add_argument("--group-size", type=int, default=4, help="completions per prompt")
+    ap.add_argument("--kind", choices=sorted(KINDS), help="only this kind (and the healthy controls)")
     args = ap.parse_args()
     seeds, noises = sweep(args)
     n = args.steps
@@ -52,6 +53,8 @@ def main() -> int:
     all_delays_pct = []
     failures = 0
     for kind, (_gens, min_sev) in KINDS.items():
+        if args.kind and kind != args.kind:
+            continue
         row = Tally()
         for seed in seeds:
             for noise in noises:

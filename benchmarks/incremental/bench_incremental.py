@@ -97,7 +97,7 @@ def main() -> None:
     if (out_inc / "cache").is_dir():  # the embedding cache, warm for the reference too
         shutil.copytree(out_inc / "cache", out_ref / "cache", dirs_exist_ok=True)
     rows = []
-    for _ in range(args.repeat):
+    for _ in range(args.repeat):  # --repeat 0: the floor only
         full = _logscan("analyze", str(RUN), "-o", str(out_inc), "--full", *common)
         with gen.open("ab") as fh:
             fh.write(appended)
@@ -125,10 +125,19 @@ def main() -> None:
         print("   ", note)
     n_png = len(list((out_inc / "plots").glob("*.png"))) if args.reports else 6
     imports, figures = _floor(n_png)
-    first = min(full[0] for full, *_ in rows)
-    print(f"floor: start + imports {imports:.2f} s, {n_png} minimal PNGs {figures:.2f} s = "
-          f"{imports + figures:.2f} s = {(imports + figures) / first:.3f} of the first analysis "
-          f"({first:.2f} s); 10 % of it: {first / 10:.2f} s")
+    floor = imports + figures
+    if rows:
+        first = min(full[0] for full, *_ in rows)
+        print(f"floor: start + imports {imports:.2f} s, {n_png} minimal PNGs {figures:.2f} s = "
+              f"{floor:.2f} s = {floor / first:.3f} of the first analysis ({first:.2f} s); 10 % of it: {first / 10:.2f} s")
+    # the other target: the first analysis ≤ 5x Polars reading every column of the 1M run's CSV
+    read = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import polars as pl; pl.read_csv({str(SRC / 'generations.csv')!r})"], check=True)
+        read.append(time.perf_counter() - t0)
+    print(f"Polars reading every column of the 1M CSV: {min(read):.2f} s; a first analysis at 5x that is "
+          f"{5 * min(read):.2f} s, and 10 % of it {min(read) / 2:.2f} s = {min(read) / 2 / floor:.2f}x the floor ({floor:.2f} s)")
 
 
 _IMPORTS = "import matplotlib; matplotlib.use('Agg'); import polars, numpy, matplotlib.pyplot, jinja2"
