@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from analyzer import columns as C
 from analyzer import embeddings
 from analyzer.errors import DeviceUnavailableError, ModelUnavailableError
-from analyzer.incremental import growth_stable
 from analyzer.model import DriftResult, RunData, SampleDiff
 from analyzer.values import finite_or_none
 
@@ -111,6 +110,24 @@ def compare_texts(a: str, b: str, *, from_label: str = "before", to_label: str =
 def evenly_spaced(n: int, k: int) -> list[int]:
     """At most ``k`` (>= 2) indices of ``range(n)``: the first, the last and evenly spaced ones between."""
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def growth_stable(steps: pl.Series, keep: int) -> pl.Series:
+    """At most ``keep`` of the sorted, distinct ``steps``: the first, the last, and the others with
+    the smallest hash of their step number. As a run grows, a step that was left out is never
+    taken later (the hashes of the old steps do not change; new steps can only push old ones out),
+    so a grown run's sample is the earlier one's minus some picks plus new steps': a re-analysis
+    finds them in the embedding cache."""
+    import polars as pl
+
+    n = steps.len()
+    if keep >= n:
+        return steps
+    if keep < 2:
+        return steps.head(1)
+    inner = steps.slice(1, n - 2)
+    picked = inner.to_frame("step").with_columns(h=pl.col("step").hash(seed=29)).sort("h", "step").head(keep - 2)
+    return pl.concat([steps.head(1), picked.get_column("step"), steps.tail(1)]).sort()
 
 
 def effective_max_embed(options: DriftOptions) -> int:

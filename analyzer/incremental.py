@@ -108,32 +108,14 @@ def widened(old: SplitRange, new: SplitRange) -> SplitRange:
     return out
 
 
-def growth_stable(steps: pl.Series, keep: int) -> pl.Series:
-    """At most ``keep`` of the sorted, distinct ``steps``: the first, the last, and the others with
-    the smallest hash of their step number. As a run grows, a step that was left out is never
-    taken later (the hashes of the old steps do not change; new steps can only push old ones out),
-    so a grown run's sample is the earlier one's minus some picks plus new steps': a re-analysis
-    finds their results where it kept them (drift's embedding cache, ``StepMetrics.carried``)."""
-    import polars as pl
-
-    n = steps.len()
-    if keep >= n:
-        return steps
-    if keep < 2:
-        return steps.head(1)
-    inner = steps.slice(1, n - 2)
-    picked = inner.to_frame("step").with_columns(h=pl.col("step").hash(seed=29)).sort("h", "step").head(keep - 2)
-    return pl.concat([steps.head(1), picked.get_column("step"), steps.tail(1)]).sort()
-
-
 def growth_stable_grid(steps: pl.Series, keep: int) -> pl.Series:
     """At most ``keep`` of the sorted, distinct ``steps``, evenly spaced: every ``2**k``-th of them
     from the first (the smallest ``k`` that keeps at most ``keep - 1``), and the last. As a run
     grows, ``k`` only grows, and every ``2**(k+1)``-th step is a ``2**k``-th one: the steps chosen
     before stay chosen (but for the last, and for half of them each time ``k`` grows), so a grown
     run's choice finds most of its steps' results where it kept them. Even spacing, unlike
-    ``growth_stable``'s hash choice, keeps a rise's onset as close as an evenly spaced choice has it
-    (twice the spacing at most, from using between a half and all of ``keep``)."""
+    ``drift.growth_stable``'s hash choice, dates a rise's onset as an evenly spaced choice does,
+    at up to twice the spacing (it uses between a half and all of ``keep``)."""
     import polars as pl
 
     n = steps.len()
@@ -348,4 +330,4 @@ def _load_prev(folder: Path, meta: dict[str, Any], out: StepMetrics, gens: pl.Da
     return _Prev(height, hashes, conv, features, gen_metrics, ranges)
 
 
-__all__ = ["STEPS_DIR", "StepMetrics", "growth_stable", "growth_stable_grid", "owned", "row_hashes", "split_range", "widened"]
+__all__ = ["STEPS_DIR", "StepMetrics", "growth_stable_grid", "owned", "row_hashes", "split_range", "widened"]
