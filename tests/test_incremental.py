@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -367,3 +368,30 @@ def test_growth_stable_grid_keeps_its_earlier_choice_evenly_spaced() -> None:
         for more in (1, 17, 500):
             grown = growth_stable_grid(pl.Series(range(n + more)), 400).to_list()
             assert {s for s in grown if s < n - 1} <= set(chosen), (n, more)
+
+
+def test_the_state_carries_mode_collapses_steps_to_the_next_analysis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``analyze`` saves what ``mode_collapse`` found per step (``state/steps/carried.json``) and the
+    next analysis of the grown run compares only its new steps' completions, with the
+    from-scratch result."""
+    from analyzer.detectors import collapse
+
+    compared: list[set[int]] = []
+    real = collapse._step_rates
+
+    def counting(s: pl.DataFrame, *args: Any, **kwargs: Any) -> Any:
+        compared.append(set(s.get_column("step").unique().to_list()))
+        return real(s, *args, **kwargs)
+
+    monkeypatch.setattr(collapse, "_step_rates", counting)
+    run = tmp_path / "run"
+    run.mkdir()
+    recs = _recs(30)
+    _seed(run, recs[:80])  # steps 1-20
+    assert_same(run, tmp_path / "inc", tmp_path / "ref")
+    carried = json.loads((tmp_path / "inc" / STATE_DIR / "steps" / "carried.json").read_text())
+    assert sorted(int(s) for s in carried["mode_collapse"]["steps"]) == list(range(1, 21))
+    (run / "generations.csv").write_bytes(csv_bytes(recs))  # grown to steps 1-30
+    compared.clear()
+    assert_same(run, tmp_path / "inc", tmp_path / "ref")  # the reference first, then the state's
+    assert compared == [set(range(1, 31)), set(range(21, 31))]
