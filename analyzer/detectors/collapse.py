@@ -438,7 +438,8 @@ def _near_dup_rates(
         fingerprint = {str(st): 0 for st in s.get_column(C.STEP).unique().to_list()}
         known = {}
     reuse = {st for st, h in fingerprint.items() if st in known and known[st][0] == h}
-    todo = s.filter(~pl.col(C.STEP).cast(pl.String).is_in(pl.Series(sorted(reuse), dtype=pl.String).implode()))
+    reused = pl.Series([int(st) for st in reuse], dtype=s.schema[C.STEP])
+    todo = s.filter(~pl.col(C.STEP).is_in(reused.implode()))
     found = _step_rates(todo, key, max_groups=max_groups, max_size=max_size, thr=thr) if todo.height else {}
     results: dict[int, tuple[float | None, list[int]]] = {
         int(st): (known[st][1], known[st][2]) for st in reuse
